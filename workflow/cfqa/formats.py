@@ -1,0 +1,49 @@
+"""DisentQA's text formats: model input, training target, and parsing a generated answer.
+
+Input:  "question: {q}?\ncontext: {c}"
+Target: "contextual: {a_c}\nparametric: {a_p}" (disentangled) or "contextual: {a_c}" (single).
+T5's sentencepiece normalization turns "\n" into a space, so generations are parsed by the
+markers, never by the newline.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+UNANSWERABLE = "unanswerable"
+VARIANTS = ("factual", "counterfactual", "empty", "random")
+TARGET_FORMATS = ("disentangled", "single")
+
+_CONTEXTUAL = "contextual:"
+_PARAMETRIC = "parametric:"
+
+
+def format_input(question: str, context: str) -> str:
+    question = question.strip().rstrip("?").strip()
+    return f"question: {question}?\ncontext: {context.strip()}"
+
+
+def format_target(contextual: str, parametric: str, target_format: str) -> str:
+    if target_format == "disentangled":
+        return f"{_CONTEXTUAL} {contextual}\n{_PARAMETRIC} {parametric}"
+    if target_format == "single":
+        return f"{_CONTEXTUAL} {contextual}"
+    raise ValueError(f"target_format must be one of {TARGET_FORMATS}, got {target_format!r}")
+
+
+@dataclass(frozen=True)
+class ParsedAnswer:
+    contextual: str
+    parametric: str | None
+
+
+_PARAMETRIC_SPLIT = re.compile(r"\s*parametric\s*:\s*", re.IGNORECASE)
+_CONTEXTUAL_PREFIX = re.compile(r"^\s*contextual\s*:\s*", re.IGNORECASE)
+
+
+def parse_generation(text: str) -> ParsedAnswer:
+    """Split a generation into its contextual and parametric answers (None if absent)."""
+    parts = _PARAMETRIC_SPLIT.split(text, maxsplit=1)
+    contextual = _CONTEXTUAL_PREFIX.sub("", parts[0]).strip()
+    parametric = parts[1].strip() if len(parts) == 2 else None
+    return ParsedAnswer(contextual=contextual, parametric=parametric)

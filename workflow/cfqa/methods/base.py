@@ -1,0 +1,93 @@
+"""The one interface every fine-tuning method implements, and what all methods share:
+parameter counting and saving/loading only the trainable weights (safetensors).
+
+A method's `build(base_model, options)` takes a frozen-or-not pretrained model (any
+transformers seq2seq or causal LM) and returns a torch module whose parameters with
+`requires_grad=True` are exactly the trainable ones. The returned module supports
+`model(input_ids=..., attention_mask=..., labels=...)` (output with `.loss`) and
+`model.generate(input_ids=..., attention_mask=..., max_new_tokens=..., num_beams=...)`
+returning token ids as transformers' `generate` does.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import PretrainedConfig, PreTrainedModel
+
+
+@dataclass(frozen=True)
+class ParameterCounts:
+    trainable: int
+    total: int
+
+    @property
+    def trainable_percent(self) -> float:
+        return 100.0 * self.trainable / self.total if self.total else 0.0
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    name: str
+    description: str
+    build: Callable[[PreTrainedModel, Mapping[str, Any]], nn.Module]
+    # Closed-form trainable and total parameter counts from the model config and options,
+    # written out by hand per method; tests compare it with the built model.
+    closed_form_counts: Callable[[PretrainedConfig, Mapping[str, Any]], ParameterCounts]
+    default_backbone: str = "base"     # base | lm_adapted
+
+
+class OptionsError(ValueError):
+    pass
+
+
+def check_options(method: str, options: Mapping[str, Any], allowed: Mapping[str, Any]) -> dict:
+    """Options merged over the method's defaults; an unknown key is an error naming it."""
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise OptionsError(f"method {method!r}: unknown options {unknown}; allowed: {sorted(allowed)}")
+    return {**allowed, **options}
+
+
+def freeze(module: nn.Module) -> None:
+    for parameter in module.parameters():
+        parameter.requires_grad_(False)
+
+
+def count_parameters(model: nn.Module) -> ParameterCounts:
+    """Unique parameters (tied weights counted once)."""
+    trainable = total = 0
+    for parameter in model.parameters():  # parameters() already de-duplicates shared tensors
+        total += parameter.numel()
+        if parameter.requires_grad:
+            trainable += parameter.numel()
+    return ParameterCounts(trainable=trainable, total=total)
+
+
+def trainable_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {name: p.detach() for name, p in model.named_parameters() if p.requires_grad}
+
+
+def save_trainable(model: nn.Module, path: str | Path, metadata: Mapping[str, str] | None = None) -> int:
+    """Writes only the trainable weights as safetensors; returns the file's size in bytes."""
+    tensors = {name: t.to("cpu").contiguous().clone() for name, t in trainable_state_dict(model).items()}
+    save_file(tensors, str(path), metadata=dict(metadata or {}))
+    return Path(path).stat().st_size
+
+
+def load_trainable(model: nn.Module, path: str | Path) -> None:
+    """Loads weights saved by `save_trainable`; every trainable tensor must be in the file."""
+    tensors = load_file(str(path))
+    expected = set(trainable_state_dict(model))
+    missing, unexpected = expected - set(tensors), set(tensors) - expected
+    if missing or unexpected:
+        raise ValueError(f"{path}: trainable weights do not match the model "
+                         f"(missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]})")
+    parameters = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, tensor in tensors.items():
+            parameters[name].copy_(tensor.to(parameters[name].dtype))
