@@ -31,4 +31,4 @@ lint: install
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/snakemake --lint
 
 clean:
-	rm -rf data models results reports logs mlflow.db mlruns .snakemake
+	rm -rf data models results reports logs mlflow.db mlflow.db.lock mlruns mlartifacts .snakemake

@@ -30,6 +30,8 @@ def _add(sub, name: str, help_text: str, paths: list[tuple[str, str]], extra=Non
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cfqa", description=__doc__)
     parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--log-file", type=Path, default=None,
+                        help="also write the stage log to this file (Snakemake's log: path)")
     sub = parser.add_subparsers(dest="command", required=True)
     method_arg = lambda p: p.add_argument("--method", required=True, help="a key of params.yaml `methods`")
     _add(sub, "download", "fetch or build the raw dataset (NQ simplified format)",
@@ -73,17 +75,21 @@ STAGE_MODULES = {
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    setup_logging(args.log_level)
+    setup_logging(args.log_level, args.log_file)
     try:
         cfg = config_module.load(args.params or [config_module.DEFAULT_PARAMS])
     except config_module.ConfigError as error:
         log.error("%s", error)
         return 2
-    kwargs = {k: v for k, v in vars(args).items() if k not in ("command", "params", "log_level")}
+    kwargs = {k: v for k, v in vars(args).items() if k not in ("command", "params", "log_level", "log_file")}
     stage = importlib.import_module(STAGE_MODULES[args.command])
     started = time.perf_counter()
     log.info("stage %s: %s", args.command, " ".join(f"{k}={v}" for k, v in kwargs.items()))
-    stage.run(cfg, **kwargs)
+    try:
+        stage.run(cfg, **kwargs)
+    except Exception:
+        log.exception("stage %s failed", args.command)  # the traceback lands in --log-file too
+        return 1
     log.info("stage %s done in %.1f s", args.command, time.perf_counter() - started)
     return 0
 

@@ -83,6 +83,7 @@ class CounterfactualConfig:
 @dataclass(frozen=True)
 class PretrainConfig:
     hub_id: str | None
+    lm_adapted_hub_id: str | None
     seed: int
     threads: int
     vocab_size: int
@@ -148,6 +149,11 @@ class TrackingConfig:
 
 
 @dataclass(frozen=True)
+class ReportConfig:
+    notes: tuple[str, ...]     # the report's "Limitations" bullets
+
+
+@dataclass(frozen=True)
 class Config:
     data: DataConfig
     prepare: PrepareConfig
@@ -158,6 +164,7 @@ class Config:
     methods: dict[str, MethodConfig]
     evaluate: EvaluateConfig
     tracking: TrackingConfig
+    report: ReportConfig
     raw: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
 
     def method(self, name: str) -> MethodConfig:
@@ -252,6 +259,7 @@ def from_dict(raw: dict, source: str = "params") -> Config:
         methods=method_configs(raw),
         evaluate=_build(EvaluateConfig, raw["evaluate"]),
         tracking=_build(TrackingConfig, raw["tracking"]),
+        report=_build(ReportConfig, raw["report"]),
         raw=raw,
     )
 

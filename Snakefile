@@ -1,0 +1,26 @@
+# cfqa: counterfactual QA with T5 — the whole DAG. Every rule calls one `cfqa` CLI stage;
+# dvc.yaml describes the same stages with the same commands (tests/test_dag_parity.py).
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+configfile: "params.yaml"
+
+
+validate(config, "workflow/schemas/params.schema.yaml")
+
+report: "workflow/report/workflow.rst"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/model.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    input:
+        rules.report.output,
+    default_target: True

@@ -1,0 +1,225 @@
+"""MLflow tracking into a SQLite store in a temporary project root: what one run holds when
+read back, artifacts beside the database, and several processes logging at once."""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from cfqa.config import PROJECT_ROOT, TrackingConfig
+from cfqa import tracking
+
+TRACKING = TrackingConfig(uri="sqlite:///mlflow.db", experiment="cfqa-test")
+
+
+def _client(root: Path) -> MlflowClient:
+    # An absolute URI: MLflow caches stores by URI string, and the tests change directory.
+    return MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+
+
+@pytest.fixture(scope="module")
+def empty_store(tmp_path_factory) -> Path:
+    """A fresh store's schema, migrated once (seconds) and copied into each test's root."""
+    root = tmp_path_factory.mktemp("store")
+    _client(root).search_experiments()
+    return root / "mlflow.db"
+
+
+@pytest.fixture
+def project_root(tmp_path, monkeypatch, empty_store) -> Path:
+    shutil.copyfile(empty_store, tmp_path / "mlflow.db")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def _runs(client: MlflowClient) -> dict:
+    experiment = client.get_experiment_by_name(TRACKING.experiment)
+    return {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
+
+
+def _log(tmp_path: Path, method: str, seed: int, em: float) -> str:
+    metrics_file = tmp_path / f"{method}-metrics.json"
+    metrics_file.write_text(json.dumps({"contextual_em": em}))
+    return tracking.log_method_run(
+        TRACKING, run_name=f"{method}-seed{seed}",
+        params={"method": method, "seed": seed, "options": {"r": 8, "target_modules": ["q", "v"]},
+                "train": {"lr": 0.005}},
+        metrics={"sets": {"test": {"factual": {"contextual_em": em, "n": 120}}},
+                 "cost": {"peak_memory_bytes": 1024, "memory_measure": "text is not a metric"},
+                 "stopped_early": True},
+        step_metrics=[{"step": 10, "train_loss": 2.0, "val_loss": None},
+                      {"step": 20, "train_loss": 1.5, "val_loss": 1.7},
+                      {"step": 30, "train_loss": 1.2, "val_loss": None}],
+        artifacts=[metrics_file],
+        tags={"method": method, "seed": seed, "data_hash": "abc123"},
+    )
+
+
+def test_two_runs_read_back(project_root):
+    tmp_path = project_root
+    full_id = _log(tmp_path, "full", 0, 81.5)
+    lora_id = _log(tmp_path, "lora", 1, 77.25)
+    assert full_id != lora_id
+
+    client = _client(tmp_path)
+    experiments = [e for e in client.search_experiments() if e.name == TRACKING.experiment]
+    assert len(experiments) == 1
+    assert experiments[0].artifact_location == (tmp_path / "mlartifacts").resolve().as_uri()
+    runs = _runs(client)
+    assert set(runs) == {"full-seed0", "lora-seed1"}
+
+    lora = runs["lora-seed1"]
+    assert lora.info.status == "FINISHED"
+    assert lora.data.params["options.r"] == "8"
+    assert lora.data.params["options.target_modules"] == '["q", "v"]'
+    assert lora.data.params["train.lr"] == "0.005"
+    assert lora.data.metrics["sets.test.factual.contextual_em"] == 77.25
+    assert runs["full-seed0"].data.metrics["sets.test.factual.contextual_em"] == 81.5
+    assert lora.data.metrics["stopped_early"] == 1.0
+    assert "cost.memory_measure" not in lora.data.metrics
+    history = client.get_metric_history(lora_id, "train_loss")
+    assert [(m.step, m.value) for m in sorted(history, key=lambda m: m.step)] == [(10, 2.0), (20, 1.5), (30, 1.2)]
+    assert [(m.step, m.value) for m in client.get_metric_history(lora_id, "val_loss")] == [(20, 1.7)]
+
+    assert lora.data.tags["data_hash"] == "abc123"
+    assert lora.data.tags["method"] == "lora" and lora.data.tags["seed"] == "1"
+    assert lora.data.tags["git_commit"] == "unknown"            # tmp_path is not a git checkout
+
+    assert [a.path for a in client.list_artifacts(lora_id)] == ["lora-metrics.json"]
+    local = client.download_artifacts(lora_id, "lora-metrics.json", str(tmp_path / "download"))
+    assert json.loads(Path(local).read_text()) == {"contextual_em": 77.25}
+    assert lora.info.artifact_uri.startswith((tmp_path / "mlartifacts").resolve().as_uri())
+    assert (tmp_path / "mlartifacts").is_dir()
+    assert not (tmp_path / "mlruns").exists()
+
+
+def test_log_results_dir_logs_a_stage_results_directory(project_root):
+    tmp_path = project_root
+    results = tmp_path / "results" / "lora"
+    results.mkdir(parents=True)
+    (results / "train.json").write_text(json.dumps({
+        "method": "lora", "registry_method": "lora", "backbone": "base", "options": {"r": 8},
+        "train_config": {"lr": 0.005}, "seed": 3, "data_sha256": "d41d8",
+        "params": {"trainable": 16384, "total": 1016384, "trainable_percent": 1.612},
+        "cost": {"peak_memory_bytes": 3145728, "memory_measure": "saved tensors", "step_time_s": 0.15,
+                 "examples_per_s": 150.0, "checkpoint_bytes": 65656, "wall_time_s": 64.5},
+        "steps": 300, "best_step": 200, "best_val_loss": 0.43, "stopped_early": False}))
+    (results / "metrics.json").write_text(json.dumps({
+        "method": "lora", "sets": {"seen": {"counterfactual": {"n": 240, "contextual_em": 61.0}}},
+        "memorization": {"seen": {"memorization_ratio": 0.31}}}))
+    (results / "train_curve.csv").write_text("step,train_loss,val_loss\n100,1.0,1.1\n200,0.8,\n")
+
+    run_id = tracking.log_results_dir(TRACKING, results, method="lora")   # data hash from train.json
+    run = _client(tmp_path).get_run(run_id)
+    assert run.info.run_name == "lora-seed3"
+    assert run.data.metrics["train.params.trainable"] == 16384
+    assert run.data.metrics["sets.seen.counterfactual.contextual_em"] == 61.0
+    assert run.data.metrics["memorization.seen.memorization_ratio"] == 0.31
+    assert run.data.params["options.r"] == "8" and run.data.params["train.lr"] == "0.005"
+    assert run.data.tags["seed"] == "3" and run.data.tags["data_hash"] == "d41d8"
+    assert [m.step for m in _client(tmp_path).get_metric_history(run_id, "val_loss")] == [100]
+    assert {a.path for a in _client(tmp_path).list_artifacts(run_id)} == {"train.json", "metrics.json", "train_curve.csv"}
+
+
+def test_missing_artifact_fails_before_any_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match="nothing.json"):
+        tracking.log_method_run(TRACKING, run_name="x", params={}, metrics={}, step_metrics=[],
+                                artifacts=[tmp_path / "nothing.json"], tags={})
+    with pytest.raises(ValueError, match=r"step_metrics\[0\]: expected a 'step' key"):
+        tracking.log_method_run(TRACKING, run_name="x", params={}, metrics={},
+                                step_metrics=[{"train_loss": 1.0}], artifacts=[], tags={})
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_retry_on_locked_database_only():
+    calls = []
+
+    def locked_twice():
+        calls.append(1)
+        if len(calls) < 3:
+            try:
+                raise sqlite3.OperationalError("database is locked")
+            except sqlite3.OperationalError as cause:
+                raise RuntimeError("commit failed") from cause   # wrapped, as MLflow does
+        return "done"
+
+    assert tracking.with_lock_retry(locked_twice, "test", first_delay_s=0.001) == "done"
+    assert len(calls) == 3
+
+    other = []
+
+    def broken():
+        other.append(1)
+        raise ValueError("no such table")
+
+    with pytest.raises(ValueError):
+        tracking.with_lock_retry(broken, "test", first_delay_s=0.001)
+    assert len(other) == 1
+    with pytest.raises(sqlite3.OperationalError):
+        tracking.with_lock_retry(lambda: (_ for _ in ()).throw(sqlite3.OperationalError("database is locked")),
+                                 "test", attempts=2, first_delay_s=0.001)
+
+
+def test_store_locations(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert tracking.sqlite_database_path("sqlite:///mlflow.db") == tmp_path.resolve() / "mlflow.db"
+    assert tracking.sqlite_database_path("sqlite:////srv/db/m.db") == Path("/srv/db/m.db")
+    assert tracking.artifact_location("sqlite:////srv/db/m.db") == "file:///srv/db/mlartifacts"
+    assert tracking.artifact_location("http://mlflow.example:5000") is None
+    assert tracking.resolved_uri("sqlite:///sub/m.db") == f"sqlite:///{tmp_path.resolve()}/sub/m.db"
+    assert tracking.resolved_uri("http://mlflow.example:5000") == "http://mlflow.example:5000"
+
+
+def test_git_commit_inside_and_outside_a_checkout(tmp_path):
+    assert tracking.git_commit(tmp_path) == "unknown"
+    if (PROJECT_ROOT / ".git").exists():
+        assert re.fullmatch(r"[0-9a-f]{40}", tracking.git_commit(PROJECT_ROOT))
+
+
+CHILD = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    from cfqa import tracking
+    from cfqa.config import TrackingConfig
+    name, everyone = sys.argv[1], sys.argv[2].split(",")
+    config = TrackingConfig(uri="sqlite:///mlflow.db", experiment="cfqa-test")
+    tracking.open_experiment(config)            # all children race to create the store
+    Path(f"ready-{name}").touch()               # then wait for each other, so the runs are
+    deadline = time.time() + 120                # written at the same moment
+    while not all(Path(f"ready-{n}").exists() for n in everyone) and time.time() < deadline:
+        time.sleep(0.05)
+    tracking.log_method_run(
+        config, run_name=name, params={"method": name}, metrics={"em": float(len(name))},
+        step_metrics=[{"step": s, "train_loss": 1.0 / s} for s in range(1, 51)],
+        artifacts=[], tags={"method": name, "seed": 0, "data_hash": "x"})
+""")
+
+
+@pytest.mark.slow
+def test_parallel_processes_share_one_store(tmp_path):
+    """Three processes create one fresh SQLite store and log into it at once (about 15-25 s
+    here: a fresh store runs MLflow's schema migrations, about 9 s on this machine)."""
+    names = ["full", "lora", "ia3"]
+    children = [subprocess.Popen([sys.executable, "-c", CHILD, name, ",".join(names)], cwd=tmp_path,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                for name in names]
+    outputs = [child.communicate(timeout=300) for child in children]
+    for child, (out, err) in zip(children, outputs):
+        assert child.returncode == 0, err
+        assert "🏃" not in out + err and "alembic" not in err and "Creating initial" not in err
+    client = _client(tmp_path)
+    runs = _runs(client)
+    assert set(runs) == set(names)
+    assert all(run.info.status == "FINISHED" for run in runs.values())
+    assert runs["lora"].data.metrics["em"] == 4.0
+    assert len(client.get_metric_history(runs["ia3"].info.run_id, "train_loss")) == 50
+    assert [e.name for e in client.search_experiments()].count("cfqa-test") == 1

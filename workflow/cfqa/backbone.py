@@ -1,0 +1,37 @@
+"""Loading a saved base model and its tokenizer (safetensors only, no remote code)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from cfqa.config import MethodConfig
+from cfqa.methods import get_method
+from cfqa.training.optimization import seed_everything
+from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+
+BACKBONE_DIRS = {"base": "base", "lm_adapted": "base_lm"}
+
+
+def backbone_dir(models_dir: Path, backbone: str) -> Path:
+    if backbone not in BACKBONE_DIRS:
+        raise ValueError(f"backbone must be one of {sorted(BACKBONE_DIRS)}, got {backbone!r}")
+    return models_dir / BACKBONE_DIRS[backbone]
+
+
+def load_backbone(directory: Path):
+    """(model, tokenizer) from a save_pretrained directory; seq2seq or decoder-only."""
+    if not (directory / "config.json").is_file():
+        raise FileNotFoundError(f"{directory}: no saved model (config.json missing); run `cfqa pretrain`")
+    config = AutoConfig.from_pretrained(directory)
+    auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
+    model = auto.from_pretrained(directory, use_safetensors=True)
+    tokenizer = AutoTokenizer.from_pretrained(directory)
+    model.eval()
+    return model, tokenizer
+
+
+def build_method_model(mcfg: MethodConfig, models_dir: Path):
+    """(model, tokenizer, spec): the method's backbone loaded and the method applied."""
+    spec = get_method(mcfg.method)
+    base, tokenizer = load_backbone(backbone_dir(models_dir, mcfg.backbone))
+    seed_everything(mcfg.train.seed)  # methods initialise their new weights from the global RNG
+    return spec.build(base, mcfg.options), tokenizer, spec

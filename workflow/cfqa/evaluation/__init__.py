@@ -1,0 +1,1 @@
+"""Generation and scoring of a fine-tuned method on the test and seen question sets."""

@@ -1,0 +1,99 @@
+"""Scores for one method: per question set and variant, per answer type, memorization on
+counterfactual contexts, and the most-frequent-answer baseline. Pure functions over rows."""
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from typing import Iterable
+
+from cfqa.answer_metrics import (best_f1, exact_match, lenient_match, memorization_class,
+                                 memorization_ratio, normalize_answer)
+from cfqa.formats import UNANSWERABLE, parse_generation
+
+
+def gold_contextual(row: dict) -> list[str]:
+    """What the context says: every gold answer for factual contexts, the substitute for
+    counterfactual ones, "unanswerable" for empty and random ones."""
+    if row["variant"] == "factual":
+        return list(row["answers"])
+    return [row["contextual_answer"]]
+
+
+def prediction_record(row: dict, set_name: str, generation: str) -> dict:
+    parsed = parse_generation(generation)
+    return {
+        "id": row["id"], "set": set_name, "variant": row["variant"], "answer_type": row.get("answer_type"),
+        "prediction": generation, "contextual": parsed.contextual, "parametric": parsed.parametric,
+        "gold_contextual": gold_contextual(row), "gold_parametric": list(row["answers"]),
+        "substitute": row.get("substitute"),
+    }
+
+
+def _percent(values: list[float]) -> float | None:
+    return 100.0 * sum(values) / len(values) if values else None
+
+
+def score_records(records: list[dict]) -> dict:
+    contextual_em = [exact_match(r["contextual"], r["gold_contextual"]) for r in records]
+    has_parametric = any(r["parametric"] is not None for r in records)
+    scores = {
+        "n": len(records),
+        "contextual_em": _percent(contextual_em),
+        "contextual_f1": _percent([best_f1(r["contextual"], r["gold_contextual"]) for r in records]),
+        "contextual_lenient": _percent([lenient_match(r["contextual"], r["gold_contextual"]) for r in records]),
+        "unanswerable_rate": _percent([normalize_answer(r["contextual"]) == UNANSWERABLE for r in records]),
+        "parametric_em": None, "parametric_f1": None,
+    }
+    if has_parametric:
+        scores["parametric_em"] = _percent([exact_match(r["parametric"] or "", r["gold_parametric"]) for r in records])
+        scores["parametric_f1"] = _percent([best_f1(r["parametric"] or "", r["gold_parametric"]) for r in records])
+    return scores
+
+
+def memorization(records: list[dict]) -> dict:
+    """Longpre et al. on counterfactual contexts: does the contextual answer follow the
+    substitute (the context), the original (memory), or neither?"""
+    classes = Counter(memorization_class(r["contextual"], r["gold_parametric"], r["substitute"])
+                      for r in records if r["variant"] == "counterfactual" and r["substitute"])
+    total = sum(classes.values())
+    share = {name: (100.0 * classes[name] / total if total else None) for name in ("original", "substitute", "other")}
+    ratio = memorization_ratio(classes["original"], classes["substitute"])
+    return {**share, "n": total, "memorization_ratio": None if ratio is None else 100.0 * ratio}
+
+
+def most_frequent_answers(training_rows: Iterable[dict]) -> dict[str, str]:
+    """The most frequent training answer per answer type, and over all types ("all")."""
+    by_type: dict[str, Counter] = defaultdict(Counter)
+    for row in training_rows:
+        answer = normalize_answer(row["answers"][0])
+        by_type[row.get("answer_type") or "untyped"][answer] += 1
+        by_type["all"][answer] += 1
+    return {kind: counts.most_common(1)[0][0] for kind, counts in by_type.items()}
+
+
+def baseline_scores(records: list[dict], frequent: dict[str, str]) -> dict[str, float | None]:
+    """Contextual EM on factual contexts when always answering the most frequent training
+    answer of the question's type (types known: an upper bound for a frequency baseline)."""
+    factual = [r for r in records if r["variant"] == "factual"]
+    result = {"all": _percent([exact_match(frequent["all"], r["gold_contextual"]) for r in factual])}
+    for kind in sorted({r["answer_type"] or "untyped" for r in factual}):
+        rows = [r for r in factual if (r["answer_type"] or "untyped") == kind]
+        guess = frequent.get(kind, frequent["all"])
+        result[kind] = _percent([exact_match(guess, r["gold_contextual"]) for r in rows])
+    return result
+
+
+def score_set(records: list[dict]) -> tuple[dict, dict]:
+    """(per-variant scores, per-variant-and-type scores) for one question set."""
+    by_variant: dict[str, list[dict]] = defaultdict(list)
+    for record in records:
+        by_variant[record["variant"]].append(record)
+    variants = {variant: score_records(rows) for variant, rows in by_variant.items()}
+    by_type = {}
+    for variant, rows in by_variant.items():
+        groups: dict[str, list[dict]] = defaultdict(list)
+        for row in rows:
+            groups[row["answer_type"] or "untyped"].append(row)
+        by_type[variant] = {kind: {k: v for k, v in score_records(g).items()
+                                   if k in ("n", "contextual_em", "parametric_em")}
+                            for kind, g in sorted(groups.items())}
+    return variants, by_type

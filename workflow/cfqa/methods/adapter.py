@@ -1,0 +1,119 @@
+"""Houlsby bottleneck adapters (Houlsby et al., 2019) in every T5 block.
+
+An adapter (down-projection, ReLU, up-projection, with its own skip connection) rewrites
+the output of every sub-layer before T5 adds the sub-layer's residual: after each
+attention and after each feed-forward network, in encoder and decoder. Houlsby places one
+after each sub-layer; a T5 decoder block has three, and the cross-attention one is on by
+default (`cross_attention`) because it is where the decoder reads the context. As in the
+paper, the layer norms train too (`train_layer_norms`). The bottleneck is
+d_model // reduction_factor wide. The up-projection starts at zero, so the adapted model
+computes exactly what the base model does until the first step.
+
+Written in-house as plain torch modules: AdapterHub's `adapters` package pins
+transformers 4.x and cannot be installed beside transformers 5. The adapters attach as
+child modules of T5's sub-layers and act through forward hooks on the attention and
+feed-forward modules, so T5's code is not copied and the base weights keep their names.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+from transformers import PretrainedConfig, PreTrainedModel
+from transformers.models.t5.modeling_t5 import (
+    T5LayerCrossAttention,
+    T5LayerFF,
+    T5LayerNorm,
+    T5LayerSelfAttention,
+)
+
+from cfqa.methods.base import MethodSpec, ParameterCounts, check_options, freeze
+from cfqa.methods.full import t5_parameter_count
+from cfqa.methods.t5_layout import require_t5, t5_layer_norm_count
+
+DEFAULTS = {"reduction_factor": 16, "cross_attention": True, "train_layer_norms": True}
+
+
+class BottleneckAdapter(nn.Module):
+    """x + up(relu(down(x))); zero-initialised `up` makes it the identity at the start."""
+
+    def __init__(self, width: int, bottleneck: int):
+        super().__init__()
+        self.down = nn.Linear(width, bottleneck)
+        self.up = nn.Linear(bottleneck, width)
+        nn.init.zeros_(self.up.weight)
+        nn.init.zeros_(self.up.bias)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return hidden_states + self.up(torch.relu(self.down(hidden_states)))
+
+    def rewrite_output(self, module: nn.Module, args, output):
+        """Forward hook: T5's attention returns a tuple whose first item is the output."""
+        if isinstance(output, tuple):
+            return (self(output[0]), *output[1:])
+        return self(output)
+
+
+def _bottleneck(config: PretrainedConfig, options: Mapping[str, Any]) -> tuple[dict, int]:
+    settings = check_options("adapter", options, DEFAULTS)
+    factor = settings["reduction_factor"]
+    if not isinstance(factor, int) or not 1 <= factor <= config.d_model:
+        raise ValueError(f"method 'adapter': reduction_factor must be an integer from 1 to "
+                         f"d_model={config.d_model}, got {factor!r}")
+    return settings, config.d_model // factor
+
+
+def _adapted_sublayers(model: PreTrainedModel, cross_attention: bool):
+    """(sub-layer, module whose output the adapter rewrites) for every adapter position."""
+    for stack in (model.encoder, model.decoder):
+        for block in stack.block:
+            for layer in block.layer:
+                if isinstance(layer, T5LayerSelfAttention):
+                    yield layer, layer.SelfAttention
+                elif isinstance(layer, T5LayerCrossAttention):
+                    if cross_attention:
+                        yield layer, layer.EncDecAttention
+                elif isinstance(layer, T5LayerFF):
+                    yield layer, layer.DenseReluDense
+                else:
+                    raise ValueError(f"method 'adapter': unexpected T5 sub-layer {type(layer).__name__}")
+
+
+def build(model: PreTrainedModel, options: Mapping[str, Any]) -> nn.Module:
+    require_t5(model.config, "adapter")
+    settings, bottleneck = _bottleneck(model.config, options)
+    freeze(model)
+    reference = model.get_input_embeddings().weight
+    for layer, inner in _adapted_sublayers(model, settings["cross_attention"]):
+        adapter = BottleneckAdapter(model.config.d_model, bottleneck).to(reference.device, reference.dtype)
+        layer.add_module("adapter", adapter)
+        # a bound method: a deep copy of the model rebinds the hook to the copied adapter
+        inner.register_forward_hook(adapter.rewrite_output)
+    if settings["train_layer_norms"]:
+        for module in model.modules():
+            if isinstance(module, T5LayerNorm):
+                module.weight.requires_grad_(True)
+    return model
+
+
+def closed_form_counts(config: PretrainedConfig, options: Mapping[str, Any]) -> ParameterCounts:
+    require_t5(config, "adapter")
+    settings, bottleneck = _bottleneck(config, options)
+    d = config.d_model
+    per_adapter = 2 * d * bottleneck + bottleneck + d          # down and up, each with a bias
+    per_decoder_block = 3 if settings["cross_attention"] else 2
+    adapters = 2 * config.num_layers + per_decoder_block * config.num_decoder_layers
+    trainable = adapters * per_adapter
+    if settings["train_layer_norms"]:
+        trainable += t5_layer_norm_count(config) * d
+    total = t5_parameter_count(config) + adapters * per_adapter
+    return ParameterCounts(trainable=trainable, total=total)
+
+
+SPEC = MethodSpec(
+    name="adapter",
+    description="Houlsby bottleneck adapters after every attention and feed-forward sub-layer",
+    build=build,
+    closed_form_counts=closed_form_counts,
+)

@@ -1,0 +1,61 @@
+"""(IA)³ (Liu et al., 2022) through peft: learned vectors that rescale the attention keys
+and values and the inner activation of the feed-forward network.
+
+On T5 that is k and v in every attention (encoder self, decoder self and cross) and the
+input of each feed-forward `wo` (peft scales a feed-forward module's input, other modules'
+outputs). The vectors start at one, so the model starts as the base model.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from peft import IA3Config, get_peft_model
+from torch import nn
+from transformers import PretrainedConfig, PreTrainedModel
+
+from cfqa.methods.base import MethodSpec, ParameterCounts, check_options
+from cfqa.methods.full import t5_parameter_count
+from cfqa.methods.peft_backed import peft_task_type
+from cfqa.methods.t5_layout import check_module_names, require_t5, t5_linear_layers
+
+DEFAULTS = {"target_modules": ["k", "v", "wo"], "feedforward_modules": ["wo"]}
+
+
+def _checked(settings: dict) -> dict:
+    stray = sorted(set(settings["feedforward_modules"]) - set(settings["target_modules"]))
+    if stray:
+        raise ValueError(f"method 'ia3': feedforward_modules {stray} must also be in target_modules "
+                         f"{list(settings['target_modules'])}")
+    return settings
+
+
+def build(model: PreTrainedModel, options: Mapping[str, Any]) -> nn.Module:
+    settings = _checked(check_options("ia3", options, DEFAULTS))
+    if getattr(model.config, "model_type", None) == "t5":
+        check_module_names(model.config, "ia3", settings["target_modules"])
+    return get_peft_model(model, IA3Config(
+        task_type=peft_task_type(model.config),
+        target_modules=list(settings["target_modules"]),
+        feedforward_modules=list(settings["feedforward_modules"]),
+    ))
+
+
+def closed_form_counts(config: PretrainedConfig, options: Mapping[str, Any]) -> ParameterCounts:
+    settings = _checked(check_options("ia3", options, DEFAULTS))
+    require_t5(config, "ia3")
+    layers = t5_linear_layers(config)
+    trainable = 0
+    for name in check_module_names(config, "ia3", settings["target_modules"]):
+        layer = layers[name]
+        # one scale per input feature for feed-forward modules, per output feature otherwise
+        width = layer.in_features if name in settings["feedforward_modules"] else layer.out_features
+        trainable += layer.count * width
+    return ParameterCounts(trainable=trainable, total=t5_parameter_count(config) + trainable)
+
+
+SPEC = MethodSpec(
+    name="ia3",
+    description="learned rescaling of keys, values and feed-forward activations (peft)",
+    build=build,
+    closed_form_counts=closed_form_counts,
+)

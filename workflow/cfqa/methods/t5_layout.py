@@ -1,0 +1,76 @@
+"""Where T5's weights sit: the linear layers by module name and the size of one block.
+
+Methods that place weights inside T5 (LoRA, (IA)³, Houlsby adapters, last-layer tuning)
+count their parameters in closed form from these facts instead of building a model.
+The whole-model count is `cfqa.methods.full.t5_parameter_count`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from transformers import PretrainedConfig
+
+T5_MODEL_TYPES = ("t5",)
+
+
+def require_t5(config: PretrainedConfig, method: str) -> None:
+    """Methods whose placement follows T5's module layout refuse other architectures."""
+    model_type = getattr(config, "model_type", None)
+    if model_type not in T5_MODEL_TYPES:
+        raise ValueError(f"method {method!r} places weights by T5's module layout and supports "
+                         f"model types {list(T5_MODEL_TYPES)}; got {model_type!r}")
+
+
+@dataclass(frozen=True)
+class LinearLayer:
+    in_features: int
+    out_features: int
+    count: int          # how many modules of this name the whole model has
+
+
+def t5_linear_layers(config: PretrainedConfig) -> dict[str, LinearLayer]:
+    """Every bias-free linear layer of the encoder and decoder blocks, keyed by module name."""
+    d, inner, f = config.d_model, config.num_heads * config.d_kv, config.d_ff
+    attention_modules = config.num_layers + 2 * config.num_decoder_layers  # decoder: self + cross
+    feed_forward_modules = config.num_layers + config.num_decoder_layers
+    layers = {
+        "q": LinearLayer(d, inner, attention_modules),
+        "k": LinearLayer(d, inner, attention_modules),
+        "v": LinearLayer(d, inner, attention_modules),
+        "o": LinearLayer(inner, d, attention_modules),
+        "wo": LinearLayer(f, d, feed_forward_modules),
+    }
+    if config.is_gated_act:
+        layers["wi_0"] = LinearLayer(d, f, feed_forward_modules)
+        layers["wi_1"] = LinearLayer(d, f, feed_forward_modules)
+    else:
+        layers["wi"] = LinearLayer(d, f, feed_forward_modules)
+    return layers
+
+
+def check_module_names(config: PretrainedConfig, method: str, names) -> list[str]:
+    """The target module names as a list; each must be a T5 linear layer of this config."""
+    if isinstance(names, str) or not all(isinstance(name, str) for name in names):
+        raise ValueError(f"method {method!r}: target modules must be a list of module names, got {names!r}")
+    available = t5_linear_layers(config)
+    unknown = sorted(set(names) - set(available))
+    if unknown:
+        raise ValueError(f"method {method!r}: {unknown} are not linear layers of this T5 "
+                         f"(feed_forward_proj={config.feed_forward_proj!r}); choose from {sorted(available)}")
+    return list(names)
+
+
+def t5_attention_parameter_count(config: PretrainedConfig) -> int:
+    return 4 * config.d_model * config.num_heads * config.d_kv     # q, k, v, o
+
+
+def t5_decoder_block_parameter_count(config: PretrainedConfig) -> int:
+    """One decoder block without the relative position bias (only block 0 owns that)."""
+    feed_forward = (3 if config.is_gated_act else 2) * config.d_model * config.d_ff
+    layer_norms = 3 * config.d_model                               # self, cross, feed-forward
+    return 2 * t5_attention_parameter_count(config) + feed_forward + layer_norms
+
+
+def t5_layer_norm_count(config: PretrainedConfig) -> int:
+    """Layer norms in the model: two per encoder block, three per decoder block, one final per stack."""
+    return 2 * config.num_layers + 3 * config.num_decoder_layers + 2

@@ -1,0 +1,1 @@
+"""Building the embedded base model: sentencepiece tokenizer, tiny T5, span corruption."""

@@ -1,0 +1,47 @@
+"""A small sentencepiece vocabulary for the embedded world, wrapped as a T5 tokenizer.
+
+The vocabulary is kept small with a hard limit so entity names split into sub-words and any
+name can be spelled (whole-word entity pieces make unseen answers unreachable).
+"""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import sentencepiece as spm
+from transformers import PreTrainedTokenizerBase, T5Tokenizer
+
+from cfqa.formats import UNANSWERABLE, format_input, format_target
+
+SPIECE = "spiece.model"
+EXTRA_IDS = 100  # <extra_id_*> sentinels for span corruption
+
+
+def format_lines() -> list[str]:
+    """The fixed strings of the QA formats, so ':' and '?' are in the vocabulary."""
+    return [format_input("which one", "text"), format_target(UNANSWERABLE, "answer", "disentangled")]
+
+
+def train_sentencepiece(corpus: Path, out_dir: Path, vocab_size: int, seed: int) -> Path:
+    """Trains spiece.model on the corpus (and its lower-cased copy: questions are lower case)."""
+    lines = corpus.read_text(encoding="utf-8").splitlines()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    spm.set_random_generator_seed(seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        text = Path(tmp) / "input.txt"
+        text.write_text("\n".join(lines + [l.lower() for l in lines] + format_lines()) + "\n",
+                        encoding="utf-8")
+        spm.SentencePieceTrainer.train(
+            input=str(text), model_prefix=str(Path(tmp) / "spiece"), vocab_size=vocab_size,
+            model_type="unigram", character_coverage=1.0, hard_vocab_limit=True,
+            pad_id=0, eos_id=1, unk_id=2, bos_id=-1,  # T5's layout
+            num_threads=1, minloglevel=2,  # one thread: deterministic output
+        )
+        (out_dir / SPIECE).write_bytes((Path(tmp) / "spiece.model").read_bytes())
+    return out_dir / SPIECE
+
+
+def load_t5_tokenizer(model_dir: Path) -> PreTrainedTokenizerBase:
+    # T5Tokenizer(vocab_file=...) silently ignores the file in transformers 5: load from the
+    # directory holding spiece.model instead.
+    return T5Tokenizer.from_pretrained(str(model_dir), extra_ids=EXTRA_IDS)

@@ -1,0 +1,141 @@
+"""Stage `prepare`: NQ simplified records → DisentQA question/context/answer rows.
+
+Reads raw/train.jsonl.gz and raw/dev.jsonl.gz (NQ simplified); writes
+out/{train,validation,test}.jsonl rows {"id", "question", "context", "answer", "answers"} and
+out/stats.json. Train/validation split NQ train by a hash of (seed, example_id), so the split
+is deterministic, streaming and independent of file order; test comes from NQ dev. Files are
+streamed one record at a time; the output directory appears only when everything is written.
+
+Bad records (malformed JSON, missing or mistyped fields, spans out of range) are errors naming
+file, line and field; with prepare.max_bad_records > 0 up to that many are skipped and counted.
+A truncated or corrupt gzip stream is always an error: the rest of that file cannot be read,
+and a silently shorter dataset would look complete.
+"""
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO, Callable
+
+import orjson
+
+from cfqa.atomic_io import atomic_dir, write_json
+from cfqa.config import Config, PrepareConfig
+from cfqa.logs import get_logger
+from cfqa.nq.errors import BadRecordError, RecordProblem
+from cfqa.nq.examples import DROP_REASONS, extract_example
+from cfqa.nq.reader import gzip_lines
+from cfqa.nq.simplified import decode_record
+
+log = get_logger(__name__)
+
+SPLITS = ("train", "validation", "test")
+TRAIN_SOURCE = "train.jsonl.gz"
+DEV_SOURCE = "dev.jsonl.gz"
+STATS_FILE = "stats.json"
+_KEPT_BAD_RECORD_EXAMPLES = 20
+
+
+def validation_share(seed: int, example_id: str) -> float:
+    """A uniform number in [0, 1) fixed by (seed, example_id): stable across runs and platforms."""
+    digest = hashlib.blake2b(f"{seed}:{example_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2.0 ** 64
+
+
+def train_or_validation(seed: int, validation_fraction: float) -> Callable[[str], str]:
+    def split_of(example_id: str) -> str:
+        return "validation" if validation_share(seed, example_id) < validation_fraction else "train"
+    return split_of
+
+
+@dataclass
+class SplitCounts:
+    records: int = 0
+    kept: int = 0
+    dropped: Counter = field(default_factory=Counter)
+
+    def as_dict(self) -> dict:
+        return {"records": self.records, "kept": self.kept,
+                "dropped": {reason: self.dropped[reason] for reason in DROP_REASONS}}
+
+
+@dataclass
+class BadRecords:
+    limit: int
+    count: int = 0
+    by_file: Counter = field(default_factory=Counter)
+    first: list = field(default_factory=list)
+
+    def add(self, error: BadRecordError) -> None:
+        """Counts one bad record; raises once there are more than the limit allows."""
+        self.count += 1
+        self.by_file[Path(error.path).name] += 1
+        if self.count > self.limit:
+            if self.limit == 0:
+                raise error
+            raise BadRecordError(error.path, error.line, error.field,
+                                 f"{error.expectation} (bad record {self.count}, over "
+                                 f"prepare.max_bad_records = {self.limit})") from error
+        log.warning("skipping bad record %d of at most %d: %s", self.count, self.limit, error)
+        if len(self.first) < _KEPT_BAD_RECORD_EXAMPLES:
+            self.first.append(error.as_dict())
+
+    def as_dict(self) -> dict:
+        return {"count": self.count, "max_bad_records": self.limit,
+                "by_file": dict(sorted(self.by_file.items())), "first": self.first}
+
+
+def prepare_file(path: Path, split_of: Callable[[str], str], writers: dict[str, BinaryIO],
+                 counts: dict[str, SplitCounts], bad: BadRecords, params: PrepareConfig) -> None:
+    """Streams one raw file into the split writers, counting kept and dropped records."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: raw NQ file not found (run the download stage first)")
+    log.info("reading %s (%d bytes)", path, path.stat().st_size)
+    for line_number, line in gzip_lines(path, desc=f"prepare {path.name}"):
+        try:
+            record = decode_record(line)
+            split = split_of(str(record.example_id))
+            outcome = extract_example(record, drop_table_and_list_contexts=params.drop_table_and_list_contexts)
+        except RecordProblem as problem:
+            bad.add(problem.at(path, line_number))
+            continue
+        split_counts = counts[split]
+        split_counts.records += 1
+        if outcome.row is None:
+            split_counts.dropped[outcome.drop_reason] += 1
+            continue
+        split_counts.kept += 1
+        writers[split].write(orjson.dumps(outcome.row))
+        writers[split].write(b"\n")
+
+
+def run(cfg: Config, raw: Path, out: Path) -> None:
+    params = cfg.prepare
+    raw, out = Path(raw), Path(out)
+    counts = {split: SplitCounts() for split in SPLITS}
+    bad = BadRecords(limit=params.max_bad_records)
+    with atomic_dir(out) as tmp:
+        writers = {split: open(tmp / f"{split}.jsonl", "wb") for split in SPLITS}
+        try:
+            prepare_file(raw / TRAIN_SOURCE, train_or_validation(params.seed, params.validation_fraction),
+                         writers, counts, bad, params)
+            prepare_file(raw / DEV_SOURCE, lambda _: "test", writers, counts, bad, params)
+        finally:
+            for writer in writers.values():
+                writer.close()
+        stats = {
+            "params": {"seed": params.seed, "validation_fraction": params.validation_fraction,
+                       "drop_table_and_list_contexts": params.drop_table_and_list_contexts},
+            "sources": {"train": TRAIN_SOURCE, "validation": TRAIN_SOURCE, "test": DEV_SOURCE},
+            "splits": {split: counts[split].as_dict() for split in SPLITS},
+            "bad_records": bad.as_dict(),
+        }
+        write_json(tmp / STATS_FILE, stats)
+    for split in SPLITS:
+        c = counts[split]
+        log.info("%s: read %d records, kept %d, dropped %s", split, c.records, c.kept,
+                 dict(c.dropped.most_common()) or "none")
+    log.info("wrote %s/{%s}.jsonl and %s; skipped %d bad records", out, ",".join(SPLITS), STATS_FILE,
+             bad.count)

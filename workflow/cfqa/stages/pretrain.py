@@ -1,0 +1,94 @@
+"""Stage `pretrain`: the base model every method fine-tunes, saved with save_pretrained
+(safetensors) together with its tokenizer.
+
+Embedded default: a sentencepiece tokenizer and a tiny T5 pretrained here with span
+corruption on the world's corpus, then an LM-adapted copy (prefix-LM continuation, as in
+Lester et al.'s prompt-tuning backbone). Real runs: `pretrain.hub_id` (and
+`pretrain.lm_adapted_hub_id`) name hub models instead.
+"""
+from __future__ import annotations
+
+import copy
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cfqa.atomic_io import atomic_dir, write_json
+from cfqa.config import Config, PretrainConfig
+from cfqa.logs import get_logger
+from cfqa.pretraining import loop
+from cfqa.pretraining.model import new_tiny_t5
+from cfqa.pretraining.tokenizer import EXTRA_IDS, load_t5_tokenizer, train_sentencepiece
+from cfqa.training.optimization import seed_everything
+
+log = get_logger(__name__)
+CORPUS = "corpus.txt"
+
+
+def run(cfg: Config, raw: Path, out: Path, out_lm: Path) -> None:
+    torch.set_num_threads(cfg.pretrain.threads)
+    if cfg.pretrain.hub_id:
+        save_hub_models(cfg.pretrain, out, out_lm)
+    else:
+        pretrain_embedded(cfg.pretrain, raw / CORPUS, out, out_lm)
+
+
+def save_hub_models(cfg: PretrainConfig, out: Path, out_lm: Path) -> None:
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    for hub_id, target in ((cfg.hub_id, out), (cfg.lm_adapted_hub_id or cfg.hub_id, out_lm)):
+        log.info("loading %s from the hub (safetensors only)", hub_id)
+        model = AutoModelForSeq2SeqLM.from_pretrained(hub_id, use_safetensors=True)
+        tokenizer = AutoTokenizer.from_pretrained(hub_id)
+        with atomic_dir(target) as tmp:
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+        log.info("wrote %s", target)
+
+
+def pretrain_embedded(cfg: PretrainConfig, corpus: Path, out: Path, out_lm: Path) -> None:
+    if not corpus.is_file():
+        raise FileNotFoundError(f"{corpus}: the pretraining corpus is missing (data.source "
+                                f"embedded writes it; real data needs pretrain.hub_id)")
+    seed_everything(cfg.seed)
+    started = time.perf_counter()
+    with atomic_dir(out) as base_dir, atomic_dir(out_lm) as lm_dir:
+        train_sentencepiece(corpus, base_dir, cfg.vocab_size, cfg.seed)
+        tokenizer = load_t5_tokenizer(base_dir)
+        sentences = corpus.read_text(encoding="utf-8").splitlines()
+        token_ids = tokenizer(sentences, add_special_tokens=False).input_ids
+        sequences = loop.pack(token_ids, cfg.max_length)
+        log.info("read %s: %d sentences, %d tokens, %d packed sequences, vocabulary %d",
+                 corpus, len(sentences), sum(map(len, token_ids)), len(sequences), len(tokenizer))
+        sentinels = tokenizer.convert_tokens_to_ids([f"<extra_id_{i}>" for i in range(EXTRA_IDS)])
+        eos = tokenizer.eos_token_id
+
+        model = new_tiny_t5(cfg, vocab_size=len(tokenizer))
+        span_losses = loop.pretrain(
+            model, sequences,
+            lambda seq, rng: loop.span_corruption_example(seq, cfg, sentinels, eos, rng),
+            steps=cfg.steps, cfg=cfg, pad_id=tokenizer.pad_token_id, desc="span corruption")
+        model.save_pretrained(base_dir)
+        tokenizer.save_pretrained(base_dir)
+
+        lm_model = copy.deepcopy(model)
+        lm_losses = loop.pretrain(
+            lm_model, sequences, lambda seq, rng: loop.prefix_lm_example(seq, eos, rng),
+            steps=cfg.lm_adapt_steps, cfg=cfg, pad_id=tokenizer.pad_token_id,
+            desc="LM adaptation") if cfg.lm_adapt_steps else []
+        lm_model.save_pretrained(lm_dir)
+        tokenizer.save_pretrained(lm_dir)
+        (lm_dir / "spiece.model").write_bytes((base_dir / "spiece.model").read_bytes())
+        for directory, losses, objective in ((base_dir, span_losses, "span_corruption"),
+                                             (lm_dir, lm_losses, "prefix_lm")):
+            write_json(directory / "pretrain.json", {
+                "objective": objective,
+                "steps": len(losses),
+                "final_loss": float(np.mean(losses[-50:])) if losses else None,
+                "parameters": sum(p.numel() for p in model.parameters()),
+                "vocabulary": len(tokenizer),
+                "wall_time_s": time.perf_counter() - started,
+            })
+    log.info("wrote %s and %s in %.1f s", out, out_lm, time.perf_counter() - started)

@@ -1,0 +1,286 @@
+"""MLflow tracking: one run per (method, seed) with params, final and per-step metrics,
+artifacts and tags (git commit, data hash, method, seed).
+
+The default store is `sqlite:///mlflow.db` relative to the project root (the working
+directory of every stage). Parallel evaluate jobs write that one SQLite file, so the store
+and the experiment are created under a file lock, and every write is retried with backoff
+when SQLite answers "database is locked". Artifacts go to `mlartifacts/` beside the database
+(an absolute location fixed when the experiment is created), not to `./mlruns` relative to
+whichever directory a job happened to start in. Environment variables are never logged.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import logging
+import os
+import random
+import re
+import subprocess
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, TypeVar
+
+from filelock import FileLock
+
+from cfqa.config import TrackingConfig
+from cfqa.logs import get_logger
+from cfqa.report.inputs import load_method_results
+
+if TYPE_CHECKING:  # mlflow is imported where it is used: importing it costs seconds
+    from mlflow import MlflowClient
+
+# The pipeline runs offline and on clusters; it should not send usage telemetry. setdefault:
+# a user who wants it can still switch it on. Set before mlflow is first imported.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+log = get_logger("cfqa.tracking")
+T = TypeVar("T")
+
+ARTIFACTS_DIRNAME = "mlartifacts"
+LOCK_ATTEMPTS = 8
+LOCK_FIRST_DELAY_S = 0.2
+# MLflow's limits per log_batch call (mlflow.utils.validation).
+_MAX_PARAMS_PER_BATCH = 100
+_MAX_METRICS_PER_BATCH = 1000
+_INVALID_KEY_CHARS = re.compile(r"[^\w\-. /]")
+
+
+def _quiet_mlflow() -> None:
+    """MLflow and alembic log every schema migration at INFO; keep stage logs to our lines."""
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+# ---- SQLite store: where the database and the artifacts live ----------------------------
+
+def sqlite_database_path(uri: str) -> Path | None:
+    """The database file of a `sqlite:///` URI (absolute; relative paths from the current
+    directory, as SQLAlchemy resolves them), or None for any other store."""
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix):
+        return None
+    path = uri[len(prefix):].split("?", 1)[0]
+    return (Path(path) if path.startswith("/") else Path.cwd() / path).resolve()
+
+
+def resolved_uri(uri: str) -> str:
+    """A relative `sqlite:///` URI made absolute against the current directory. MLflow caches
+    one store per URI string in a process, and SQLite resolves a relative path when a new
+    connection opens, so a relative URI could reach another directory's database after a
+    chdir; other URIs are returned unchanged."""
+    database = sqlite_database_path(uri)
+    if database is None:
+        return uri
+    query = uri.split("?", 1)[1] if "?" in uri else ""
+    return f"sqlite:///{database}" + (f"?{query}" if query else "")
+
+
+def artifact_location(uri: str) -> str | None:
+    """`mlartifacts/` beside a SQLite database as a file URI; None lets a server decide."""
+    database = sqlite_database_path(uri)
+    return None if database is None else (database.parent / ARTIFACTS_DIRNAME).as_uri()
+
+
+@contextlib.contextmanager
+def _store_lock(uri: str) -> Iterator[None]:
+    """Serialises creating the database (schema migrations) and the experiment across
+    processes; writes after that rely on SQLite's own locking plus retries."""
+    database = sqlite_database_path(uri)
+    if database is None:
+        yield
+        return
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(database) + ".lock", timeout=120):
+        yield
+
+
+# ---- retry on "database is locked" ------------------------------------------------------
+
+def is_database_locked(error: BaseException) -> bool:
+    """True if the error, or any error it was raised from, is SQLite's lock contention."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if "database is locked" in str(current):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def with_lock_retry(action: Callable[[], T], what: str, attempts: int = LOCK_ATTEMPTS,
+                    first_delay_s: float = LOCK_FIRST_DELAY_S) -> T:
+    """`action()`, retried with exponential backoff and jitter while the database is locked."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return action()
+        except Exception as error:  # MLflow wraps SQLAlchemy's OperationalError in its own type
+            if attempt == attempts or not is_database_locked(error):
+                raise
+            delay = first_delay_s * 2 ** (attempt - 1) * (1 + random.random())
+            log.warning("%s: database is locked (attempt %d/%d); retrying in %.1f s",
+                        what, attempt, attempts, delay)
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+# ---- what gets logged -------------------------------------------------------------------
+
+def git_commit(cwd: Path | None = None) -> str:
+    """HEAD's commit hash, or "unknown" outside a git checkout or without git."""
+    try:
+        done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True,
+                              text=True, timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    commit = done.stdout.strip()
+    return commit if done.returncode == 0 and commit else "unknown"
+
+
+def _key(name: str) -> str:
+    return _INVALID_KEY_CHARS.sub("_", name)
+
+
+def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested mappings as one level with dotted keys: {"a": {"b": 1}} -> {"a.b": 1}."""
+    flat: dict[str, Any] = {}
+    for name, value in mapping.items():
+        key = f"{prefix}.{name}" if prefix else str(name)
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, key))
+        else:
+            flat[_key(key)] = value
+    return flat
+
+
+def _metric_value(value: Any) -> float | None:
+    """Numbers (bools as 0/1) are metrics; text, lists and None are not."""
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, (int, float)):
+        return float(value)
+    return None
+
+
+def _param_value(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+
+
+def _chunks(items: list[T], size: int) -> Iterable[list[T]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+# ---- the run ----------------------------------------------------------------------------
+
+def open_experiment(tracking: TrackingConfig) -> tuple[MlflowClient, str]:
+    """(client, experiment id): the store is opened and the experiment got or created once,
+    under a file lock. Opening a new SQLite store runs schema migrations, which fail when two
+    processes run them at once."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    _quiet_mlflow()
+    name, uri = tracking.experiment, resolved_uri(tracking.uri)
+    with _store_lock(uri):
+        client = with_lock_retry(lambda: MlflowClient(tracking_uri=uri), "open tracking store")
+        experiment = with_lock_retry(lambda: client.get_experiment_by_name(name), "get experiment")
+        if experiment is None:
+            location = artifact_location(uri)
+            try:
+                experiment_id = with_lock_retry(
+                    lambda: client.create_experiment(name, artifact_location=location), "create experiment")
+                log.info("created MLflow experiment %r (artifacts in %s)", name, location or "server default")
+                return client, experiment_id
+            except MlflowException as error:   # a remote store: created meanwhile by another job
+                if getattr(error, "error_code", "") != "RESOURCE_ALREADY_EXISTS":
+                    raise
+                experiment = client.get_experiment_by_name(name)
+    if experiment.lifecycle_stage != "active":
+        raise RuntimeError(f"MLflow experiment {name!r} in {uri} is deleted; restore it "
+                           f"(`mlflow experiments restore`) or set another tracking.experiment")
+    return client, experiment.experiment_id
+
+
+def log_method_run(tracking: TrackingConfig, *, run_name: str, params: Mapping[str, Any],
+                   metrics: Mapping[str, Any], step_metrics: list[Mapping[str, Any]],
+                   artifacts: list[Path], tags: Mapping[str, Any]) -> str:
+    """Logs one finished run and returns its id.
+
+    params and metrics may be nested (logged with dotted keys); metrics keeps only numbers.
+    step_metrics: one mapping per step, {"step": int, name: value, ...}; None values are
+    skipped (a step without validation). artifacts: files or directories. tags: strings for
+    the run (the caller passes data_hash, method, seed); git_commit is added here.
+    """
+    from mlflow.entities import Metric, Param
+
+    artifacts = [Path(a) for a in artifacts]
+    missing = [str(a) for a in artifacts if not a.exists()]
+    if missing:
+        raise FileNotFoundError(f"artifacts to log are missing: {missing}")
+    for index, row in enumerate(step_metrics):
+        if "step" not in row:
+            raise ValueError(f"step_metrics[{index}]: expected a 'step' key, got {sorted(row)}")
+
+    client, experiment_id = open_experiment(tracking)
+    commit = git_commit()
+    run_tags = {**{k: str(v) for k, v in tags.items()}, "git_commit": commit,
+                "mlflow.source.git.commit": commit}
+    run = with_lock_retry(lambda: client.create_run(experiment_id, tags=run_tags, run_name=run_name),
+                          "create run")
+    run_id = run.info.run_id
+    try:
+        now_ms = int(time.time() * 1000)
+        param_entities = [Param(k, _param_value(v)) for k, v in flatten(params).items()]
+        metric_entities = [Metric(k, value, now_ms, 0) for k, v in flatten(metrics).items()
+                           if (value := _metric_value(v)) is not None]
+        for row in step_metrics:
+            step = int(row["step"])
+            metric_entities += [Metric(_key(k), value, now_ms, step) for k, v in row.items()
+                                if k != "step" and (value := _metric_value(v)) is not None]
+        for batch in _chunks(param_entities, _MAX_PARAMS_PER_BATCH):
+            with_lock_retry(functools.partial(client.log_batch, run_id, params=batch, synchronous=True),
+                            "log params")
+        for batch in _chunks(metric_entities, _MAX_METRICS_PER_BATCH):
+            with_lock_retry(functools.partial(client.log_batch, run_id, metrics=batch, synchronous=True),
+                            "log metrics")
+        for path in artifacts:
+            if path.is_dir():
+                client.log_artifacts(run_id, str(path), artifact_path=path.name)
+            else:
+                client.log_artifact(run_id, str(path))
+        with_lock_retry(lambda: client.set_terminated(run_id, "FINISHED"), "finish run")
+    except BaseException:
+        with contextlib.suppress(Exception):
+            client.set_terminated(run_id, "FAILED")
+        raise
+    log.info("logged MLflow run %s (%s): %d params, %d metric values, %d artifacts",
+             run_id, run_name, len(param_entities), len(metric_entities), len(artifacts))
+    return run_id
+
+
+def log_results_dir(tracking: TrackingConfig, results_dir: Path, *, method: str,
+                    data_hash: str | None = None, extra_artifacts: Iterable[Path] = ()) -> str:
+    """Logs one method's results directory (train.json, metrics.json, train_curve.csv, as
+    written by the train and evaluate stages) as one run named `{method}-seed{seed}`.
+    data_hash defaults to train.json's `data_sha256` (the hash of the data it trained on)."""
+    results_dir = Path(results_dir)
+    loaded = load_method_results(results_dir, method)
+    train = loaded.train
+    seed = train.get("seed")
+    params = {"method": method, "registry_method": train.get("registry_method", method),
+              "backbone": train.get("backbone"), "seed": seed, "options": train.get("options") or {},
+              "train": train.get("train_config") or {}}
+    train_metrics = {key: train.get(key) for key in ("params", "cost", "steps", "best_step",
+                                                       "best_val_loss", "stopped_early")}
+    evaluation = {key: value for key, value in loaded.metrics.items() if key != "method"}
+    artifacts = [results_dir / name for name in ("train.json", "metrics.json", "train_curve.csv")
+                 if (results_dir / name).is_file()] + [Path(a) for a in extra_artifacts]
+    tags = {"method": method, "seed": seed,
+            "data_hash": data_hash or train.get("data_sha256") or "unknown",
+            "registry_method": params["registry_method"], "backbone": params["backbone"]}
+    return log_method_run(tracking, run_name=f"{method}-seed{seed}", params=params,
+                          metrics={"train": train_metrics, **evaluation}, step_metrics=loaded.curve,
+                          artifacts=artifacts, tags=tags)

@@ -1,0 +1,1 @@
+"""Fine-tuning: batches, optimization, the training loop, checkpoints."""

@@ -1,0 +1,138 @@
+"""The fine-tuning loop: bf16 autocast, gradient accumulation, clipping, validation-based
+early stopping, resume from checkpoint; devices and multi-GPU through accelerate."""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from accelerate import Accelerator
+from torch import nn
+
+from cfqa.config import TrainConfig
+from cfqa.logs import get_logger
+from cfqa.methods.base import trainable_state_dict
+from cfqa.progress import progress
+from cfqa.training.batches import TokenizedExample, batch_at, collate, sequential_batches
+from cfqa.training.checkpoint import TrainingState, load_checkpoint, save_checkpoint
+from cfqa.training.optimization import make_optimizer, make_schedule
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class FineTuneResult:
+    state: TrainingState
+    stopped_early: bool
+    step_time_s: float
+    examples_per_s: float
+    resumed_from_step: int
+
+
+def make_accelerator(cfg: TrainConfig) -> Accelerator:
+    return Accelerator(mixed_precision="bf16" if cfg.bf16 else "no", cpu=not torch.cuda.is_available())
+
+
+@torch.no_grad()
+def validation_loss(model: nn.Module, examples: Sequence[TokenizedExample], batch_size: int,
+                    pad_id: int, accelerator: Accelerator) -> float:
+    model.eval()
+    total, tokens = 0.0, 0
+    for chunk in sequential_batches(examples, batch_size):
+        batch = {k: v.to(accelerator.device) for k, v in collate(chunk, pad_id).items()}
+        with accelerator.autocast():
+            loss = model(**batch).loss
+        count = int((batch["labels"] != -100).sum())
+        total += float(loss) * count
+        tokens += count
+    return total / max(tokens, 1)
+
+
+def fine_tune(model: nn.Module, train: Sequence[TokenizedExample], validation: Sequence[TokenizedExample],
+              cfg: TrainConfig, *, pad_id: int, checkpoint_dir: Path, fingerprint: str,
+              accelerator: Accelerator) -> FineTuneResult:
+    if cfg.gradient_checkpointing:
+        if not hasattr(model, "gradient_checkpointing_enable"):
+            raise ValueError("train.gradient_checkpointing is set but this method's model does not support it")
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    optimizer = make_optimizer(model.parameters(), cfg.optimizer, cfg.lr, cfg.weight_decay)
+    schedule = make_schedule(optimizer, cfg.warmup_steps, cfg.max_steps)
+    resumed = load_checkpoint(checkpoint_dir, model, optimizer, schedule, fingerprint)
+    if resumed:
+        state, best_weights = resumed
+        log.info("resuming from %s at step %d", checkpoint_dir, state.step)
+    else:
+        state, best_weights = TrainingState(), {k: v.clone() for k, v in trainable_state_dict(model).items()}
+    resumed_from = state.step
+    model, optimizer = accelerator.prepare(model, optimizer)
+    unwrapped = accelerator.unwrap_model(model)
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    world, rank = accelerator.num_processes, accelerator.process_index
+
+    step_times: list[float] = []
+    stopped_early = False
+    recent_losses: list[float] = []
+    bar = progress(range(state.step, cfg.max_steps), desc="train", unit="step", initial=state.step,
+                   total=cfg.max_steps)
+    for step in bar:
+        model.train()
+        started = time.perf_counter()
+        step_loss = 0.0
+        for micro in range(cfg.grad_accum_steps):
+            index = (step * cfg.grad_accum_steps + micro) * world + rank
+            batch = collate(batch_at(train, index, cfg.batch_size, cfg.seed), pad_id)
+            batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+            with accelerator.autocast():
+                loss = model(**batch).loss / cfg.grad_accum_steps
+            accelerator.backward(loss)
+            step_loss += float(loss)
+        accelerator.clip_grad_norm_(parameters, cfg.clip_norm)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+        elapsed = time.perf_counter() - started
+        state.train_seconds += elapsed
+        step_times.append(elapsed)
+        state.step = step + 1
+        recent_losses.append(step_loss)
+        if not math.isfinite(step_loss):
+            raise FloatingPointError(f"training loss is {step_loss} at step {state.step}; lower the learning rate")
+
+        evaluate_now = state.step % cfg.eval_every == 0 or state.step == cfg.max_steps
+        point = {"step": state.step, "train_loss": sum(recent_losses) / len(recent_losses), "val_loss": None}
+        if evaluate_now:
+            point["val_loss"] = validation_loss(model, validation, cfg.batch_size, pad_id, accelerator)
+            if point["val_loss"] < state.best_val_loss:
+                state.best_val_loss, state.best_step, state.bad_evaluations = point["val_loss"], state.step, 0
+                best_weights = {k: v.detach().clone() for k, v in trainable_state_dict(unwrapped).items()}
+            else:
+                state.bad_evaluations += 1
+            log.info("step %d: train loss %.4f, validation loss %.4f (best %.4f at %d)", state.step,
+                     point["train_loss"], point["val_loss"], state.best_val_loss, state.best_step)
+        if evaluate_now or state.step % 10 == 0:
+            state.curve.append(point)
+            recent_losses = []
+            bar.set_postfix(loss=f"{point['train_loss']:.3f}")
+        if evaluate_now and accelerator.is_main_process:
+            save_checkpoint(checkpoint_dir, unwrapped, optimizer, schedule, state, best_weights, fingerprint)
+        if evaluate_now and cfg.early_stopping_patience and state.bad_evaluations >= cfg.early_stopping_patience:
+            stopped_early = True
+            log.info("early stop at step %d: no validation improvement in %d evaluations",
+                     state.step, state.bad_evaluations)
+            break
+    bar.close()
+
+    # The best validation weights are the result.
+    with torch.no_grad():
+        named = dict(unwrapped.named_parameters())
+        for name, tensor in best_weights.items():
+            named[name].copy_(tensor)
+    unwrapped.eval()
+    warm = step_times[3:] or step_times or [float("nan")]
+    step_time = sum(warm) / len(warm)
+    examples_per_step = cfg.batch_size * cfg.grad_accum_steps * world
+    return FineTuneResult(state=state, stopped_early=stopped_early, step_time_s=step_time,
+                          examples_per_s=examples_per_step / step_time, resumed_from_step=resumed_from)

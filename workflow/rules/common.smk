@@ -1,0 +1,30 @@
+# Shared definitions: paths, the CLI prefix, the params each stage reads, containers.
+from cfqa.dag import param_slice
+
+METHODS = list(config["methods"])
+
+# Parameter files in order, so the CLI sees exactly the configuration Snakemake sees
+# (params.yaml, then any --configfile overrides).
+PARAMS_ARGS = " ".join(
+    f"--params {path}"
+    for path in ["params.yaml", *[str(p) for p in workflow.overwrite_configfiles or []]]
+)
+
+# The image every rule runs in with `--sdm apptainer`; build it from containers/cfqa.def
+# (train and evaluate use the CUDA image on a GPU cluster: see workflow/profiles/slurm).
+CONTAINER = "containers/cfqa-cpu.sif"
+GPU_CONTAINER = "containers/cfqa-cuda.sif"
+
+
+wildcard_constraints:
+    method="|".join(METHODS),
+
+
+def cfqa(stage, log_path):
+    """The CLI command of a stage, identical to dvc.yaml's (without the log file)."""
+    return f"cfqa --log-file {log_path} {stage} {PARAMS_ARGS}"
+
+
+localrules:
+    all,
+    report,
