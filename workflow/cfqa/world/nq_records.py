@@ -16,15 +16,26 @@ def stable_id(*parts: str) -> int:
     return int.from_bytes(digest[:8], "big") >> 1  # positive 63-bit, like NQ's example ids
 
 
-def find_span(haystack: tuple[str, ...], needle: tuple[str, ...]) -> int:
-    for start in range(len(haystack) - len(needle) + 1):
-        if haystack[start:start + len(needle)] == needle:
-            return start
-    raise ValueError(f"answer {' '.join(needle)!r} is not in paragraph {' '.join(haystack)!r}")
+def occurrences(haystack: tuple[str, ...], needle: tuple[str, ...]) -> list[int]:
+    return [start for start in range(len(haystack) - len(needle) + 1)
+            if haystack[start:start + len(needle)] == needle]
+
+
+def find_span(haystack: tuple[str, ...], needle: tuple[str, ...], subject: tuple[str, ...] = ()) -> int:
+    """Start of the answer's mention, skipping mentions inside the subject's name ("Panama"
+    in "Panama City is a city in Panama"); the first mention when the answer is the name."""
+    starts = occurrences(haystack, needle)
+    if not starts:
+        raise ValueError(f"answer {' '.join(needle)!r} is not in paragraph {' '.join(haystack)!r}")
+    inside_subject = {position for begin in (occurrences(haystack, subject) if subject else [])
+                      for position in range(begin, begin + len(subject))}
+    outside = [start for start in starts
+               if inside_subject.isdisjoint(range(start, start + len(needle)))]
+    return (outside or starts)[0]
 
 
 def nq_record(*, example_id: int, question: str, page: Page, paragraph_index: int,
-              answer: str, url: str) -> dict:
+              answer: str, subject: str, url: str) -> dict:
     document: list[str] = ["<H1>", *page.title.split(" "), "</H1>"]
     candidates = []
     for paragraph in page.paragraphs:
@@ -33,8 +44,8 @@ def nq_record(*, example_id: int, question: str, page: Page, paragraph_index: in
         candidates.append({"start_token": start, "end_token": len(document), "top_level": True})
     long_answer = candidates[paragraph_index]
     answer_tokens = tuple(answer.split(" "))
-    # +1 skips the paragraph's opening <P> tag.
-    short_start = long_answer["start_token"] + 1 + find_span(page.paragraphs[paragraph_index], answer_tokens)
+    within = find_span(page.paragraphs[paragraph_index], answer_tokens, tuple(subject.split(" ")))
+    short_start = long_answer["start_token"] + 1 + within  # +1 skips the paragraph's opening <P>
     return {
         "example_id": example_id,
         "question_text": question,
