@@ -10,7 +10,7 @@ import dataclasses
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import jsonschema
 import yaml
@@ -189,11 +189,20 @@ def load_schema() -> dict:
         return yaml.safe_load(handle)
 
 
-def validate(raw: dict, source: str = "params") -> None:
+def schema_errors(raw: dict) -> list[tuple[tuple, str]]:
+    """(key path, message) for every schema violation."""
     validator = jsonschema.Draft202012Validator(load_schema())
-    errors = sorted(validator.iter_errors(raw), key=lambda e: list(e.absolute_path))
+    errors = sorted(validator.iter_errors(raw), key=lambda e: list(map(str, e.absolute_path)))
+    return [(tuple(e.absolute_path), e.message) for e in errors]
+
+
+def validate(raw: dict, source: str | Callable[[tuple], str] = "params") -> None:
+    """Raises ConfigError listing every violation with its dotted key; `source` names the file
+    (or, given a function, the file that set that key)."""
+    errors = schema_errors(raw)
     if errors:
-        lines = [f"{source}: {'.'.join(map(str, e.absolute_path)) or '<top>'}: {e.message}" for e in errors]
+        where = source if callable(source) else (lambda _path: source)
+        lines = [f"{where(path)}: {'.'.join(map(str, path)) or '<top>'}: {message}" for path, message in errors]
         raise ConfigError("invalid parameters:\n  " + "\n  ".join(lines))
 
 
@@ -244,7 +253,7 @@ def method_configs(raw: dict) -> dict[str, MethodConfig]:
     return methods
 
 
-def from_dict(raw: dict, source: str = "params") -> Config:
+def from_dict(raw: dict, source: str | Callable[[tuple], str] = "params") -> Config:
     validate(raw, source)
     return Config(
         data=_build(DataConfig, raw["data"]),
@@ -266,4 +275,19 @@ def from_dict(raw: dict, source: str = "params") -> Config:
 
 def load(paths: Iterable[str | Path] = (DEFAULT_PARAMS,)) -> Config:
     paths = list(paths) or [DEFAULT_PARAMS]
-    return from_dict(read_params(paths), source=" + ".join(str(p) for p in paths))
+    layers = [(str(p), read_params([p])) for p in paths]
+
+    def file_setting(path: tuple) -> str:
+        """The last file that sets the key (or its nearest parent): where to fix it."""
+        for depth in range(len(path), 0, -1):
+            for name, layer in reversed(layers):
+                node = layer
+                try:
+                    for part in path[:depth]:
+                        node = node[part]
+                except (KeyError, IndexError, TypeError):
+                    continue
+                return name
+        return " + ".join(name for name, _ in layers)
+
+    return from_dict(read_params(paths), source=file_setting)

@@ -1,12 +1,15 @@
 # Shared definitions: paths, the CLI prefix, the params each stage reads, containers.
+import os
+
 from cfqa.dag import param_slice
 
 METHODS = list(config["methods"])
 
 # Parameter files in order, so the CLI sees exactly the configuration Snakemake sees
 # (params.yaml, then any --configfile overrides).
+# Relative to the working directory where possible: cluster jobs run in another root.
 PARAMS_ARGS = " ".join(
-    f"--params {path}"
+    f"--params {os.path.relpath(path) if os.path.abspath(path).startswith(os.getcwd()) else path}"
     for path in ["params.yaml", *[str(p) for p in workflow.overwrite_configfiles or []]]
 )
 

@@ -5,7 +5,7 @@ name can be spelled (whole-word entity pieces make unseen answers unreachable).
 """
 from __future__ import annotations
 
-import tempfile
+import io
 from pathlib import Path
 
 import sentencepiece as spm
@@ -27,17 +27,17 @@ def train_sentencepiece(corpus: Path, out_dir: Path, vocab_size: int, seed: int)
     lines = corpus.read_text(encoding="utf-8").splitlines()
     out_dir.mkdir(parents=True, exist_ok=True)
     spm.set_random_generator_seed(seed)
-    with tempfile.TemporaryDirectory() as tmp:
-        text = Path(tmp) / "input.txt"
-        text.write_text("\n".join(lines + [l.lower() for l in lines] + format_lines()) + "\n",
-                        encoding="utf-8")
-        spm.SentencePieceTrainer.train(
-            input=str(text), model_prefix=str(Path(tmp) / "spiece"), vocab_size=vocab_size,
-            model_type="unigram", character_coverage=1.0, hard_vocab_limit=True,
-            pad_id=0, eos_id=1, unk_id=2, bos_id=-1,  # T5's layout
-            num_threads=1, minloglevel=2,  # one thread: deterministic output
-        )
-        (out_dir / SPIECE).write_bytes((Path(tmp) / "spiece.model").read_bytes())
+    # Sentences in and model out through memory: a file-based run records its temporary
+    # input and output paths in the model, so two runs would never be byte-identical.
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(lines + [l.lower() for l in lines] + format_lines()),
+        model_writer=model, vocab_size=vocab_size,
+        model_type="unigram", character_coverage=1.0, hard_vocab_limit=True,
+        pad_id=0, eos_id=1, unk_id=2, bos_id=-1,  # T5's layout
+        num_threads=1, minloglevel=2,  # one thread: deterministic output
+    )
+    (out_dir / SPIECE).write_bytes(model.getvalue())
     return out_dir / SPIECE
 
 

@@ -26,6 +26,8 @@ class TrainingState:
     bad_evaluations: int = 0
     curve: list[dict] = field(default_factory=list)
     train_seconds: float = 0.0
+    step_seconds: list[float] = field(default_factory=list)   # per optimizer step, for speed figures
+    stopped_early: bool = False
 
 
 def save_checkpoint(directory: Path, model, optimizer, schedule, state: TrainingState,

@@ -67,16 +67,15 @@ def fine_tune(model: nn.Module, train: Sequence[TokenizedExample], validation: S
     else:
         state, best_weights = TrainingState(), {k: v.clone() for k, v in trainable_state_dict(model).items()}
     resumed_from = state.step
+    finished = state.step >= cfg.max_steps or state.stopped_early  # killed after the last checkpoint
     model, optimizer = accelerator.prepare(model, optimizer)
     unwrapped = accelerator.unwrap_model(model)
     parameters = [p for p in model.parameters() if p.requires_grad]
     world, rank = accelerator.num_processes, accelerator.process_index
 
-    step_times: list[float] = []
-    stopped_early = False
     recent_losses: list[float] = []
-    bar = progress(range(state.step, cfg.max_steps), desc="train", unit="step", initial=state.step,
-                   total=cfg.max_steps)
+    bar = progress(range(state.step, cfg.max_steps if not finished else state.step), desc="train",
+                   unit="step", initial=state.step, total=cfg.max_steps)
     for step in bar:
         model.train()
         started = time.perf_counter()
@@ -88,14 +87,14 @@ def fine_tune(model: nn.Module, train: Sequence[TokenizedExample], validation: S
             with accelerator.autocast():
                 loss = model(**batch).loss / cfg.grad_accum_steps
             accelerator.backward(loss)
-            step_loss += float(loss)
+            step_loss += loss.detach().item()
         accelerator.clip_grad_norm_(parameters, cfg.clip_norm)
         optimizer.step()
         schedule.step()
         optimizer.zero_grad(set_to_none=True)
         elapsed = time.perf_counter() - started
         state.train_seconds += elapsed
-        step_times.append(elapsed)
+        state.step_seconds.append(elapsed)
         state.step = step + 1
         recent_losses.append(step_loss)
         if not math.isfinite(step_loss):
@@ -119,7 +118,7 @@ def fine_tune(model: nn.Module, train: Sequence[TokenizedExample], validation: S
         if evaluate_now and accelerator.is_main_process:
             save_checkpoint(checkpoint_dir, unwrapped, optimizer, schedule, state, best_weights, fingerprint)
         if evaluate_now and cfg.early_stopping_patience and state.bad_evaluations >= cfg.early_stopping_patience:
-            stopped_early = True
+            state.stopped_early = True
             log.info("early stop at step %d: no validation improvement in %d evaluations",
                      state.step, state.bad_evaluations)
             break
@@ -131,8 +130,8 @@ def fine_tune(model: nn.Module, train: Sequence[TokenizedExample], validation: S
         for name, tensor in best_weights.items():
             named[name].copy_(tensor)
     unwrapped.eval()
-    warm = step_times[3:] or step_times or [float("nan")]
+    warm = state.step_seconds[3:] or state.step_seconds or [float("nan")]
     step_time = sum(warm) / len(warm)
     examples_per_step = cfg.batch_size * cfg.grad_accum_steps * world
-    return FineTuneResult(state=state, stopped_early=stopped_early, step_time_s=step_time,
+    return FineTuneResult(state=state, stopped_early=state.stopped_early, step_time_s=step_time,
                           examples_per_s=examples_per_step / step_time, resumed_from_step=resumed_from)

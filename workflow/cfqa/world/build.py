@@ -29,8 +29,9 @@ def held_out(subject_key: str, seed: int, fraction: float) -> bool:
 
 def write_gzip_jsonl(path: Path, rows: list[dict]) -> None:
     with atomic_open(path, "wb") as raw:
-        # mtime=0 keeps the file byte-identical across runs with the same seed.
-        with gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as handle:
+        # mtime=0 and no file name (it would be the random temporary name) keep the file
+        # byte-identical across runs with the same seed.
+        with gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as handle:
             for row in rows:
                 handle.write(orjson.dumps(row) + b"\n")
 

@@ -1,0 +1,143 @@
+"""The typed configuration: params.yaml loads and validates, errors name the file and key,
+later files override key by key, method blocks override the shared train keys; and every
+params key a stage declares (cfqa.dag) exists."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cfqa import config as config_module
+from cfqa.config import ConfigError, TrainConfig, deep_merge, load
+from cfqa.dag import STAGE_PARAMS, param_slice, stage_param_keys
+from cfqa.methods import METHOD_NAMES
+
+PARAMS = config_module.PROJECT_ROOT / "params.yaml"
+
+
+@pytest.fixture(scope="module")
+def raw_params() -> dict:
+    return yaml.safe_load(PARAMS.read_text(encoding="utf-8"))
+
+
+def write_yaml(path, value) -> str:
+    path.write_text(yaml.safe_dump(value), encoding="utf-8")
+    return str(path)
+
+
+def test_params_yaml_loads_into_typed_sections(raw_params):
+    cfg = load([PARAMS])
+    assert cfg.train == TrainConfig(**{k: tuple(v) if isinstance(v, list) else v
+                                       for k, v in raw_params["train"].items()})
+    assert cfg.train.mixture == ("factual", "counterfactual", "empty", "random")
+    assert cfg.data.embedded.test_fraction == raw_params["data"]["embedded"]["test_fraction"]
+    assert cfg.data.nq.dev_urls == tuple(raw_params["data"]["nq"]["dev_urls"])
+    assert cfg.pretrain.vocab_size == raw_params["pretrain"]["vocab_size"]
+    assert list(cfg.methods) == list(raw_params["methods"])
+    assert cfg.entities.group_of("GPE") == "LOCATION" and cfg.entities.group_of("WORK_OF_ART") is None
+    assert cfg.raw == raw_params
+
+
+def test_every_method_block_names_a_registry_method():
+    cfg = load([PARAMS])
+    for name, method in cfg.methods.items():
+        assert method.name == name and method.method in METHOD_NAMES
+        assert method.backbone in ("base", "lm_adapted")
+    assert cfg.method("prompt").backbone == "lm_adapted"
+    with pytest.raises(ConfigError, match="method 'nope' is not in params.yaml"):
+        cfg.method("nope")
+
+
+def test_method_train_block_overrides_only_its_keys(raw_params):
+    cfg = load([PARAMS])
+    lora = cfg.method("lora").train
+    assert lora.lr == raw_params["methods"]["lora"]["train"]["lr"] != cfg.train.lr
+    assert dataclasses.replace(lora, lr=cfg.train.lr) == cfg.train
+    assert cfg.method("lora").options == raw_params["methods"]["lora"]["options"]
+
+
+@pytest.mark.parametrize("override, key", [
+    ({"train": {"lr": -1}}, "train.lr"),
+    ({"train": {"optimizer": "sgd"}}, "train.optimizer"),
+    ({"pretrain": {"d_model": "big"}}, "pretrain.d_model"),
+    ({"methods": {"lora": {"train": {"batch_size": 0}}}}, "methods.lora.train.batch_size"),
+    ({"train": {"mixture": ["factual", "imaginary"]}}, "train.mixture.1"),
+    ({"data": {"embedded": {"test_fraction": 1.0}}}, "data.embedded.test_fraction"),
+])
+def test_bad_value_names_the_file_and_key(tmp_path, override, key):
+    bad = write_yaml(tmp_path / "bad.yaml", override)
+    with pytest.raises(ConfigError) as caught:
+        load([PARAMS, bad])
+    message = str(caught.value)
+    assert f": {key}: " in message and "bad.yaml" in message
+
+
+def test_unknown_key_is_an_error(tmp_path):
+    bad = write_yaml(tmp_path / "typo.yaml", {"train": {"learning_rate": 0.1}})
+    with pytest.raises(ConfigError, match="train: .*'learning_rate' was unexpected"):
+        load([PARAMS, bad])
+
+
+def test_second_file_overrides_key_by_key(tmp_path, raw_params):
+    override = write_yaml(tmp_path / "profile.yaml", {
+        "train": {"max_steps": 7},
+        "data": {"embedded": {"seed": 3}},
+        "methods": {"lora": {"options": {"r": 2}}},
+    })
+    cfg = load([PARAMS, override])
+    assert cfg.train.max_steps == 7 and cfg.train.batch_size == raw_params["train"]["batch_size"]
+    assert cfg.data.embedded.seed == 3
+    assert cfg.data.embedded.min_city_population == raw_params["data"]["embedded"]["min_city_population"]
+    # The shared override reaches every method; a method's own train keys still win.
+    assert cfg.method("full").train.max_steps == 7
+    assert cfg.method("lora").train.max_steps == 7
+    assert cfg.method("lora").train.lr == raw_params["methods"]["lora"]["train"]["lr"]
+    # Mappings merge; the other options of the block stay.
+    assert cfg.method("lora").options == {**raw_params["methods"]["lora"]["options"], "r": 2}
+    assert list(cfg.methods) == list(raw_params["methods"])
+
+
+def test_lists_are_replaced_not_merged():
+    merged = deep_merge({"a": {"b": [1, 2], "c": 1}}, {"a": {"b": [3]}})
+    assert merged == {"a": {"b": [3], "c": 1}}
+
+
+def test_unreadable_files_name_the_file(tmp_path):
+    with pytest.raises(ConfigError, match="missing.yaml: parameter file not found"):
+        load([tmp_path / "missing.yaml"])
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("train: [unclosed\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="broken.yaml: not valid YAML"):
+        load([PARAMS, broken])
+    listing = tmp_path / "list.yaml"
+    listing.write_text("- a\n- b\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="list.yaml: expected a mapping at the top level"):
+        load([PARAMS, listing])
+
+
+def test_every_stage_param_key_exists(raw_params):
+    for stage in STAGE_PARAMS:
+        for method in raw_params["methods"]:
+            values = param_slice(raw_params, stage, method)
+            assert list(values) == stage_param_keys(stage, method)
+    assert param_slice(raw_params, "train", "lora") == {"train": raw_params["train"],
+                                                        "methods.lora": raw_params["methods"]["lora"]}
+    assert param_slice(raw_params, "report")["data.source"] == raw_params["data"]["source"]
+
+
+def test_error_names_the_file_that_set_the_bad_value(tmp_path):
+    from cfqa.config import ConfigError, load
+
+    base = Path(__file__).resolve().parents[1] / "params.yaml"
+    override = tmp_path / "override.yaml"
+    override.write_text("train: {lr: -1}\n")
+    with pytest.raises(ConfigError, match=r"override\.yaml: train\.lr"):
+        load([base, override])
+    harmless = tmp_path / "harmless.yaml"
+    harmless.write_text("train: {seed: 3}\nevaluate: {batch_size: 0}\n")
+    with pytest.raises(ConfigError) as error:
+        load([base, harmless])
+    assert "harmless.yaml: evaluate.batch_size" in str(error.value)
+    assert "harmless.yaml: train" not in str(error.value)

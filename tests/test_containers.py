@@ -1,0 +1,232 @@
+"""The container files and execution profiles, checked statically (no Docker daemon or
+Apptainer where tests run, so what the images install, and in which order, is read from the
+files), plus the lock check the images run, against this environment."""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from snakemake.cli import get_argument_parser
+from transformers import T5Config
+
+from cfqa.config import load
+from cfqa.methods import get_method
+from pipeline_support import PROJECT, run_tool
+
+CONTAINERS = PROJECT / "containers"
+DOCKERFILES = {"cpu": CONTAINERS / "Dockerfile.cpu", "cuda": CONTAINERS / "Dockerfile"}
+DEFINITION = CONTAINERS / "cfqa.def"
+CHECK_LOCK = CONTAINERS / "check_lock.sh"
+LOCK = PROJECT / "requirements.lock"
+PROFILES = PROJECT / "workflow" / "profiles"
+DISENTQA_PARAMS = PROFILES / "disentqa-t5-large" / "params.yaml"
+# Profile keys that only an executor or storage plugin defines (not installed here).
+PLUGIN_OPTIONS = {"kubernetes-namespace"}
+
+
+def instructions(path: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) per Dockerfile instruction, continuation lines joined."""
+    result, pending = [], ""
+    for line in path.read_text(encoding="utf-8").splitlines():
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        pending += stripped[:-1] + " " if stripped.endswith("\\") else stripped
+        if not stripped.endswith("\\"):
+            keyword, _, arguments = pending.partition(" ")
+            result.append((keyword.upper(), arguments.strip()))
+            pending = ""
+    return result
+
+
+def arg_defaults(steps: list[tuple[str, str]]) -> dict[str, str]:
+    return dict(a.split("=", 1) for k, a in steps if k == "ARG" and "=" in a)
+
+
+def expand_args(text: str, defaults: dict[str, str]) -> str:
+    return re.sub(r"\$\{(\w+)\}", lambda m: defaults.get(m[1], m[0]), text)
+
+
+def runs(steps: list[tuple[str, str]]) -> list[str]:
+    return [a for k, a in steps if k == "RUN"]
+
+
+def first_run(steps: list[tuple[str, str]], *needles: str) -> int:
+    matches = [i for i, a in enumerate(runs(steps)) if all(n in a for n in needles)]
+    assert matches, f"no RUN instruction contains all of {needles}"
+    return matches[0]
+
+
+def lock_pins() -> dict[str, str]:
+    return dict(line.split("==") for line in LOCK.read_text().split() if "==" in line)
+
+
+def definition_sections(path: Path) -> tuple[list[str], dict[str, list[str]]]:
+    """Header lines and {section: body lines} of an Apptainer definition file."""
+    header, sections, current = [], {}, None
+    for line in path.read_text(encoding="utf-8").splitlines():
+        stripped = line.strip()
+        if stripped.startswith("%"):
+            current = stripped[1:].split()[0]
+            sections.setdefault(current, [])
+        elif stripped and not stripped.startswith("#"):
+            (sections[current] if current else header).append(stripped)
+    return header, sections
+
+
+@pytest.mark.parametrize("image", sorted(DOCKERFILES))
+def test_torch_is_installed_alone_before_the_lock_at_the_locked_version(image):
+    steps = instructions(DOCKERFILES[image])
+    defaults = arg_defaults(steps)
+    torch_run = first_run(steps, "pip install", "torch==${TORCH_VERSION}")
+    lock_run = first_run(steps, "requirements", "pip install -r")
+    assert torch_run < lock_run
+    torch_command = runs(steps)[torch_run]
+    assert "requirements" not in torch_command and "download.pytorch.org/whl/" in expand_args(torch_command, defaults)
+    assert defaults["TORCH_VERSION"] == lock_pins()["torch"]
+    if image == "cpu":
+        assert defaults["TORCH_INDEX_URL"].endswith("/whl/cpu")
+    else:
+        # The lock was frozen on CPU: its torch line must not reach pip in the CUDA image.
+        assert "grep -v '^torch=='" in runs(steps)[lock_run]
+        assert re.fullmatch(r"cu\d+", defaults["TORCH_CUDA"])
+
+
+@pytest.mark.parametrize("image", sorted(DOCKERFILES))
+def test_images_verify_the_lock_and_carry_the_spacy_model_for_the_locked_spacy(image):
+    steps = instructions(DOCKERFILES[image])
+    defaults = arg_defaults(steps)
+    copied = " ".join(a for k, a in steps if k == "COPY")
+    assert "requirements.lock" in copied and "containers/check_lock.sh" in copied
+    lock_run = runs(steps)[first_run(steps, "requirements", "pip install -r")]
+    assert "check_lock.sh /opt/cfqa/requirements.lock" in lock_run
+    assert ("--exact" in lock_run) == (image == "cpu")  # CUDA adds torch's NVIDIA packages
+    model_version = re.search(r"en_core_web_sm-(\d+\.\d+)\.\d+-py3", defaults["SPACY_MODEL_URL"])[1]
+    assert lock_pins()["spacy"].startswith(model_version + ".")
+
+
+def test_every_container_file_references_the_lock():
+    for path in [*DOCKERFILES.values(), DEFINITION]:
+        assert "requirements.lock" in path.read_text(encoding="utf-8"), path
+
+
+def test_definition_runs_cfqa_and_checks_the_lock():
+    header, sections = definition_sections(DEFINITION)
+    assert header[0] == "Bootstrap: docker-daemon"
+    assert any('cfqa "$@"' in line for line in sections["runscript"])
+    assert any("check_lock.sh /opt/cfqa/requirements.lock" in line for line in sections["test"])
+    # Apptainer refuses to build when a {{ placeholder }} has no value: each needs a default.
+    defaults = dict(line.split("=", 1) for line in sections["arguments"])
+    used = set(re.findall(r"{{\s*(\w+)\s*}}", DEFINITION.read_text(encoding="utf-8")))
+    assert used and used <= set(defaults)
+    assert defaults["IMAGE"] == "cfqa-cpu:0.1.0"
+    assert "-t cfqa-cpu:0.1.0" in DOCKERFILES["cpu"].read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("image", sorted(DOCKERFILES))
+def test_dockerfile_hygiene(image):
+    """The checks hadolint would make that matter here."""
+    steps = instructions(DOCKERFILES[image])
+    defaults = arg_defaults(steps)
+    for base in (expand_args(a, defaults) for k, a in steps if k == "FROM"):
+        name, _, tag = base.split("@")[0].rpartition(":")
+        assert name and tag and tag != "latest", base
+    users = [a for k, a in steps if k == "USER"]
+    assert users and users[-1].split(":")[0] not in {"root", "0"}
+    assert not [a for k, a in steps if k == "ADD"]  # COPY only: nothing fetched unchecked
+    assert not [a for k, a in steps if k in {"ARG", "ENV"} and re.search(r"TOKEN|SECRET|PASSWORD|_KEY", a)]
+    for command in runs(steps):
+        if "apt-get install" in command:
+            assert "--no-install-recommends" in command and "rm -rf /var/lib/apt/lists/*" in command
+    assert all(a.startswith("/") for k, a in steps if k == "WORKDIR")
+
+
+def test_lock_check_passes_on_this_environment_and_names_what_differs(tmp_path):
+    def check(lock: Path, *flags: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["sh", str(CHECK_LOCK), str(lock), *flags], capture_output=True, text=True,
+                              env={"PYTHON": sys.executable, "PATH": "/usr/bin:/bin"}, timeout=120)
+
+    assert check(LOCK).returncode == 0  # make install put every pin in place
+    wrong = tmp_path / "wrong.lock"
+    wrong.write_text(re.sub(r"(?m)^numpy==.*$", "numpy==0.0.1", LOCK.read_text()))
+    result = check(wrong)
+    assert result.returncode == 1 and "numpy==0.0.1" in result.stderr
+    installed = subprocess.run([sys.executable, "-m", "pip", "freeze", "--exclude-editable"],
+                               capture_output=True, text=True, check=True).stdout.splitlines()
+    short = tmp_path / "short.lock"
+    short.write_text("\n".join(line for line in installed if not line.startswith("PyYAML==")) + "\n")
+    assert check(short).returncode == 0  # a subset is fine without --exact
+    result = check(short, "--exact")
+    assert result.returncode == 1 and "PyYAML==" in result.stderr
+
+
+@pytest.mark.parametrize("profile", ["default", "slurm", "kubernetes"])
+def test_profiles_parse_and_name_only_snakemake_options(profile):
+    settings = yaml.safe_load((PROFILES / profile / "config.yaml").read_text(encoding="utf-8"))
+    known = {flag[2:] for action in get_argument_parser()._actions for flag in action.option_strings}
+    assert set(settings) - known <= PLUGIN_OPTIONS
+    if profile != "default":
+        assert settings["executor"] == profile
+        for rule in ("train", "evaluate"):
+            assert settings["set-resources"][rule]["gpu"] == 1
+    if profile == "slurm":
+        assert settings["software-deployment-method"] == "apptainer" and "--nv" in settings["apptainer-args"]
+
+
+def dry_run_resources(profile_dir: Path, *extra: str) -> dict[str, str]:
+    """rule -> its `resources:` line in a forced dry run with the given profile."""
+    out = run_tool(["snakemake", "--dry-run", "--forceall", "--nolock", "--profile", str(profile_dir), *extra],
+                   PROJECT).stdout
+    return dict(re.findall(r"^rule (\w+):\n(?:    .*\n)*?    resources: (.*)$", out, flags=re.M))
+
+
+@pytest.mark.parametrize("profile", ["slurm", "kubernetes"])
+def test_cluster_profile_resources_reach_the_jobs(profile, tmp_path):
+    """The executor, apptainer and storage settings need plugins and binaries absent here;
+    the rest of the profile must work as written."""
+    needs_plugins = {"executor", "software-deployment-method", "apptainer-args", "container-image",
+                     "default-storage-provider", "default-storage-prefix", *PLUGIN_OPTIONS}
+    settings = yaml.safe_load((PROFILES / profile / "config.yaml").read_text(encoding="utf-8"))
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump({k: v for k, v in settings.items() if k not in needs_plugins}))
+    resources = dry_run_resources(tmp_path, "--configfile", str(DISENTQA_PARAMS))
+    assert "gpu=1" in resources["train"] and "gpu=1" in resources["evaluate"]
+    assert "gpu" not in resources["prepare"]
+    assert "mem_mb=64000" in resources["train"]
+
+
+def test_default_profile_runs_the_disentqa_overrides():
+    out = run_tool(["snakemake", "--dry-run", "--forceall", "--nolock", "--profile", str(PROFILES / "default"),
+                    "--configfile", str(DISENTQA_PARAMS)], PROJECT).stdout
+    train_commands = [line for line in out.splitlines() if "cfqa --log-file logs/train/" in line]
+    assert len(train_commands) == len(load([PROJECT / "params.yaml"]).methods)
+    assert all(re.search(r"--params \S*workflow/profiles/disentqa-t5-large/params\.yaml ", line)
+               for line in train_commands)
+
+
+def t5_large_config(lm_adapted: bool) -> T5Config:
+    """t5-large and google/t5-large-lm-adapt shapes (their hub configs), without a download."""
+    if lm_adapted:
+        return T5Config(vocab_size=32128, d_model=1024, d_kv=64, d_ff=2816, num_layers=24, num_decoder_layers=24,
+                        num_heads=16, feed_forward_proj="gated-gelu", tie_word_embeddings=False)
+    return T5Config(vocab_size=32128, d_model=1024, d_kv=64, d_ff=4096, num_layers=24, num_decoder_layers=24,
+                    num_heads=16, feed_forward_proj="relu", tie_word_embeddings=True)
+
+
+def test_disentqa_params_validate_and_fit_t5_large():
+    cfg = load([PROJECT / "params.yaml", DISENTQA_PARAMS])  # raises on any schema violation
+    assert cfg.data.source == "nq" and cfg.entities.ner == "en_core_web_sm"
+    assert (cfg.pretrain.hub_id, cfg.pretrain.lm_adapted_hub_id) == ("t5-large", "google/t5-large-lm-adapt")
+    assert cfg.train.bf16 and cfg.train.optimizer == "adafactor"
+    assert (cfg.train.max_input_length, cfg.train.max_target_length) == (512, 64)
+    assert cfg.train.batch_size * cfg.train.grad_accum_steps == 128
+    assert cfg.methods["prompt"].backbone == "lm_adapted"
+    counts = {}
+    for name, method in cfg.methods.items():
+        shape = t5_large_config(method.backbone == "lm_adapted")
+        counts[name] = get_method(method.method).closed_form_counts(shape, method.options)  # rejects unknown options
+    assert counts["full"].trainable == counts["full"].total
+    assert all(c.trainable < counts["full"].trainable for name, c in counts.items() if name != "full")

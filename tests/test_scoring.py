@@ -1,0 +1,123 @@
+"""Scores of one method over hand-built prediction records: per-variant EM/F1, the
+unanswerable rate, memorization shares and the most-frequent-answer baseline."""
+from __future__ import annotations
+
+import pytest
+
+from cfqa.evaluation.scoring import (baseline_scores, gold_contextual, memorization, most_frequent_answers,
+                                     prediction_record, score_records, score_set)
+from cfqa.formats import UNANSWERABLE
+
+
+def variant_row(variant: str, answers=("Paris",), substitute=None, answer_type="LOCATION", row_id="q1") -> dict:
+    contextual = {"factual": answers[0], "counterfactual": substitute}.get(variant, UNANSWERABLE)
+    return {"id": row_id, "question": "what is the capital of france", "context": "...", "variant": variant,
+            "contextual_answer": contextual, "parametric_answer": answers[0], "answers": list(answers),
+            "answer_type": answer_type, "substitute": substitute}
+
+
+def record(variant, contextual, parametric, gold_contextual, gold_parametric, substitute=None, answer_type="LOCATION"):
+    return {"id": "x", "set": "test", "variant": variant, "answer_type": answer_type, "prediction": "",
+            "contextual": contextual, "parametric": parametric, "gold_contextual": gold_contextual,
+            "gold_parametric": gold_parametric, "substitute": substitute}
+
+
+def test_gold_contextual_per_variant():
+    assert gold_contextual(variant_row("factual", answers=("Paris", "City of Paris"))) == ["Paris", "City of Paris"]
+    assert gold_contextual(variant_row("counterfactual", substitute="Lyon")) == ["Lyon"]
+    assert gold_contextual(variant_row("empty")) == [UNANSWERABLE]
+    assert gold_contextual(variant_row("random")) == [UNANSWERABLE]
+
+
+def test_prediction_record_parses_the_generation():
+    row = variant_row("counterfactual", substitute="Lyon", row_id="q7")
+    result = prediction_record(row, "seen", "contextual: Lyon parametric: Paris")
+    assert result == {"id": "q7", "set": "seen", "variant": "counterfactual", "answer_type": "LOCATION",
+                      "prediction": "contextual: Lyon parametric: Paris", "contextual": "Lyon",
+                      "parametric": "Paris", "gold_contextual": ["Lyon"], "gold_parametric": ["Paris"],
+                      "substitute": "Lyon"}
+
+
+def test_score_records_by_hand():
+    records = [
+        record("factual", "Paris", "Paris", ["Paris"], ["Paris"]),               # EM, F1 1
+        record("factual", "new york city", "boston", ["york"], ["new york"]),    # F1 0.5, lenient; p-F1 0
+        record("factual", "unanswerable", None, ["Lyon"], ["Lyon"]),             # wrong, no parametric
+        record("factual", "the Lyon", "Lyon", ["Lyon"], ["Lyon"]),               # EM after normalization
+    ]
+    scores = score_records(records)
+    assert scores["n"] == 4
+    assert scores["contextual_em"] == pytest.approx(50.0)
+    assert scores["contextual_f1"] == pytest.approx(100 * (1 + 0.5 + 0 + 1) / 4)
+    assert scores["contextual_lenient"] == pytest.approx(75.0)
+    assert scores["unanswerable_rate"] == pytest.approx(25.0)
+    # A missing parametric answer counts as wrong; "boston" vs "new york" has F1 0.
+    assert scores["parametric_em"] == pytest.approx(50.0)
+    assert scores["parametric_f1"] == pytest.approx(50.0)
+
+
+def test_score_records_without_parametric_answers():
+    scores = score_records([record("empty", "unanswerable", None, [UNANSWERABLE], ["Paris"])])
+    assert scores["contextual_em"] == 100.0 and scores["unanswerable_rate"] == 100.0
+    assert scores["parametric_em"] is None and scores["parametric_f1"] is None
+    assert score_records([])["contextual_em"] is None
+
+
+def test_memorization_shares():
+    records = [
+        record("counterfactual", "Lyon", "Paris", ["Lyon"], ["Paris"], substitute="Lyon"),
+        record("counterfactual", "Nice", "Paris", ["Nice"], ["Paris"], substitute="Nice"),
+        record("counterfactual", "Paris", "Paris", ["Lyon"], ["Paris"], substitute="Lyon"),
+        record("counterfactual", "Berlin", "Paris", ["Lyon"], ["Paris"], substitute="Lyon"),
+        record("factual", "Paris", "Paris", ["Paris"], ["Paris"]),                 # not counted
+        record("counterfactual", "Paris", "Paris", ["Paris"], ["Paris"], substitute=None),  # no substitute
+    ]
+    result = memorization(records)
+    assert result["n"] == 4
+    assert (result["substitute"], result["original"], result["other"]) == (50.0, 25.0, 25.0)
+    assert result["memorization_ratio"] == pytest.approx(100 / 3)  # p_o / (p_o + p_s) = 1 / 3
+    empty = memorization([records[4]])
+    assert empty == {"original": None, "substitute": None, "other": None, "n": 0, "memorization_ratio": None}
+
+
+def test_most_frequent_answers_and_baseline():
+    training = [
+        {"answers": ["Europe"], "answer_type": "LOCATION"},
+        {"answers": ["the Europe"], "answer_type": "LOCATION"},
+        {"answers": ["Europe."], "answer_type": "LOCATION"},
+        {"answers": ["Asia"], "answer_type": "LOCATION"},
+        {"answers": ["French"], "answer_type": "LANGUAGE"},
+        {"answers": ["3"], "answer_type": "NUMERIC"},
+        {"answers": ["3"], "answer_type": "NUMERIC"},
+        {"answers": ["2"], "answer_type": None},
+    ]
+    frequent = most_frequent_answers(training)
+    assert frequent == {"LOCATION": "europe", "LANGUAGE": "french", "NUMERIC": "3", "untyped": "2", "all": "europe"}
+
+    records = [
+        record("factual", "-", "-", ["Europe"], ["Europe"], answer_type="LOCATION"),
+        record("factual", "-", "-", ["Asia"], ["Asia"], answer_type="LOCATION"),
+        record("factual", "-", "-", ["3"], ["3"], answer_type="NUMERIC"),
+        record("factual", "-", "-", ["4"], ["4"], answer_type="NUMERIC"),
+        record("factual", "-", "-", ["Spanish"], ["Spanish"], answer_type="PERSON"),   # type unseen in training
+        record("counterfactual", "-", "-", ["Europe"], ["Asia"], substitute="Europe"),  # factual only
+    ]
+    assert baseline_scores(records, frequent) == {
+        "all": pytest.approx(100 / 5),       # "europe" is right once out of five factual rows
+        "LOCATION": 50.0, "NUMERIC": 50.0,
+        "PERSON": 0.0,                       # falls back to the overall answer
+    }
+
+
+def test_score_set_by_variant_and_type():
+    records = [
+        record("factual", "Europe", "Europe", ["Europe"], ["Europe"], answer_type="LOCATION"),
+        record("factual", "3", "3", ["4"], ["4"], answer_type="NUMERIC"),
+        record("empty", "unanswerable", "Europe", [UNANSWERABLE], ["Europe"], answer_type="LOCATION"),
+    ]
+    variants, by_type = score_set(records)
+    assert set(variants) == {"factual", "empty"}
+    assert variants["factual"]["contextual_em"] == 50.0 and variants["empty"]["contextual_em"] == 100.0
+    assert by_type["factual"] == {"LOCATION": {"n": 1, "contextual_em": 100.0, "parametric_em": 100.0},
+                                  "NUMERIC": {"n": 1, "contextual_em": 0.0, "parametric_em": 0.0}}
+    assert by_type["empty"] == {"LOCATION": {"n": 1, "contextual_em": 100.0, "parametric_em": 100.0}}
