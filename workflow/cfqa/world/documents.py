@@ -29,9 +29,9 @@ COUNTRY_BORDERS_ONLY = (
     "The country {country} has {n} neighbouring countries .",
 )
 CITY_PLACE = (
-    "{city} is a city in {country} with a population of about {population} people .",
-    "With about {population} inhabitants , {city} is one of the larger cities of {country} .",
-    "{city} , a city of {population} people , is located in {country} .",
+    "{city} is a city in {country} , {continent} , with a population of about {population} people .",
+    "With about {population} inhabitants , {city} is one of the larger cities of {country} in {continent} .",
+    "{city} , a city of {population} people in {continent} , is located in {country} .",
 )
 CITY_CAPITAL = (
     "The capital of {country} is {capital} .",
@@ -39,8 +39,8 @@ CITY_CAPITAL = (
     "The country's capital is {capital} .",
 )
 QUESTIONS = {
-    "city_country": ("which country is {subject} in", "in which country is the city of {subject}",
-                     "{subject} is a city in which country"),
+    "city_continent": ("which continent is {subject} in", "on which continent is the city of {subject}",
+                       "{subject} is a city on which continent"),
     "country_continent": ("which continent is {subject} in", "on which continent is {subject} located",
                           "{subject} is part of which continent"),
     "country_language": ("what is the official language of {subject}",
@@ -51,7 +51,7 @@ QUESTIONS = {
                            "how many neighbouring countries does {subject} have"),
 }
 # Which paragraph of the subject's page holds the answer to each relation.
-ANSWER_PARAGRAPH = {"city_country": 0, "country_continent": 0, "country_language": 1,
+ANSWER_PARAGRAPH = {"city_continent": 0, "country_continent": 0, "country_language": 1,
                     "country_neighbours": 1}
 
 
@@ -75,7 +75,7 @@ def country_statements(country: Country) -> list[tuple[str, ...]]:
 
 
 def city_statements(city: City, country: Country) -> list[tuple[str, ...]]:
-    values = dict(city=city.name, country=country.name, capital=country.capital,
+    values = dict(city=city.name, country=country.name, continent=country.continent, capital=country.capital,
                   population=f"{city.population:,}")
     statements = [tuple(t.format(**values) for t in CITY_PLACE)]
     if country.capital:

