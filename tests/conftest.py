@@ -27,6 +27,15 @@ def tiny_t5(seed: int = 0, **overrides) -> T5ForConditionalGeneration:
     return model
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tests train small models on one thread: the machine's cores are shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def t5_model():
     return tiny_t5()

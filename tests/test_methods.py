@@ -38,14 +38,6 @@ IDENTITY_AT_START = ("full", "last_layer", "lora", "ia3", "adapter")
 VOCAB = 96   # tiny_t5's vocabulary
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def batch() -> dict[str, torch.Tensor]:
     generator = torch.Generator().manual_seed(1)
     input_ids = torch.randint(3, VOCAB, (2, 7), generator=generator)

@@ -10,14 +10,6 @@ from cfqa.methods.prefix import SPEC, merge_prefix_mlp
 from conftest import tiny_t5
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # Row 1 is right-padded: padding and cross-attention masks are exercised in every batch.
 INPUT_IDS = torch.tensor([[5, 6, 7, 8, 9, 1], [10, 11, 12, 1, 0, 0]])
 ATTENTION_MASK = (INPUT_IDS != 0).long()

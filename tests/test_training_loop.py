@@ -21,14 +21,6 @@ from conftest import tiny_t5
 PAD, EOS = 0, 1
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def train_config(**overrides) -> TrainConfig:
     values = dict(seed=0, threads=1, max_steps=12, batch_size=4, grad_accum_steps=1, optimizer="adamw",
                   lr=1e-2, weight_decay=0.0, warmup_steps=2, clip_norm=1.0, bf16=False,
