@@ -226,6 +226,27 @@ def test_seen_counterfactual_differs_from_train():
     assert [r["id"] for r in seen.rows["empty"]] == [r["id"] for r in seen.rows["counterfactual"]]
 
 
+def test_several_counterfactuals_per_training_question_use_distinct_substitutes():
+    train = corpus(24)
+    policy = SubstitutionPolicy()
+    single = build_split("train", train, policy, counterfactual_only=False)
+    triple = build_split("train", train, policy, counterfactual_only=False, counterfactuals_per_question=3)
+    by_id: dict[str, list[str]] = {}
+    for row in triple.rows["counterfactual"]:
+        by_id.setdefault(row["id"], []).append(row["substitute"])
+    assert set(by_id) == set(single.substitutes)
+    for example_id, substitutes in by_id.items():
+        assert len(substitutes) == 3 and len(set(substitutes)) == 3
+        assert substitutes[0] == single.substitutes[example_id]   # the first draw is unchanged
+    assert triple.counts()["factual"] == single.counts()["factual"]
+    seen, fresh = build_seen(train, triple, 10, policy)
+    # A fresh substitute avoids all three training ones; only small pools (4 continents, 4
+    # years: the gold answer and three used) fall back to a training substitute.
+    fresh_rows = [r for r in seen.rows["counterfactual"] if r["substitute"] not in by_id[r["id"]]]
+    assert fresh == len(fresh_rows) > 0
+    assert all(train[int(r["id"][1:])].label == "GPE" for r in fresh_rows)
+
+
 # --- the stage --------------------------------------------------------------------------------
 
 def write_inputs(root, examples_by_split):

@@ -78,6 +78,7 @@ class CounterfactualConfig:
     policy: str
     substitute_within: str
     seen_size: int
+    train_counterfactuals_per_question: int
 
 
 @dataclass(frozen=True)

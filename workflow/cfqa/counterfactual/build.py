@@ -37,7 +37,8 @@ def _untracked(items: Iterable, desc: str, total: int) -> Iterable:
 class SplitVariants:
     rows: dict[str, list[dict]] = field(default_factory=lambda: {v: [] for v in VARIANTS})
     drops: Counter = field(default_factory=Counter)  # DROP_REASONS entry -> examples that lack that variant
-    substitutes: dict[Any, str] = field(default_factory=dict)   # id -> substitute used
+    substitutes: dict[Any, str] = field(default_factory=dict)   # id -> (first) substitute used
+    all_substitutes: dict[Any, list[str]] = field(default_factory=dict)  # id -> every substitute used
     random_donors: dict[Any, Any] = field(default_factory=dict)  # id -> id whose context was used
     # What the split drew from, kept so that `seen` draws from the same pool without rebuilding it.
     pool: SubstitutePool | None = field(default=None, repr=False)
@@ -57,9 +58,13 @@ def counterfactual_eligibility(example: Example) -> str | None:
 
 
 def build_split(split: str, examples: Sequence[Example], policy: SubstitutionPolicy,
-                counterfactual_only: bool, track: Track = _untracked) -> SplitVariants:
+                counterfactual_only: bool, track: Track = _untracked,
+                counterfactuals_per_question: int = 1) -> SplitVariants:
     """The variants of one split; with `counterfactual_only` (test) only questions that got a
-    counterfactual and a random context are kept, in all four variants."""
+    counterfactual and a random context are kept, in all four variants. With
+    `counterfactuals_per_question` > 1 a question gets that many counterfactual rows, each with
+    a different substitute (training data: a fixed substitute per question can be memorized
+    instead of read)."""
     pool, donors = SubstitutePool(examples), donor_ring(examples)
     result = SplitVariants(pool=pool, donors=donors)
     for example in track(examples, f"variants {split}", len(examples)):
@@ -80,6 +85,15 @@ def build_split(split: str, examples: Sequence[Example], policy: SubstitutionPol
         if substitute is not None:
             result.rows["counterfactual"].append(counterfactual_row(example, substitute))
             result.substitutes[example.id] = substitute
+            used = [substitute]
+            for draw in range(1, counterfactuals_per_question):
+                rng = example_rng(policy.seed, f"{split}:substitute:{draw}", example.id)
+                extra = choose_substitute(example, pool, policy, rng, exclude=used)
+                if extra is None:
+                    break
+                used.append(extra)
+                result.rows["counterfactual"].append(counterfactual_row(example, extra))
+            result.all_substitutes[example.id] = used
         result.rows["empty"].append(empty_row(example))
         if donor is not None:
             result.rows["random"].append(random_row(example, donor))
@@ -100,12 +114,12 @@ def build_seen(train: Sequence[Example], train_variants: SplitVariants, size: in
     result = SplitVariants()
     fresh = 0
     for example in track(chosen, "variants seen", len(chosen)):
-        used = train_variants.substitutes[example.id]
+        used = train_variants.all_substitutes.get(example.id) or [train_variants.substitutes[example.id]]
         rng = example_rng(policy.seed, "seen:substitute", example.id)
-        substitute = choose_substitute(example, pool, policy, rng, exclude=[used])
+        substitute = choose_substitute(example, pool, policy, rng, exclude=used)
         if substitute is None:
-            substitute = used  # the pool holds no other acceptable substitute
-        fresh += substitute != used
+            substitute = used[0]  # the pool holds no other acceptable substitute
+        fresh += substitute not in used
         rng = example_rng(policy.seed, "seen:random", example.id)
         donor = (choose_random_context(example, donors, rng, exclude_ids=[train_variants.random_donors[example.id]])
                  or choose_random_context(example, donors, rng))

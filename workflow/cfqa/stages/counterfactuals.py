@@ -69,7 +69,9 @@ def run(cfg: Config, prepared: Path, entities: Path, out: Path, stats: Path) -> 
     examples = {split: load_examples(prepared / f"{split}.jsonl", entities / f"{split}.jsonl") for split in SPLITS}
     results = {}
     for split in SPLITS:
-        results[split] = build_split(split, examples[split], policy, COUNTERFACTUAL_ONLY[split], _track)
+        per_question = params.train_counterfactuals_per_question if split == "train" else 1
+        results[split] = build_split(split, examples[split], policy, COUNTERFACTUAL_ONLY[split], _track,
+                                     counterfactuals_per_question=per_question)
         log.info("%s: read %d examples; wrote %s; no counterfactual: %s", split, len(examples[split]),
                  results[split].counts(), dict(results[split].drops))
     seen, fresh = build_seen(examples["train"], results["train"], params.seen_size, policy, _track)

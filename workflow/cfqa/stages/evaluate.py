@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from cfqa.atomic_io import read_json, write_json, write_jsonl
+from cfqa.atomic_io import write_json, write_jsonl
 from cfqa.backbone import build_method_model
 from cfqa.config import Config
 from cfqa.evaluation.generation import generate_texts
@@ -63,12 +63,6 @@ def run(cfg: Config, variants: Path, models: Path, results: Path, method: str) -
     write_json(results / "metrics.json", metrics)
     log.info("wrote %s (%d predictions) and %s", results / "predictions.jsonl", len(records),
              results / "metrics.json")
-    log_to_mlflow(cfg, results, method)
+    from cfqa.tracking import log_results_dir  # imported here: mlflow takes seconds to import
 
-
-def log_to_mlflow(cfg: Config, results: Path, method: str) -> None:
-    from cfqa.tracking import log_results_dir
-
-    train = read_json(results / "train.json")
-    run_id = log_results_dir(cfg.tracking, results, method=method)
-    log.info("logged MLflow run %s (experiment %s, seed %s)", run_id, cfg.tracking.experiment, train.get("seed"))
+    log_results_dir(cfg.tracking, results, method=method)
