@@ -29,8 +29,7 @@ from transformers.models.t5.modeling_t5 import (
 )
 
 from cfqa.methods.base import MethodSpec, ParameterCounts, check_options, freeze
-from cfqa.methods.full import t5_parameter_count
-from cfqa.methods.t5_layout import require_t5, t5_layer_norm_count
+from cfqa.methods.t5_layout import require_t5, t5_layer_norm_count, t5_parameter_count
 
 DEFAULTS = {"reduction_factor": 16, "cross_attention": True, "train_layer_norms": True}
 

@@ -14,9 +14,8 @@ from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 
 from cfqa.methods.base import MethodSpec, ParameterCounts, check_options
-from cfqa.methods.full import t5_parameter_count
+from cfqa.methods.t5_layout import check_module_names, require_t5, t5_linear_layers, t5_parameter_count
 from cfqa.methods.peft_backed import peft_task_type
-from cfqa.methods.t5_layout import check_module_names, require_t5, t5_linear_layers
 
 DEFAULTS = {"target_modules": ["k", "v", "wo"], "feedforward_modules": ["wo"]}
 

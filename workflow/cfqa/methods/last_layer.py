@@ -23,8 +23,7 @@ from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 
 from cfqa.methods.base import MethodSpec, ParameterCounts, check_options, freeze
-from cfqa.methods.full import t5_parameter_count
-from cfqa.methods.t5_layout import require_t5, t5_decoder_block_parameter_count
+from cfqa.methods.t5_layout import require_t5, t5_decoder_block_parameter_count, t5_parameter_count
 
 DEFAULTS = {"num_blocks": 1}
 

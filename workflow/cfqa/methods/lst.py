@@ -29,9 +29,8 @@ from transformers import PretrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import Seq2SeqLMOutput
 
 from cfqa.methods.base import MethodSpec, OptionsError, ParameterCounts, check_options, freeze
-from cfqa.methods.full import t5_parameter_count
+from cfqa.methods.t5_layout import require_t5, t5_parameter_count
 from cfqa.methods.lst_side import FUSIONS, SideShape, SideStack
-from cfqa.methods.t5_layout import require_t5
 
 DEFAULT_OPTIONS = {"reduction_factor": 8, "fusion": "static", "dropout": 0.1, "seed": 0}
 

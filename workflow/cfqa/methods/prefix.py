@@ -30,7 +30,7 @@ from transformers import PretrainedConfig, PreTrainedModel, T5ForConditionalGene
 
 from cfqa.methods import prefix_attention
 from cfqa.methods.base import MethodSpec, OptionsError, ParameterCounts, check_options, freeze
-from cfqa.methods.full import t5_parameter_count
+from cfqa.methods.t5_layout import t5_parameter_count
 
 SITES = ("encoder_self", "decoder_self", "decoder_cross")
 DEFAULT_OPTIONS = {"num_virtual_tokens": 8, "reparameterize": True, "mlp_hidden_size": 64, "seed": 0,

@@ -25,9 +25,8 @@ from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 
 from cfqa.methods.base import MethodSpec, ParameterCounts, check_options
-from cfqa.methods.full import t5_parameter_count
+from cfqa.methods.t5_layout import require_t5, t5_parameter_count
 from cfqa.methods.peft_backed import peft_task_type
-from cfqa.methods.t5_layout import require_t5
 
 DEFAULTS = {"num_virtual_tokens": 8, "reparameterize": False, "mlp_hidden_size": 64}
 

@@ -2,7 +2,7 @@
 
 Methods that place weights inside T5 (LoRA, (IA)³, Houlsby adapters, last-layer tuning)
 count their parameters in closed form from these facts instead of building a model.
-The whole-model count is `cfqa.methods.full.t5_parameter_count`.
+`t5_parameter_count` is the whole model's count, built from the same block formulas.
 """
 from __future__ import annotations
 
@@ -74,3 +74,19 @@ def t5_decoder_block_parameter_count(config: PretrainedConfig) -> int:
 def t5_layer_norm_count(config: PretrainedConfig) -> int:
     """Layer norms in the model: two per encoder block, three per decoder block, one final per stack."""
     return 2 * config.num_layers + 3 * config.num_decoder_layers + 2
+
+
+def t5_encoder_block_parameter_count(config: PretrainedConfig) -> int:
+    """One encoder block: self-attention, feed-forward and their two layer norms."""
+    feed_forward = (3 if config.is_gated_act else 2) * config.d_model * config.d_ff
+    return t5_attention_parameter_count(config) + feed_forward + 2 * config.d_model
+
+
+def t5_parameter_count(config: PretrainedConfig) -> int:
+    """Closed-form parameter count of T5ForConditionalGeneration (tied or untied head)."""
+    d = config.d_model
+    bias = config.relative_attention_num_buckets * config.num_heads  # each stack's first layer
+    head = 0 if config.tie_word_embeddings else config.vocab_size * d
+    return (config.vocab_size * d + head
+            + config.num_layers * t5_encoder_block_parameter_count(config) + bias + d      # + final norm
+            + config.num_decoder_layers * t5_decoder_block_parameter_count(config) + bias + d)

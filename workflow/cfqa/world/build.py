@@ -2,7 +2,6 @@
 corpus and entity-ruler patterns for offline NER."""
 from __future__ import annotations
 
-import gzip
 import hashlib
 import random
 import re
@@ -14,6 +13,7 @@ import orjson
 from cfqa.atomic_io import atomic_open
 from cfqa.config import EmbeddedWorldConfig
 from cfqa.logs import get_logger
+from cfqa.nq.writer import atomic_jsonl_gz
 from cfqa.world import documents
 from cfqa.world.facts import Fact, load_cities, load_countries, world_facts
 from cfqa.world.nq_records import nq_record, stable_id
@@ -25,15 +25,6 @@ def held_out(subject_key: str, seed: int, fraction: float) -> bool:
     """Deterministic subject-level split: all questions about a subject land on one side."""
     digest = hashlib.sha256(f"{seed}:{subject_key}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64 < fraction
-
-
-def write_gzip_jsonl(path: Path, rows: list[dict]) -> None:
-    with atomic_open(path, "wb") as raw:
-        # mtime=0 and no file name (it would be the random temporary name) keep the file
-        # byte-identical across runs with the same seed.
-        with gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as handle:
-            for row in rows:
-                handle.write(orjson.dumps(row) + b"\n")
 
 
 def write_world(cfg: EmbeddedWorldConfig, raw_dir: Path) -> dict:
@@ -67,8 +58,10 @@ def write_world(cfg: EmbeddedWorldConfig, raw_dir: Path) -> dict:
             dropped[fact.relation] += 1
 
     raw_dir.mkdir(parents=True, exist_ok=True)
-    write_gzip_jsonl(raw_dir / "train.jsonl.gz", [r for _, r in train])
-    write_gzip_jsonl(raw_dir / "dev.jsonl.gz", [r for _, r in kept_dev])
+    for name, pairs in (("train.jsonl.gz", train), ("dev.jsonl.gz", kept_dev)):
+        with atomic_jsonl_gz(raw_dir / name) as writer:  # no file name or mtime in the header
+            for _, record in pairs:
+                writer.write(record)
     corpus_lines = [sentence for options in statements.values() for sentence in options_sentences(options)]
     random.Random(f"{cfg.seed}:corpus").shuffle(corpus_lines)
     with atomic_open(raw_dir / "corpus.txt") as handle:
