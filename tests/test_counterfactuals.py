@@ -292,7 +292,7 @@ def read_rows(path):
 
 
 def test_stage_writes_every_split_and_variant_and_stats(tmp_path, stage_inputs):
-    out, stats_path = run_stage(tmp_path, stage_inputs, "a")
+    out, stats_path = run_stage(tmp_path, stage_inputs, "a", train_counterfactuals_per_question=1)
     for split in ("train", "validation", "test", "seen"):
         for variant in VARIANTS:
             assert (out / split / f"{variant}.jsonl").is_file()

@@ -12,7 +12,7 @@ import torch
 
 from cfqa import config as config_module
 from cfqa.config import PretrainConfig
-from cfqa.formats import UNANSWERABLE, format_input, format_target
+from cfqa.formats import MARKERS, UNANSWERABLE, format_input, format_target
 from cfqa.pretraining import loop
 from cfqa.pretraining.model import new_tiny_t5, tiny_t5_config
 from cfqa.pretraining.span_corruption import corrupt, random_spans_noise_mask
@@ -85,6 +85,15 @@ def test_qa_format_round_trips_without_unknown_pieces(tokenizer, qa_texts):
         assert ids[-1] == tokenizer.eos_token_id
         # sentencepiece normalizes the newline between the two lines to a space.
         assert tokenizer.decode(ids, skip_special_tokens=True) == text.replace("\n", " ")
+
+
+def test_format_markers_are_single_pieces_and_digits_spell_one_by_one(tokenizer):
+    for marker in MARKERS:
+        assert tokenizer.tokenize(marker) == [f"▁{marker}"]
+    target = format_target("5", "12", "disentangled")
+    assert tokenizer.tokenize(target) == ["▁contextual:", "▁5", "▁parametric:", "▁1", "2"]
+    assert tokenizer.tokenize("271,900 people")[:7] == ["▁2", "7", "1", ",", "9", "0", "0"]
+    assert tokenizer.decode(tokenizer(target).input_ids, skip_special_tokens=True) == target.replace("\n", " ")
 
 
 def test_whole_corpus_encodes_without_unknown_pieces(tokenizer, raw_world):

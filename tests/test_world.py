@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+from collections import Counter
 import hashlib
 from pathlib import Path
 
@@ -13,7 +14,8 @@ import pytest
 
 from cfqa import config as config_module
 from cfqa.world.build import write_world
-from cfqa.world.facts import language_name, load_cities, load_countries, world_facts
+from cfqa.world.facts import (Fact, facts_with_shared_answers, language_name, load_cities, load_countries,
+                              world_facts)
 from cfqa.world.nq_records import find_span
 
 RAW_FILES = ("train.jsonl.gz", "dev.jsonl.gz", "corpus.txt", "entity_patterns.jsonl")
@@ -161,6 +163,28 @@ def test_dev_answers_are_training_answers_and_subjects_do_not_cross(world):
     assert dev_subjects and not train_subjects & dev_subjects
     ids = [r["example_id"] for r in world["train"] + world["dev"]]
     assert len(set(ids)) == len(ids)
+
+
+def test_only_answers_shared_by_enough_subjects_are_asked():
+    def fact(relation, subject, answer):
+        return Fact(relation, subject, f"country:{subject}", answer, "LANGUAGE")
+    facts = [fact("country_language", s, "English") for s in "ABC"] + [
+        fact("country_language", "D", "Faroese"), fact("country_continent", "E", "English")]
+    kept, dropped = facts_with_shared_answers(facts, 3)
+    # Shares count within a relation: a continent called "English" would not borrow from languages.
+    assert [f.subject for f in kept] == ["A", "B", "C"]
+    assert dropped == {"country_language": 1, "country_continent": 1}
+    assert facts_with_shared_answers(facts, 1)[0] == facts
+
+
+def test_default_world_asks_no_rare_answer_but_still_states_it(world, world_cfg):
+    asked = Counter(short_answer_text(r) for r in world["train"] + world["dev"])
+    assert "English" in asked and "Faroese" not in asked   # Faroese: the Faroe Islands only
+    assert world["summary"]["facts_dropped_rare_answer"]["country_language"] > 50
+    corpus = (world["dir"] / "corpus.txt").read_text(encoding="utf-8").splitlines()
+    assert "The official language of Faroe Islands is Faroese ." in corpus
+    patterns = (world["dir"] / "entity_patterns.jsonl").read_text(encoding="utf-8")
+    assert '"pattern":"Faroese"' in patterns
 
 
 def test_corpus_states_the_facts(world):

@@ -29,6 +29,7 @@ class EmbeddedWorldConfig:
     seed: int
     min_city_population: int
     max_cities_per_country: int
+    min_subjects_per_answer: int
     test_fraction: float
 
 

@@ -14,13 +14,17 @@ UNANSWERABLE = "unanswerable"
 VARIANTS = ("factual", "counterfactual", "empty", "random")
 TARGET_FORMATS = ("disentangled", "single")
 
+_QUESTION = "question:"
+_CONTEXT = "context:"
 _CONTEXTUAL = "contextual:"
 _PARAMETRIC = "parametric:"
+# The fixed strings every input or target holds (a tokenizer trained here keeps each whole).
+MARKERS = (_QUESTION, _CONTEXT, _CONTEXTUAL, _PARAMETRIC, UNANSWERABLE)
 
 
 def format_input(question: str, context: str) -> str:
     question = question.strip().rstrip("?").strip()
-    return f"question: {question}?\ncontext: {context.strip()}"
+    return f"{_QUESTION} {question}?\n{_CONTEXT} {context.strip()}"
 
 
 def format_target(contextual: str, parametric: str, target_format: str) -> str:

