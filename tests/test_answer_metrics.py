@@ -55,10 +55,31 @@ def test_best_f1_takes_the_best_gold():
     ("par", ["Paris"], False),                           # whole tokens only
     ("Paris", ["Lyon", "the Paris"], True),
     ("", ["Paris"], False),
-    ("the", ["a"], False),                               # nothing left to compare
+    ("the", ["a"], True),                                # both normalize to nothing: an exact match
+    ("", ["The."], True),
+    ("the", ["Paris"], False),                           # nothing is not contained in everything
 ])
 def test_lenient_match(prediction, golds, expected):
     assert lenient_match(prediction, golds) is expected
+
+
+# Pairs where normalization empties, merges or reorders tokens: where EM and containment
+# could part ways.
+TRICKY_PAIRS = [
+    ("the", "a"), ("", ""), ("", "the"), ("...", "!?"), ("An", "the."), ("a", "A"),
+    ("The Paris", "paris"), ("U.S.A.", "usa"), ("U.S.A.", "U S A"), ("10,021,295", "10021295"),
+    ("  New   York ", "new york"), ("New York", "York New"), ("the the", "a"), ("Paris!", "paris."),
+    ("Theodore", "odore"), ("an apple", "apple a"), ("18 January 1981", "in 18 January 1981"),
+    ("Zürich", "zürich"), ("ÉCOLE", "école"), ("\tParis\n", "Paris"), ("par is", "paris"),
+    ("unanswerable", "Unanswerable."), ("1", "1.0"), ("", "Paris"),
+]
+
+
+@pytest.mark.parametrize("prediction, gold", TRICKY_PAIRS + [(g, p) for p, g in TRICKY_PAIRS])
+def test_lenient_match_is_a_superset_of_exact_match(prediction, gold):
+    for golds in ([gold], ["Lyon", gold], [gold, "Lyon"]):
+        assert lenient_match(prediction, golds) >= exact_match(prediction, golds)
+    assert not lenient_match(prediction, [])
 
 
 @pytest.mark.parametrize("prediction, expected", [

@@ -8,10 +8,12 @@ import orjson
 import pytest
 
 from cfqa import config as config_module
-from cfqa.counterfactual import (ANSWER_NOT_IN_CONTEXT, NO_SUBSTITUTE, UNTYPED, Example, RecordError,
-                                 SubstitutePool, SubstitutionPolicy, answer_in_context, build_seen,
-                                 build_split, choose_random_context, choose_substitute, donor_ring,
-                                 example_rng, normalize_answer, replace_answers)
+from cfqa.counterfactual import (ANSWER_NOT_IN_CONTEXT, ANSWER_ONLY_IN_LONGER_NAMES, DROP_REASONS, NO_SUBSTITUTE,
+                                 UNTYPED, Example, MentionCounts, RecordError, SubstitutePool, SubstitutionPolicy,
+                                 answer_in_context, build_seen, build_split, choose_random_context,
+                                 choose_substitute, count_mentions, counterfactual_eligibility,
+                                 counterfactual_row, donor_ring, example_rng, normalize_answer, replace_answers,
+                                 whole_mention_in_context)
 from cfqa.formats import UNANSWERABLE, VARIANTS
 from cfqa.stages import counterfactuals as counterfactuals_stage
 
@@ -82,6 +84,75 @@ def test_answers_with_punctuation_at_the_edges():
     replaced, count = replace_answers("Made in the U.S. by U.S.A. people", ["U.S."], "Peru")
     assert replaced == "Made in the Peru by U.S.A. people"
     assert count == 1
+
+
+@pytest.mark.parametrize("context, answer, substitute, expected, partial", [
+    ("Cape Town is in South Africa, in Africa.", "Africa", "Asia", "Cape Town is in South Africa, in Asia.", 1),
+    ("French Guiana speaks French.", "French", "Spanish", "French Guiana speaks Spanish.", 1),
+    ("French Southern Territories, French", "French", "Spanish", "French Southern Territories, Spanish", 1),
+    ("the Central African Republic; African", "African", "Asian", "the Central African Republic; Asian", 1),
+    ("Guinea-Bissau borders Guinea.", "Guinea", "Mali", "Guinea-Bissau borders Mali.", 1),
+    ("Papua New Guinea is not Guinea", "Guinea", "Mali", "Papua New Guinea is not Mali", 1),
+    ("the Republic of the Congo and the Congo", "Congo", "Chad", "the Republic of the Congo and the Chad", 1),
+    ("the Gulf of Mexico borders Mexico", "Mexico", "Peru", "the Gulf of Mexico borders Peru", 1),
+    ("1,330,068 people; 1 city", "1", "4", "1,330,068 people; 4 city", 1),
+    ("330,1 and 1.5 and 2.1 but 1", "1", "4", "330,1 and 1.5 and 2.1 but 4", 3),
+])
+def test_answer_inside_a_longer_name_or_number_is_left_alone(context, answer, substitute, expected, partial):
+    replaced, count = replace_answers(context, [answer], substitute)
+    assert replaced == expected
+    assert count == 1
+    assert count_mentions(context, [answer]) == MentionCounts(whole=1, partial=partial)
+
+
+@pytest.mark.parametrize("context, answer, substitute, expected", [
+    ("It lies in Africa.", "Africa", "Asia", "It lies in Asia."),
+    ("AFRICA, the continent", "Africa", "Asia", "Asia, the continent"),
+    ("Africa's largest city", "Africa", "Asia", "Asia's largest city"),        # possessive: still Africa
+    ("In Africa and The Africa", "Africa", "Asia", "In Asia and The Asia"),     # stop words are no names
+    ("an Africa-based firm", "Africa", "Asia", "an Asia-based firm"),          # lower-case compound
+    ("(Africa) South, Africa", "Africa", "Asia", "(Asia) South, Asia"),        # punctuation breaks a name
+    ("Africa\nAsia", "Africa", "Oceania", "Oceania\nAsia"),                   # a line break ends a name
+    ("in May 1990.", "1990", "1815", "in May 1815."),                         # a date's year is its own mention
+    ("a $1 million gift, 1%", "1", "4", "a $4 million gift, 4%"),
+    ("ends with 1.", "1", "4", "ends with 4."),
+])
+def test_whole_mentions_are_still_replaced(context, answer, substitute, expected):
+    replaced, count = replace_answers(context, [answer], substitute)
+    assert replaced == expected
+    assert count_mentions(context, [answer]) == MentionCounts(whole=count, partial=0)
+
+
+def test_a_question_needs_a_whole_mention_for_a_counterfactual():
+    only_partial = make_example("za", "Africa", "LOC", context="Cape Town is a city of South Africa.")
+    both = make_example("ct", "Africa", "LOC", context="Cape Town is a city of South Africa, in Africa.")
+    absent = make_example("no", "Africa", "LOC", context="Lyon is in France.")
+    assert answer_in_context(only_partial.context, only_partial.answers)        # strict: any occurrence
+    assert not whole_mention_in_context(only_partial.context, only_partial.answers)
+    assert counterfactual_eligibility(only_partial) == ANSWER_ONLY_IN_LONGER_NAMES
+    assert counterfactual_eligibility(absent) == ANSWER_NOT_IN_CONTEXT
+    assert counterfactual_eligibility(both) is None
+    with pytest.raises(ValueError, match="'za': no gold answer occurs in the context as a whole mention"):
+        counterfactual_row(only_partial, "Asia")
+    assert counterfactual_row(both, "Asia")["context"] == "Cape Town is a city of South Africa, in Asia."
+
+
+def test_split_counts_partial_mentions_and_drops_questions_with_only_partial_ones():
+    examples = [make_example("za", "Africa", "LOC", context="Cape Town is a city of South Africa."),
+                make_example("ct", "Africa", "LOC", context="South Africa and South Africa, in Africa."),
+                make_example("fr", "French", "LANGUAGE", context="French Guiana speaks French."),
+                make_example("eu", "Europe", "LOC", context="Lyon is in Europe."),
+                make_example("as", "Asia", "LOC", context="Lima is not in Asia."),
+                make_example("oc", "Oceania", "LOC", context="Suva is in Oceania.")]
+    result = build_split("train", examples, SubstitutionPolicy(), counterfactual_only=False,
+                         counterfactuals_per_question=2)
+    assert result.drops[ANSWER_ONLY_IN_LONGER_NAMES] == 1 and ANSWER_ONLY_IN_LONGER_NAMES in DROP_REASONS
+    assert "za" not in result.substitutes
+    # "ct" keeps two "South Africa" in each of its 2 rows; "fr" is LANGUAGE, alone in its label.
+    assert dict(result.skipped_partial_mentions) == {"mentions": 4, "counterfactual_rows": 2, "questions": 1}
+    for row in result.rows["counterfactual"]:
+        if row["id"] == "ct":
+            assert row["context"] == f"South Africa and South Africa, in {row['substitute']}."
 
 
 def test_normalize_answer_is_squad_normalization():
@@ -300,8 +371,10 @@ def test_stage_writes_every_split_and_variant_and_stats(tmp_path, stage_inputs):
     assert stats["counts"]["train"] == {"factual": 26, "counterfactual": 24, "empty": 26, "random": 26}
     assert stats["counts"]["test"] == {variant: 24 for variant in VARIANTS}
     assert stats["counts"]["seen"] == {variant: 6 for variant in VARIANTS}
-    assert stats["drops"]["test"] == {"untyped": 1, "answer_not_in_context": 1,
+    assert stats["drops"]["test"] == {"untyped": 1, "answer_not_in_context": 1, "answer_only_in_longer_names": 0,
                                       "no_substitute_available": 0, "no_random_context": 0}
+    assert stats["partial_mentions"] == {split: {"mentions": 0, "counterfactual_rows": 0, "questions": 0}
+                                         for split in ("train", "validation", "test", "seen")}
     assert stats["answer_types"]["train"]["all"] == {"DATE": 8, "LOCATION": 17, "untyped": 1}
     assert stats["answer_types"]["train"]["counterfactual"] == {"DATE": 8, "LOCATION": 16}
     assert stats["policy"] == "corpus_substitution" and stats["seed"] == 0

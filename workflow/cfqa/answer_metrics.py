@@ -49,10 +49,16 @@ def _contains(longer: list[str], shorter: list[str]) -> bool:
 
 def lenient_match(prediction: str, golds: Iterable[str]) -> bool:
     """Exact match, or one answer's tokens appear contiguously in the other's
-    ("18 january 1981" vs "in 18 january 1981")."""
-    predicted = normalize_answer(prediction).split()
+    ("18 january 1981" vs "in 18 january 1981"). True wherever `exact_match` is, including
+    answers that both normalize to nothing ("the" vs "a"); containment needs tokens on both
+    sides, so an empty answer is not "contained" in every other."""
+    normalized = normalize_answer(prediction)
+    predicted = normalized.split()
     for gold in golds:
-        expected = normalize_answer(gold).split()
+        expected_text = normalize_answer(gold)
+        if expected_text == normalized:
+            return True
+        expected = expected_text.split()
         if predicted and expected and (_contains(predicted, expected) or _contains(expected, predicted)):
             return True
     return False

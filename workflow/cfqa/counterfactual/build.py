@@ -1,11 +1,13 @@
 """Variants of a whole split, and of the `seen` set, with the reasons examples lost their
 counterfactual. Pure: examples in, rows and counts out; the stage does the I/O.
 
-Only an example whose answer is typed in a group and occurs in its context gets a
-counterfactual. `train`/`validation` keep factual, empty and random rows for every example;
-`test` keeps only the questions that got a counterfactual, so its four variants hold the
-same questions in the same order. `seen` re-asks sampled training questions with a fresh
-counterfactual and a fresh random context (Longpre et al.'s train-overlap analysis).
+Only an example whose answer is typed in a group and occurs in its context as a whole
+mention (not only inside a longer name such as "South Africa") gets a counterfactual; the
+partial mentions its counterfactual rows leave alone are counted. `train`/`validation`
+keep factual, empty and random rows for every example; `test` keeps only the questions that
+got a counterfactual, so its four variants hold the same questions in the same order.
+`seen` re-asks sampled training questions with a fresh counterfactual and a fresh random
+context (Longpre et al.'s train-overlap analysis).
 """
 from __future__ import annotations
 
@@ -16,15 +18,19 @@ from typing import Any, Callable, Iterable, Sequence
 from cfqa.counterfactual.examples import Example
 from cfqa.counterfactual.sampling import (HashRing, SubstitutePool, SubstitutionPolicy, choose_random_context,
                                           choose_substitute, donor_ring, example_rng, stable_sample)
-from cfqa.counterfactual.substitution import answer_in_context
+from cfqa.counterfactual.substitution import count_mentions
 from cfqa.counterfactual.variants import counterfactual_row, empty_row, factual_row, random_row
 from cfqa.formats import VARIANTS
 
 UNTYPED = "untyped"
 ANSWER_NOT_IN_CONTEXT = "answer_not_in_context"
+ANSWER_ONLY_IN_LONGER_NAMES = "answer_only_in_longer_names"
 NO_SUBSTITUTE = "no_substitute_available"
 NO_RANDOM_CONTEXT = "no_random_context"
-DROP_REASONS = (UNTYPED, ANSWER_NOT_IN_CONTEXT, NO_SUBSTITUTE, NO_RANDOM_CONTEXT)
+DROP_REASONS = (UNTYPED, ANSWER_NOT_IN_CONTEXT, ANSWER_ONLY_IN_LONGER_NAMES, NO_SUBSTITUTE, NO_RANDOM_CONTEXT)
+# What substitution left alone: answer matches inside a longer name or number, summed over the
+# counterfactual rows written; the rows that keep at least one; their questions.
+PARTIAL_MENTION_COUNTS = ("mentions", "counterfactual_rows", "questions")
 
 Track = Callable[[Iterable, str, int], Iterable]
 
@@ -40,6 +46,7 @@ class SplitVariants:
     substitutes: dict[Any, str] = field(default_factory=dict)   # id -> (first) substitute used
     all_substitutes: dict[Any, list[str]] = field(default_factory=dict)  # id -> every substitute used
     random_donors: dict[Any, Any] = field(default_factory=dict)  # id -> id whose context was used
+    skipped_partial_mentions: Counter = field(default_factory=Counter)  # PARTIAL_MENTION_COUNTS entry -> count
     # What the split drew from, kept so that `seen` draws from the same pool without rebuilding it.
     pool: SubstitutePool | None = field(default=None, repr=False)
     donors: HashRing | None = field(default=None, repr=False)
@@ -52,9 +59,19 @@ def counterfactual_eligibility(example: Example) -> str | None:
     """Why the example cannot get a counterfactual (a DROP_REASONS entry), or None if it can."""
     if not example.typed:
         return UNTYPED
-    if not answer_in_context(example.context, example.answers):
-        return ANSWER_NOT_IN_CONTEXT
+    mentions = count_mentions(example.context, example.answers)
+    if mentions.whole == 0:
+        return ANSWER_ONLY_IN_LONGER_NAMES if mentions.partial else ANSWER_NOT_IN_CONTEXT
     return None
+
+
+def _count_skipped(result: SplitVariants, example: Example, rows: int) -> None:
+    """Count the partial mentions that the example's `rows` counterfactual rows kept."""
+    partial = count_mentions(example.context, example.answers).partial
+    if partial and rows:
+        result.skipped_partial_mentions["mentions"] += partial * rows
+        result.skipped_partial_mentions["counterfactual_rows"] += rows
+        result.skipped_partial_mentions["questions"] += 1
 
 
 def build_split(split: str, examples: Sequence[Example], policy: SubstitutionPolicy,
@@ -94,6 +111,7 @@ def build_split(split: str, examples: Sequence[Example], policy: SubstitutionPol
                 used.append(extra)
                 result.rows["counterfactual"].append(counterfactual_row(example, extra))
             result.all_substitutes[example.id] = used
+            _count_skipped(result, example, len(used))
         result.rows["empty"].append(empty_row(example))
         if donor is not None:
             result.rows["random"].append(random_row(example, donor))
@@ -129,6 +147,7 @@ def build_seen(train: Sequence[Example], train_variants: SplitVariants, size: in
         result.rows["random"].append(random_row(example, donor))
         result.substitutes[example.id] = substitute
         result.random_donors[example.id] = donor.id
+        _count_skipped(result, example, 1)
     return result, fresh
 
 

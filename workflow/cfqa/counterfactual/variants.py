@@ -31,11 +31,12 @@ def factual_row(example: Example) -> dict:
 
 
 def counterfactual_row(example: Example, substitute: str) -> dict:
-    """The context with every gold answer replaced by `substitute`; error if none occurs."""
+    """The context with every whole mention of a gold answer replaced by `substitute`; error
+    if there is none."""
     context, replaced = replace_answers(example.context, example.answers, substitute)
     if replaced == 0:
-        raise ValueError(f"example {example.id!r}: no gold answer occurs in the context, "
-                         f"so it has no counterfactual")
+        raise ValueError(f"example {example.id!r}: no gold answer occurs in the context as a whole "
+                         f"mention, so it has no counterfactual")
     return variant_row(example, "counterfactual", context, substitute, substitute)
 
 
