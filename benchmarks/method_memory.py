@@ -2,8 +2,8 @@
 
 Each method in `cfqa.methods.METHOD_NAMES` is built from the same randomly initialized T5
 (t5-small's shape scaled down to run on a CPU: see MODEL below; the weights do not matter for
-memory or time), with its options from params.yaml where a `methods` block uses it and its
-own defaults otherwise. One AdamW step on the same batch is measured with
+memory or time), with its options from params.yaml (the first `methods` block that uses it,
+else the block named after it). One AdamW step on the same batch is measured with
 `cfqa.measure.training_step_memory` (parameters + gradients + optimizer state + activations
 saved for backward, summed exactly; on CUDA also the allocator's peak), then a few more steps
 are timed. Ratios are to `full` in the same run. A method whose module is missing or fails is
@@ -36,6 +36,7 @@ from cfqa.logs import get_logger, setup_logging
 from cfqa.measure import training_step_memory
 from cfqa.methods import METHOD_NAMES, get_method
 from cfqa.methods.base import count_parameters
+from cfqa.methods.options import options_record
 from cfqa.progress import progress
 
 RESULTS = Path(__file__).resolve().parent / "results" / "method_memory.json"
@@ -62,11 +63,11 @@ def make_batch(batch_size: int, source_length: int, target_length: int, vocab_si
     return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
 
 
-def method_options(params_path: Path) -> dict[str, dict]:
+def method_options(params_path: Path) -> dict:
     """Registry name -> options of the first params.yaml `methods` block that uses it."""
     options: dict[str, dict] = {}
     for block in cfqa_config.load([params_path]).methods.values():
-        options.setdefault(block.method, dict(block.options))
+        options.setdefault(block.method, block.options)
     return options
 
 
@@ -94,7 +95,7 @@ def measure_method(name: str, options: dict, batch: dict, device: torch.device, 
     seconds = timed_steps(model, batch, optimizer, timed, device)
     return {
         "status": "ok",
-        "options": options,
+        "options": options_record(options),
         "trainable_parameters": counts.trainable,
         "total_parameters": counts.total,
         "memory": memory.as_dict(),
@@ -155,13 +156,13 @@ def main(argv: list[str] | None = None) -> int:
 
     results: dict[str, dict] = {}
     for name in progress(args.methods, desc="methods", unit="method"):
-        options = configured.get(name, {})
+        options = configured.get(name) or cfqa_config.registry_options(name, paths=[args.params])
         try:
             results[name] = measure_method(name, options, batch, device, args.timed_steps)
             log.info("%s: %.1f MiB in a step, %.3f s/step", name,
                      results[name]["memory"]["total_bytes"] / 1024 ** 2, results[name]["step_seconds"]["median"])
         except Exception as error:             # one broken method must not hide the others
-            results[name] = {"status": "error", "options": options,
+            results[name] = {"status": "error", "options": options_record(options),
                              "error": f"{type(error).__name__}: {error}",
                              "traceback": traceback.format_exc(limit=4)}
             log.error("%s failed: %s", name, results[name]["error"])

@@ -4,6 +4,7 @@ params key a stage declares (cfqa.dag) exists."""
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from cfqa import config as config_module
 from cfqa.config import ConfigError, TrainConfig, deep_merge, load
 from cfqa.dag import STAGE_PARAMS, param_slice, stage_param_keys
 from cfqa.methods import METHOD_NAMES
+from cfqa.methods.options import LoraOptions
 
 PARAMS = config_module.PROJECT_ROOT / "params.yaml"
 
@@ -37,7 +39,8 @@ def test_params_yaml_loads_into_typed_sections(raw_params):
     assert cfg.pretrain.vocab_size == raw_params["pretrain"]["vocab_size"]
     assert list(cfg.methods) == list(raw_params["methods"])
     assert cfg.entities.group_of("GPE") == "LOCATION" and cfg.entities.group_of("WORK_OF_ART") is None
-    assert cfg.raw == raw_params
+    assert cfg.entities.groups["NUMERIC"] == ("CARDINAL", "QUANTITY")
+    assert cfg.report.notes == tuple(raw_params["report"]["notes"])
 
 
 def test_every_method_block_names_a_registry_method():
@@ -55,7 +58,8 @@ def test_method_train_block_overrides_only_its_keys(raw_params):
     lora = cfg.method("lora").train
     assert lora.lr == raw_params["methods"]["lora"]["train"]["lr"] != cfg.train.lr
     assert dataclasses.replace(lora, lr=cfg.train.lr) == cfg.train
-    assert cfg.method("lora").options == raw_params["methods"]["lora"]["options"]
+    assert cfg.method("lora").options == LoraOptions(r=8, alpha=16, dropout=0.0, target_modules=("q", "v"))
+    assert cfg.method("lora").options_record() == raw_params["methods"]["lora"]["options"]
 
 
 @pytest.mark.parametrize("override, key", [
@@ -95,7 +99,7 @@ def test_second_file_overrides_key_by_key(tmp_path, raw_params):
     assert cfg.method("lora").train.max_steps == 7
     assert cfg.method("lora").train.lr == raw_params["methods"]["lora"]["train"]["lr"]
     # Mappings merge; the other options of the block stay.
-    assert cfg.method("lora").options == {**raw_params["methods"]["lora"]["options"], "r": 2}
+    assert cfg.method("lora").options_record() == {**raw_params["methods"]["lora"]["options"], "r": 2}
     assert list(cfg.methods) == list(raw_params["methods"])
 
 
@@ -141,3 +145,14 @@ def test_error_names_the_file_that_set_the_bad_value(tmp_path):
         load([base, harmless])
     assert "harmless.yaml: evaluate.batch_size" in str(error.value)
     assert "harmless.yaml: train" not in str(error.value)
+
+
+def test_report_notes_state_no_numbers_the_pipeline_does_not_compute():
+    """Measured numbers in the report come from the run's results, never from params text."""
+    import glob
+
+    root = config_module.PROJECT_ROOT
+    for path in [root / "params.yaml", *map(Path, glob.glob(str(root / "workflow/profiles/*/params.yaml")))]:
+        notes = (yaml.safe_load(path.read_text()).get("report") or {}).get("notes") or []
+        for note in notes:
+            assert not re.search(r"\d\s*%|\d+\.\d+", note), f"{path}: report note states a number: {note[:80]}"

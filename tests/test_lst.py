@@ -6,10 +6,12 @@ import pytest
 import torch
 from transformers import BartConfig, BartForConditionalGeneration
 
+from cfqa.config import ConfigError, registry_options
 from cfqa.measure import SavedActivations
 from cfqa.methods import get_method
 from cfqa.methods.base import OptionsError, count_parameters
 from cfqa.methods.lst_side import FUSIONS
+from cfqa.methods.options import LST_FUSIONS
 from conftest import tiny_t5, tiny_t5_config
 
 SPEC = get_method("lst")
@@ -25,9 +27,18 @@ def make_batch(seed: int = 0, batch: int = 3, source: int = 9, target: int = 5):
     return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
 
 
+def options(**overrides):
+    """params.yaml's lst options with `overrides` on top."""
+    return registry_options("lst", overrides)
+
+
 def build(fusion: str = "static", **overrides):
     backbone_overrides = overrides.pop("backbone", {})
-    return SPEC.build(tiny_t5(**backbone_overrides), {"fusion": fusion, "dropout": 0.0, **overrides})
+    return SPEC.build(tiny_t5(**backbone_overrides), options(**{"fusion": fusion, "dropout": 0.0, **overrides}))
+
+
+def test_the_options_class_offers_every_fusion():
+    assert LST_FUSIONS == FUSIONS
 
 
 @pytest.mark.parametrize("fusion", FUSIONS)
@@ -35,7 +46,7 @@ def build(fusion: str = "static", **overrides):
 def test_counts_match_closed_form(fusion, feed_forward_proj):
     model = build(fusion, backbone={"feed_forward_proj": feed_forward_proj})
     config = tiny_t5_config(feed_forward_proj=feed_forward_proj)
-    assert count_parameters(model) == SPEC.closed_form_counts(config, {"fusion": fusion})
+    assert count_parameters(model) == SPEC.closed_form_counts(config, options(fusion=fusion))
 
 
 def test_backbone_forward_runs_without_grad():
@@ -128,7 +139,7 @@ UNITS = [0, 9, 13, 22, 40, 41, 50, 63]
 
 def test_pruning_takes_the_backbones_weights():
     backbone = planted_backbone()
-    model = SPEC.build(backbone, {"reduction_factor": 8})
+    model = SPEC.build(backbone, options(reduction_factor=8))
     assert model.encoder_kept.tolist() == KEPT
 
     attention = backbone.get_encoder().block[0].layer[0].SelfAttention
@@ -224,15 +235,20 @@ def test_rejects_other_architectures():
         vocab_size=64, d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
         decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, max_position_embeddings=32))
     with pytest.raises(ValueError, match="T5"):
-        SPEC.build(bart, {})
+        SPEC.build(bart, options())
 
 
-@pytest.mark.parametrize("options, message", [
-    ({"fusion": "concat"}, "fusion must be one of"),
-    ({"reduction_factor": 16}, "exceeds the backbone's d_kv"),
-    ({"reduction_factor": 0}, "integer >= 1"),
-    ({"width": 4}, "unknown options"),
+def test_rejects_a_reduction_factor_wider_than_the_backbone():
+    with pytest.raises(OptionsError, match="exceeds the backbone's d_kv"):
+        SPEC.build(tiny_t5(), options(reduction_factor=16))
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"fusion": "concat"}, "fusion: method 'lst': expected one of 'static', 'dynamic', 'attention', got 'concat'"),
+    ({"reduction_factor": 0}, "reduction_factor: method 'lst': expected an integer >= 1, got 0"),
+    ({"width": 4}, "width: method 'lst': unknown option; allowed keys: reduction_factor, fusion, dropout, seed"),
 ])
-def test_rejects_bad_options(options, message):
-    with pytest.raises(OptionsError, match=message):
-        SPEC.build(tiny_t5(), options)
+def test_rejects_bad_options(overrides, message):
+    with pytest.raises(ConfigError) as caught:
+        options(**overrides)
+    assert message in str(caught.value)

@@ -1,5 +1,6 @@
 """Every registered fine-tuning method on a tiny T5: closed-form parameter counts, which
-weights an optimizer step moves, trainable-only checkpoints, and generation."""
+weights an optimizer step moves, trainable-only checkpoints, and generation. Options are
+params.yaml's for the method, with each case's overrides on top."""
 from __future__ import annotations
 
 import copy
@@ -9,6 +10,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import GPT2Config, GPT2LMHeadModel
 
+from cfqa.config import registry_options
 from cfqa.methods import METHOD_NAMES, get_method
 from cfqa.methods.base import OptionsError, count_parameters, load_trainable, save_trainable
 from conftest import tiny_t5
@@ -51,7 +53,7 @@ def batch() -> dict[str, torch.Tensor]:
 def build(name: str, options: dict, overrides: dict):
     spec = get_method(name)
     base = tiny_t5(**overrides)
-    return spec, base.config, spec.build(base, options)
+    return spec, base.config, spec.build(base, registry_options(name, options))
 
 
 def logits(model) -> torch.Tensor:
@@ -92,7 +94,7 @@ def train_steps(model, steps: int = 2) -> None:
 def test_counts_match_closed_form(name, options, overrides):
     spec, config, model = build(name, options, overrides)
     counts = count_parameters(model)
-    assert counts == spec.closed_form_counts(config, options)
+    assert counts == spec.closed_form_counts(config, registry_options(name, options))
     assert 0 < counts.trainable <= counts.total
 
 
@@ -120,7 +122,7 @@ def test_trainable_checkpoint_restores_the_model(name, options, overrides, tmp_p
     assert set(stored) == trainable_names
     assert sum(t.numel() for t in stored.values()) == count_parameters(trained).trainable
 
-    fresh = spec.build(tiny_t5(**overrides), options)       # same base weights (seeded)
+    fresh = spec.build(tiny_t5(**overrides), registry_options(name, options))   # same base weights (seeded)
     assert not torch.equal(logits(fresh), logits(trained))   # so the load below has work to do
     load_trainable(fresh, path)
     assert torch.equal(logits(fresh), logits(trained))
@@ -183,7 +185,7 @@ def tiny_gpt2() -> GPT2LMHeadModel:
 
 
 def test_peft_methods_pick_the_causal_task_for_decoder_only_models():
-    model = get_method("lora").build(tiny_gpt2(), {"target_modules": ["c_attn"]})
+    model = get_method("lora").build(tiny_gpt2(), registry_options("lora", {"target_modules": ["c_attn"]}))
     assert model.peft_config["default"].task_type == "CAUSAL_LM"
     ids = torch.randint(3, VOCAB, (1, 5), generator=torch.Generator().manual_seed(0))
     out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=3, do_sample=False)
@@ -193,16 +195,16 @@ def test_peft_methods_pick_the_causal_task_for_decoder_only_models():
 @pytest.mark.parametrize("name", ["last_layer", "adapter"])
 def test_t5_layout_methods_refuse_other_architectures(name):
     with pytest.raises(ValueError, match="T5"):
-        get_method(name).build(tiny_gpt2(), {})
+        get_method(name).build(tiny_gpt2(), registry_options(name))
 
 
-@pytest.mark.parametrize("name, options, overrides, message", [
-    ("lora", {"rank": 4}, {}, "unknown options"),
-    ("last_layer", {"num_blocks": 3}, {}, "num_blocks"),
-    ("adapter", {"reduction_factor": 64}, {}, "reduction_factor"),
-    ("lora", {"target_modules": ["wi"]}, GATED, r"\['wi'\] are not linear layers"),
-    ("ia3", {"feedforward_modules": ["wi"]}, {}, "must also be in target_modules"),
+# Options that are valid on their own but do not fit the model (tests/test_method_options.py
+# covers options that are wrong whatever the model).
+@pytest.mark.parametrize("name, options, overrides, error, message", [
+    ("last_layer", {"num_blocks": 3}, {}, OptionsError, "num_blocks 3 exceeds the decoder's 2 layers"),
+    ("adapter", {"reduction_factor": 64}, {}, OptionsError, "reduction_factor 64 exceeds d_model=32"),
+    ("lora", {"target_modules": ["wi"]}, GATED, ValueError, r"\['wi'\] are not linear layers"),
 ])
-def test_bad_options_are_rejected(name, options, overrides, message):
-    with pytest.raises((OptionsError, ValueError), match=message):
+def test_options_that_do_not_fit_the_model_are_rejected(name, options, overrides, error, message):
+    with pytest.raises(error, match=message):
         build(name, options, overrides)

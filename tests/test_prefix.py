@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cfqa.methods.base import OptionsError, count_parameters, load_trainable, save_trainable
+from cfqa.config import ConfigError, registry_options
+from cfqa.methods.base import count_parameters, load_trainable, save_trainable
 from cfqa.methods.prefix import SPEC, merge_prefix_mlp
 from conftest import tiny_t5
 
@@ -19,7 +20,7 @@ LABELS = torch.tensor([[20, 21, 22, 1], [23, 24, 1, -100]])
 def build(attention: str = "sdpa", seed: int = 0, **options):
     base = tiny_t5()
     base.set_attn_implementation(attention)
-    return SPEC.build(base, {"seed": seed, **options})
+    return SPEC.build(base, registry_options("prefix", {"seed": seed, **options}))
 
 
 def logits(model, input_ids=INPUT_IDS, attention_mask=ATTENTION_MASK, labels=LABELS):
@@ -107,7 +108,8 @@ def test_merged_prefix_gives_the_same_outputs(tmp_path):
     before = logits(model)
     merge_prefix_mlp(model)
     torch.testing.assert_close(logits(model), before, rtol=1e-6, atol=1e-6)
-    assert count_parameters(model) == SPEC.closed_form_counts(model.config, {"reparameterize": False})
+    assert count_parameters(model) == SPEC.closed_form_counts(model.config,
+                                                              registry_options("prefix", {"reparameterize": False}))
     # The merged keys/values load into a model trained without reparameterization.
     save_trainable(model, tmp_path / "merged.safetensors")
     direct = build(seed=1, reparameterize=False)
@@ -128,8 +130,9 @@ def test_saved_prefix_reproduces_outputs(tmp_path):
     {}, {"reparameterize": False}, {"num_virtual_tokens": 3, "mlp_hidden_size": 5, "sites": ["decoder_cross"]},
 ])
 def test_counts_match_the_closed_form(options):
-    model = SPEC.build(tiny_t5(num_decoder_layers=3), options)
-    assert count_parameters(model) == SPEC.closed_form_counts(model.config, options)
+    typed = registry_options("prefix", options)
+    model = SPEC.build(tiny_t5(num_decoder_layers=3), typed)
+    assert count_parameters(model) == SPEC.closed_form_counts(model.config, typed)
 
 
 def test_other_models_keep_their_attention():
@@ -159,9 +162,25 @@ def test_bf16_autocast_trains(reparameterize):
 
 
 @pytest.mark.parametrize("options, message", [
-    ({"sites": ["encoder_cross"]}, "sites"), ({"num_virtual_tokens": 0}, "num_virtual_tokens"),
-    ({"reparameterize": "yes"}, "reparameterize"), ({"prefix_length": 4}, "unknown options"),
+    ({"sites": ["encoder_cross"]}, "sites.0: method 'prefix': expected one of 'encoder_self', 'decoder_self', "
+                                   "'decoder_cross', got 'encoder_cross'"),
+    ({"sites": []}, "sites: method 'prefix': expected a list, each one of 'encoder_self', 'decoder_self', "
+                    "'decoder_cross' with at least 1 item(s), got []"),
+    ({"num_virtual_tokens": 0}, "num_virtual_tokens: method 'prefix': expected an integer >= 1, got 0"),
+    ({"reparameterize": "yes"}, "reparameterize: method 'prefix': expected true or false, got 'yes'"),
+    ({"prefix_length": 4}, "prefix_length: method 'prefix': unknown option; allowed keys: num_virtual_tokens, "
+                           "reparameterize, mlp_hidden_size, seed, sites"),
 ])
 def test_bad_options_are_rejected(options, message):
-    with pytest.raises(OptionsError, match=message):
-        SPEC.build(tiny_t5(), options)
+    with pytest.raises(ConfigError) as caught:
+        registry_options("prefix", options)
+    assert message in str(caught.value)
+
+
+def test_the_registry_folds_the_mlp_for_inference():
+    """Evaluation calls the registry's inference hook: for `prefix` it folds the MLP away."""
+    model = build()
+    before = logits(model)
+    SPEC.prepare_for_inference(model)
+    torch.testing.assert_close(logits(model), before, rtol=1e-6, atol=1e-6)
+    assert count_parameters(model).trainable < count_parameters(build()).trainable

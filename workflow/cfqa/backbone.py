@@ -3,12 +3,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cfqa.config import MethodConfig
+from cfqa.config import BACKBONE_DIRS, MethodConfig
 from cfqa.methods import get_method
 from cfqa.training.optimization import seed_everything
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
-
-BACKBONE_DIRS = {"base": "base", "lm_adapted": "base_lm"}
 
 
 def backbone_dir(models_dir: Path, backbone: str) -> Path:

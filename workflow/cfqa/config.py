@@ -2,68 +2,93 @@
 
 Every default lives in params.yaml; this module only types, merges and validates. Files
 given later override earlier ones key by key (a profile's params.yaml on top of the default).
+
+Two checks, both when the configuration loads: the JSON schema (the one Snakemake's
+`validate()` uses: shape, names, ranges) and then the typed dataclasses below and each
+method's options class (cfqa.methods.options), validated by pydantic. The second pass is
+what the schema cannot say: an int is not 16.0 or true (JSON Schema counts 16.0 as an
+integer), numbers are finite (it accepts NaN and infinity), and a method's options are the
+ones its class declares. `validate_config` is the entry point for Snakemake's parse.
 """
 from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
+import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Annotated, Any, Callable, Iterable, Literal, Mapping, get_args, get_origin
 
 import jsonschema
 import yaml
+from pydantic import StrictBool, StrictInt, StrictStr, TypeAdapter, ValidationError, with_config
+
+from cfqa.methods.options import METHOD_OPTIONS, TYPED, MethodOptions, Number, options_record
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_PATH = PROJECT_ROOT / "workflow" / "schemas" / "params.schema.yaml"
 DEFAULT_PARAMS = Path("params.yaml")
+
+# Backbone name -> its directory under models/, written by `cfqa pretrain`. A method's
+# outputs go to models/<method key>/, so no method key may be one of these directories.
+BACKBONE_DIRS = {"base": "base", "lm_adapted": "base_lm"}
+RESERVED_METHOD_KEYS = tuple(sorted(BACKBONE_DIRS.values()))
+
+Source = str | Callable[[tuple], str]
 
 
 class ConfigError(ValueError):
     """params.yaml does not match the schema; the message names the file and the key."""
 
 
+@with_config(TYPED)
 @dataclass(frozen=True)
 class EmbeddedWorldConfig:
-    seed: int
-    min_city_population: int
-    max_cities_per_country: int
-    min_subjects_per_answer: int
-    test_fraction: float
+    seed: StrictInt
+    min_city_population: StrictInt
+    max_cities_per_country: StrictInt
+    min_subjects_per_answer: StrictInt
+    test_fraction: Number
 
 
+@with_config(TYPED)
 @dataclass(frozen=True)
 class NQSourceConfig:
-    train_url: str
-    dev_urls: tuple[str, ...]
+    train_url: StrictStr
+    dev_urls: tuple[StrictStr, ...]
 
 
+@with_config(TYPED)
 @dataclass(frozen=True)
 class HuggingFaceSourceConfig:
-    dataset_id: str
+    dataset_id: StrictStr
 
 
+@with_config(TYPED)
 @dataclass(frozen=True)
 class DataConfig:
-    source: str
+    source: StrictStr
     embedded: EmbeddedWorldConfig
     nq: NQSourceConfig
     huggingface: HuggingFaceSourceConfig
 
 
+@with_config(TYPED)
 @dataclass(frozen=True)
 class PrepareConfig:
-    seed: int
-    validation_fraction: float
-    drop_table_and_list_contexts: bool
-    max_bad_records: int
+    seed: StrictInt
+    validation_fraction: Number
+    drop_table_and_list_contexts: StrictBool
+    max_bad_records: StrictInt
 
 
+@with_config(TYPED)
 @dataclass(frozen=True)
 class EntitiesConfig:
-    ner: str
-    groups: dict[str, tuple[str, ...]]
+    ner: StrictStr
+    groups: dict[StrictStr, tuple[StrictStr, ...]]
 
     def group_of(self, label: str | None) -> str | None:
         """The Longpre answer-type group of a spaCy label, or None if it is in no group."""
@@ -73,56 +98,59 @@ class EntitiesConfig:
         return None
 
 
+@with_config(TYPED)
 @dataclass(frozen=True)
 class CounterfactualConfig:
-    seed: int
-    policy: str
-    substitute_within: str
-    seen_size: int
-    train_counterfactuals_per_question: int
+    seed: StrictInt
+    policy: StrictStr
+    substitute_within: StrictStr
+    seen_size: StrictInt
+    train_counterfactuals_per_question: StrictInt
 
 
+@with_config(TYPED)
 @dataclass(frozen=True)
 class PretrainConfig:
-    hub_id: str | None
-    lm_adapted_hub_id: str | None
-    seed: int
-    threads: int
-    vocab_size: int
-    d_model: int
-    num_layers: int
-    num_decoder_layers: int
-    num_heads: int
-    d_ff: int
-    max_length: int
-    batch_size: int
-    steps: int
-    lr: float
-    noise_density: float
-    mean_noise_span_length: float
-    lm_adapt_steps: int
+    hub_id: StrictStr | None
+    lm_adapted_hub_id: StrictStr | None
+    seed: StrictInt
+    threads: StrictInt
+    vocab_size: StrictInt
+    d_model: StrictInt
+    num_layers: StrictInt
+    num_decoder_layers: StrictInt
+    num_heads: StrictInt
+    d_ff: StrictInt
+    max_length: StrictInt
+    batch_size: StrictInt
+    steps: StrictInt
+    lr: Number
+    noise_density: Number
+    mean_noise_span_length: Number
+    lm_adapt_steps: StrictInt
 
 
+@with_config(TYPED)
 @dataclass(frozen=True)
 class TrainConfig:
-    seed: int
-    threads: int
-    max_steps: int
-    batch_size: int
-    grad_accum_steps: int
-    optimizer: str
-    lr: float
-    weight_decay: float
-    warmup_steps: int
-    clip_norm: float
-    bf16: bool
-    gradient_checkpointing: bool
-    eval_every: int
-    early_stopping_patience: int
-    max_input_length: int
-    max_target_length: int
-    mixture: tuple[str, ...]
-    target_format: str
+    seed: StrictInt
+    threads: StrictInt
+    max_steps: StrictInt
+    batch_size: StrictInt
+    grad_accum_steps: StrictInt
+    optimizer: StrictStr
+    lr: Number
+    weight_decay: Number
+    warmup_steps: StrictInt
+    clip_norm: Number
+    bf16: StrictBool
+    gradient_checkpointing: StrictBool
+    eval_every: StrictInt
+    early_stopping_patience: StrictInt
+    max_input_length: StrictInt
+    max_target_length: StrictInt
+    mixture: tuple[StrictStr, ...]
+    target_format: StrictStr
 
 
 @dataclass(frozen=True)
@@ -133,26 +161,33 @@ class MethodConfig:
     method: str               # the registry entry it uses
     backbone: str             # base | lm_adapted
     train: TrainConfig        # shared `train` defaults overridden by this block's `train`
-    options: dict[str, Any] = field(default_factory=dict)
+    options: MethodOptions    # the registry method's options class, every option set
+
+    def options_record(self) -> dict[str, Any]:
+        """The options as plain JSON values (lists, not tuples), for result files and tracking."""
+        return options_record(self.options)
 
 
+@with_config(TYPED)
 @dataclass(frozen=True)
 class EvaluateConfig:
-    batch_size: int
-    max_new_tokens: int
-    num_beams: int
-    threads: int
+    batch_size: StrictInt
+    max_new_tokens: StrictInt
+    num_beams: StrictInt
+    threads: StrictInt
 
 
+@with_config(TYPED)
 @dataclass(frozen=True)
 class TrackingConfig:
-    uri: str
-    experiment: str
+    uri: StrictStr
+    experiment: StrictStr
 
 
+@with_config(TYPED)
 @dataclass(frozen=True)
 class ReportConfig:
-    notes: tuple[str, ...]     # the report's "Limitations" bullets
+    notes: tuple[StrictStr, ...]     # the report's "Limitations" bullets
 
 
 @dataclass(frozen=True)
@@ -167,7 +202,6 @@ class Config:
     evaluate: EvaluateConfig
     tracking: TrackingConfig
     report: ReportConfig
-    raw: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
 
     def method(self, name: str) -> MethodConfig:
         if name not in self.methods:
@@ -198,14 +232,19 @@ def schema_errors(raw: dict) -> list[tuple[tuple, str]]:
     return [(tuple(e.absolute_path), e.message) for e in errors]
 
 
-def validate(raw: dict, source: str | Callable[[tuple], str] = "params") -> None:
-    """Raises ConfigError listing every violation with its dotted key; `source` names the file
-    (or, given a function, the file that set that key)."""
-    errors = schema_errors(raw)
-    if errors:
-        where = source if callable(source) else (lambda _path: source)
-        lines = [f"{where(path)}: {'.'.join(map(str, path)) or '<top>'}: {message}" for path, message in errors]
-        raise ConfigError("invalid parameters:\n  " + "\n  ".join(lines))
+def _raise(errors: list[tuple[tuple, str]], source: Source) -> None:
+    """ConfigError listing each (key path, message) once, with the file that set the key."""
+    if not errors:
+        return
+    where = source if callable(source) else (lambda _path: source)
+    lines = [f"{where(path)}: {'.'.join(map(str, path)) or '<top>'}: {message}" for path, message in errors]
+    raise ConfigError("invalid parameters:\n  " + "\n  ".join(dict.fromkeys(lines)))
+
+
+def validate(raw: dict, source: Source = "params") -> None:
+    """Raises ConfigError listing every schema violation with its dotted key; `source` names the
+    file (or, given a function, the file that set that key)."""
+    _raise(schema_errors(raw), source)
 
 
 def read_params(paths: Iterable[str | Path]) -> dict:
@@ -225,60 +264,153 @@ def read_params(paths: Iterable[str | Path]) -> dict:
     return raw
 
 
-def _build(cls, values: dict):
-    """A frozen dataclass from a validated mapping; nested dataclasses and tuples by annotation."""
-    hints = typing.get_type_hints(cls)
-    kwargs = {}
-    for f in dataclasses.fields(cls):
-        if f.name not in values:
-            continue
-        value, hint = values[f.name], hints[f.name]
-        if dataclasses.is_dataclass(hint):
-            value = _build(hint, value)
-        elif isinstance(value, list):
-            value = tuple(value)
-        kwargs[f.name] = value
-    return cls(**kwargs)
+# ---------------------------------------------------------------------------- typed values
+
+@functools.cache
+def _adapter(cls: type) -> TypeAdapter:
+    return TypeAdapter(cls)
 
 
-def method_configs(raw: dict) -> dict[str, MethodConfig]:
-    methods = {}
-    for name, block in raw["methods"].items():
-        train_values = deep_merge(raw["train"], block.get("train") or {})
-        methods[name] = MethodConfig(
-            name=name,
-            method=block.get("method", name),
-            backbone=block.get("backbone", "base"),
-            train=_build(TrainConfig, train_values),
-            options=copy.deepcopy(block.get("options") or {}),
-        )
-    return methods
+def _strip(annotation) -> tuple[Any, list]:
+    """(the type under Annotated[...], its constraint objects)."""
+    if get_origin(annotation) is not Annotated:
+        return annotation, []
+    base, *metadata = get_args(annotation)
+    # Field(...) carries its annotated_types constraints in `.metadata`
+    return base, [c for item in metadata for c in getattr(item, "metadata", [item])]
 
 
-def from_dict(raw: dict, source: str | Callable[[tuple], str] = "params") -> Config:
+def describe(annotation) -> str:
+    """What a value of this annotation must be, in words: "an integer >= 1"."""
+    base, constraints = _strip(annotation)
+    origin, args = get_origin(base), get_args(base)
+    if origin is Literal:
+        text = "one of " + ", ".join(map(repr, args))
+    elif origin is tuple:
+        text = f"a list, each {describe(args[0])}"
+    elif origin in (typing.Union, types.UnionType):
+        text = " or ".join("null" if a is type(None) else describe(a) for a in args)
+    else:
+        text = {int: "an integer", float: "a finite number", bool: "true or false",
+                str: "a string"}.get(base, getattr(base, "__name__", str(base)))
+    bounds = [f"{symbol} {getattr(c, attr)}" for c in constraints
+              for attr, symbol in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")) if hasattr(c, attr)]
+    bounds += [f"with at least {c.min_length} item(s)" for c in constraints if hasattr(c, "min_length")]
+    return " ".join([text, " and ".join(bounds)]) if bounds else text
+
+
+def _annotation_at(cls: type, loc: tuple):
+    """The annotation a pydantic error location points to inside dataclass `cls` (None if unknown)."""
+    annotation = cls
+    for part in loc:
+        base, _ = _strip(annotation)
+        if dataclasses.is_dataclass(base):
+            annotation = typing.get_type_hints(base, include_extras=True).get(part)
+        elif get_origin(base) is tuple:
+            annotation = get_args(base)[0]
+        elif get_origin(base) is dict:
+            annotation = get_args(base)[1]
+        else:
+            return None
+        if annotation is None:
+            return None
+    return annotation
+
+
+def _field_names(cls: type, loc: tuple) -> list[str]:
+    base, _ = _strip(_annotation_at(cls, loc))
+    return [f.name for f in dataclasses.fields(base)] if dataclasses.is_dataclass(base) else []
+
+
+def _message(cls: type, error: dict, method: str | None) -> str:
+    loc, kind = tuple(error["loc"]), error["type"]
+    if kind == "unexpected_keyword_argument":
+        allowed = _field_names(cls, loc[:-1])
+        text = f"unknown {'option' if method else 'key'}; allowed keys: {', '.join(allowed) or 'none'}"
+    elif kind == "missing":
+        text = "missing: every key is required (the values live in params.yaml, not in code)"
+    elif kind == "value_error" and "error" in error.get("ctx", {}):
+        text = str(error["ctx"]["error"])
+    else:
+        annotation = _annotation_at(cls, loc)
+        expected = describe(annotation) if annotation is not None else error["msg"]
+        text = f"expected {expected}, got {error['input']!r}"
+    return f"method {method!r}: {text}" if method else text
+
+
+def _typed(cls: type, values: Any, place: Callable[[tuple], tuple], method: str | None = None):
+    """(instance, []) or (None, [(key path, message)]); `place` maps a location inside `values`
+    to its key path in the parameter files."""
+    try:
+        return _adapter(cls).validate_python(values), []
+    except ValidationError as error:
+        return None, [(place(tuple(e["loc"])), _message(cls, e, method)) for e in error.errors()]
+
+
+def _under(*prefix: str) -> Callable[[tuple], tuple]:
+    return lambda loc: (*prefix, *loc)
+
+
+def _method_config(name: str, raw: dict) -> tuple[MethodConfig | None, list]:
+    """One `methods` block typed: its key, registry method, merged train settings, options.
+
+    A block whose key is not a registry name (`method: lst` under `lst_dynamic`) starts from
+    the options of the block named after its registry method, when there is one, and
+    overrides them key by key; otherwise it lists every option itself."""
+    block, path = raw["methods"][name], ("methods", name)
+    errors: list[tuple[tuple, str]] = []
+    if name in RESERVED_METHOD_KEYS:
+        errors.append((path, f"method key {name!r} would write models/{name}/, where `cfqa pretrain` writes a "
+                             f"backbone; use another key (reserved: {', '.join(RESERVED_METHOD_KEYS)})"))
+    method = block.get("method", name)
+    if method not in METHOD_OPTIONS:
+        errors.append(((*path, "method") if "method" in block else path,
+                       f"unknown method {method!r}; the registry has {', '.join(METHOD_OPTIONS)}"))
+        return None, errors
+
+    own_options = block.get("options") or {}
+    inherited = {}
+    if method != name and method in raw["methods"]:
+        inherited = raw["methods"][method].get("options") or {}
+
+    def option_place(loc: tuple) -> tuple:
+        owner = method if loc and loc[0] not in own_options and loc[0] in inherited else name
+        return ("methods", owner, "options", *loc)
+
+    options, option_errors = _typed(METHOD_OPTIONS[method], deep_merge(inherited, own_options), option_place, method)
+    own_train = block.get("train") or {}
+    train, train_errors = _typed(TrainConfig, deep_merge(raw["train"], own_train),
+                                 lambda loc: (*path, "train", *loc) if loc and loc[0] in own_train else ("train", *loc))
+    errors += option_errors + train_errors
+    if errors:
+        return None, errors
+    return MethodConfig(name=name, method=method, backbone=block.get("backbone", "base"),
+                        train=train, options=options), []
+
+
+def method_configs(raw: dict) -> tuple[dict[str, MethodConfig], list]:
+    methods, errors = {}, []
+    for name in raw["methods"]:
+        methods[name], method_errors = _method_config(name, raw)
+        errors += method_errors
+    return methods, errors
+
+
+def from_dict(raw: dict, source: Source = "params") -> Config:
+    """The typed configuration; ConfigError listing every problem, each with its file and key."""
     validate(raw, source)
-    return Config(
-        data=_build(DataConfig, raw["data"]),
-        prepare=_build(PrepareConfig, raw["prepare"]),
-        entities=EntitiesConfig(
-            ner=raw["entities"]["ner"],
-            groups={g: tuple(labels) for g, labels in raw["entities"]["groups"].items()},
-        ),
-        counterfactuals=_build(CounterfactualConfig, raw["counterfactuals"]),
-        pretrain=_build(PretrainConfig, raw["pretrain"]),
-        train=_build(TrainConfig, raw["train"]),
-        methods=method_configs(raw),
-        evaluate=_build(EvaluateConfig, raw["evaluate"]),
-        tracking=_build(TrackingConfig, raw["tracking"]),
-        report=_build(ReportConfig, raw["report"]),
-        raw=raw,
-    )
+    sections, errors = {}, []
+    for f in dataclasses.fields(Config):
+        if f.name != "methods":
+            cls = typing.get_type_hints(Config)[f.name]
+            sections[f.name], section_errors = _typed(cls, raw[f.name], _under(f.name))
+            errors += section_errors
+    methods, method_errors = method_configs(raw)
+    _raise(errors + method_errors, source)
+    return Config(methods=methods, **sections)
 
 
-def load(paths: Iterable[str | Path] = (DEFAULT_PARAMS,)) -> Config:
-    paths = list(paths) or [DEFAULT_PARAMS]
-    layers = [(str(p), read_params([p])) for p in paths]
-
+def _file_setting(layers: list[tuple[str, dict]]) -> Callable[[tuple], str]:
     def file_setting(path: tuple) -> str:
         """The last file that sets the key (or its nearest parent): where to fix it."""
         for depth in range(len(path), 0, -1):
@@ -291,5 +423,33 @@ def load(paths: Iterable[str | Path] = (DEFAULT_PARAMS,)) -> Config:
                     continue
                 return name
         return " + ".join(name for name, _ in layers)
+    return file_setting
 
-    return from_dict(read_params(paths), source=file_setting)
+
+def load(paths: Iterable[str | Path] = (DEFAULT_PARAMS,)) -> Config:
+    paths = list(paths) or [DEFAULT_PARAMS]
+    layers = [(str(p), read_params([p])) for p in paths]
+    return from_dict(read_params(paths), source=_file_setting(layers))
+
+
+def validate_config(raw: dict, paths: Iterable[str | Path] = ()) -> None:
+    """Every check `load` makes, on an already merged mapping (Snakemake's `config`); raises
+    ConfigError. `paths`, the files merged into `raw` in order, name the file to fix."""
+    paths = list(paths)
+    source: Source = _file_setting([(str(p), read_params([p])) for p in paths]) if paths else "params"
+    from_dict(raw, source)
+
+
+def registry_options(method: str, overrides: Mapping[str, Any] | None = None,
+                     paths: Iterable[str | Path] = (PROJECT_ROOT / "params.yaml",)) -> MethodOptions:
+    """Registry method `method`'s options from the block named after it in `paths`, with
+    `overrides` on top, validated: how code outside the pipeline (tests, benchmarks) builds a
+    method with the configured values."""
+    if method not in METHOD_OPTIONS:
+        raise ConfigError(f"unknown method {method!r}; the registry has {', '.join(METHOD_OPTIONS)}")
+    paths = [str(p) for p in paths]
+    configured = (read_params(paths).get("methods") or {}).get(method) or {}
+    values = deep_merge(configured.get("options") or {}, dict(overrides or {}))
+    options, errors = _typed(METHOD_OPTIONS[method], values, _under("methods", method, "options"), method)
+    _raise(errors, " + ".join(paths) + (" + overrides" if overrides else ""))
+    return options

@@ -1,13 +1,16 @@
-"""The method registry: one module per method, each defining `SPEC: MethodSpec`."""
+"""The method registry: one module per method, each defining `SPEC: MethodSpec`; the names and
+options classes are in `cfqa.methods.options` (light to import, for config validation)."""
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
 
-from cfqa.methods.base import MethodSpec
+from cfqa.methods.options import METHOD_OPTIONS
 
-METHOD_NAMES = (
-    "full", "last_layer", "lora", "ia3", "prompt", "prefix", "prefix_decoder", "adapter", "lst",
-)
+if TYPE_CHECKING:
+    from cfqa.methods.base import MethodSpec
+
+METHOD_NAMES = tuple(METHOD_OPTIONS)
 
 
 def get_method(name: str) -> MethodSpec:

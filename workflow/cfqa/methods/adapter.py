@@ -3,9 +3,9 @@
 An adapter (down-projection, ReLU, up-projection, with its own skip connection) rewrites
 the output of every sub-layer before T5 adds the sub-layer's residual: after each
 attention and after each feed-forward network, in encoder and decoder. Houlsby places one
-after each sub-layer; a T5 decoder block has three, and the cross-attention one is on by
-default (`cross_attention`) because it is where the decoder reads the context. As in the
-paper, the layer norms train too (`train_layer_norms`). The bottleneck is
+after each sub-layer; a T5 decoder block has three, and the cross-attention one is switched
+by `cross_attention` (on in params.yaml: it is where the decoder reads the context). As in
+the paper, the layer norms can train too (`train_layer_norms`). The bottleneck is
 d_model // reduction_factor wide. The up-projection starts at zero, so the adapted model
 computes exactly what the base model does until the first step.
 
@@ -15,8 +15,6 @@ child modules of T5's sub-layers and act through forward hooks on the attention 
 feed-forward modules, so T5's code is not copied and the base weights keep their names.
 """
 from __future__ import annotations
-
-from typing import Any, Mapping
 
 import torch
 from torch import nn
@@ -28,10 +26,9 @@ from transformers.models.t5.modeling_t5 import (
     T5LayerSelfAttention,
 )
 
-from cfqa.methods.base import MethodSpec, ParameterCounts, check_options, freeze
+from cfqa.methods.base import MethodSpec, OptionsError, ParameterCounts, freeze
+from cfqa.methods.options import AdapterOptions
 from cfqa.methods.t5_layout import require_t5, t5_layer_norm_count, t5_parameter_count
-
-DEFAULTS = {"reduction_factor": 16, "cross_attention": True, "train_layer_norms": True}
 
 
 class BottleneckAdapter(nn.Module):
@@ -54,13 +51,11 @@ class BottleneckAdapter(nn.Module):
         return self(output)
 
 
-def _bottleneck(config: PretrainedConfig, options: Mapping[str, Any]) -> tuple[dict, int]:
-    settings = check_options("adapter", options, DEFAULTS)
-    factor = settings["reduction_factor"]
-    if not isinstance(factor, int) or not 1 <= factor <= config.d_model:
-        raise ValueError(f"method 'adapter': reduction_factor must be an integer from 1 to "
-                         f"d_model={config.d_model}, got {factor!r}")
-    return settings, config.d_model // factor
+def _bottleneck(config: PretrainedConfig, options: AdapterOptions) -> int:
+    if options.reduction_factor > config.d_model:
+        raise OptionsError(f"method 'adapter': reduction_factor {options.reduction_factor} exceeds "
+                           f"d_model={config.d_model}")
+    return config.d_model // options.reduction_factor
 
 
 def _adapted_sublayers(model: PreTrainedModel, cross_attention: bool):
@@ -79,32 +74,32 @@ def _adapted_sublayers(model: PreTrainedModel, cross_attention: bool):
                     raise ValueError(f"method 'adapter': unexpected T5 sub-layer {type(layer).__name__}")
 
 
-def build(model: PreTrainedModel, options: Mapping[str, Any]) -> nn.Module:
+def build(model: PreTrainedModel, options: AdapterOptions) -> nn.Module:
     require_t5(model.config, "adapter")
-    settings, bottleneck = _bottleneck(model.config, options)
+    bottleneck = _bottleneck(model.config, options)
     freeze(model)
     reference = model.get_input_embeddings().weight
-    for layer, inner in _adapted_sublayers(model, settings["cross_attention"]):
+    for layer, inner in _adapted_sublayers(model, options.cross_attention):
         adapter = BottleneckAdapter(model.config.d_model, bottleneck).to(reference.device, reference.dtype)
         layer.add_module("adapter", adapter)
         # a bound method: a deep copy of the model rebinds the hook to the copied adapter
         inner.register_forward_hook(adapter.rewrite_output)
-    if settings["train_layer_norms"]:
+    if options.train_layer_norms:
         for module in model.modules():
             if isinstance(module, T5LayerNorm):
                 module.weight.requires_grad_(True)
     return model
 
 
-def closed_form_counts(config: PretrainedConfig, options: Mapping[str, Any]) -> ParameterCounts:
+def closed_form_counts(config: PretrainedConfig, options: AdapterOptions) -> ParameterCounts:
     require_t5(config, "adapter")
-    settings, bottleneck = _bottleneck(config, options)
+    bottleneck = _bottleneck(config, options)
     d = config.d_model
     per_adapter = 2 * d * bottleneck + bottleneck + d          # down and up, each with a bias
-    per_decoder_block = 3 if settings["cross_attention"] else 2
+    per_decoder_block = 3 if options.cross_attention else 2
     adapters = 2 * config.num_layers + per_decoder_block * config.num_decoder_layers
     trainable = adapters * per_adapter
-    if settings["train_layer_norms"]:
+    if options.train_layer_norms:
         trainable += t5_layer_norm_count(config) * d
     total = t5_parameter_count(config) + adapters * per_adapter
     return ParameterCounts(trainable=trainable, total=total)

@@ -2,7 +2,8 @@
 parameter counting and saving/loading only the trainable weights (safetensors).
 
 A method's `build(base_model, options)` takes a frozen-or-not pretrained model (any
-transformers seq2seq or causal LM) and returns a torch module whose parameters with
+transformers seq2seq or causal LM) and the method's typed options (cfqa.methods.options,
+validated when the configuration loads) and returns a torch module whose parameters with
 `requires_grad=True` are exactly the trainable ones. The returned module supports
 `model(input_ids=..., attention_mask=..., labels=...)` (output with `.loss`) and
 `model.generate(input_ids=..., attention_mask=..., max_new_tokens=..., num_beams=...)`
@@ -12,12 +13,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Callable, Mapping
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
+
+from cfqa.methods.options import MethodOptions
 
 
 @dataclass(frozen=True)
@@ -34,23 +37,17 @@ class ParameterCounts:
 class MethodSpec:
     name: str
     description: str
-    build: Callable[[PreTrainedModel, Mapping[str, Any]], nn.Module]
+    build: Callable[[PreTrainedModel, MethodOptions], nn.Module]
     # Closed-form trainable and total parameter counts from the model config and options,
     # written out by hand per method; tests compare it with the built model.
-    closed_form_counts: Callable[[PretrainedConfig, Mapping[str, Any]], ParameterCounts]
-    default_backbone: str = "base"     # base | lm_adapted
+    closed_form_counts: Callable[[PretrainedConfig, MethodOptions], ParameterCounts]
+    # Turns a trained model into its inference form in place, outputs unchanged (e.g. prefix
+    # tuning's reparameterization MLP folded into fixed keys/values); None: nothing to do.
+    prepare_for_inference: Callable[[nn.Module], None] | None = None
 
 
 class OptionsError(ValueError):
-    pass
-
-
-def check_options(method: str, options: Mapping[str, Any], allowed: Mapping[str, Any]) -> dict:
-    """Options merged over the method's defaults; an unknown key is an error naming it."""
-    unknown = sorted(set(options) - set(allowed))
-    if unknown:
-        raise OptionsError(f"method {method!r}: unknown options {unknown}; allowed: {sorted(allowed)}")
-    return {**allowed, **options}
+    """Options that are valid on their own but do not fit the model they are applied to."""
 
 
 def freeze(module: nn.Module) -> None:

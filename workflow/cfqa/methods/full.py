@@ -1,23 +1,21 @@
 """Full fine-tuning: every weight trains."""
 from __future__ import annotations
 
-from typing import Any, Mapping
-
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 
-from cfqa.methods.base import MethodSpec, ParameterCounts, check_options
+from cfqa.methods.base import MethodSpec, ParameterCounts
+from cfqa.methods.options import FullOptions
 from cfqa.methods.t5_layout import t5_parameter_count
 
 
-def build(model: PreTrainedModel, options: Mapping[str, Any]) -> nn.Module:
-    check_options("full", options, {})
+def build(model: PreTrainedModel, options: FullOptions) -> nn.Module:
     for parameter in model.parameters():
         parameter.requires_grad_(True)
     return model
 
 
-def closed_form_counts(config: PretrainedConfig, options: Mapping[str, Any]) -> ParameterCounts:
+def closed_form_counts(config: PretrainedConfig, options: FullOptions) -> ParameterCounts:
     total = t5_parameter_count(config)
     return ParameterCounts(trainable=total, total=total)
 

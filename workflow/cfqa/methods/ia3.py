@@ -7,47 +7,34 @@ outputs). The vectors start at one, so the model starts as the base model.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
-
 from peft import IA3Config, get_peft_model
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 
-from cfqa.methods.base import MethodSpec, ParameterCounts, check_options
+from cfqa.methods.base import MethodSpec, ParameterCounts
+from cfqa.methods.options import IA3Options
 from cfqa.methods.t5_layout import check_module_names, require_t5, t5_linear_layers, t5_parameter_count
 from cfqa.methods.peft_backed import peft_task_type
 
-DEFAULTS = {"target_modules": ["k", "v", "wo"], "feedforward_modules": ["wo"]}
 
-
-def _checked(settings: dict) -> dict:
-    stray = sorted(set(settings["feedforward_modules"]) - set(settings["target_modules"]))
-    if stray:
-        raise ValueError(f"method 'ia3': feedforward_modules {stray} must also be in target_modules "
-                         f"{list(settings['target_modules'])}")
-    return settings
-
-
-def build(model: PreTrainedModel, options: Mapping[str, Any]) -> nn.Module:
-    settings = _checked(check_options("ia3", options, DEFAULTS))
+def build(model: PreTrainedModel, options: IA3Options) -> nn.Module:
     if getattr(model.config, "model_type", None) == "t5":
-        check_module_names(model.config, "ia3", settings["target_modules"])
+        check_module_names(model.config, "ia3", options.target_modules)
     return get_peft_model(model, IA3Config(
         task_type=peft_task_type(model.config),
-        target_modules=list(settings["target_modules"]),
-        feedforward_modules=list(settings["feedforward_modules"]),
+        target_modules=list(options.target_modules),
+        feedforward_modules=list(options.feedforward_modules),
     ))
 
 
-def closed_form_counts(config: PretrainedConfig, options: Mapping[str, Any]) -> ParameterCounts:
-    settings = _checked(check_options("ia3", options, DEFAULTS))
+def closed_form_counts(config: PretrainedConfig, options: IA3Options) -> ParameterCounts:
     require_t5(config, "ia3")
     layers = t5_linear_layers(config)
     trainable = 0
-    for name in check_module_names(config, "ia3", settings["target_modules"]):
+    for name in check_module_names(config, "ia3", options.target_modules):
         layer = layers[name]
         # one scale per input feature for feed-forward modules, per output feature otherwise
-        width = layer.in_features if name in settings["feedforward_modules"] else layer.out_features
+        width = layer.in_features if name in options.feedforward_modules else layer.out_features
         trainable += layer.count * width
     return ParameterCounts(trainable=trainable, total=t5_parameter_count(config) + trainable)
 

@@ -16,24 +16,20 @@ Do not call `tie_weights()` on the built model: it would tie the copy back.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
-
 import torch
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 
-from cfqa.methods.base import MethodSpec, ParameterCounts, check_options, freeze
+from cfqa.methods.base import MethodSpec, OptionsError, ParameterCounts, freeze
+from cfqa.methods.options import LastLayerOptions
 from cfqa.methods.t5_layout import require_t5, t5_decoder_block_parameter_count, t5_parameter_count
 
-DEFAULTS = {"num_blocks": 1}
 
-
-def _num_blocks(config: PretrainedConfig, options: Mapping[str, Any]) -> int:
-    blocks = check_options("last_layer", options, DEFAULTS)["num_blocks"]
-    if not isinstance(blocks, int) or not 1 <= blocks <= config.num_decoder_layers:
-        raise ValueError(f"method 'last_layer': num_blocks must be an integer from 1 to the decoder's "
-                         f"{config.num_decoder_layers} layers, got {blocks!r}")
-    return blocks
+def _num_blocks(config: PretrainedConfig, options: LastLayerOptions) -> int:
+    if options.num_blocks > config.num_decoder_layers:
+        raise OptionsError(f"method 'last_layer': num_blocks {options.num_blocks} exceeds the decoder's "
+                           f"{config.num_decoder_layers} layers")
+    return options.num_blocks
 
 
 def untied_head(model: PreTrainedModel) -> nn.Linear:
@@ -48,7 +44,7 @@ def untied_head(model: PreTrainedModel) -> nn.Linear:
     return copy
 
 
-def build(model: PreTrainedModel, options: Mapping[str, Any]) -> nn.Module:
+def build(model: PreTrainedModel, options: LastLayerOptions) -> nn.Module:
     require_t5(model.config, "last_layer")
     blocks = _num_blocks(model.config, options)
     freeze(model)
@@ -60,7 +56,7 @@ def build(model: PreTrainedModel, options: Mapping[str, Any]) -> nn.Module:
     return model
 
 
-def closed_form_counts(config: PretrainedConfig, options: Mapping[str, Any]) -> ParameterCounts:
+def closed_form_counts(config: PretrainedConfig, options: LastLayerOptions) -> ParameterCounts:
     require_t5(config, "last_layer")
     blocks = _num_blocks(config, options)
     head = config.vocab_size * config.d_model

@@ -14,45 +14,30 @@ frozen backbone's hidden states and predicts through the frozen LM head.
 - The side decoder cross-attends to the side encoder's output; its final state is
   up-projected to d_model and fed to the backbone's frozen LM head.
 
-Options: reduction_factor r (8), fusion (static | dynamic | attention, see lst_side.py:
-a learned scalar gate per layer, a gate from the pooled context, or attention over the
-rungs so far at each position), dropout (0.1, side network only), seed (0, initializes the
-attention fusion).
+Options (cfqa.methods.options.LstOptions; values in params.yaml): reduction_factor r,
+fusion (static | dynamic | attention, see lst_side.py: a learned scalar gate per layer, a
+gate from the pooled context, or attention over the rungs so far at each position), dropout
+(side network only), seed (initializes the attention fusion).
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import Seq2SeqLMOutput
 
-from cfqa.methods.base import MethodSpec, OptionsError, ParameterCounts, check_options, freeze
+from cfqa.methods.base import MethodSpec, OptionsError, ParameterCounts, freeze
+from cfqa.methods.options import LstOptions
 from cfqa.methods.t5_layout import require_t5, t5_parameter_count
-from cfqa.methods.lst_side import FUSIONS, SideShape, SideStack
-
-DEFAULT_OPTIONS = {"reduction_factor": 8, "fusion": "static", "dropout": 0.1, "seed": 0}
+from cfqa.methods.lst_side import SideShape, SideStack
 
 
-# ---------------------------------------------------------------------------- options, shapes
+# ---------------------------------------------------------------------------- shapes
 
-def lst_options(options: Mapping[str, Any]) -> dict:
-    merged = check_options("lst", options, DEFAULT_OPTIONS)
-    factor = merged["reduction_factor"]
-    if isinstance(factor, bool) or not isinstance(factor, int) or factor < 1:
-        raise OptionsError(f"method 'lst': reduction_factor must be an integer >= 1, got {factor!r}")
-    if merged["fusion"] not in FUSIONS:
-        raise OptionsError(f"method 'lst': fusion must be one of {list(FUSIONS)}, got {merged['fusion']!r}")
-    if not 0.0 <= float(merged["dropout"]) < 1.0:
-        raise OptionsError(f"method 'lst': dropout must be in [0, 1), got {merged['dropout']!r}")
-    if isinstance(merged["seed"], bool) or not isinstance(merged["seed"], int):
-        raise OptionsError(f"method 'lst': seed must be an integer, got {merged['seed']!r}")
-    return merged
-
-
-def side_shape(config: PretrainedConfig, options: Mapping[str, Any]) -> SideShape:
-    factor = options["reduction_factor"]
+def side_shape(config: PretrainedConfig, options: LstOptions) -> SideShape:
+    factor = options.reduction_factor
     for name in ("d_model", "d_kv", "d_ff"):
         if getattr(config, name) < factor:
             raise OptionsError(f"method 'lst': reduction_factor {factor} exceeds the backbone's "
@@ -63,17 +48,16 @@ def side_shape(config: PretrainedConfig, options: Mapping[str, Any]) -> SideShap
         gated=bool(config.is_gated_act), activation=config.dense_act_fn,
         num_buckets=config.relative_attention_num_buckets,
         max_distance=config.relative_attention_max_distance,
-        layer_norm_eps=config.layer_norm_epsilon, dropout=float(options["dropout"]))
+        layer_norm_eps=config.layer_norm_epsilon, dropout=options.dropout)
 
 
-def closed_form_counts(config: PretrainedConfig, options: Mapping[str, Any]) -> ParameterCounts:
-    options = lst_options(options)
+def closed_form_counts(config: PretrainedConfig, options: LstOptions) -> ParameterCounts:
     require_t5(config, "lst")
     shape = side_shape(config, options)
     d, w, inner, ff = config.d_model, shape.width, shape.inner_width, shape.ff_width
     attention = 4 * w * inner                           # q, k, v, o
     feed_forward = (3 if shape.gated else 2) * w * ff   # wi (or wi_0 + wi_1), wo
-    fusion = {"static": 1, "dynamic": 2 * w + 1, "attention": 2 * w * w}[options["fusion"]]
+    fusion = {"static": 1, "dynamic": 2 * w + 1, "attention": 2 * w * w}[options.fusion]
     per_stack = (shape.num_buckets * shape.num_heads    # relative position bias
                  + w)                                   # final norm
     encoder_layer = attention + feed_forward + 2 * w + fusion
@@ -191,10 +175,10 @@ def prune_into(side: SideStack, stack: nn.Module, shape: SideShape, kept: torch.
 class LadderSideModel(nn.Module):
     """A frozen T5 backbone plus a trainable side encoder, side decoder and up-projection."""
 
-    def __init__(self, backbone: PreTrainedModel, options: Mapping[str, Any]):
+    def __init__(self, backbone: PreTrainedModel, options: LstOptions):
         super().__init__()
         require_t5(backbone.config, "lst")
-        self.options = dict(options)
+        self.options = options
         config = backbone.config
         shape = side_shape(config, options)
         self.backbone = backbone
@@ -204,9 +188,9 @@ class LadderSideModel(nn.Module):
         # Seeded without touching the caller's random stream; pruning overwrites every weight
         # but the fusion modules, so the seed only matters for the attention fusion.
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(options["seed"])
-            self.side_encoder = SideStack(shape, config.num_layers, options["fusion"], causal=False)
-            self.side_decoder = SideStack(shape, config.num_decoder_layers, options["fusion"], causal=True,
+            torch.manual_seed(options.seed)
+            self.side_encoder = SideStack(shape, config.num_layers, options.fusion, causal=False)
+            self.side_decoder = SideStack(shape, config.num_decoder_layers, options.fusion, causal=True,
                                           memory_width=shape.width)
             self.up_projection = nn.Linear(shape.width, config.d_model, bias=False)
         self.side_encoder.to(parameter.device)
@@ -318,8 +302,8 @@ class LadderSideModel(nn.Module):
         return generated
 
 
-def build(model: PreTrainedModel, options: Mapping[str, Any]) -> nn.Module:
-    return LadderSideModel(model, lst_options(options))
+def build(model: PreTrainedModel, options: LstOptions) -> nn.Module:
+    return LadderSideModel(model, options)
 
 
 SPEC = MethodSpec(

@@ -17,24 +17,21 @@ seeded MLP's output).
 
 Prefix positions get a zero relative-position bias and never enter the generation cache.
 
-Options: num_virtual_tokens (8), reparameterize (true), mlp_hidden_size (64), seed (0),
-sites (all of encoder_self, decoder_self, decoder_cross).
+Options (cfqa.methods.options.PrefixOptions; values in params.yaml): num_virtual_tokens,
+reparameterize, mlp_hidden_size, seed, sites (a subset of encoder_self, decoder_self,
+decoder_cross).
 """
 from __future__ import annotations
-
-from typing import Any, Mapping
 
 import torch
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel, T5ForConditionalGeneration
 
 from cfqa.methods import prefix_attention
-from cfqa.methods.base import MethodSpec, OptionsError, ParameterCounts, check_options, freeze
+from cfqa.methods.base import MethodSpec, OptionsError, ParameterCounts, freeze
+from cfqa.methods.options import PREFIX_SITES, PrefixOptions
 from cfqa.methods.t5_layout import t5_parameter_count
 
-SITES = ("encoder_self", "decoder_self", "decoder_cross")
-DEFAULT_OPTIONS = {"num_virtual_tokens": 8, "reparameterize": True, "mlp_hidden_size": 64, "seed": 0,
-                   "sites": list(SITES)}
 # The submodule added to the model; trainable parameter names start with it.
 PREFIX_ATTRIBUTE = "prefix_tuning"
 
@@ -108,30 +105,14 @@ class T5Prefixes(nn.Module):
         return args, {**kwargs, "prefix_key_values": mapping}
 
 
-def _options(options: Mapping[str, Any]) -> dict:
-    merged = check_options("prefix", options, DEFAULT_OPTIONS)
-    unknown_sites = sorted(set(merged["sites"]) - set(SITES))
-    if unknown_sites or not merged["sites"]:
-        raise OptionsError(f"method 'prefix': option sites must be a non-empty subset of {list(SITES)}, "
-                           f"got {merged['sites']}")
-    if not isinstance(merged["reparameterize"], bool):
-        raise OptionsError(f"method 'prefix': option reparameterize must be true or false, "
-                           f"got {merged['reparameterize']!r}")
-    for name in ("num_virtual_tokens", "mlp_hidden_size"):
-        if not isinstance(merged[name], int) or merged[name] < 1:
-            raise OptionsError(f"method 'prefix': option {name} must be a positive integer, got {merged[name]!r}")
-    return merged
-
-
 def _site_layers(config: PretrainedConfig) -> dict[str, int]:
     return {"encoder_self": config.num_layers, "decoder_self": config.num_decoder_layers,
             "decoder_cross": config.num_decoder_layers}
 
 
-def build(model: PreTrainedModel, options: Mapping[str, Any]) -> nn.Module:
+def build(model: PreTrainedModel, options: PrefixOptions) -> nn.Module:
     """Freezes `model`, adds the prefixes as `model.prefix_tuning`, switches its attention to the
     prefix-aware version of its current implementation (eager or sdpa) and returns it."""
-    settings = _options(options)
     if not isinstance(model, T5ForConditionalGeneration):
         raise OptionsError(f"method 'prefix' needs a T5ForConditionalGeneration, got {type(model).__name__}")
     if hasattr(model, PREFIX_ATTRIBUTE):
@@ -142,13 +123,13 @@ def build(model: PreTrainedModel, options: Mapping[str, Any]) -> nn.Module:
     layers = _site_layers(config)
     # Seeded without disturbing the caller's random stream.
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(settings["seed"])
+        torch.manual_seed(options.seed)
         sites = nn.ModuleDict({
-            site: PrefixMLP(layers[site], config.num_heads, config.d_kv, settings["num_virtual_tokens"],
-                            config.d_model, settings["mlp_hidden_size"])
-            for site in SITES if site in settings["sites"]})
+            site: PrefixMLP(layers[site], config.num_heads, config.d_kv, options.num_virtual_tokens,
+                            config.d_model, options.mlp_hidden_size)
+            for site in PREFIX_SITES if site in options.sites})
     prefixes = T5Prefixes(sites).to(model.device)
-    if not settings["reparameterize"]:
+    if not options.reparameterize:
         _merge(prefixes)
     setattr(model, PREFIX_ATTRIBUTE, prefixes)
     model.set_attn_implementation(attention_name)
@@ -177,16 +158,15 @@ def merge_prefix_mlp(model: nn.Module) -> None:
     _merge(prefixes)
 
 
-def closed_form_counts(config: PretrainedConfig, options: Mapping[str, Any]) -> ParameterCounts:
-    settings = _options(options)
-    tokens, hidden, d_model = settings["num_virtual_tokens"], settings["mlp_hidden_size"], config.d_model
+def closed_form_counts(config: PretrainedConfig, options: PrefixOptions) -> ParameterCounts:
+    tokens, hidden, d_model = options.num_virtual_tokens, options.mlp_hidden_size, config.d_model
     inner = config.num_heads * config.d_kv
     trainable = 0
     for site, num_layers in _site_layers(config).items():
-        if site not in settings["sites"]:
+        if site not in options.sites:
             continue
         key_values = num_layers * 2 * inner               # every layer's keys and values, per prefix row
-        if settings["reparameterize"]:
+        if options.reparameterize:
             trainable += (tokens * d_model                  # the small matrix
                           + d_model * hidden + hidden       # first linear
                           + hidden * key_values + key_values)  # second linear
@@ -200,4 +180,5 @@ SPEC = MethodSpec(
     description="prefix tuning (Li & Liang 2021): encoder, decoder and cross-attention prefixes",
     build=build,
     closed_form_counts=closed_form_counts,
+    prepare_for_inference=merge_prefix_mlp,
 )

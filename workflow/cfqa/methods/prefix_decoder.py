@@ -3,7 +3,8 @@
 Limitation, documented rather than fixed: on an encoder-decoder model peft passes the
 prefix as `past_key_values`, which only the decoder reads. With transformers 5 on T5 the
 encoder output is the base model's, and the cross-attention part of the cache is
-replaced, so only decoder self-attention gets the prefix (see PITFALLS.md). Li & Liang's
+replaced, so only decoder self-attention gets the prefix (measured: the encoder output is
+bit-identical to the base model's and the cross-attention cache is empty). Li & Liang's
 prefix tuning also prefixes the encoder and cross-attention: the in-house `prefix` method
 does that. Not usable with gradient checkpointing: under it T5Block drops
 `past_key_values`, so the prefix is lost and the attention mask no longer fits (a shape
@@ -18,17 +19,14 @@ Option names follow the in-house `prefix` so the two can be configured alike.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
-
 from peft import PrefixTuningConfig, get_peft_model
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 
-from cfqa.methods.base import MethodSpec, ParameterCounts, check_options
+from cfqa.methods.base import MethodSpec, ParameterCounts
+from cfqa.methods.options import PrefixDecoderOptions
 from cfqa.methods.t5_layout import require_t5, t5_parameter_count
 from cfqa.methods.peft_backed import peft_task_type
-
-DEFAULTS = {"num_virtual_tokens": 8, "reparameterize": False, "mlp_hidden_size": 64}
 
 
 def _t5_geometry(config: PretrainedConfig) -> dict:
@@ -39,24 +37,22 @@ def _t5_geometry(config: PretrainedConfig) -> dict:
             "num_attention_heads": config.num_heads}
 
 
-def build(model: PreTrainedModel, options: Mapping[str, Any]) -> nn.Module:
-    settings = check_options("prefix_decoder", options, DEFAULTS)
+def build(model: PreTrainedModel, options: PrefixDecoderOptions) -> nn.Module:
     return get_peft_model(model, PrefixTuningConfig(
         task_type=peft_task_type(model.config),
-        num_virtual_tokens=settings["num_virtual_tokens"],
-        prefix_projection=settings["reparameterize"],
-        encoder_hidden_size=settings["mlp_hidden_size"],
+        num_virtual_tokens=options.num_virtual_tokens,
+        prefix_projection=options.reparameterize,
+        encoder_hidden_size=options.mlp_hidden_size,
         **_t5_geometry(model.config),
     ))
 
 
-def closed_form_counts(config: PretrainedConfig, options: Mapping[str, Any]) -> ParameterCounts:
-    settings = check_options("prefix_decoder", options, DEFAULTS)
+def closed_form_counts(config: PretrainedConfig, options: PrefixDecoderOptions) -> ParameterCounts:
     require_t5(config, "prefix_decoder")
-    tokens, hidden = settings["num_virtual_tokens"], settings["mlp_hidden_size"]
+    tokens, hidden = options.num_virtual_tokens, options.mlp_hidden_size
     inner = config.num_heads * config.d_kv
     key_values = config.num_decoder_layers * 2 * inner          # one key and one value per layer
-    if not settings["reparameterize"]:
+    if not options.reparameterize:
         trainable = tokens * key_values
     else:
         trainable = (tokens * inner                                # virtual token embeddings

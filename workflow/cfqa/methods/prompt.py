@@ -2,7 +2,8 @@
 
 Initialised from the embeddings of vocabulary tokens drawn with a fixed seed (peft's
 SAMPLE_VOCAB under a seeded, forked RNG, so the global RNG is untouched). Lester et al.
-found prompt tuning works best on an LM-adapted backbone, hence `default_backbone`.
+found prompt tuning works best on an LM-adapted backbone: params.yaml gives its block
+`backbone: lm_adapted`.
 
 peft keeps num_transformer_submodules × num_virtual_tokens embeddings and defaults to two
 for seq2seq models, but its seq2seq forward and generate only ever prepend the first
@@ -12,37 +13,32 @@ num_virtual_tokens × d_model.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
-
 import torch
 from peft import PromptTuningConfig, PromptTuningInit, get_peft_model
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 
-from cfqa.methods.base import MethodSpec, ParameterCounts, check_options
+from cfqa.methods.base import MethodSpec, ParameterCounts
+from cfqa.methods.options import PromptOptions
 from cfqa.methods.t5_layout import require_t5, t5_parameter_count
 from cfqa.methods.peft_backed import peft_task_type
 
-DEFAULTS = {"num_virtual_tokens": 20, "seed": 0}
 
-
-def build(model: PreTrainedModel, options: Mapping[str, Any]) -> nn.Module:
-    settings = check_options("prompt", options, DEFAULTS)
+def build(model: PreTrainedModel, options: PromptOptions) -> nn.Module:
     peft_config = PromptTuningConfig(
         task_type=peft_task_type(model.config),
-        num_virtual_tokens=settings["num_virtual_tokens"],
+        num_virtual_tokens=options.num_virtual_tokens,
         num_transformer_submodules=1,
         prompt_tuning_init=PromptTuningInit.SAMPLE_VOCAB,
     )
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(settings["seed"])
+        torch.manual_seed(options.seed)
         return get_peft_model(model, peft_config)
 
 
-def closed_form_counts(config: PretrainedConfig, options: Mapping[str, Any]) -> ParameterCounts:
-    settings = check_options("prompt", options, DEFAULTS)
+def closed_form_counts(config: PretrainedConfig, options: PromptOptions) -> ParameterCounts:
     require_t5(config, "prompt")
-    trainable = settings["num_virtual_tokens"] * config.d_model
+    trainable = options.num_virtual_tokens * config.d_model
     return ParameterCounts(trainable=trainable, total=t5_parameter_count(config) + trainable)
 
 
@@ -51,5 +47,4 @@ SPEC = MethodSpec(
     description="learned input embeddings prepended to the encoder input (peft)",
     build=build,
     closed_form_counts=closed_form_counts,
-    default_backbone="lm_adapted",
 )

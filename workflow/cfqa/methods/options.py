@@ -1,0 +1,140 @@
+"""What each fine-tuning method accepts: one frozen dataclass per method, typed and bounded.
+
+The classes have no defaults: params.yaml lists every option of every method, and
+cfqa.config validates each block against its class when the configuration loads, so a typo
+or a bad value stops every command (and `snakemake -n`) before any job or model load.
+Validation is pydantic's, on these plain dataclasses: ints are ints (never a bool or 16.0),
+numbers are finite, flags are true/false, unknown keys are errors.
+
+Kept apart from the method modules, which import torch, peft and transformers (about 6 s):
+the configuration is validated on every Snakemake parse. Checks that need the model (layer
+counts, d_model, module names of the architecture) stay in each method's `build`.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal, Union, get_args
+
+from pydantic import AfterValidator, ConfigDict, Field, Strict, StrictBool, StrictInt, StrictStr, with_config
+
+# Unknown keys are errors; NaN and infinities are not numbers here.
+TYPED = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+def _distinct(values: tuple) -> tuple:
+    repeated = sorted({v for v in values if values.count(v) > 1})
+    if repeated:
+        raise ValueError(f"items must be distinct; repeated: {repeated}")
+    return values
+
+
+Count = Annotated[StrictInt, Field(ge=1)]
+Seed = Annotated[StrictInt, Field(ge=0)]
+Number = Annotated[float, Strict()]                 # an int or a float, finite, never a bool or a string
+Dropout = Annotated[Number, Field(ge=0, lt=1)]
+ModuleNames = Annotated[tuple[StrictStr, ...], Field(min_length=1), AfterValidator(_distinct)]
+
+PrefixSite = Literal["encoder_self", "decoder_self", "decoder_cross"]
+PREFIX_SITES: tuple[str, ...] = get_args(PrefixSite)
+LstFusion = Literal["static", "dynamic", "attention"]
+LST_FUSIONS: tuple[str, ...] = get_args(LstFusion)
+
+
+@with_config(TYPED)
+@dataclass(frozen=True)
+class FullOptions:
+    """Full fine-tuning has no options."""
+
+
+@with_config(TYPED)
+@dataclass(frozen=True)
+class LastLayerOptions:
+    num_blocks: Count                               # top decoder blocks that train (<= decoder depth)
+
+
+@with_config(TYPED)
+@dataclass(frozen=True)
+class LoraOptions:
+    r: Count                                        # rank of B·A
+    alpha: Count                                    # scale alpha / r (peft's lora_alpha is an int)
+    dropout: Dropout
+    target_modules: ModuleNames
+
+
+@with_config(TYPED)
+@dataclass(frozen=True)
+class IA3Options:
+    target_modules: ModuleNames
+    feedforward_modules: Annotated[tuple[StrictStr, ...], AfterValidator(_distinct)]
+
+    def __post_init__(self):
+        stray = sorted(set(self.feedforward_modules) - set(self.target_modules))
+        if stray:
+            raise ValueError(f"feedforward_modules {stray} must also be in target_modules "
+                             f"{list(self.target_modules)}")
+
+
+@with_config(TYPED)
+@dataclass(frozen=True)
+class PromptOptions:
+    num_virtual_tokens: Count
+    seed: Seed                                      # draws the vocabulary rows the prompt starts from
+
+
+@with_config(TYPED)
+@dataclass(frozen=True)
+class PrefixOptions:
+    num_virtual_tokens: Count
+    reparameterize: StrictBool                      # train through an MLP (Li & Liang) or the table
+    mlp_hidden_size: Count
+    seed: Seed
+    sites: Annotated[tuple[PrefixSite, ...], Field(min_length=1), AfterValidator(_distinct)]
+
+
+@with_config(TYPED)
+@dataclass(frozen=True)
+class PrefixDecoderOptions:
+    num_virtual_tokens: Count
+    reparameterize: StrictBool
+    mlp_hidden_size: Count                          # used when reparameterize is true
+
+
+@with_config(TYPED)
+@dataclass(frozen=True)
+class AdapterOptions:
+    reduction_factor: Count                         # bottleneck d_model // reduction_factor (<= d_model)
+    cross_attention: StrictBool
+    train_layer_norms: StrictBool
+
+
+@with_config(TYPED)
+@dataclass(frozen=True)
+class LstOptions:
+    reduction_factor: Count                         # side width d_model // reduction_factor
+    fusion: LstFusion
+    dropout: Dropout
+    seed: Seed                                      # initializes the attention fusion
+
+
+# The registry: method name -> its options class (cfqa.methods.METHOD_NAMES is these keys).
+METHOD_OPTIONS: dict[str, type] = {
+    "full": FullOptions,
+    "last_layer": LastLayerOptions,
+    "lora": LoraOptions,
+    "ia3": IA3Options,
+    "prompt": PromptOptions,
+    "prefix": PrefixOptions,
+    "prefix_decoder": PrefixDecoderOptions,
+    "adapter": AdapterOptions,
+    "lst": LstOptions,
+}
+
+MethodOptions = Union[FullOptions, LastLayerOptions, LoraOptions, IA3Options, PromptOptions, PrefixOptions,
+                      PrefixDecoderOptions, AdapterOptions, LstOptions]
+
+
+def options_record(options: MethodOptions) -> dict[str, Any]:
+    """The options as plain JSON values (lists, not tuples), for result files and tracking."""
+    return {key: list(value) if isinstance(value, tuple) else value
+            for key, value in dataclasses.asdict(options).items()}
