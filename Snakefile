@@ -1,5 +1,6 @@
-# cfqa: counterfactual QA with T5 — the whole DAG. Every rule calls one `cfqa` CLI stage;
-# dvc.yaml describes the same stages with the same commands (tests/test_dag_parity.py).
+# cfqa: counterfactual QA with T5 — the whole DAG. Every rule calls one `cfqa` CLI stage
+# declared in workflow/cfqa/dag/table.py; dvc.yaml is generated from the same table
+# (`python -m cfqa.dag --write dvc.yaml`).
 from snakemake.utils import min_version, validate
 
 min_version("9.0")

@@ -1,31 +1,69 @@
-"""The Snakefile and dvc.yaml describe one DAG: the same stages, commands, inputs, outputs,
-and the same params keys (workflow/cfqa/dag.py)."""
+"""One DAG, two engines: dvc.yaml is what the stage table (cfqa.dag) generates, and for a
+two-method configuration the Snakemake jobs and the DVC stages have the same names, commands,
+inputs, outputs, params and code."""
 from __future__ import annotations
 
+import dataclasses
+import json
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
+import yaml
 from dvc.dependency.param import ParamsDependency
 from dvc.repo import Repo
 
-from cfqa.config import load
-from cfqa.dag import stage_param_keys
+from cfqa.dag import METHOD, Dimension, Output, code_hash, lookup, stage, stage_param_keys
+from cfqa.dag.dvc_yaml import dvc_document, render
 from pipeline_support import PROJECT, run_tool
+from project_copy import copy_project
 
 JOB = re.compile(r"^(?:local)?rule (?P<rule>\w+):$")
+TWO_METHODS = ("full", "lora")
+
+# Each Snakemake job's params (the params.yaml slice and the code hash), read through
+# Snakemake's API from the loaded rules: a dry run does not print params.
+SNAKEMAKE_PARAMS = r"""
+import json, sys
+from pathlib import Path
+from snakemake.api import SnakemakeApi
+from snakemake.settings.types import OutputSettings, ResourceSettings
+
+methods = sys.argv[1:]
+jobs = {}
+with SnakemakeApi(OutputSettings()) as api:
+    workflow = api.workflow(resource_settings=ResourceSettings(cores=1), snakefile=Path("Snakefile"))._workflow
+    for rule in workflow.rules:
+        if "slice" not in rule.params.keys():
+            continue
+        if "method" in rule.wildcard_names:
+            for method in methods:
+                jobs[f"{rule.name}@{method}"] = {"slice": rule.params.slice({"method": method}),
+                                                 "code": rule.params.code}
+        else:
+            jobs[rule.name] = {"slice": rule.params.slice, "code": rule.params.code}
+print(json.dumps(jobs))
+"""
 
 
-def snakemake_jobs() -> dict[str, dict]:
+def snakemake_jobs(root: Path) -> dict[str, dict]:
     """stage name (DVC style: rule or rule@method) -> cmd, inputs, outputs, from a dry run."""
-    out = run_tool(["snakemake", "--dry-run", "--forceall", "--printshellcmds", "--cores", "1"], PROJECT).stdout
+    out = run_tool(["snakemake", "--dry-run", "--forceall", "--printshellcmds", "--cores", "1"], root).stdout
     jobs, current = {}, None
+
+    def finish(job):
+        method = job["wildcards"].get("method")
+        jobs[job["rule"] + (f"@{method}" if method else "")] = job
+
     for line in out.splitlines():
-        if match := JOB.match(line.strip()):
+        stripped = line.strip()
+        if match := JOB.match(stripped):
             current = {"rule": match["rule"], "inputs": set(), "outputs": set(), "wildcards": {}}
             continue
         if current is None:
             continue
-        stripped = line.strip()
         for field in ("input", "output"):
             if stripped.startswith(f"{field}: "):
                 current[f"{field}s"] = {p.strip() for p in stripped[len(field) + 2:].split(",")}
@@ -34,39 +72,66 @@ def snakemake_jobs() -> dict[str, dict]:
         if stripped.startswith("Shell command: "):
             current["cmd"] = stripped[len("Shell command: "):]
         if stripped == "" and "cmd" in current:
-            method = current["wildcards"].get("method")
-            jobs[current["rule"] + (f"@{method}" if method else "")] = current
+            finish(current)
             current = None
     if current and "cmd" in current:
-        method = current["wildcards"].get("method")
-        jobs[current["rule"] + (f"@{method}" if method else "")] = current
+        finish(current)
     return jobs
 
 
-def dvc_stages() -> dict[str, dict]:
-    with Repo(str(PROJECT)) as repo:
+def dvc_stages(root: Path) -> dict[str, dict]:
+    with Repo(str(root)) as repo:
         stages = {}
         for stage in repo.index.stages:
-            params = [key for dep in stage.deps if isinstance(dep, ParamsDependency) for key in dep.params]
-            stages[stage.addressing] = {
+            stages[stage.name] = {
                 "cmd": stage.cmd,
-                "inputs": {dep.def_path for dep in stage.deps if not isinstance(dep, ParamsDependency)},
+                "deps": [dep.def_path for dep in stage.deps if not isinstance(dep, ParamsDependency)],
                 "outputs": {out.def_path for out in stage.outs},
-                "params": params,
+                "params": [key for dep in stage.deps if isinstance(dep, ParamsDependency) for key in dep.params],
             }
         return stages
 
 
+def is_code(path: str) -> bool:
+    return path.startswith("workflow/")
+
+
 @pytest.fixture(scope="module")
-def both():
-    return snakemake_jobs(), dvc_stages()
+def two_methods(tmp_path_factory) -> Path:
+    """The project with two methods in params.yaml and dvc.yaml regenerated for them."""
+    root = copy_project(tmp_path_factory.mktemp("dag"))
+    run_tool(["git", "init", "-q"], root)  # DVC reads a project inside a git repository
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["methods"] = {name: params["methods"][name] for name in TWO_METHODS}
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run_tool([sys.executable, "-m", "cfqa.dag", "--write", "dvc.yaml"], root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def both(two_methods):
+    return snakemake_jobs(two_methods), dvc_stages(two_methods)
+
+
+def test_committed_dvc_yaml_is_generated_from_the_table():
+    params = yaml.safe_load((PROJECT / "params.yaml").read_text())
+    assert (PROJECT / "dvc.yaml").read_text() == render(params), \
+        "dvc.yaml is stale: regenerate it with `python -m cfqa.dag --write dvc.yaml`"
+
+
+def test_check_command_reports_a_stale_dvc_yaml(two_methods):
+    stale = two_methods / "stale.yaml"
+    stale.write_text((two_methods / "dvc.yaml").read_text().replace("--method ${key}", "--method full"))
+    result = subprocess.run([sys.executable, "-m", "cfqa.dag", "--check", str(stale)], cwd=two_methods,
+                            capture_output=True, text=True)
+    assert result.returncode == 1
+    assert "python -m cfqa.dag --write" in result.stderr
 
 
 def test_same_stages(both):
     snakemake, dvc = both
     assert set(snakemake) - {"all"} == set(dvc)
-    methods = list(load([PROJECT / "params.yaml"]).methods)
-    assert {f"train@{m}" for m in methods} <= set(dvc)
+    assert {name for name in dvc if "@" in name} == {f"{s}@{m}" for s in ("train", "evaluate") for m in TWO_METHODS}
 
 
 def test_same_commands_inputs_outputs(both):
@@ -74,12 +139,44 @@ def test_same_commands_inputs_outputs(both):
     for name, stage in dvc.items():
         job = snakemake[name]
         assert job["cmd"] == stage["cmd"], name
-        assert job["inputs"] == stage["inputs"], name
+        assert job["inputs"] == {p for p in stage["deps"] if not is_code(p)}, name
         assert job["outputs"] == stage["outputs"], name
+    assert {"models/base", "models/base_lm", "models/lora"} <= snakemake["evaluate@lora"]["inputs"]
+    assert {f"results/{m}/metrics.json" for m in TWO_METHODS} <= snakemake["report"]["inputs"]
 
 
-def test_dvc_params_match_the_stage_param_table(both):
+def test_same_params_and_code(both, two_methods):
     _, dvc = both
+    out = run_tool([sys.executable, "-c", SNAKEMAKE_PARAMS, *TWO_METHODS], two_methods).stdout
+    snakemake = json.loads(out.strip().splitlines()[-1])
+    params = yaml.safe_load((two_methods / "params.yaml").read_text())
+    assert set(snakemake) == set(dvc)
     for name, stage in dvc.items():
         rule, _, method = name.partition("@")
-        assert sorted(stage["params"]) == sorted(stage_param_keys(rule, method or None)), name
+        keys = stage_param_keys(rule, method or None)
+        assert stage["params"] == keys, name
+        assert snakemake[name]["slice"] == {key: lookup(params, key) for key in keys}, name
+        # The code hash Snakemake holds is the hash of the files DVC lists as code deps.
+        assert [p for p in stage["deps"] if is_code(p)], name
+        assert snakemake[name]["code"] == code_hash(rule, two_methods), name
+
+
+def test_a_second_dimension_becomes_a_dvc_matrix(tmp_path):
+    """A seed dimension added to a stage's `dims` (and its paths) yields method x seed stages."""
+    seed = Dimension("seed", "seeds")
+    train = stage("train")
+    seeded = dataclasses.replace(
+        train, dims=(METHOD, seed), args=train.args.replace("results/{method}", "results/{method}/{seed}") + " --seed {seed}",
+        outputs={name: dataclasses.replace(output, path=output.path.replace("{method}", "{method}/{seed}"))
+                 for name, output in train.outputs.items()})
+    params = {"methods": {"full": {}, "lora": {}}, "seeds": [0, 1]}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump(dvc_document(params, (seeded,)), sort_keys=False))
+    run_tool(["git", "init", "-q"], tmp_path)
+    run_tool(["dvc", "init", "-q"], tmp_path)
+    stages = dvc_stages(tmp_path)
+    assert set(stages) == {f"train@{m}-{s}" for m in ("full", "lora") for s in (0, 1)}
+    lora_1 = stages["train@lora-1"]
+    assert lora_1["cmd"].startswith("cfqa --log-file logs/train/lora/1.log train --params params.yaml --method lora")
+    assert lora_1["cmd"].endswith("--out models/lora/1 --results results/lora/1 --seed 1")
+    assert "models/lora/1" in lora_1["outputs"] and "methods.lora" in lora_1["params"]

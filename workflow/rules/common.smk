@@ -1,26 +1,41 @@
-# Shared definitions: paths, the CLI prefix, the params each stage reads, containers.
+# Shared definitions: the whole configuration checked before any job, the CLI's parameter
+# files, containers, and the adapters that turn the stage table (workflow/cfqa/dag/table.py)
+# into each rule's input, output, params, log and shell command.
 import os
+import re
+from pathlib import Path
 
-from cfqa.dag import param_slice
+from snakemake.exceptions import WorkflowError
 
-METHODS = list(config["methods"])
+import cfqa.config
+from cfqa.dag import DIMENSIONS, code_hash, command, param_slice, stage
 
 # Parameter files in order, so the CLI sees exactly the configuration Snakemake sees
 # (params.yaml, then any --configfile overrides).
+CONFIG_FILES = ["params.yaml", *[str(p) for p in workflow.overwrite_configfiles or []]]
+
+# The schema (Snakefile) checks shapes; the typed config checks what a schema cannot
+# (method options and the like). Either failing stops the run before any job starts.
+try:
+    cfqa.config.validate_config(config, CONFIG_FILES)
+except cfqa.config.ConfigError as error:
+    raise WorkflowError(str(error))
+
 # Relative to the working directory where possible: cluster jobs run in another root.
 PARAMS_ARGS = " ".join(
     f"--params {os.path.relpath(path) if os.path.abspath(path).startswith(os.getcwd()) else path}"
-    for path in ["params.yaml", *[str(p) for p in workflow.overwrite_configfiles or []]]
+    for path in CONFIG_FILES
 )
 
 # The image every rule runs in with `--sdm apptainer`; build it from containers/cfqa.def
 # (train and evaluate use the CUDA image on a GPU cluster: see workflow/profiles/slurm).
 CONTAINER = "containers/cfqa-cpu.sif"
 GPU_CONTAINER = "containers/cfqa-cuda.sif"
+PROJECT_ROOT = Path(workflow.basedir)
 
 
 wildcard_constraints:
-    method="|".join(METHODS),
+    **{dim.name: "|".join(map(re.escape, dim.values(config))) for dim in DIMENSIONS},
 
 
 def method_threads(wildcards):
@@ -29,9 +44,51 @@ def method_threads(wildcards):
     return block.get("threads", config["train"]["threads"])
 
 
-def cfqa(stage, log_path):
-    """The CLI command of a stage, identical to dvc.yaml's (without the log file)."""
-    return f"cfqa --log-file {log_path} {stage} {PARAMS_ARGS}"
+def dag_inputs(name):
+    """Named inputs; a path naming a dimension the stage is not split by is expanded over it."""
+    spec = stage(name)
+    inputs = {}
+    for key, path in spec.inputs.items():
+        gathered = spec.gathered(path)
+        values = {dim.name: dim.values(config) for dim in gathered}
+        inputs[key] = expand(path, **values, allow_missing=True) if gathered else path
+    return inputs
+
+
+def dag_outputs(name):
+    """Named outputs; folders as directory(), captioned ones in the HTML report."""
+    outputs = {}
+    for key, output in stage(name).outputs.items():
+        path = directory(output.path) if output.directory else output.path
+        if output.caption:
+            # Relative to the rule files in workflow/rules/.
+            path = report(path, caption=f"../report/{output.caption}", category=output.category)
+        outputs[key] = path
+    return outputs
+
+
+def dag_params(name):
+    """The params.yaml slice the stage reads and the hash of the code it runs: a change in
+    either reruns the job (Snakemake's rerun triggers include params)."""
+    spec = stage(name)
+    if spec.dims:
+        values = lambda wildcards: param_slice(config, name, **{d.name: wildcards[d.name] for d in spec.dims})
+    else:
+        values = param_slice(config, name)
+    return {"slice": values, "code": code_hash(name, PROJECT_ROOT)}
+
+
+def dag_log(name):
+    return stage(name).log
+
+
+def dag_shell(name):
+    """The stage's command, the one dvc.yaml runs, with Snakemake's placeholders for paths."""
+    spec = stage(name)
+    paths = {key: f"{{input.{key}}}" for key in spec.inputs if not spec.gathered(spec.inputs[key])}
+    paths |= {key: f"{{output.{key}}}" for key in spec.outputs}
+    wildcards = {dim.name: f"{{wildcards.{dim.name}}}" for dim in spec.dims}
+    return command(name, "{log}", PARAMS_ARGS, paths, wildcards)
 
 
 localrules:

@@ -1,60 +1,57 @@
+# Data stages; inputs, outputs, params and commands come from workflow/cfqa/dag/table.py.
 rule download:
     output:
-        raw=directory("data/raw"),
+        **dag_outputs("download"),
     params:
-        slice=param_slice(config, "download"),
+        **dag_params("download"),
     log:
-        "logs/download.log",
+        dag_log("download"),
     container:
         CONTAINER
     shell:
-        cfqa("download", "{log}") + " --out {output.raw}"
+        dag_shell("download")
 
 
 rule prepare:
     input:
-        raw="data/raw",
+        **dag_inputs("prepare"),
     output:
-        prepared=directory("data/prepared"),
+        **dag_outputs("prepare"),
     params:
-        slice=param_slice(config, "prepare"),
+        **dag_params("prepare"),
     log:
-        "logs/prepare.log",
+        dag_log("prepare"),
     container:
         CONTAINER
     shell:
-        cfqa("prepare", "{log}") + " --raw {input.raw} --out {output.prepared}"
+        dag_shell("prepare")
 
 
 rule entities:
     input:
-        prepared="data/prepared",
-        raw="data/raw",
+        **dag_inputs("entities"),
     output:
-        entities=directory("data/entities"),
+        **dag_outputs("entities"),
     params:
-        slice=param_slice(config, "entities"),
+        **dag_params("entities"),
     log:
-        "logs/entities.log",
+        dag_log("entities"),
     container:
         CONTAINER
     shell:
-        cfqa("entities", "{log}") + " --prepared {input.prepared} --raw {input.raw} --out {output.entities}"
+        dag_shell("entities")
 
 
 rule counterfactuals:
     input:
-        prepared="data/prepared",
-        entities="data/entities",
+        **dag_inputs("counterfactuals"),
     output:
-        variants=directory("data/variants"),
-        stats="data/stats.json",
+        **dag_outputs("counterfactuals"),
     params:
-        slice=param_slice(config, "counterfactuals"),
+        **dag_params("counterfactuals"),
     log:
-        "logs/counterfactuals.log",
+        dag_log("counterfactuals"),
     container:
         CONTAINER
     shell:
-        cfqa("counterfactuals", "{log}")
-        + " --prepared {input.prepared} --entities {input.entities} --out {output.variants} --stats {output.stats}"
+        dag_shell("counterfactuals")

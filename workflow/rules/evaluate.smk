@@ -1,20 +1,15 @@
+# Generation and scoring, one job per method; see workflow/cfqa/dag/table.py.
 rule evaluate:
     input:
-        variants="data/variants",
-        model="models/{method}",
-        train="results/{method}/train.json",
-        curve="results/{method}/train_curve.csv",
+        **dag_inputs("evaluate"),
     output:
-        predictions="results/{method}/predictions.jsonl",
-        metrics="results/{method}/metrics.json",
+        **dag_outputs("evaluate"),
     params:
-        slice=lambda wildcards: param_slice(config, "evaluate", wildcards.method),
+        **dag_params("evaluate"),
     threads: config["evaluate"]["threads"]
     log:
-        "logs/evaluate/{method}.log",
+        dag_log("evaluate"),
     container:
         GPU_CONTAINER
     shell:
-        cfqa("evaluate", "{log}")
-        + " --method {wildcards.method} --variants {input.variants} --models models"
-        + " --results results/{wildcards.method}"
+        dag_shell("evaluate")

@@ -1,15 +1,15 @@
+# The base models (tokenizer + T5, and its LM-adapted variant); see workflow/cfqa/dag/table.py.
 rule pretrain:
     input:
-        raw="data/raw",
+        **dag_inputs("pretrain"),
     output:
-        base=directory("models/base"),
-        base_lm=directory("models/base_lm"),
+        **dag_outputs("pretrain"),
     params:
-        slice=param_slice(config, "pretrain"),
+        **dag_params("pretrain"),
     threads: config["pretrain"]["threads"]
     log:
-        "logs/pretrain.log",
+        dag_log("pretrain"),
     container:
         CONTAINER
     shell:
-        cfqa("pretrain", "{log}") + " --raw {input.raw} --out {output.base} --out-lm {output.base_lm}"
+        dag_shell("pretrain")

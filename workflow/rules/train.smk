@@ -1,20 +1,15 @@
+# Fine-tuning, one job per method; see workflow/cfqa/dag/table.py.
 rule train:
     input:
-        variants="data/variants",
-        base="models/base",
-        base_lm="models/base_lm",
+        **dag_inputs("train"),
     output:
-        model=directory("models/{method}"),
-        train="results/{method}/train.json",
-        curve="results/{method}/train_curve.csv",
+        **dag_outputs("train"),
     params:
-        slice=lambda wildcards: param_slice(config, "train", wildcards.method),
+        **dag_params("train"),
     threads: method_threads
     log:
-        "logs/train/{method}.log",
+        dag_log("train"),
     container:
         GPU_CONTAINER
     shell:
-        cfqa("train", "{log}")
-        + " --method {wildcards.method} --variants {input.variants} --models models"
-        + " --out {output.model} --results results/{wildcards.method}"
+        dag_shell("train")

@@ -1,0 +1,233 @@
+"""The pipeline's DAG, declared once: every stage's command, inputs, outputs, params keys,
+dimensions and code. dvc.yaml is generated from this table (`python -m cfqa.dag`) and the
+Snakemake rules read it (workflow/rules/*.smk), so the two engines cannot drift."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from string import Formatter
+from typing import Any, Literal
+
+
+@dataclass(frozen=True)
+class Dimension:
+    """A dimension of the DAG: a `{name}` wildcard in Snakemake, a foreach/matrix in DVC.
+    Its values are the keys (or items) of `params_key` in params.yaml."""
+    name: str
+    params_key: str
+
+    def values(self, params: dict) -> list[str]:
+        return [str(value) for value in params[self.params_key]]
+
+
+METHOD = Dimension("method", "methods")
+# Every dimension a path template may name. A new one (e.g. Dimension("seed", "seeds")) is
+# added here and to the `dims` of the stages it splits; paths then carry `{seed}`.
+DIMENSIONS: tuple[Dimension, ...] = (METHOD,)
+
+
+@dataclass(frozen=True)
+class Output:
+    """One output. `kind` is how DVC tracks it (plain out, metrics, plots); `caption` names
+    an .rst file under workflow/report/ and puts the file in Snakemake's HTML report."""
+    path: str
+    kind: Literal["out", "metric", "plot"] = "out"
+    cache: bool = True
+    directory: bool = False
+    plot: dict[str, str] = field(default_factory=dict)
+    caption: str | None = None
+    category: str | None = None
+
+
+def out(path: str, **kwargs) -> Output:
+    return Output(path, "out", **kwargs)
+
+
+def folder(path: str) -> Output:
+    return Output(path, "out", directory=True)
+
+
+def metric(path: str, **kwargs) -> Output:
+    # Small files `dvc metrics` and `dvc plots` read, kept out of DVC's cache.
+    return Output(path, "metric", cache=False, **kwargs)
+
+
+def plot(path: str, x: str, y: str) -> Output:
+    return Output(path, "plot", cache=False, plot={"x": x, "y": y})
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One `cfqa <name>` command. `args` follows `--params ...`; in it `{input_or_output_name}`
+    stands for that path and `{dimension}` for the wildcard. An input path naming a
+    dimension the stage is not split by is gathered over all its values (the report's)."""
+    name: str
+    args: str
+    inputs: dict[str, str]
+    outputs: dict[str, Output]
+    params: tuple[str, ...]
+    code: tuple[str, ...]           # paths under workflow/cfqa/ the stage runs, besides COMMON_CODE
+    dims: tuple[Dimension, ...] = ()
+
+    @property
+    def log(self) -> str:
+        if not self.dims:
+            return f"logs/{self.name}.log"
+        return f"logs/{self.name}/" + "/".join(f"{{{d.name}}}" for d in self.dims) + ".log"
+
+    def gathered(self, path: str) -> tuple[Dimension, ...]:
+        """The dimensions an input path is expanded over (named in it, not splitting the stage)."""
+        named = placeholders(path)
+        return tuple(d for d in DIMENSIONS if d.name in named and d not in self.dims)
+
+
+def placeholders(template: str) -> set[str]:
+    return {name for _, name, _, _ in Formatter().parse(template) if name}
+
+
+PACKAGE = "workflow/cfqa"
+# Code every stage runs: the CLI, the configuration (its schema and the method options it
+# validates), shared I/O and logging.
+COMMON_CODE: tuple[str, ...] = (
+    "__init__.py", "cli.py", "config.py", "atomic_io.py", "logs.py", "progress.py",
+    "stages/__init__.py", "../schemas/params.schema.yaml",
+    "methods/__init__.py", "methods/base.py", "methods/options.py",
+)
+REPORT_FIGURES = ("contextual_em", "memorization_ratio", "accuracy_vs_cost", "training_curves")
+
+STAGES: tuple[Stage, ...] = (
+    Stage(
+        name="download",
+        args="--out {raw}",
+        inputs={},
+        outputs={"raw": folder("data/raw")},
+        params=("data",),
+        code=("stages/download.py", "nq", "world"),
+    ),
+    Stage(
+        name="prepare",
+        args="--raw {raw} --out {prepared}",
+        inputs={"raw": "data/raw"},
+        outputs={"prepared": folder("data/prepared")},
+        params=("prepare",),
+        code=("stages/prepare.py", "nq"),
+    ),
+    Stage(
+        name="entities",
+        args="--prepared {prepared} --raw {raw} --out {entities}",
+        inputs={"prepared": "data/prepared", "raw": "data/raw"},
+        outputs={"entities": folder("data/entities")},
+        params=("entities",),
+        code=("stages/entities.py", "ner.py", "counterfactual", "answer_metrics.py", "formats.py"),
+    ),
+    Stage(
+        name="counterfactuals",
+        args="--prepared {prepared} --entities {entities} --out {variants} --stats {stats}",
+        inputs={"prepared": "data/prepared", "entities": "data/entities"},
+        outputs={"variants": folder("data/variants"), "stats": metric("data/stats.json")},
+        params=("counterfactuals",),
+        code=("stages/counterfactuals.py", "counterfactual", "answer_metrics.py", "formats.py", "contract"),
+    ),
+    Stage(
+        name="pretrain",
+        args="--raw {raw} --out {base} --out-lm {base_lm}",
+        inputs={"raw": "data/raw"},
+        outputs={"base": folder("models/base"), "base_lm": folder("models/base_lm")},
+        params=("pretrain",),
+        code=("stages/pretrain.py", "pretraining", "training", "formats.py"),
+    ),
+    Stage(
+        name="train",
+        args="--method {method} --variants {variants} --models models --out {model} --results results/{method}",
+        inputs={"variants": "data/variants", "base": "models/base", "base_lm": "models/base_lm"},
+        outputs={
+            "model": folder("models/{method}"),
+            "train": metric("results/{method}/train.json"),
+            "curve": plot("results/{method}/train_curve.csv", x="step", y="train_loss"),
+        },
+        params=("train", "methods.{method}"),
+        code=("stages/train.py", "backbone.py", "methods", "training", "measure.py", "formats.py", "contract"),
+        dims=(METHOD,),
+    ),
+    Stage(
+        name="evaluate",
+        args="--method {method} --variants {variants} --models models --results results/{method}",
+        # The backbones: a method's weights are only its trainable part, loaded onto one of them.
+        inputs={
+            "variants": "data/variants", "base": "models/base", "base_lm": "models/base_lm",
+            "model": "models/{method}", "train": "results/{method}/train.json",
+            "curve": "results/{method}/train_curve.csv",
+        },
+        outputs={
+            "predictions": out("results/{method}/predictions.jsonl"),
+            "metrics": metric("results/{method}/metrics.json"),
+        },
+        params=("train", "methods.{method}", "evaluate", "tracking"),
+        code=("stages/evaluate.py", "stages/train.py", "backbone.py", "methods", "training", "measure.py",
+              "evaluation", "answer_metrics.py", "formats.py", "tracking.py", "contract",
+              "report/__init__.py", "report/inputs.py"),
+        dims=(METHOD,),
+    ),
+    Stage(
+        name="report",
+        args="--results results --data-stats {stats} --out reports --summary {summary}",
+        inputs={
+            "metrics": "results/{method}/metrics.json",
+            "train": "results/{method}/train.json",
+            "curves": "results/{method}/train_curve.csv",
+            "stats": "data/stats.json",
+        },
+        outputs={
+            "html": out("reports/index.html", cache=False, caption="report.rst", category="Report"),
+            "markdown": out("reports/report.md", cache=False),
+            **{name: out(f"reports/{name}.png", cache=False, caption=f"{name}.rst", category="Figures")
+               for name in REPORT_FIGURES},
+            "summary": metric("results/summary.json", caption="summary.rst", category="Report"),
+        },
+        params=("data.source", "pretrain", "train", "methods", "tracking", "report"),
+        code=("stages/report.py", "report", "formats.py", "contract"),
+    ),
+)
+
+STAGE_BY_NAME: dict[str, Stage] = {stage.name: stage for stage in STAGES}
+# Dotted keys of params.yaml per stage; "{method}" is the method wildcard.
+STAGE_PARAMS: dict[str, tuple[str, ...]] = {stage.name: stage.params for stage in STAGES}
+
+
+def stage(name: str) -> Stage:
+    try:
+        return STAGE_BY_NAME[name]
+    except KeyError:
+        raise KeyError(f"no stage {name!r} in cfqa.dag; stages: {list(STAGE_BY_NAME)}") from None
+
+
+def fill(template: str, wildcards: dict[str, str]) -> str:
+    """A path or key template with each dimension replaced by its placeholder or value."""
+    return template.format(**wildcards)
+
+
+def command(spec: Stage | str, log: str, params_args: str, paths: dict[str, str], wildcards: dict[str, str]) -> str:
+    """The stage's command line. `paths` maps input/output names to what stands for them (a
+    path, or Snakemake's `{input.x}`); `wildcards` maps each dimension to its placeholder."""
+    spec = stage(spec) if isinstance(spec, str) else spec
+    return f"cfqa --log-file {log} {spec.name} {params_args} {spec.args.format(**paths, **wildcards)}"
+
+
+def stage_param_keys(name: str, method: str | None = None, **wildcards: str) -> list[str]:
+    if method is not None:
+        wildcards["method"] = method
+    return [key.format(**wildcards) for key in stage(name).params]
+
+
+def lookup(config: dict, dotted: str) -> Any:
+    value = config
+    for part in dotted.split("."):
+        try:
+            value = value[part]
+        except (KeyError, TypeError):
+            raise KeyError(f"params: no key {dotted!r} (missing {part!r})") from None
+    return value
+
+
+def param_slice(config: dict, name: str, method: str | None = None, **wildcards: str) -> dict[str, Any]:
+    """The values a stage reads, keyed by dotted name: what a Snakemake rule declares."""
+    return {key: lookup(config, key) for key in stage_param_keys(name, method, **wildcards)}
