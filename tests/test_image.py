@@ -1,0 +1,137 @@
+"""The CPU image (containers/Dockerfile.cpu, built by `make image`) runs the pipeline as the
+host's environment does: the same tiny configuration, stage by stage through the `cfqa` CLI,
+once in .venv and once inside the image, writes sha256-identical data files and bit-identical
+weights and predictions (same CPU, same torch build, same thread counts).
+
+Needs podman and buildah (no Docker daemon): `buildah run --isolation chroot` runs commands in
+the image with the run's directory bound to /work. Skipped where buildah is missing, unless
+CFQA_IMAGE_TESTS=1 asks for it (then a missing tool fails)."""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cfqa.config import deep_merge
+from pipeline_support import PROJECT, VENV_BIN, run_tool, tool_env
+
+pytestmark = [pytest.mark.slow, pytest.mark.image]
+
+IMAGE = os.environ.get("CFQA_IMAGE", "cfqa-cpu:0.1.0")
+if shutil.which("buildah") is None and os.environ.get("CFQA_IMAGE_TESTS") != "1":
+    pytest.skip("buildah is not installed (`make image` installs it; CFQA_IMAGE_TESTS=1 runs these tests anyway)",
+                allow_module_level=True)
+
+# download -> prepare -> entities -> counterfactuals -> pretrain -> train -> evaluate, one
+# method: the arguments Snakemake's rules pass (workflow/rules/*.smk).
+METHOD = "full"
+STAGES = [
+    ("download", ["--out", "data/raw"]),
+    ("prepare", ["--raw", "data/raw", "--out", "data/prepared"]),
+    ("entities", ["--prepared", "data/prepared", "--raw", "data/raw", "--out", "data/entities"]),
+    ("counterfactuals", ["--prepared", "data/prepared", "--entities", "data/entities",
+                         "--out", "data/variants", "--stats", "data/stats.json"]),
+    ("pretrain", ["--raw", "data/raw", "--out", "models/base", "--out-lm", "models/base_lm"]),
+    ("train", ["--method", METHOD, "--variants", "data/variants", "--models", "models",
+               "--out", f"models/{METHOD}", "--results", f"results/{METHOD}"]),
+    ("evaluate", ["--method", METHOD, "--variants", "data/variants", "--models", "models",
+                  "--results", f"results/{METHOD}"]),
+]
+# Outputs that must match byte for byte. Left out: pretrain.json, train.json, metrics.json and
+# train_curve.csv hold wall times; logs and the MLflow store hold times and run ids.
+COMPARED = ["data", "models/base", "models/base_lm", f"models/{METHOD}", f"results/{METHOD}/predictions.jsonl"]
+TIMED = {"pretrain.json"}
+
+
+def stage_commands() -> list[list[str]]:
+    return [["cfqa", "--log-file", f"logs/{stage}.log", stage, "--params", "params.yaml", *args]
+            for stage, args in STAGES]
+
+
+def tiny_run_dir(root: Path) -> Path:
+    """A run directory holding only params.yaml: the project's params with the smoke overrides."""
+    root.mkdir(parents=True)
+    params = yaml.safe_load((PROJECT / "params.yaml").read_text())
+    tiny = yaml.safe_load((PROJECT / "tests/fixtures/params-tiny.yaml").read_text())
+    (root / "params.yaml").write_text(yaml.safe_dump(deep_merge(params, tiny), sort_keys=False))
+    return root
+
+
+def digests(root: Path) -> dict[str, str]:
+    """sha256 of every compared output file, by path relative to the run directory."""
+    files = []
+    for name in COMPARED:
+        path = root / name
+        assert path.exists(), f"{path}: expected output missing"
+        files += sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in files if p.name not in TIMED}
+
+
+def run(args: list[str], timeout: float = 900) -> str:
+    result = subprocess.run(args, capture_output=True, text=True, timeout=timeout)
+    if result.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def image() -> str:
+    """The image built from the current checkout: `make image` rebuilds only changed layers."""
+    run_tool(["make", "image", f"IMAGE={IMAGE}"], PROJECT, timeout=3600)
+    return IMAGE
+
+
+@pytest.fixture(scope="module")
+def container(image):
+    name = run(["buildah", "from", "--pull=never", image]).strip()
+    yield name
+    run(["buildah", "rm", name])
+
+
+@pytest.fixture(scope="module")
+def host_run(tmp_path_factory) -> Path:
+    root = tiny_run_dir(tmp_path_factory.mktemp("host") / "run")
+    for command in stage_commands():
+        run_tool([str(VENV_BIN / command[0]), *command[1:]], root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def image_run(tmp_path_factory, container) -> Path:
+    root = tiny_run_dir(tmp_path_factory.mktemp("image") / "run")
+    # As `docker run -u $(id -u):$(id -g) -v $PWD:/work` does: outputs belong to the caller.
+    prefix = ["buildah", "run", "--isolation", "chroot", "--user", f"{os.getuid()}:{os.getgid()}",
+              "--volume", f"{root}:/work", "--workingdir", "/work", "--env", "CI=true", container, "--"]
+    for command in stage_commands():
+        run([*prefix, *command])
+    return root
+
+
+def test_image_runs_as_a_user_on_exactly_the_locked_environment(container):
+    user = run(["buildah", "inspect", "--type", "container", "--format", "{{.OCIv1.Config.User}}", container]).strip()
+    assert user.split(":")[0] not in {"", "0", "root"}
+    check = run(["buildah", "run", "--isolation", "chroot", container, "--",
+                 "sh", "/opt/cfqa/check_lock.sh", "/opt/cfqa/requirements.lock", "--exact"])
+    assert "pins installed as locked, nothing else" in check
+    version = run(["buildah", "run", "--isolation", "chroot", container, "--",
+                   "python", "-c", "import sys, torch; print(*sys.version_info[:2], torch.__version__)"])
+    assert version.split() == ["3", "11", "2.13.0+cpu"]  # the Python the lock is resolved for
+
+
+def test_image_run_matches_the_host_run_byte_for_byte(host_run, image_run):
+    host, inside = digests(host_run), digests(image_run)
+    assert any(name.startswith("data/variants/") for name in host)
+    assert {"data/stats.json", f"models/{METHOD}/trainable.safetensors", "models/base/model.safetensors"} <= set(host)
+    differing = sorted(name for name in host.keys() | inside.keys() if host.get(name) != inside.get(name))
+    assert not differing, f"image and host outputs differ: {differing}"
+
+
+def test_image_run_wrote_files_the_caller_owns(image_run):
+    owners = {p.stat().st_uid for p in image_run.rglob("*")}
+    assert owners == {os.getuid()}
