@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install reproduce test test-fast lint clean
+.PHONY: install reproduce test test-fast lint clean image dvc.yaml
 
 install: $(STAMP)
 
@@ -27,8 +27,58 @@ test: install
 test-fast: install
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/pytest -q -m "not slow"
 
+# dvc.yaml is generated from the DAG table (workflow/cfqa/dag/table.py) and params.yaml's methods.
+dvc.yaml: install
+	$(BIN)/python -m cfqa.dag --write dvc.yaml
+
 lint: install
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/snakemake --lint
 
 clean:
 	rm -rf data models results reports logs mlflow.db mlflow.db.lock mlruns mlartifacts .snakemake
+
+# `make image`: the CPU image from containers/Dockerfile.cpu, built by podman without a daemon
+# (RUN steps need chroot isolation here). Each input falls back to what this machine has: the
+# registry's Python base, else a Debian base made from packages (containers/make_base.sh);
+# torch from the PyTorch CPU index, else its CPU wheel from the local pip sources, copied into
+# containers/wheels/; spaCy's model from its release page, else none.
+IMAGE ?= cfqa-cpu:0.1.0
+IMAGE_REGISTRY_BASE := docker.io/library/python:3.11-slim-bookworm
+IMAGE_LOCAL_BASE := localhost/cfqa-base:bookworm
+IMAGE_TOOLS := podman buildah mmdebstrap
+IMAGE_PACKAGES := $(IMAGE_TOOLS) uidmap fuse-overlayfs curl
+TORCH_INDEX_URL := https://download.pytorch.org/whl/cpu
+SPACY_MODEL_URL := https://github.com/explosion/spacy-models/releases/download/en_core_web_sm-3.8.0/en_core_web_sm-3.8.0-py3-none-any.whl
+LOCKED_TORCH = $(shell sed -n 's/^torch==//p' requirements.lock)
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+reachable = curl --silent --fail --head --location --output /dev/null --max-time 15 $(1)
+
+image:
+	@for tool in $(IMAGE_TOOLS) curl; do command -v $$tool >/dev/null || missing=1; done; \
+	if [ -n "$$missing" ]; then \
+		$(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(IMAGE_PACKAGES); \
+	fi
+	@set -e; \
+	if timeout 300 podman pull --quiet $(IMAGE_REGISTRY_BASE) >/dev/null 2>&1; then \
+		base=$(IMAGE_REGISTRY_BASE); \
+	else \
+		base=$(IMAGE_LOCAL_BASE); \
+		echo "no image registry: base $$base from Debian packages"; \
+		podman image exists $$base || sh containers/make_base.sh $$base; \
+	fi; \
+	if $(call reachable,$(TORCH_INDEX_URL)/torch/); then \
+		torch=index; \
+	else \
+		torch=wheels; \
+		echo "no PyTorch index: torch $(LOCKED_TORCH)+cpu from the local pip sources"; \
+		$(PYTHON) -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.11 \
+			--platform manylinux_2_28_x86_64 --dest containers/wheels "torch==$(LOCKED_TORCH)+cpu"; \
+	fi; \
+	if $(call reachable,$(SPACY_MODEL_URL)); then spacy=$(SPACY_MODEL_URL); else \
+		spacy=; echo "spaCy's release page out of reach: the image has no en_core_web_sm"; fi; \
+	cert=$${PIP_CERT:-$$($(PYTHON) -m pip config get global.cert 2>/dev/null || true)}; \
+	podman build --isolation chroot --format docker --file containers/Dockerfile.cpu --tag $(IMAGE) \
+		$${cert:+--secret id=pip-cert,src=$$cert} \
+		--build-arg PYTHON_IMAGE=$$base --build-arg TORCH_SOURCE=$$torch \
+		--build-arg TORCH_VERSION=$(LOCKED_TORCH) --build-arg SPACY_MODEL_URL=$$spacy .

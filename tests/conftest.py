@@ -39,3 +39,11 @@ def one_thread():
 @pytest.fixture
 def t5_model():
     return tiny_t5()
+
+
+@pytest.fixture(scope="session")
+def stage_results(tmp_path_factory):
+    """The pipeline's stages run once on the tiny configuration: real result files."""
+    from stage_results import run_stages
+
+    return run_stages(tmp_path_factory.mktemp("stage-results"))

@@ -6,6 +6,7 @@ import pytest
 
 from cfqa.evaluation.scoring import (baseline_scores, gold_contextual, memorization, most_frequent_answers,
                                      prediction_record, score_records, score_set)
+from cfqa.contract import Memorization, PredictionRow, TypeScores
 from cfqa.formats import UNANSWERABLE
 
 
@@ -17,9 +18,9 @@ def variant_row(variant: str, answers=("Paris",), substitute=None, answer_type="
 
 
 def record(variant, contextual, parametric, gold_contextual, gold_parametric, substitute=None, answer_type="LOCATION"):
-    return {"id": "x", "set": "test", "variant": variant, "answer_type": answer_type, "prediction": "",
-            "contextual": contextual, "parametric": parametric, "gold_contextual": gold_contextual,
-            "gold_parametric": gold_parametric, "substitute": substitute}
+    return PredictionRow(id="x", set="test", variant=variant, answer_type=answer_type, prediction="",
+                         contextual=contextual, parametric=parametric, gold_contextual=gold_contextual,
+                         gold_parametric=gold_parametric, substitute=substitute)
 
 
 def test_gold_contextual_per_variant():
@@ -32,10 +33,10 @@ def test_gold_contextual_per_variant():
 def test_prediction_record_parses_the_generation():
     row = variant_row("counterfactual", substitute="Lyon", row_id="q7")
     result = prediction_record(row, "seen", "contextual: Lyon parametric: Paris")
-    assert result == {"id": "q7", "set": "seen", "variant": "counterfactual", "answer_type": "LOCATION",
-                      "prediction": "contextual: Lyon parametric: Paris", "contextual": "Lyon",
-                      "parametric": "Paris", "gold_contextual": ["Lyon"], "gold_parametric": ["Paris"],
-                      "substitute": "Lyon"}
+    assert result == PredictionRow(id="q7", set="seen", variant="counterfactual", answer_type="LOCATION",
+                                   prediction="contextual: Lyon parametric: Paris", contextual="Lyon",
+                                   parametric="Paris", gold_contextual=["Lyon"], gold_parametric=["Paris"],
+                                   substitute="Lyon")
 
 
 def test_score_records_by_hand():
@@ -46,21 +47,21 @@ def test_score_records_by_hand():
         record("factual", "the Lyon", "Lyon", ["Lyon"], ["Lyon"]),               # EM after normalization
     ]
     scores = score_records(records)
-    assert scores["n"] == 4
-    assert scores["contextual_em"] == pytest.approx(50.0)
-    assert scores["contextual_f1"] == pytest.approx(100 * (1 + 0.5 + 0 + 1) / 4)
-    assert scores["contextual_lenient"] == pytest.approx(75.0)
-    assert scores["unanswerable_rate"] == pytest.approx(25.0)
+    assert scores.n == 4
+    assert scores.contextual_em_pct == pytest.approx(50.0)
+    assert scores.contextual_f1_pct == pytest.approx(100 * (1 + 0.5 + 0 + 1) / 4)
+    assert scores.contextual_lenient_pct == pytest.approx(75.0)
+    assert scores.unanswerable_pct == pytest.approx(25.0)
     # A missing parametric answer counts as wrong; "boston" vs "new york" has F1 0.
-    assert scores["parametric_em"] == pytest.approx(50.0)
-    assert scores["parametric_f1"] == pytest.approx(50.0)
+    assert scores.parametric_em_pct == pytest.approx(50.0)
+    assert scores.parametric_f1_pct == pytest.approx(50.0)
 
 
 def test_score_records_without_parametric_answers():
     scores = score_records([record("empty", "unanswerable", None, [UNANSWERABLE], ["Paris"])])
-    assert scores["contextual_em"] == 100.0 and scores["unanswerable_rate"] == 100.0
-    assert scores["parametric_em"] is None and scores["parametric_f1"] is None
-    assert score_records([])["contextual_em"] is None
+    assert scores.contextual_em_pct == 100.0 and scores.unanswerable_pct == 100.0
+    assert scores.parametric_em_pct is None and scores.parametric_f1_pct is None
+    assert score_records([]).contextual_em_pct is None
 
 
 def test_memorization_shares():
@@ -73,11 +74,12 @@ def test_memorization_shares():
         record("counterfactual", "Paris", "Paris", ["Paris"], ["Paris"], substitute=None),  # no substitute
     ]
     result = memorization(records)
-    assert result["n"] == 4
-    assert (result["substitute"], result["original"], result["other"]) == (50.0, 25.0, 25.0)
-    assert result["memorization_ratio"] == pytest.approx(100 / 3)  # p_o / (p_o + p_s) = 1 / 3
+    assert result.n == 4
+    assert (result.substitute_pct, result.original_pct, result.other_pct) == (50.0, 25.0, 25.0)
+    assert result.memorization_ratio_pct == pytest.approx(100 / 3)  # p_o / (p_o + p_s) = 1 / 3
     empty = memorization([records[4]])
-    assert empty == {"original": None, "substitute": None, "other": None, "n": 0, "memorization_ratio": None}
+    assert empty == Memorization(n=0, original_pct=None, substitute_pct=None, other_pct=None,
+                                 memorization_ratio_pct=None)
 
 
 def test_most_frequent_answers_and_baseline():
@@ -117,7 +119,7 @@ def test_score_set_by_variant_and_type():
     ]
     variants, by_type = score_set(records)
     assert set(variants) == {"factual", "empty"}
-    assert variants["factual"]["contextual_em"] == 50.0 and variants["empty"]["contextual_em"] == 100.0
-    assert by_type["factual"] == {"LOCATION": {"n": 1, "contextual_em": 100.0, "parametric_em": 100.0},
-                                  "NUMERIC": {"n": 1, "contextual_em": 0.0, "parametric_em": 0.0}}
-    assert by_type["empty"] == {"LOCATION": {"n": 1, "contextual_em": 100.0, "parametric_em": 100.0}}
+    assert variants["factual"].contextual_em_pct == 50.0 and variants["empty"].contextual_em_pct == 100.0
+    assert by_type["factual"] == {"LOCATION": TypeScores(n=1, contextual_em_pct=100.0, parametric_em_pct=100.0),
+                                  "NUMERIC": TypeScores(n=1, contextual_em_pct=0.0, parametric_em_pct=0.0)}
+    assert by_type["empty"] == {"LOCATION": TypeScores(n=1, contextual_em_pct=100.0, parametric_em_pct=100.0)}

@@ -14,8 +14,10 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from cfqa.config import PROJECT_ROOT, TrackingConfig
+from cfqa.config import TrackingConfig
 from cfqa import tracking
+from cfqa.contract import read_curve, read_metrics, read_train_record
+from cfqa.contract.run_info import git_commit, git_dirty
 
 TRACKING = TrackingConfig(uri="sqlite:///mlflow.db", experiment="cfqa-test")
 
@@ -101,32 +103,33 @@ def test_two_runs_read_back(project_root):
     assert not (tmp_path / "mlruns").exists()
 
 
-def test_log_results_dir_logs_a_stage_results_directory(project_root):
-    tmp_path = project_root
-    results = tmp_path / "results" / "lora"
-    results.mkdir(parents=True)
-    (results / "train.json").write_text(json.dumps({
-        "method": "lora", "registry_method": "lora", "backbone": "base", "options": {"r": 8},
-        "train_config": {"lr": 0.005}, "seed": 3, "data_sha256": "d41d8",
-        "params": {"trainable": 16384, "total": 1016384, "trainable_percent": 1.612},
-        "cost": {"peak_memory_bytes": 3145728, "memory_measure": "saved tensors", "step_time_s": 0.15,
-                 "examples_per_s": 150.0, "checkpoint_bytes": 65656, "wall_time_s": 64.5},
-        "steps": 300, "best_step": 200, "best_val_loss": 0.43, "stopped_early": False}))
-    (results / "metrics.json").write_text(json.dumps({
-        "method": "lora", "sets": {"seen": {"counterfactual": {"n": 240, "contextual_em": 61.0}}},
-        "memorization": {"seen": {"memorization_ratio": 0.31}}}))
-    (results / "train_curve.csv").write_text("step,train_loss,val_loss\n100,1.0,1.1\n200,0.8,\n")
-
-    run_id = tracking.log_results_dir(TRACKING, results, method="lora")   # data hash from train.json
-    run = _client(tmp_path).get_run(run_id)
-    assert run.info.run_name == "lora-seed3"
-    assert run.data.metrics["train.params.trainable"] == 16384
-    assert run.data.metrics["sets.seen.counterfactual.contextual_em"] == 61.0
-    assert run.data.metrics["memorization.seen.memorization_ratio"] == 0.31
-    assert run.data.params["options.r"] == "8" and run.data.params["train.lr"] == "0.005"
-    assert run.data.tags["seed"] == "3" and run.data.tags["data_hash"] == "d41d8"
-    assert [m.step for m in _client(tmp_path).get_metric_history(run_id, "val_loss")] == [100]
-    assert {a.path for a in _client(tmp_path).list_artifacts(run_id)} == {"train.json", "metrics.json", "train_curve.csv"}
+@pytest.mark.slow
+def test_log_results_dir_logs_a_stage_results_directory(project_root, stage_results):
+    """The evaluate stage's own files, logged again into a fresh store: metrics keep the
+    contract's names and units, params come from the params slice, tags from run info."""
+    results = stage_results.results / "lora"
+    train = read_train_record(results / "train.json")
+    metrics = read_metrics(results / "metrics.json")
+    run_id = tracking.log_results_dir(TRACKING, results, method="lora")
+    run = _client(project_root).get_run(run_id)
+    assert run.info.run_name == f"lora-seed{train.seed}"
+    assert run.data.metrics["train.params.trainable"] == train.params.trainable
+    assert run.data.metrics["train.cost.step_memory.sum_bytes"] == train.cost.step_memory.sum_bytes
+    assert (run.data.metrics["sets.seen.counterfactual.contextual_em_pct"]
+            == metrics.sets["seen"]["counterfactual"].contextual_em_pct)
+    ratio = metrics.memorization["seen"].memorization_ratio_pct
+    assert run.data.metrics.get("memorization.seen.memorization_ratio_pct") == ratio
+    assert not any(key.endswith("memorization_ratio") for key in run.data.metrics)
+    assert run.data.params["options.r"] == str(train.run.params["options"]["r"])
+    assert run.data.params["train.lr"] == str(train.run.params["train"]["lr"])
+    assert run.data.tags["data_hash"] == train.run.data_sha256
+    assert run.data.tags["backbone_hash"] == train.run.backbone_sha256
+    assert run.data.tags["cpu_model"] == train.run.hardware.cpu_model
+    curve = read_curve(results / "train_curve.csv")
+    assert ([m.step for m in _client(project_root).get_metric_history(run_id, "val_loss")]
+            == [row.step for row in curve if row.val_loss is not None])
+    assert {a.path for a in _client(project_root).list_artifacts(run_id)} == {"train.json", "metrics.json",
+                                                                             "train_curve.csv"}
 
 
 def test_missing_artifact_fails_before_any_run(tmp_path, monkeypatch):
@@ -179,10 +182,16 @@ def test_store_locations(tmp_path, monkeypatch):
     assert tracking.resolved_uri("http://mlflow.example:5000") == "http://mlflow.example:5000"
 
 
-def test_git_commit_inside_and_outside_a_checkout(tmp_path):
-    assert tracking.git_commit(tmp_path) == "unknown"
-    if (PROJECT_ROOT / ".git").exists():
-        assert re.fullmatch(r"[0-9a-f]{40}", tracking.git_commit(PROJECT_ROOT))
+def test_git_commit_and_dirty_flag_inside_and_outside_a_checkout(tmp_path):
+    assert git_commit(tmp_path) == "unknown" and git_dirty(tmp_path) is None
+    git = ["git", "-c", "user.email=t@cfqa", "-c", "user.name=t"]
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    (tmp_path / "f.txt").write_text("a")
+    subprocess.run(git + ["add", "f.txt"], cwd=tmp_path, check=True)
+    subprocess.run(git + ["commit", "-qm", "a"], cwd=tmp_path, check=True)
+    assert re.fullmatch(r"[0-9a-f]{40}", git_commit(tmp_path)) and git_dirty(tmp_path) is False
+    (tmp_path / "f.txt").write_text("b")
+    assert git_dirty(tmp_path) is True
 
 
 CHILD = textwrap.dedent("""

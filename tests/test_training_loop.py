@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from cfqa.atomic_io import read_json
-from cfqa.config import PROJECT_ROOT, TrainConfig, load
+from cfqa.config import PROJECT_ROOT, TrainConfig, load, registry_options
 from cfqa.methods import get_method
-from cfqa.stages.train import method_record
+from cfqa.stages.train import resume_fingerprint
 from cfqa.training import loop as training_loop
 from cfqa.training.checkpoint import STATE
 from cfqa.training.loop import fine_tune, make_accelerator, validation_loss
@@ -41,7 +41,7 @@ def reverse_task(count: int = 16) -> list[tuple[list[int], list[int]]]:
 
 
 def build(method: str, **model_overrides):
-    return get_method(method).build(tiny_t5(0, **model_overrides), {})
+    return get_method(method).build(tiny_t5(0, **model_overrides), registry_options(method))
 
 
 def run(model, train, validation, cfg, checkpoint_dir, fingerprint="run-a"):
@@ -168,4 +168,12 @@ def test_a_longer_run_is_not_the_continuation_of_a_shorter_one(tmp_path):
 
     method = load([PROJECT_ROOT / "params.yaml"]).method("full")
     shorter = dataclasses.replace(method, train=dataclasses.replace(method.train, max_steps=6))
-    assert method_record(shorter) != method_record(method)
+    assert resume_fingerprint(shorter, "data", "backbone") != resume_fingerprint(method, "data", "backbone")
+
+
+def test_a_checkpoint_resumes_only_on_the_same_backbone_and_data():
+    method = load([PROJECT_ROOT / "params.yaml"]).method("full")
+    same = resume_fingerprint(method, "data", "backbone")
+    assert resume_fingerprint(method, "data", "backbone") == same
+    assert resume_fingerprint(method, "data", "another backbone") != same
+    assert resume_fingerprint(method, "other data", "backbone") != same

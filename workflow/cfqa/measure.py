@@ -1,16 +1,19 @@
 """What one training step costs in memory, split the way methods differ: parameters, gradients,
 optimizer state, and activations saved for backward.
 
-Whole-process RSS is not the measure on CPU (torch + transformers alone hold ~370 MB, see
-PITFALLS.md "Measuring memory on CPU"): the saved activations are summed exactly with
+Whole-process RSS is not the measure of a step on CPU (torch + transformers alone hold
+~370 MB before any model exists): the saved activations are summed exactly with
 `torch.autograd.graph.saved_tensors_hooks`, each storage counted once (views of one storage,
 and tensors saved by several ops, are one allocation). Storages that belong to parameters are
-not activations (they are counted under parameters). On CUDA the allocator's peak for the step
-(`torch.cuda.max_memory_allocated`) is recorded as well.
+not activations (they are counted under parameters).
+
+The sum of parts is not a peak: backward's transient buffers and the allocator's slack come
+on top. `PeakMemory` measures the peak of a whole training run: on CPU the growth of the
+process's peak RSS over its level when the run started (the kernel's high-water mark is
+reset through /proc/self/clear_refs), on CUDA `torch.cuda.max_memory_allocated`.
 """
 from __future__ import annotations
 
-import os
 import resource
 import sys
 from dataclasses import asdict, dataclass
@@ -135,19 +138,64 @@ def training_step_memory(model: nn.Module, batch: Mapping[str, torch.Tensor],
     return memory
 
 
-def current_rss_bytes() -> int | None:
-    """The process's resident set size now (Linux: /proc/self/statm), None elsewhere."""
+def _status_bytes(field: str) -> int | None:
+    """A `kB` field of /proc/self/status (Linux) in bytes; None elsewhere."""
     try:
-        with open("/proc/self/statm", encoding="ascii") as handle:
-            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        with open("/proc/self/status", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
     except OSError:
-        return None
+        pass
+    return None
 
 
-def peak_rss_bytes() -> int:
-    """The process's peak resident set size so far (whole process: compare against a baseline
-    taken before training, never across processes). The kernel updates its high-water mark
-    lazily, so the current size is folded in."""
+def _reset_rss_high_water_mark() -> bool:
+    """Resets the kernel's peak-RSS mark to the current RSS (Linux 4.0+); False if refused."""
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as handle:
+            handle.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _ru_maxrss_bytes() -> int:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    peak = peak if sys.platform == "darwin" else peak * 1024   # Linux reports KiB
-    return max(peak, current_rss_bytes() or 0)
+    return peak if sys.platform == "darwin" else peak * 1024   # Linux reports KiB
+
+
+class PeakMemory:
+    """Context manager: the peak memory of what runs inside it.
+
+    CUDA: `torch.cuda.max_memory_allocated` (reset on entry): every tensor the allocator held
+    at the peak, parameters included. CPU: peak RSS minus RSS on entry, i.e. what the run
+    added at its worst moment. Without a resettable high-water mark (not Linux) the
+    process-lifetime peak is used, which undercounts when an earlier phase peaked higher.
+    """
+
+    def __init__(self, cuda: bool):
+        self.cuda = cuda
+        self.peak_bytes: int | None = None
+        self.measure = ""
+
+    def __enter__(self) -> "PeakMemory":
+        if self.cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self.measure = "torch.cuda.max_memory_allocated during training"
+        else:
+            self._resettable = _reset_rss_high_water_mark()
+            self._start = _status_bytes("VmRSS") if self._resettable else _ru_maxrss_bytes()
+            self.measure = ("growth of the process's peak RSS during training" if self._resettable else
+                            "growth of the process's lifetime peak RSS during training (a lower bound)")
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.cuda:
+            torch.cuda.synchronize()
+            self.peak_bytes = torch.cuda.max_memory_allocated()
+            return
+        peak = _status_bytes("VmHWM") if self._resettable else _ru_maxrss_bytes()
+        if peak is not None and self._start is not None:
+            self.peak_bytes = max(peak - self._start, 0)

@@ -17,16 +17,18 @@ import logging
 import os
 import random
 import re
-import subprocess
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, TypeVar
 
 from filelock import FileLock
 
+import msgspec
+
 from cfqa.config import TrackingConfig
+from cfqa.contract import MethodFiles, read_curve, read_metrics, read_train_record
+from cfqa.contract.run_info import git_commit
 from cfqa.logs import get_logger
-from cfqa.report.inputs import load_method_results
 
 if TYPE_CHECKING:  # mlflow is imported where it is used: importing it costs seconds
     from mlflow import MlflowClient
@@ -127,17 +129,6 @@ def with_lock_retry(action: Callable[[], T], what: str, attempts: int = LOCK_ATT
 
 
 # ---- what gets logged -------------------------------------------------------------------
-
-def git_commit(cwd: Path | None = None) -> str:
-    """HEAD's commit hash, or "unknown" outside a git checkout or without git."""
-    try:
-        done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True,
-                              text=True, timeout=10, check=False)
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    commit = done.stdout.strip()
-    return commit if done.returncode == 0 and commit else "unknown"
-
 
 def _key(name: str) -> str:
     return _INVALID_KEY_CHARS.sub("_", name)
@@ -262,25 +253,28 @@ def log_method_run(tracking: TrackingConfig, *, run_name: str, params: Mapping[s
 
 
 def log_results_dir(tracking: TrackingConfig, results_dir: Path, *, method: str,
-                    data_hash: str | None = None, extra_artifacts: Iterable[Path] = ()) -> str:
-    """Logs one method's results directory (train.json, metrics.json, train_curve.csv, as
-    written by the train and evaluate stages) as one run named `{method}-seed{seed}`.
-    data_hash defaults to train.json's `data_sha256` (the hash of the data it trained on)."""
-    results_dir = Path(results_dir)
-    loaded = load_method_results(results_dir, method)
-    train = loaded.train
-    seed = train.get("seed")
-    params = {"method": method, "registry_method": train.get("registry_method", method),
-              "backbone": train.get("backbone"), "seed": seed, "options": train.get("options") or {},
-              "train": train.get("train_config") or {}}
-    train_metrics = {key: train.get(key) for key in ("params", "cost", "steps", "best_step",
-                                                       "best_val_loss", "stopped_early")}
-    evaluation = {key: value for key, value in loaded.metrics.items() if key != "method"}
-    artifacts = [results_dir / name for name in ("train.json", "metrics.json", "train_curve.csv")
-                 if (results_dir / name).is_file()] + [Path(a) for a in extra_artifacts]
-    tags = {"method": method, "seed": seed,
-            "data_hash": data_hash or train.get("data_sha256") or "unknown",
-            "registry_method": params["registry_method"], "backbone": params["backbone"]}
-    return log_method_run(tracking, run_name=f"{method}-seed{seed}", params=params,
-                          metrics={"train": train_metrics, **evaluation}, step_metrics=loaded.curve,
-                          artifacts=artifacts, tags=tags)
+                    extra_artifacts: Iterable[Path] = ()) -> str:
+    """Logs one method's results directory (train.json, metrics.json, train_curve.csv, read
+    through cfqa.contract) as one run named `{method}-seed{seed}`, tagged with the hash of the
+    data it trained on and of its backbone."""
+    files = MethodFiles(Path(results_dir))
+    train = read_train_record(files.train_record, method)
+    metrics = read_metrics(files.metrics, method)
+    curve = read_curve(files.train_curve) if files.train_curve.is_file() else []
+    params = {"method": method, "registry_method": train.registry_method, "backbone": train.backbone,
+              "seed": train.seed, "options": train.run.params.get("options") or {},
+              "train": train.run.params.get("train") or {}}
+    train_metrics = msgspec.to_builtins(train)
+    evaluation = msgspec.to_builtins(metrics)
+    for record in (train_metrics, evaluation):      # logged as params and tags, not as metrics
+        for key in ("run", "method", "seed", "schema_version"):
+            record.pop(key, None)
+    artifacts = [path for path in (files.train_record, files.metrics, files.train_curve) if path.is_file()]
+    tags = {"method": method, "seed": train.seed, "data_hash": train.run.data_sha256 or "unknown",
+            "backbone_hash": train.run.backbone_sha256 or "unknown", "registry_method": train.registry_method,
+            "backbone": train.backbone, "git_dirty": train.run.git_dirty,
+            "cpu_model": train.run.hardware.cpu_model, "blas": train.run.hardware.blas}
+    return log_method_run(tracking, run_name=f"{method}-seed{train.seed}", params=params,
+                          metrics={"train": train_metrics, **evaluation},
+                          step_metrics=[msgspec.to_builtins(row) for row in curve],
+                          artifacts=artifacts + [Path(a) for a in extra_artifacts], tags=tags)

@@ -1,5 +1,6 @@
 """Scores for one method: per question set and variant, per answer type, memorization on
-counterfactual contexts, and the most-frequent-answer baseline. Pure functions over rows."""
+counterfactual contexts, and the most-frequent-answer baseline. Pure functions over rows;
+results are the typed records of cfqa.contract, every share in percent (`_pct`)."""
 from __future__ import annotations
 
 from collections import Counter, defaultdict
@@ -7,6 +8,7 @@ from typing import Iterable
 
 from cfqa.answer_metrics import (best_f1, exact_match, lenient_match, memorization_class,
                                  memorization_ratio, normalize_answer)
+from cfqa.contract import Memorization, PredictionRow, TypeScores, VariantScores
 from cfqa.formats import UNANSWERABLE, parse_generation
 
 
@@ -18,46 +20,47 @@ def gold_contextual(row: dict) -> list[str]:
     return [row["contextual_answer"]]
 
 
-def prediction_record(row: dict, set_name: str, generation: str) -> dict:
+def prediction_record(row: dict, set_name: str, generation: str) -> PredictionRow:
     parsed = parse_generation(generation)
-    return {
-        "id": row["id"], "set": set_name, "variant": row["variant"], "answer_type": row.get("answer_type"),
-        "prediction": generation, "contextual": parsed.contextual, "parametric": parsed.parametric,
-        "gold_contextual": gold_contextual(row), "gold_parametric": list(row["answers"]),
-        "substitute": row.get("substitute"),
-    }
+    return PredictionRow(
+        id=row["id"], set=set_name, variant=row["variant"], answer_type=row.get("answer_type"),
+        prediction=generation, contextual=parsed.contextual, parametric=parsed.parametric,
+        gold_contextual=gold_contextual(row), gold_parametric=list(row["answers"]),
+        substitute=row.get("substitute"),
+    )
 
 
 def _percent(values: list[float]) -> float | None:
     return 100.0 * sum(values) / len(values) if values else None
 
 
-def score_records(records: list[dict]) -> dict:
-    contextual_em = [exact_match(r["contextual"], r["gold_contextual"]) for r in records]
-    has_parametric = any(r["parametric"] is not None for r in records)
-    scores = {
-        "n": len(records),
-        "contextual_em": _percent(contextual_em),
-        "contextual_f1": _percent([best_f1(r["contextual"], r["gold_contextual"]) for r in records]),
-        "contextual_lenient": _percent([lenient_match(r["contextual"], r["gold_contextual"]) for r in records]),
-        "unanswerable_rate": _percent([normalize_answer(r["contextual"]) == UNANSWERABLE for r in records]),
-        "parametric_em": None, "parametric_f1": None,
-    }
+def score_records(records: list[PredictionRow]) -> VariantScores:
+    has_parametric = any(r.parametric is not None for r in records)
+    parametric_em = parametric_f1 = None
     if has_parametric:
-        scores["parametric_em"] = _percent([exact_match(r["parametric"] or "", r["gold_parametric"]) for r in records])
-        scores["parametric_f1"] = _percent([best_f1(r["parametric"] or "", r["gold_parametric"]) for r in records])
-    return scores
+        parametric_em = _percent([exact_match(r.parametric or "", r.gold_parametric) for r in records])
+        parametric_f1 = _percent([best_f1(r.parametric or "", r.gold_parametric) for r in records])
+    return VariantScores(
+        n=len(records),
+        contextual_em_pct=_percent([exact_match(r.contextual, r.gold_contextual) for r in records]),
+        contextual_f1_pct=_percent([best_f1(r.contextual, r.gold_contextual) for r in records]),
+        contextual_lenient_pct=_percent([lenient_match(r.contextual, r.gold_contextual) for r in records]),
+        unanswerable_pct=_percent([normalize_answer(r.contextual) == UNANSWERABLE for r in records]),
+        parametric_em_pct=parametric_em, parametric_f1_pct=parametric_f1,
+    )
 
 
-def memorization(records: list[dict]) -> dict:
+def memorization(records: list[PredictionRow]) -> Memorization:
     """Longpre et al. on counterfactual contexts: does the contextual answer follow the
     substitute (the context), the original (memory), or neither?"""
-    classes = Counter(memorization_class(r["contextual"], r["gold_parametric"], r["substitute"])
-                      for r in records if r["variant"] == "counterfactual" and r["substitute"])
+    classes = Counter(memorization_class(r.contextual, r.gold_parametric, r.substitute)
+                      for r in records if r.variant == "counterfactual" and r.substitute)
     total = sum(classes.values())
     share = {name: (100.0 * classes[name] / total if total else None) for name in ("original", "substitute", "other")}
     ratio = memorization_ratio(classes["original"], classes["substitute"])
-    return {**share, "n": total, "memorization_ratio": None if ratio is None else 100.0 * ratio}
+    return Memorization(n=total, original_pct=share["original"], substitute_pct=share["substitute"],
+                        other_pct=share["other"],
+                        memorization_ratio_pct=None if ratio is None else 100.0 * ratio)
 
 
 def most_frequent_answers(training_rows: Iterable[dict]) -> dict[str, str]:
@@ -70,30 +73,33 @@ def most_frequent_answers(training_rows: Iterable[dict]) -> dict[str, str]:
     return {kind: counts.most_common(1)[0][0] for kind, counts in by_type.items()}
 
 
-def baseline_scores(records: list[dict], frequent: dict[str, str]) -> dict[str, float | None]:
-    """Contextual EM on factual contexts when always answering the most frequent training
-    answer of the question's type (types known: an upper bound for a frequency baseline)."""
-    factual = [r for r in records if r["variant"] == "factual"]
-    result = {"all": _percent([exact_match(frequent["all"], r["gold_contextual"]) for r in factual])}
-    for kind in sorted({r["answer_type"] or "untyped" for r in factual}):
-        rows = [r for r in factual if (r["answer_type"] or "untyped") == kind]
+def baseline_scores(records: list[PredictionRow], frequent: dict[str, str]) -> dict[str, float | None]:
+    """Contextual EM (percent) on factual contexts when always answering the most frequent
+    training answer of the question's type (types known: an upper bound for a frequency
+    baseline)."""
+    factual = [r for r in records if r.variant == "factual"]
+    result = {"all": _percent([exact_match(frequent["all"], r.gold_contextual) for r in factual])}
+    for kind in sorted({r.answer_type or "untyped" for r in factual}):
+        rows = [r for r in factual if (r.answer_type or "untyped") == kind]
         guess = frequent.get(kind, frequent["all"])
-        result[kind] = _percent([exact_match(guess, r["gold_contextual"]) for r in rows])
+        result[kind] = _percent([exact_match(guess, r.gold_contextual) for r in rows])
     return result
 
 
-def score_set(records: list[dict]) -> tuple[dict, dict]:
+def score_set(records: list[PredictionRow]) -> tuple[dict[str, VariantScores], dict[str, dict[str, TypeScores]]]:
     """(per-variant scores, per-variant-and-type scores) for one question set."""
-    by_variant: dict[str, list[dict]] = defaultdict(list)
+    by_variant: dict[str, list[PredictionRow]] = defaultdict(list)
     for record in records:
-        by_variant[record["variant"]].append(record)
+        by_variant[record.variant].append(record)
     variants = {variant: score_records(rows) for variant, rows in by_variant.items()}
     by_type = {}
     for variant, rows in by_variant.items():
-        groups: dict[str, list[dict]] = defaultdict(list)
+        groups: dict[str, list[PredictionRow]] = defaultdict(list)
         for row in rows:
-            groups[row["answer_type"] or "untyped"].append(row)
-        by_type[variant] = {kind: {k: v for k, v in score_records(g).items()
-                                   if k in ("n", "contextual_em", "parametric_em")}
-                            for kind, g in sorted(groups.items())}
+            groups[row.answer_type or "untyped"].append(row)
+        by_type[variant] = {}
+        for kind, group in sorted(groups.items()):
+            scores = score_records(group)
+            by_type[variant][kind] = TypeScores(n=scores.n, contextual_em_pct=scores.contextual_em_pct,
+                                                parametric_em_pct=scores.parametric_em_pct)
     return variants, by_type

@@ -10,21 +10,6 @@ from cfqa.report.inputs import MethodResults
 from cfqa.report.plots import FIGURE_CAPTIONS
 from cfqa.report.tables import Table
 
-DEFAULT_LIMITATIONS = (
-    "The embedded default fine-tunes a T5 of a few million parameters on CPU for minutes. A "
-    "model that small does not copy into its answer a string it never emitted during "
-    "fine-tuning, so it cannot show the span copying a large T5 does on new answers.",
-    "The embedded world is built from many-to-one relations (city → country, country → "
-    "continent, currency, language), so test answers are strings the model produced in "
-    "training and the context decides which of them is right. Contextual accuracy here "
-    "measures reading to choose among known answers, not extracting unseen spans.",
-    "The numbers are not comparable with DisentQA's (T5-XXL fine-tuned on Natural Questions): "
-    "model size, data and training budget differ. Compare methods within one report only.",
-    "Each method is one training run with one seed; differences of a few points between "
-    "methods can be run-to-run noise.",
-)
-
-
 @dataclass(frozen=True)
 class FigureRef:
     name: str          # the PNG's file stem in the reports directory
@@ -49,7 +34,7 @@ class ReportDocument:
 def limitation_notes(notes: str | Sequence[str] | None) -> tuple[str, ...]:
     """Notes as bullet items: a string is split into paragraphs at blank lines."""
     if notes is None:
-        return DEFAULT_LIMITATIONS
+        return ()
     if isinstance(notes, str):
         items = [" ".join(part.split()) for part in notes.split("\n\n")]
     else:
@@ -68,10 +53,48 @@ SET_DESCRIPTIONS = {
 }
 
 
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{value:.1f} %"
+
+
+def findings_section(results: list[MethodResults]) -> Section:
+    """Sentences with numbers, all computed from this run's results (never typed by hand)."""
+    bullets = []
+    for r in results:
+        factual = r.metrics.sets.get("test", {}).get("factual")
+        baseline = r.metrics.most_frequent_em_pct.get("test", {}).get("all")
+        memorized = {s: m.memorization_ratio_pct for s, m in r.metrics.memorization.items()}
+        if factual is None:
+            continue
+        bullets.append(
+            f"`{r.name}`: contextual EM on factual `test` contexts {_pct(factual.contextual_em_pct)} "
+            f"(always the most frequent training answer: {_pct(baseline)}); memorization ratio "
+            + ", ".join(f"{_pct(value)} on `{s}`" for s, value in memorized.items()) + ".")
+    return Section(
+        title="This run in numbers",
+        paragraphs=("Each line is one training run. Without several seeds and intervals, a "
+                    "difference between two methods here is not evidence that one is better.",),
+        bullets=tuple(bullets),
+    )
+
+
+def run_facts(results: list[MethodResults]) -> tuple[str, ...]:
+    """What the results files say about how many runs and which machine stand behind them."""
+    if not results:
+        return ()
+    seeds = sorted({r.train.seed for r in results})
+    machines = sorted({(r.train.run.hardware.cpu_model, r.train.run.hardware.cpu_capability,
+                        r.train.run.hardware.blas, r.train.run.hardware.gpu or "no GPU") for r in results})
+    where = "; ".join(f"{cpu} ({capability}, BLAS {blas}, {gpu})" for cpu, capability, blas, gpu in machines)
+    return (f"{len(results)} methods, one training run each (seed {', '.join(map(str, seeds))}), on {where}. "
+            "The same seed gives bit-identical results on one machine but different ones on another "
+            "CPU: compare runs across machines only through intervals over several seeds.",)
+
+
 def build_document(results: list[MethodResults], stats: dict[str, Any], sets: list[str],
                    overview: dict[str, str], notes: str | Sequence[str] | None = None) -> ReportDocument:
-    methods = tuple(f"method `{r.name}`: registry method `{r.train.get('registry_method', r.name)}`, "
-                    f"backbone `{r.train.get('backbone', 'base')}`" for r in results)
+    methods = tuple(f"method `{r.name}`: registry method `{r.train.registry_method}`, "
+                    f"backbone `{r.train.backbone}`" for r in results)
     intro = Section(
         title="Overview",
         paragraphs=(
@@ -109,8 +132,9 @@ def build_document(results: list[MethodResults], stats: dict[str, Any], sets: li
         paragraphs=() if stats else ("data/stats.json holds no statistics.",),
         tables=tuple(tables.data_tables(stats)),
     )
-    limitations = Section(title="Limitations", bullets=limitation_notes(notes))
+    limitations = Section(title="Limitations", bullets=run_facts(results) + limitation_notes(notes))
     return ReportDocument(
         title="Counterfactual QA: context vs memory, PEFT vs full fine-tuning",
-        sections=(intro, accuracy, memorization, by_type, efficiency, data, limitations),
+        sections=(intro, findings_section(results), accuracy, memorization, by_type, efficiency, data,
+                  limitations),
     )

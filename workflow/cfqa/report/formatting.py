@@ -22,12 +22,6 @@ def percent(value: Any, digits: int = 1) -> str:
     return MISSING if number is None else f"{number:.{digits}f}"
 
 
-def ratio(value: Any) -> str:
-    """A ratio in [0, 1] such as the memorization ratio: 0.4567 -> '0.457'."""
-    number = _number(value)
-    return MISSING if number is None else f"{number:.3f}"
-
-
 def count(value: Any) -> str:
     """An integer with thousands separators: 1234567 -> '1,234,567'."""
     number = _number(value)

@@ -11,7 +11,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from cfqa.formats import VARIANTS
-from cfqa.report.inputs import MethodResults, lookup
+from cfqa.report.inputs import MethodResults
+from cfqa.report.tables import variant_scores
 
 _MIB = 1024 * 1024
 
@@ -47,16 +48,21 @@ def _grouped_bars(axes: Axes, groups: list[str], series: dict[str, list[float | 
     axes.set_xticks(positions, groups)
 
 
+def _contextual_em(result: MethodResults, set_name: str, variant: str) -> float | None:
+    cell = variant_scores(result, set_name, variant)
+    return cell.contextual_em_pct if cell else None
+
+
 def contextual_em_figure(results: list[MethodResults], sets: list[str]) -> Figure:
     figure = Figure(figsize=(5.2 * max(len(sets), 1), 3.8), layout="constrained")
     axes_list = figure.subplots(1, max(len(sets), 1), squeeze=False)[0]
     for axes, set_name in zip(axes_list, sets or ["test"]):
-        variants = [v for v in VARIANTS if any(lookup(r.metrics, "sets", set_name, v) for r in results)]
+        variants = [v for v in VARIANTS if any(variant_scores(r, set_name, v) for r in results)]
         if not variants:
             _no_data(axes, f"no `{set_name}` results")
             continue
         _grouped_bars(axes, variants, {
-            r.name: [lookup(r.metrics, "sets", set_name, v, "contextual_em") for v in variants]
+            r.name: [_contextual_em(r, set_name, v) for v in variants]
             for r in results}, method_colors(results))
         axes.set_title(f"contextual EM on {set_name}")
         axes.set_ylabel("EM (%)")
@@ -68,13 +74,14 @@ def contextual_em_figure(results: list[MethodResults], sets: list[str]) -> Figur
 def memorization_figure(results: list[MethodResults], sets: list[str]) -> Figure:
     figure = Figure(figsize=(max(4.5, 0.9 * len(results) + 2), 3.6), layout="constrained")
     axes = figure.subplots()
-    series = {s: [lookup(r.metrics, "memorization", s, "memorization_ratio") for r in results] for s in sets}
+    series = {s: [getattr(r.metrics.memorization.get(s), "memorization_ratio_pct", None) for r in results]
+              for s in sets}
     if not any(v is not None for values in series.values() for v in values):
         _no_data(axes, "no memorization ratios")
         return figure
     _grouped_bars(axes, [r.name for r in results], series)
-    axes.set_ylabel("memorization ratio M_R")
-    axes.set_ylim(0, 1)
+    axes.set_ylabel("memorization ratio M_R (%)")
+    axes.set_ylim(0, 100)
     axes.set_title("memorization ratio on counterfactual contexts")
     axes.legend(fontsize="small")
     return figure
@@ -98,13 +105,12 @@ def accuracy_vs_cost_figure(results: list[MethodResults], set_name: str = "test"
     """Contextual EM on one set and variant against trainable share and peak memory."""
     figure = Figure(figsize=(9, 3.6), layout="constrained")
     by_share, by_memory = figure.subplots(1, 2)
-    accuracy = {r.name: lookup(r.metrics, "sets", set_name, variant, "contextual_em") for r in results}
+    accuracy = {r.name: _contextual_em(r, set_name, variant) for r in results}
     axes_specs = (
         (by_share, "trainable parameters (%)",
-         [(r.name, lookup(r.train, "params", "trainable_percent"), accuracy[r.name]) for r in results]),
-        (by_memory, "peak training memory (MiB)",
-         [(r.name, _mebibytes(lookup(r.train, "cost", "peak_memory_bytes")), accuracy[r.name])
-          for r in results]),
+         [(r.name, r.train.params.trainable_pct, accuracy[r.name]) for r in results]),
+        (by_memory, "training-step memory, sum of parts (MiB)",
+         [(r.name, _mebibytes(r.train.cost.step_memory.sum_bytes), accuracy[r.name]) for r in results]),
     )
     for axes, xlabel, points in axes_specs:
         if not _scatter_labelled(axes, points, method_colors(results)):
@@ -128,7 +134,7 @@ def training_curves_figure(results: list[MethodResults]) -> Figure:
                                 (val_axes, "val_loss", "validation loss")):
         drawn = False
         for r in results:
-            points = [(row["step"], row[column]) for row in r.curve if row[column] is not None]
+            points = [(row.step, getattr(row, column)) for row in r.curve if getattr(row, column) is not None]
             if points:
                 steps, values = zip(*points)
                 axes.plot(steps, values, marker="." if column == "val_loss" else None, label=r.name,
@@ -148,8 +154,9 @@ def training_curves_figure(results: list[MethodResults]) -> Figure:
 # declare every plot as an output; a plot without data says so instead of being absent.
 FIGURE_CAPTIONS = {
     "contextual_em": "Contextual exact match per method and context variant.",
-    "memorization_ratio": "Memorization ratio on counterfactual contexts, unseen (test) vs seen questions.",
-    "accuracy_vs_cost": "Contextual EM on counterfactual test contexts against trainable share and peak memory.",
+    "memorization_ratio": "Memorization ratio M_R (%) on counterfactual contexts, unseen (test) vs seen questions.",
+    "accuracy_vs_cost": "Contextual EM on counterfactual test contexts against trainable share and "
+                        "training-step memory (sum of parts).",
     "training_curves": "Training and validation loss per method.",
 }
 

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cfqa.atomic_io import atomic_dir, read_json, read_jsonl, write_json, write_jsonl
+from cfqa.atomic_io import atomic_dir, read_json, read_jsonl, write_jsonl
 from cfqa.config import Config
-from cfqa.counterfactual import (DROP_REASONS, Example, RecordError, SplitVariants, SubstitutionPolicy,
-                                 build_seen, build_split, example_from_records, type_histogram)
+from cfqa.contract import DataStats, SeenStats, write_record
+from cfqa.counterfactual import (DROP_REASONS, PARTIAL_MENTION_COUNTS, Example, RecordError, SplitVariants,
+                                 SubstitutionPolicy, build_seen, build_split, example_from_records,
+                                 type_histogram)
 from cfqa.logs import get_logger
 from cfqa.progress import progress
 
@@ -85,26 +87,30 @@ def run(cfg: Config, prepared: Path, entities: Path, out: Path, stats: Path) -> 
         for name, result in results.items():
             _write_split(tmp / name, result)
     log.info("wrote %s/{%s}/{factual,counterfactual,empty,random}.jsonl", out, ",".join(results))
+    partial = {name: {measure: result.skipped_partial_mentions.get(measure, 0) for measure in PARTIAL_MENTION_COUNTS}
+               for name, result in results.items()}
+    log.info("answer matches inside longer names or numbers, left unreplaced: %s", partial)
 
     prepare_stats = prepared / "stats.json"
-    write_json(stats, {
-        "policy": params.policy,
-        "substitute_within": params.substitute_within,
-        "seed": params.seed,
-        "ner": cfg.entities.ner,
-        "counts": {name: result.counts() for name, result in results.items()},
-        "variant_coverage": VARIANT_COVERAGE,
-        "examples": {split: len(examples[split]) for split in SPLITS},
-        "with_counterfactual": {split: len(results[split].substitutes) for split in SPLITS},
-        "drops": {split: {reason: results[split].drops.get(reason, 0) for reason in DROP_REASONS}
-                  for split in SPLITS},
-        "answer_types": {
+    write_record(stats, DataStats(
+        policy=params.policy,
+        substitute_within=params.substitute_within,
+        seed=params.seed,
+        ner=cfg.entities.ner,
+        counts={name: result.counts() for name, result in results.items()},
+        variant_coverage=VARIANT_COVERAGE,
+        examples={split: len(examples[split]) for split in SPLITS},
+        with_counterfactual={split: len(results[split].substitutes) for split in SPLITS},
+        drops={split: {reason: results[split].drops.get(reason, 0) for reason in DROP_REASONS}
+               for split in SPLITS},
+        answer_types={
             split: {"all": type_histogram(examples[split]),
                     "counterfactual": type_histogram(examples[split], set(results[split].substitutes))}
             for split in SPLITS
         },
-        "seen": {"requested": params.seen_size, "size": len(seen.substitutes),
-                 "fresh_substitutes": fresh},
-        "prepare": read_json(prepare_stats) if prepare_stats.is_file() else None,
-    })
+        # split -> answer matches inside longer names or numbers that substitution left alone
+        partial_mentions=partial,
+        seen=SeenStats(requested=params.seen_size, size=len(seen.substitutes), fresh_substitutes=fresh),
+        prepare=read_json(prepare_stats) if prepare_stats.is_file() else None,
+    ))
     log.info("wrote %s", stats)

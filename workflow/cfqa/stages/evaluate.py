@@ -2,21 +2,23 @@
 with fresh contexts) sets in all four variants; score; log the run to MLflow."""
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
 import torch
 
-from cfqa.atomic_io import write_json, write_jsonl
-from cfqa.backbone import build_method_model
+from cfqa.backbone import backbone_dir, build_method_model
 from cfqa.config import Config
+from cfqa.contract import (WEIGHTS, Inference, MethodFiles, MetricsRecord, ResultsError, read_train_record,
+                           write_predictions, write_record)
+from cfqa.contract.run_info import directory_sha256, files_sha256, run_info
 from cfqa.evaluation.generation import generate_texts
 from cfqa.evaluation.scoring import (baseline_scores, memorization, most_frequent_answers,
                                      prediction_record, score_set)
 from cfqa.formats import VARIANTS, format_input
 from cfqa.logs import get_logger
 from cfqa.methods.base import load_trainable
-from cfqa.stages.train import WEIGHTS
 from cfqa.training.batches import variant_rows
 
 log = get_logger(__name__)
@@ -27,16 +29,26 @@ def run(cfg: Config, variants: Path, models: Path, results: Path, method: str) -
     started = time.perf_counter()
     mcfg = cfg.method(method)
     ecfg = cfg.evaluate
+    files = MethodFiles(results)
+    # Read before any work: a missing or stale train.json fails in a second, not after generating.
+    trained = read_train_record(files.train_record, method)
+    backbone_sha = directory_sha256(backbone_dir(models, mcfg.backbone))
+    if trained.run.backbone_sha256 != backbone_sha:
+        raise ResultsError(f"{models / method / WEIGHTS}: trained on another backbone than "
+                           f"{backbone_dir(models, mcfg.backbone)} holds now; rerun `cfqa train --method {method}`")
     torch.set_num_threads(ecfg.threads)
-    model, tokenizer, _ = build_method_model(mcfg, models)
+    model, tokenizer, spec = build_method_model(mcfg, models)
     load_trainable(model, models / method / WEIGHTS)
+    if spec.prepare_for_inference is not None:
+        spec.prepare_for_inference(model)
     model.eval()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
     log.info("loaded %s with trained weights from %s", method, models / method / WEIGHTS)
 
-    records, metrics = [], {"method": method, "sets": {}, "by_type": {}, "memorization": {}}
+    records, sets, by_type, memorized = [], {}, {}, {}
     generated, seconds = 0, 0.0
+    data_files = [variants / set_name / f"{v}.jsonl" for set_name in QUESTION_SETS for v in VARIANTS]
     for set_name in QUESTION_SETS:
         rows = variant_rows(variants, set_name, VARIANTS)
         run_ = generate_texts(model, tokenizer, [format_input(r["question"], r["context"]) for r in rows],
@@ -45,24 +57,29 @@ def run(cfg: Config, variants: Path, models: Path, results: Path, method: str) -
                               device=device, desc=f"generate {set_name}")
         set_records = [prediction_record(r, set_name, text) for r, text in zip(rows, run_.texts)]
         records.extend(set_records)
-        metrics["sets"][set_name], metrics["by_type"][set_name] = score_set(set_records)
-        metrics["memorization"][set_name] = memorization(set_records)
+        sets[set_name], by_type[set_name] = score_set(set_records)
+        memorized[set_name] = memorization(set_records)
         generated, seconds = generated + len(rows), seconds + run_.seconds
         log.info("%s: %d examples; contextual EM %s", set_name, len(rows),
-                 {v: round(s["contextual_em"], 1) for v, s in metrics["sets"][set_name].items()})
+                 {v: None if s.contextual_em_pct is None else round(s.contextual_em_pct, 1)
+                  for v, s in sets[set_name].items()})
 
     frequent = most_frequent_answers(variant_rows(variants, "train", ("factual",)))
-    metrics["baseline"] = {"most_frequent_answer": {
-        set_name: baseline_scores([r for r in records if r["set"] == set_name], frequent)
-        for set_name in QUESTION_SETS}}
-    metrics["inference"] = {"examples_per_s": generated / seconds, "ms_per_example": 1000 * seconds / generated,
-                            "batch_size": ecfg.batch_size, "num_beams": ecfg.num_beams, "device": str(device)}
-    metrics["wall_time_s"] = time.perf_counter() - started
-
-    write_jsonl(results / "predictions.jsonl", records)
-    write_json(results / "metrics.json", metrics)
-    log.info("wrote %s (%d predictions) and %s", results / "predictions.jsonl", len(records),
-             results / "metrics.json")
+    metrics = MetricsRecord(
+        method=method, seed=mcfg.train.seed,
+        run=run_info("evaluate", "completed",
+                     {**dataclasses.asdict(mcfg), "evaluate": dataclasses.asdict(ecfg)},
+                     str(device), data_sha256=files_sha256(data_files), backbone_sha256=backbone_sha),
+        sets=sets, by_type=by_type, memorization=memorized,
+        most_frequent_em_pct={set_name: baseline_scores([r for r in records if r.set == set_name], frequent)
+                              for set_name in QUESTION_SETS},
+        inference=Inference(examples_per_s=generated / seconds, per_example_ms=1000 * seconds / generated,
+                            batch_size=ecfg.batch_size, num_beams=ecfg.num_beams),
+        wall_time_s=time.perf_counter() - started,
+    )
+    write_predictions(files.predictions, records)
+    write_record(files.metrics, metrics)
+    log.info("wrote %s (%d predictions) and %s", files.predictions, len(records), files.metrics)
     from cfqa.tracking import log_results_dir  # imported here: mlflow takes seconds to import
 
     log_results_dir(cfg.tracking, results, method=method)

@@ -5,8 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from cfqa.atomic_io import atomic_open, read_json, write_json
+import msgspec
+
+from cfqa.atomic_io import atomic_open
 from cfqa.config import Config
+from cfqa.contract import read_data_stats, write_record
 from cfqa.logs import get_logger
 from cfqa.report import plots
 from cfqa.report.document import build_document
@@ -41,11 +44,8 @@ def run(cfg: Config, results: Path, data_stats: Path, out: Path, summary: Path,
         log.info("read %s/{train,metrics}.json%s", results / name,
                  "" if loaded.curve else " (no train_curve.csv: its curve is skipped)")
         method_results.append(loaded)
-    if not data_stats.is_file():
-        raise FileNotFoundError(f"{data_stats}: missing; `cfqa counterfactuals` writes it")
-    stats = read_json(data_stats)
-    if not isinstance(stats, dict):
-        raise ValueError(f"{data_stats}: expected a JSON object at the top level")
+    stats = msgspec.to_builtins(read_data_stats(data_stats))
+    stats.pop("schema_version")
     log.info("read %s", data_stats)
 
     sets = evaluation_sets(method_results)
@@ -64,5 +64,5 @@ def run(cfg: Config, results: Path, data_stats: Path, out: Path, summary: Path,
         handle.write(render_html(document, images))
     log.info("wrote %s and %s (%d methods, sets %s)", out / "report.md", out / "index.html",
              len(method_results), ", ".join(sets) or "none")
-    write_json(summary, build_summary(method_results))
+    write_record(summary, build_summary(method_results))
     log.info("wrote %s", summary)

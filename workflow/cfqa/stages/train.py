@@ -3,7 +3,6 @@ weights and record accuracy-independent cost (parameters, memory, speed, checkpo
 from __future__ import annotations
 
 import copy
-import csv
 import dataclasses
 import hashlib
 import time
@@ -12,11 +11,14 @@ from pathlib import Path
 import orjson
 import torch
 
-from cfqa.atomic_io import atomic_dir, atomic_open, write_json
-from cfqa.backbone import build_method_model
+from cfqa.atomic_io import atomic_dir
+from cfqa.backbone import backbone_dir, build_method_model
 from cfqa.config import Config, MethodConfig
+from cfqa.contract import (WEIGHTS, CurveRow, MethodFiles, ParameterCounts, StepMemoryParts, TrainCost,
+                           TrainRecord, write_curve, write_record)
+from cfqa.contract.run_info import directory_sha256, files_sha256, run_info
 from cfqa.logs import get_logger
-from cfqa.measure import training_step_memory
+from cfqa.measure import PeakMemory, StepMemory, training_step_memory
 from cfqa.methods.base import count_parameters, save_trainable
 from cfqa.training.batches import batch_at, collate, text_pairs, tokenize_pairs, variant_rows
 from cfqa.training.checkpoint import remove_checkpoint
@@ -24,34 +26,27 @@ from cfqa.training.loop import fine_tune, make_accelerator
 from cfqa.training.optimization import make_optimizer
 
 log = get_logger(__name__)
-WEIGHTS = "trainable.safetensors"
-METHOD_FILE = "method.json"
-MEMORY_MEASURE = ("one training step: parameters + gradients + optimizer state + activations "
-                  "saved for backward (torch.autograd.graph.saved_tensors_hooks); on CUDA also "
-                  "torch.cuda.max_memory_allocated")
 
 
-def method_record(mcfg: MethodConfig) -> dict:
-    return {"method": mcfg.name, "registry_method": mcfg.method, "backbone": mcfg.backbone,
-            "options": mcfg.options, "train_config": dataclasses.asdict(mcfg.train)}
+def method_params(mcfg: MethodConfig) -> dict:
+    """The params slice of one method's run: its registry entry, backbone, options, train block."""
+    return dataclasses.asdict(mcfg)
 
 
-def files_sha256(paths: list[Path]) -> str:
-    digest = hashlib.sha256()
-    for path in paths:
-        digest.update(path.name.encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()
+def resume_fingerprint(mcfg: MethodConfig, data_sha256: str, backbone_sha256: str) -> str:
+    """A checkpoint is resumed only by a run of the same method settings, data and backbone."""
+    key = {"params": method_params(mcfg), "data": data_sha256, "backbone": backbone_sha256}
+    return hashlib.sha256(orjson.dumps(key, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
-def measure_memory(model, batch, mcfg: MethodConfig, accelerator) -> dict:
+def measure_step_memory(model, batch, mcfg: MethodConfig, accelerator) -> StepMemory:
     """One step on a copy, so the measurement does not move the model being trained."""
     probe = copy.deepcopy(model).to(accelerator.device)
     optimizer = make_optimizer(probe.parameters(), mcfg.train.optimizer, mcfg.train.lr, mcfg.train.weight_decay)
     with accelerator.autocast():
         memory = training_step_memory(probe, {k: v.to(accelerator.device) for k, v in batch.items()}, optimizer)
     del probe, optimizer
-    return memory.as_dict()
+    return memory
 
 
 def run(cfg: Config, variants: Path, models: Path, out: Path, results: Path, method: str) -> None:
@@ -76,58 +71,50 @@ def run(cfg: Config, variants: Path, models: Path, out: Path, results: Path, met
 
     accelerator = make_accelerator(tcfg)
     first_batch = collate(batch_at(train, 0, tcfg.batch_size, tcfg.seed), tokenizer.pad_token_id)
-    memory = measure_memory(model, first_batch, mcfg, accelerator)
-    log.info("training-step memory: %.2f MB (%s)", memory["total_bytes"] / 1e6,
-             ", ".join(f"{k} {v / 1e6:.2f} MB" for k, v in memory.items() if k.endswith("_bytes") and v is not None))
+    memory = measure_step_memory(model, first_batch, mcfg, accelerator)
+    log.info("training-step memory, sum of parts: %.2f MB (parameters %.2f, gradients %.2f, "
+             "optimizer state %.2f, activations %.2f)", memory.total_bytes / 1e6, memory.parameter_bytes / 1e6,
+             memory.gradient_bytes / 1e6, memory.optimizer_state_bytes / 1e6, memory.activation_bytes / 1e6)
 
     data_sha = files_sha256(data_files)
-    fingerprint = hashlib.sha256(orjson.dumps({**method_record(mcfg), "data": data_sha},
-                                              option=orjson.OPT_SORT_KEYS)).hexdigest()
+    backbone_sha = directory_sha256(backbone_dir(models, mcfg.backbone))
+    fingerprint = resume_fingerprint(mcfg, data_sha, backbone_sha)
     checkpoint_dir = out.parent / ".checkpoints" / out.name
-    result = fine_tune(model, train, validation, tcfg, pad_id=tokenizer.pad_token_id,
-                       checkpoint_dir=checkpoint_dir, fingerprint=fingerprint, accelerator=accelerator)
+    with PeakMemory(cuda=accelerator.device.type == "cuda") as peak:
+        result = fine_tune(model, train, validation, tcfg, pad_id=tokenizer.pad_token_id,
+                           checkpoint_dir=checkpoint_dir, fingerprint=fingerprint, accelerator=accelerator)
     model = accelerator.unwrap_model(model)
 
     with atomic_dir(out) as tmp:
         checkpoint_bytes = save_trainable(model, tmp / WEIGHTS, metadata={"method": method})
-        write_json(tmp / METHOD_FILE, {**method_record(mcfg), "params": dataclasses.asdict(counts)})
     state = result.state
-    record = {
-        **method_record(mcfg),
-        "seed": tcfg.seed,
-        "data_sha256": data_sha,
-        "params": {**dataclasses.asdict(counts), "trainable_percent": counts.trainable_percent},
-        "cost": {
-            "peak_memory_bytes": memory["total_bytes"],
-            "memory_measure": MEMORY_MEASURE,
-            "memory_breakdown": {"parameters": memory["parameter_bytes"],
-                                 "gradients": memory["gradient_bytes"],
-                                 "optimizer_state": memory["optimizer_state_bytes"],
-                                 "activations": memory["activation_bytes"]},
-            "cuda_peak_allocated_bytes": memory["cuda_peak_allocated_bytes"],
-            "step_time_s": result.step_time_s,
-            "examples_per_s": result.examples_per_s,
-            "checkpoint_bytes": checkpoint_bytes,
-            "train_time_s": state.train_seconds,
-            "wall_time_s": time.perf_counter() - started,
-            "device": str(accelerator.device),
-            "processes": accelerator.num_processes,
-        },
-        "steps": state.step,
-        "best_step": state.best_step,
-        "best_val_loss": state.best_val_loss,
-        "stopped_early": result.stopped_early,
-        "resumed_from_step": result.resumed_from_step,
-        "train_examples": len(train),
-        "validation_examples": len(validation),
-    }
-    results.mkdir(parents=True, exist_ok=True)
-    write_json(results / "train.json", record)
-    with atomic_open(results / "train_curve.csv", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["step", "train_loss", "val_loss"])
-        writer.writeheader()
-        writer.writerows(state.curve)
+    record = TrainRecord(
+        method=method, registry_method=mcfg.method, backbone=mcfg.backbone, seed=tcfg.seed,
+        run=run_info("train", "stopped_early" if result.stopped_early else "completed", method_params(mcfg),
+                     str(accelerator.device), data_sha256=data_sha, backbone_sha256=backbone_sha),
+        params=ParameterCounts(trainable=counts.trainable, total=counts.total,
+                               trainable_pct=counts.trainable_percent),
+        cost=TrainCost(
+            step_memory=StepMemoryParts(parameters_bytes=memory.parameter_bytes,
+                                        gradients_bytes=memory.gradient_bytes,
+                                        optimizer_state_bytes=memory.optimizer_state_bytes,
+                                        activations_bytes=memory.activation_bytes,
+                                        sum_bytes=memory.total_bytes),
+            peak_memory_bytes=peak.peak_bytes, peak_memory_measure=peak.measure,
+            step_time_s=result.step_time_s, train_examples_per_s=result.examples_per_s,
+            checkpoint_bytes=checkpoint_bytes, train_time_s=state.train_seconds,
+            wall_time_s=time.perf_counter() - started, processes=accelerator.num_processes,
+        ),
+        steps=state.step, best_step=state.best_step, best_val_loss=state.best_val_loss,
+        stopped_early=result.stopped_early, resumed_from_step=result.resumed_from_step,
+        train_examples=len(train), validation_examples=len(validation),
+    )
+    files = MethodFiles(results)
+    write_record(files.train_record, record)
+    write_curve(files.train_curve, (CurveRow(step=int(p["step"]), train_loss=p.get("train_loss"),
+                                             val_loss=p.get("val_loss")) for p in state.curve))
     remove_checkpoint(checkpoint_dir)
-    log.info("wrote %s (%d bytes of trainable weights), %s/train.json, %s/train_curve.csv; "
-             "%d steps, best validation loss %.4f at step %d", out / WEIGHTS, checkpoint_bytes,
-             results, results, state.step, state.best_val_loss, state.best_step)
+    log.info("wrote %s (%d bytes of trainable weights), %s, %s; %d steps, best validation loss %.4f at "
+             "step %d; peak memory %s", out / WEIGHTS, checkpoint_bytes, files.train_record, files.train_curve,
+             state.step, state.best_val_loss, state.best_step,
+             "unknown" if peak.peak_bytes is None else f"{peak.peak_bytes / 1e6:.1f} MB ({peak.measure})")

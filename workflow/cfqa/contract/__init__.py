@@ -1,0 +1,33 @@
+"""The results contract: every file a stage hands to another, typed in one place.
+
+| file | record | written by | read by |
+|---|---|---|---|
+| `data/stats.json` | `DataStats` | counterfactuals | report |
+| `results/{method}/train.json` | `TrainRecord` | train | evaluate, report, tracking |
+| `results/{method}/train_curve.csv` | `CurveRow` rows | train | report, tracking |
+| `results/{method}/predictions.jsonl` | `PredictionRow` rows | evaluate | tests, users |
+| `results/{method}/metrics.json` | `MetricsRecord` | evaluate | report, tracking |
+| `results/summary.json` | `Summary` | report | `dvc metrics` |
+| `models/{method}/trainable.safetensors` | the trainable weights | train | evaluate |
+
+Field names carry their units (`_pct`, `_bytes`, `_s`); records carry a schema version and
+the run information (commit, dirty tree, versions, hardware, params, data and backbone
+hashes, status) that makes each file self-describing.
+"""
+from cfqa.contract.files import (METRICS, PREDICTIONS, TRAIN_CURVE, TRAIN_RECORD, WEIGHTS, MethodFiles,
+                                 ResultsError, read_curve, read_data_stats, read_metrics, read_predictions,
+                                 read_summary, read_train_record, write_curve, write_predictions,
+                                 write_record)
+from cfqa.contract.records import (SCHEMA_VERSION, CurveRow, DataStats, Hardware, Inference, Memorization,
+                                   MetricsRecord, ParameterCounts, PredictionRow, RunInfo, SeenStats,
+                                   StepMemoryParts, Summary, TrainCost, TrainRecord, TypeScores,
+                                   VariantScores)
+
+__all__ = [
+    "METRICS", "PREDICTIONS", "TRAIN_CURVE", "TRAIN_RECORD", "WEIGHTS", "MethodFiles", "ResultsError",
+    "read_curve", "read_data_stats", "read_metrics", "read_predictions", "read_summary",
+    "read_train_record", "write_curve", "write_predictions", "write_record", "SCHEMA_VERSION",
+    "CurveRow", "DataStats", "Hardware", "Inference", "Memorization", "MetricsRecord", "ParameterCounts",
+    "PredictionRow", "RunInfo", "SeenStats", "StepMemoryParts", "Summary", "TrainCost", "TrainRecord",
+    "TypeScores", "VariantScores",
+]

@@ -1,0 +1,180 @@
+"""Names, readers and writers of the result files the stages exchange. Producers write only
+through these functions and consumers read only through them, so a file's shape is stated
+once (records.py) and checked on every read.
+
+Every write is atomic (temp file + rename). Every read error names the file, and the line
+or field, and what was expected.
+"""
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, TypeVar
+
+import msgspec
+
+from cfqa.atomic_io import atomic_open
+from cfqa.contract.records import (SCHEMA_VERSION, CurveRow, DataStats, MetricsRecord, PredictionRow,
+                                   Record, Summary, TrainRecord)
+
+# File names inside results/{method}/ and models/{method}/.
+TRAIN_RECORD = "train.json"
+TRAIN_CURVE = "train_curve.csv"
+PREDICTIONS = "predictions.jsonl"
+METRICS = "metrics.json"
+WEIGHTS = "trainable.safetensors"
+CURVE_COLUMNS = tuple(CurveRow.__struct_fields__)
+
+R = TypeVar("R", bound=Record)
+
+
+class ResultsError(ValueError):
+    """A result file is missing or does not have the expected shape."""
+
+
+@dataclass(frozen=True)
+class MethodFiles:
+    """Where one method's results live (results/{method}/)."""
+
+    directory: Path
+
+    @property
+    def train_record(self) -> Path:
+        return self.directory / TRAIN_RECORD
+
+    @property
+    def train_curve(self) -> Path:
+        return self.directory / TRAIN_CURVE
+
+    @property
+    def predictions(self) -> Path:
+        return self.directory / PREDICTIONS
+
+    @property
+    def metrics(self) -> Path:
+        return self.directory / METRICS
+
+
+_ENCODER = msgspec.json.Encoder()
+
+
+def _encode(record: Record) -> bytes:
+    return msgspec.json.format(_ENCODER.encode(record), indent=2) + b"\n"
+
+
+def write_record(path: str | Path, record: Record) -> None:
+    with atomic_open(path, "wb") as handle:
+        handle.write(_encode(record))
+
+
+def read_record(path: str | Path, kind: type[R], produced_by: str) -> R:
+    """A JSON record of type `kind`; `produced_by` names the command that writes it."""
+    path = Path(path)
+    if not path.is_file():
+        raise ResultsError(f"{path}: missing; `{produced_by}` writes it")
+    raw = path.read_bytes()
+    try:
+        version = msgspec.json.decode(raw, type=dict).get("schema_version")
+    except msgspec.DecodeError as error:
+        raise ResultsError(f"{path}: not a JSON object: {error}") from None
+    if version != SCHEMA_VERSION:
+        raise ResultsError(f"{path}: schema version {version}, this code reads {SCHEMA_VERSION}; "
+                           f"rerun `{produced_by}`")
+    try:
+        return msgspec.json.decode(raw, type=kind)
+    except msgspec.ValidationError as error:
+        raise ResultsError(f"{path}: {error} (expected a {kind.__name__}, see cfqa.contract.records)") from None
+
+
+# ---- train.json, metrics.json, stats.json, summary.json ----------------------------------
+
+def read_train_record(path: str | Path, method: str = "M") -> TrainRecord:
+    return read_record(path, TrainRecord, f"cfqa train --method {method}")
+
+
+def read_metrics(path: str | Path, method: str = "M") -> MetricsRecord:
+    return read_record(path, MetricsRecord, f"cfqa evaluate --method {method}")
+
+
+def read_data_stats(path: str | Path) -> DataStats:
+    return read_record(path, DataStats, "cfqa counterfactuals")
+
+
+def read_summary(path: str | Path) -> Summary:
+    return read_record(path, Summary, "cfqa report")
+
+
+# ---- train_curve.csv --------------------------------------------------------------------
+
+def _csv_number(value: float | None) -> str:
+    return "" if value is None or not math.isfinite(value) else repr(float(value))
+
+
+def write_curve(path: str | Path, rows: Iterable[CurveRow]) -> None:
+    with atomic_open(path, newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(CURVE_COLUMNS)
+        for row in rows:
+            writer.writerow([row.step, _csv_number(row.train_loss), _csv_number(row.val_loss)])
+
+
+def _optional_float(text: str | None, path: Path, line: int, column: str) -> float | None:
+    if text is None or not text.strip():
+        return None
+    try:
+        number = float(text)
+    except ValueError:
+        raise ResultsError(f"{path}:{line}: column {column!r}: expected a number, got {text!r}") from None
+    return number if math.isfinite(number) else None
+
+
+def read_curve(path: str | Path) -> list[CurveRow]:
+    """train_curve.csv rows; val_loss is None where validation was not run at that step."""
+    path = Path(path)
+    if not path.is_file():
+        raise ResultsError(f"{path}: missing; `cfqa train` writes it")
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        missing = [c for c in CURVE_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ResultsError(f"{path}:1: expected columns {list(CURVE_COLUMNS)}, missing {missing}")
+        rows = []
+        for line, row in enumerate(reader, start=2):
+            step = row["step"]
+            if not (step or "").strip().isdigit():
+                raise ResultsError(f"{path}:{line}: column 'step': expected an integer, got {step!r}")
+            rows.append(CurveRow(step=int(step),
+                                 train_loss=_optional_float(row["train_loss"], path, line, "train_loss"),
+                                 val_loss=_optional_float(row["val_loss"], path, line, "val_loss")))
+    return rows
+
+
+# ---- predictions.jsonl ------------------------------------------------------------------
+
+def write_predictions(path: str | Path, rows: Iterable[PredictionRow]) -> int:
+    count = 0
+    with atomic_open(path, "wb") as handle:
+        for row in rows:
+            handle.write(_ENCODER.encode(row))
+            handle.write(b"\n")
+            count += 1
+    return count
+
+
+def read_predictions(path: str | Path) -> list[PredictionRow]:
+    path = Path(path)
+    if not path.is_file():
+        raise ResultsError(f"{path}: missing; `cfqa evaluate` writes it")
+    decoder = msgspec.json.Decoder(PredictionRow)
+    rows = []
+    with open(path, "rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(decoder.decode(line))
+            except msgspec.DecodeError as error:
+                raise ResultsError(f"{path}:{number}: {error} (expected a PredictionRow)") from None
+    return rows

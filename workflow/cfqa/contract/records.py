@@ -1,0 +1,204 @@
+"""The typed records of every result file the stages hand on.
+
+Each field carries its unit in its name: `_pct` (0-100), `_bytes`, `_s` (seconds), `_per_s`.
+Counts are plain integers. A field that can be absent (a score on an empty set, a measure
+only CUDA has) is `| None`; non-finite numbers are written as null. msgspec checks every
+field's type on read, so a file of the wrong shape fails with the field's JSON path.
+
+Bump SCHEMA_VERSION whenever a field is renamed, removed or changes meaning; readers refuse
+other versions instead of misreading them.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+SCHEMA_VERSION = 2
+
+
+class Record(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Base of every record: keyword-only, unknown fields are an error on read."""
+
+
+# ---- run information: what produced a file --------------------------------------------
+
+class Hardware(Record):
+    device: str                      # "cpu", "cuda", "cuda:0" ...
+    cpu_model: str                   # /proc/cpuinfo "model name" (or platform.processor())
+    cpu_count: int
+    torch_threads: int               # intra-op threads the stage ran with
+    cpu_capability: str              # torch's kernel choice (e.g. AVX512): changes results bit-wise
+    blas: str                        # torch's BLAS build (e.g. mkl)
+    gpu: str | None = None           # CUDA device name, when one was used
+
+
+class RunInfo(Record):
+    """What a reader needs to tell two results apart and to reproduce one."""
+
+    stage: str
+    status: str                      # completed | stopped_early
+    git_commit: str                  # "unknown" outside a checkout
+    git_dirty: bool | None           # uncommitted changes in tracked files; None without git
+    versions: dict[str, str]         # python, cfqa, torch, transformers, peft, accelerate
+    hardware: Hardware
+    params: dict[str, Any]           # the params.yaml slice the stage read
+    data_sha256: str | None = None   # the data files the stage read
+    backbone_sha256: str | None = None   # the frozen backbone's files
+
+
+# ---- train.json -------------------------------------------------------------------------
+
+class ParameterCounts(Record):
+    trainable: int
+    total: int
+    trainable_pct: float
+
+
+class StepMemoryParts(Record):
+    """Memory one training step holds, by part (counted exactly, see cfqa.measure)."""
+
+    parameters_bytes: int
+    gradients_bytes: int
+    optimizer_state_bytes: int
+    activations_bytes: int           # saved for backward, parameters excluded
+    sum_bytes: int                   # the four parts added; not a peak
+
+
+class TrainCost(Record):
+    step_memory: StepMemoryParts
+    # Measured peak: growth of the process's peak RSS over its level when training started
+    # (CPU), or torch.cuda.max_memory_allocated during training (CUDA). `peak_memory_measure`
+    # says which.
+    peak_memory_bytes: int | None
+    peak_memory_measure: str
+    step_time_s: float
+    train_examples_per_s: float
+    checkpoint_bytes: int
+    train_time_s: float
+    wall_time_s: float
+    processes: int
+
+
+class TrainRecord(Record, kw_only=True):
+    schema_version: int = SCHEMA_VERSION
+    method: str                      # the params.yaml key, the {method} wildcard
+    registry_method: str
+    backbone: str                    # base | lm_adapted
+    seed: int
+    run: RunInfo
+    params: ParameterCounts
+    cost: TrainCost
+    steps: int
+    best_step: int
+    best_val_loss: float | None
+    stopped_early: bool
+    resumed_from_step: int | None
+    train_examples: int
+    validation_examples: int
+
+
+# ---- train_curve.csv --------------------------------------------------------------------
+
+class CurveRow(Record):
+    step: int
+    train_loss: float | None
+    val_loss: float | None           # None at steps without a validation pass
+
+
+# ---- predictions.jsonl ------------------------------------------------------------------
+
+class PredictionRow(Record):
+    id: str
+    set: str                         # test | seen
+    variant: str                     # factual | counterfactual | empty | random
+    answer_type: str | None
+    prediction: str                  # the generated text
+    contextual: str                  # parsed contextual answer
+    parametric: str | None           # parsed parametric answer (None when not generated)
+    gold_contextual: list[str]
+    gold_parametric: list[str]
+    substitute: str | None
+
+
+# ---- metrics.json -----------------------------------------------------------------------
+
+class VariantScores(Record):
+    n: int
+    contextual_em_pct: float | None
+    contextual_f1_pct: float | None
+    contextual_lenient_pct: float | None   # EM, or one answer contains the other
+    unanswerable_pct: float | None         # contextual answer is "unanswerable"
+    parametric_em_pct: float | None
+    parametric_f1_pct: float | None
+
+
+class TypeScores(Record):
+    n: int
+    contextual_em_pct: float | None
+    parametric_em_pct: float | None
+
+
+class Memorization(Record):
+    """Longpre et al. on counterfactual contexts: shares of contextual answers that give the
+    original answer (p_o), the substitute (p_s) or neither; ratio p_o / (p_o + p_s)."""
+
+    n: int
+    original_pct: float | None
+    substitute_pct: float | None
+    other_pct: float | None
+    memorization_ratio_pct: float | None
+
+
+class Inference(Record):
+    examples_per_s: float
+    per_example_ms: float
+    batch_size: int
+    num_beams: int
+
+
+class MetricsRecord(Record, kw_only=True):
+    schema_version: int = SCHEMA_VERSION
+    method: str
+    seed: int
+    run: RunInfo
+    sets: dict[str, dict[str, VariantScores]]                  # set -> variant
+    by_type: dict[str, dict[str, dict[str, TypeScores]]]       # set -> variant -> answer type
+    memorization: dict[str, Memorization]                      # set
+    most_frequent_em_pct: dict[str, dict[str, float | None]]   # set -> answer type (and "all")
+    inference: Inference
+    wall_time_s: float
+
+
+# ---- data/stats.json --------------------------------------------------------------------
+
+class SeenStats(Record):
+    requested: int
+    size: int
+    fresh_substitutes: int
+
+
+class DataStats(Record, kw_only=True):
+    schema_version: int = SCHEMA_VERSION
+    policy: str
+    substitute_within: str
+    seed: int
+    ner: str
+    counts: dict[str, dict[str, int]]                   # split -> variant -> rows
+    variant_coverage: str                               # which questions get which variants
+    examples: dict[str, int]                            # split -> typed examples read
+    with_counterfactual: dict[str, int]
+    drops: dict[str, dict[str, int]]                    # split -> reason -> examples
+    answer_types: dict[str, dict[str, dict[str, int]]]  # split -> all|counterfactual -> type
+    partial_mentions: dict[str, dict[str, int]]         # split -> what was left unreplaced
+    seen: SeenStats
+    prepare: dict[str, Any] | None                      # data/prepared/stats.json, as written
+
+
+# ---- results/summary.json ---------------------------------------------------------------
+
+class Summary(Record, kw_only=True):
+    """The key numbers of every method, flat per method, for `dvc metrics show/diff`."""
+
+    schema_version: int = SCHEMA_VERSION
+    methods: dict[str, dict[str, float | int]]
