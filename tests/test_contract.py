@@ -38,8 +38,9 @@ def test_no_stage_imports_another_and_tracking_does_not_import_the_report():
 
 def test_result_fields_name_their_units():
     """Every float field of a record says its unit, or is a loss or a count-like ratio."""
-    # Losses have no unit; Summary.methods maps summary keys that carry their own suffixes.
-    unitless = {"best_val_loss", "train_loss", "val_loss", "methods"}
+    # Losses and learning rates have no unit; Summary.methods maps summary keys that carry
+    # their own suffixes.
+    unitless = {"best_val_loss", "train_loss", "val_loss", "lr", "chosen_lr", "methods"}
     for name in dir(records_module):
         kind = getattr(records_module, name)
         if not (isinstance(kind, type) and issubclass(kind, records_module.Record)):

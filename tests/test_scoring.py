@@ -46,7 +46,7 @@ def test_score_records_by_hand():
         record("factual", "unanswerable", None, ["Lyon"], ["Lyon"]),             # wrong, no parametric
         record("factual", "the Lyon", "Lyon", ["Lyon"], ["Lyon"]),               # EM after normalization
     ]
-    scores = score_records(records)
+    scores = score_records(records, "disentangled")
     assert scores.n == 4
     assert scores.contextual_em_pct == pytest.approx(50.0)
     assert scores.contextual_f1_pct == pytest.approx(100 * (1 + 0.5 + 0 + 1) / 4)
@@ -58,10 +58,10 @@ def test_score_records_by_hand():
 
 
 def test_score_records_without_parametric_answers():
-    scores = score_records([record("empty", "unanswerable", None, [UNANSWERABLE], ["Paris"])])
+    scores = score_records([record("empty", "unanswerable", None, [UNANSWERABLE], ["Paris"])], "disentangled")
     assert scores.contextual_em_pct == 100.0 and scores.unanswerable_pct == 100.0
     assert scores.parametric_em_pct is None and scores.parametric_f1_pct is None
-    assert score_records([]).contextual_em_pct is None
+    assert score_records([], "disentangled").contextual_em_pct is None
 
 
 def test_memorization_shares():
@@ -117,9 +117,33 @@ def test_score_set_by_variant_and_type():
         record("factual", "3", "3", ["4"], ["4"], answer_type="NUMERIC"),
         record("empty", "unanswerable", "Europe", [UNANSWERABLE], ["Europe"], answer_type="LOCATION"),
     ]
-    variants, by_type = score_set(records)
+    variants, by_type = score_set(records, "disentangled")
     assert set(variants) == {"factual", "empty"}
     assert variants["factual"].contextual_em_pct == 50.0 and variants["empty"].contextual_em_pct == 100.0
     assert by_type["factual"] == {"LOCATION": TypeScores(n=1, contextual_em_pct=100.0, parametric_em_pct=100.0),
                                   "NUMERIC": TypeScores(n=1, contextual_em_pct=0.0, parametric_em_pct=0.0)}
     assert by_type["empty"] == {"LOCATION": TypeScores(n=1, contextual_em_pct=100.0, parametric_em_pct=100.0)}
+
+
+@pytest.mark.parametrize(("text", "disentangled", "single"), [
+    ("contextual: Paris parametric: Paris", True, True),
+    ("contextual: Paris\nparametric: Lyon", True, True),
+    ("contextual: Paris", False, True),
+    ("contextual: parametric: Paris", False, False),
+    ("contextual: Paris parametric:", False, True),
+    ("A A A A", False, False),
+    ("", False, False),
+])
+def test_well_formed_generations(text, disentangled, single):
+    from cfqa.formats import is_well_formed
+
+    assert is_well_formed(text, "disentangled") is disentangled
+    assert is_well_formed(text, "single") is single
+
+
+def test_well_formed_share_in_scores():
+    rows = [PredictionRow(id="x", set="test", variant="factual", answer_type="LOCATION", prediction=text,
+                          contextual="", parametric=None, gold_contextual=["Paris"], gold_parametric=["Paris"],
+                          substitute=None)
+            for text in ("contextual: Paris parametric: Paris", "A A A", "contextual: x parametric: y", "")]
+    assert score_records(rows, "disentangled").well_formed_pct == 50.0

@@ -170,6 +170,17 @@ class MethodConfig:
 
 @with_config(TYPED)
 @dataclass(frozen=True)
+class TuneConfig:
+    """Learning-rate selection per method (stage `tune`): short runs on a grid around the
+    method's configured `train.lr`, one seed, the lowest validation loss wins."""
+
+    lr_factors: tuple[Number, ...]   # the grid: the method's train.lr times each factor
+    max_steps: StrictInt              # training steps per grid point
+    seed: StrictInt
+
+
+@with_config(TYPED)
+@dataclass(frozen=True)
 class EvaluateConfig:
     batch_size: StrictInt
     max_new_tokens: StrictInt
@@ -199,6 +210,7 @@ class Config:
     pretrain: PretrainConfig
     train: TrainConfig
     methods: dict[str, MethodConfig]
+    tune: TuneConfig
     evaluate: EvaluateConfig
     tracking: TrackingConfig
     report: ReportConfig

@@ -51,3 +51,15 @@ def parse_generation(text: str) -> ParsedAnswer:
     contextual = _CONTEXTUAL_PREFIX.sub("", parts[0]).strip()
     parametric = parts[1].strip() if len(parts) == 2 else None
     return ParsedAnswer(contextual=contextual, parametric=parametric)
+
+
+
+def is_well_formed(text: str, target_format: str) -> bool:
+    """The generation starts with the contextual marker and holds every answer `target_format`
+    asks for, each non-empty: the sign that a method learned the output format at all."""
+    if target_format not in TARGET_FORMATS:
+        raise ValueError(f"target_format must be one of {TARGET_FORMATS}, got {target_format!r}")
+    if not _CONTEXTUAL_PREFIX.match(text):
+        return False
+    parsed = parse_generation(text)
+    return bool(parsed.contextual) and (target_format == "single" or bool(parsed.parametric))

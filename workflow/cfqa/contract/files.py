@@ -16,8 +16,8 @@ from typing import Iterable, TypeVar
 import msgspec
 
 from cfqa.atomic_io import atomic_open
-from cfqa.contract.records import (SCHEMA_VERSION, CurveRow, DataStats, MetricsRecord, PredictionRow,
-                                   Record, Summary, TrainRecord)
+from cfqa.contract.records import (SCHEMA_VERSION, CurveRow, DataStats, LrSelection, MetricsRecord,
+                                   PredictionRow, Record, Summary, TrainRecord)
 
 # File names inside results/{method}/ and models/{method}/.
 TRAIN_RECORD = "train.json"
@@ -25,6 +25,7 @@ TRAIN_CURVE = "train_curve.csv"
 PREDICTIONS = "predictions.jsonl"
 METRICS = "metrics.json"
 WEIGHTS = "trainable.safetensors"
+LR_SELECTION = "lr_selection.json"
 CURVE_COLUMNS = tuple(CurveRow.__struct_fields__)
 
 R = TypeVar("R", bound=Record)
@@ -96,6 +97,10 @@ def read_train_record(path: str | Path, method: str = "M") -> TrainRecord:
 
 def read_metrics(path: str | Path, method: str = "M") -> MetricsRecord:
     return read_record(path, MetricsRecord, f"cfqa evaluate --method {method}")
+
+
+def read_lr_selection(path: str | Path, method: str = "M") -> LrSelection:
+    return read_record(path, LrSelection, f"cfqa tune --method {method}")
 
 
 def read_data_stats(path: str | Path) -> DataStats:

@@ -86,6 +86,8 @@ class TrainRecord(Record, kw_only=True):
     registry_method: str
     backbone: str                    # base | lm_adapted
     seed: int
+    lr: float                        # the learning rate trained with
+    lr_selected: bool                # True: chosen by the `tune` stage, not taken from params
     run: RunInfo
     params: ParameterCounts
     cost: TrainCost
@@ -129,6 +131,7 @@ class VariantScores(Record):
     contextual_f1_pct: float | None
     contextual_lenient_pct: float | None   # EM, or one answer contains the other
     unanswerable_pct: float | None         # contextual answer is "unanswerable"
+    well_formed_pct: float | None          # generation has every answer line the target format asks
     parametric_em_pct: float | None
     parametric_f1_pct: float | None
 
@@ -168,6 +171,27 @@ class MetricsRecord(Record, kw_only=True):
     most_frequent_em_pct: dict[str, dict[str, float | None]]   # set -> answer type (and "all")
     inference: Inference
     wall_time_s: float
+
+
+# ---- results/{method}/lr_selection.json ------------------------------------------------
+
+class LrTrial(Record):
+    lr: float
+    steps: int
+    best_val_loss: float | None      # None: no finite validation loss (diverged)
+    status: str                      # completed | stopped_early | diverged
+
+
+class LrSelection(Record, kw_only=True):
+    """The `tune` stage's learning-rate grid for one method and the value it chose."""
+
+    schema_version: int = SCHEMA_VERSION
+    method: str
+    seed: int
+    criterion: str                   # e.g. "lowest validation loss"
+    trials: list[LrTrial]
+    chosen_lr: float
+    run: RunInfo
 
 
 # ---- data/stats.json --------------------------------------------------------------------

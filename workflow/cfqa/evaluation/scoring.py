@@ -9,7 +9,7 @@ from typing import Iterable
 from cfqa.answer_metrics import (best_f1, exact_match, lenient_match, memorization_class,
                                  memorization_ratio, normalize_answer)
 from cfqa.contract import Memorization, PredictionRow, TypeScores, VariantScores
-from cfqa.formats import UNANSWERABLE, parse_generation
+from cfqa.formats import UNANSWERABLE, is_well_formed, parse_generation
 
 
 def gold_contextual(row: dict) -> list[str]:
@@ -34,7 +34,7 @@ def _percent(values: list[float]) -> float | None:
     return 100.0 * sum(values) / len(values) if values else None
 
 
-def score_records(records: list[PredictionRow]) -> VariantScores:
+def score_records(records: list[PredictionRow], target_format: str) -> VariantScores:
     has_parametric = any(r.parametric is not None for r in records)
     parametric_em = parametric_f1 = None
     if has_parametric:
@@ -47,6 +47,7 @@ def score_records(records: list[PredictionRow]) -> VariantScores:
         contextual_lenient_pct=_percent([lenient_match(r.contextual, r.gold_contextual) for r in records]),
         unanswerable_pct=_percent([normalize_answer(r.contextual) == UNANSWERABLE for r in records]),
         parametric_em_pct=parametric_em, parametric_f1_pct=parametric_f1,
+        well_formed_pct=_percent([is_well_formed(r.prediction, target_format) for r in records]),
     )
 
 
@@ -86,12 +87,12 @@ def baseline_scores(records: list[PredictionRow], frequent: dict[str, str]) -> d
     return result
 
 
-def score_set(records: list[PredictionRow]) -> tuple[dict[str, VariantScores], dict[str, dict[str, TypeScores]]]:
+def score_set(records: list[PredictionRow], target_format: str) -> tuple[dict[str, VariantScores], dict[str, dict[str, TypeScores]]]:
     """(per-variant scores, per-variant-and-type scores) for one question set."""
     by_variant: dict[str, list[PredictionRow]] = defaultdict(list)
     for record in records:
         by_variant[record.variant].append(record)
-    variants = {variant: score_records(rows) for variant, rows in by_variant.items()}
+    variants = {variant: score_records(rows, target_format) for variant, rows in by_variant.items()}
     by_type = {}
     for variant, rows in by_variant.items():
         groups: dict[str, list[PredictionRow]] = defaultdict(list)
@@ -99,7 +100,7 @@ def score_set(records: list[PredictionRow]) -> tuple[dict[str, VariantScores], d
             groups[row.answer_type or "untyped"].append(row)
         by_type[variant] = {}
         for kind, group in sorted(groups.items()):
-            scores = score_records(group)
+            scores = score_records(group, target_format)
             by_type[variant][kind] = TypeScores(n=scores.n, contextual_em_pct=scores.contextual_em_pct,
                                                 parametric_em_pct=scores.parametric_em_pct)
     return variants, by_type

@@ -57,7 +57,7 @@ def run(cfg: Config, variants: Path, models: Path, results: Path, method: str) -
                               device=device, desc=f"generate {set_name}")
         set_records = [prediction_record(r, set_name, text) for r, text in zip(rows, run_.texts)]
         records.extend(set_records)
-        sets[set_name], by_type[set_name] = score_set(set_records)
+        sets[set_name], by_type[set_name] = score_set(set_records, mcfg.train.target_format)
         memorized[set_name] = memorization(set_records)
         generated, seconds = generated + len(rows), seconds + run_.seconds
         log.info("%s: %d examples; contextual EM %s", set_name, len(rows),

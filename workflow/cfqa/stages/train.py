@@ -90,6 +90,7 @@ def run(cfg: Config, variants: Path, models: Path, out: Path, results: Path, met
     state = result.state
     record = TrainRecord(
         method=method, registry_method=mcfg.method, backbone=mcfg.backbone, seed=tcfg.seed,
+        lr=tcfg.lr, lr_selected=False,
         run=run_info("train", "stopped_early" if result.stopped_early else "completed", method_params(mcfg),
                      str(accelerator.device), data_sha256=data_sha, backbone_sha256=backbone_sha),
         params=ParameterCounts(trainable=counts.trainable, total=counts.total,
