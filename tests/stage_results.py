@@ -1,7 +1,8 @@
 """Real result files for tests that read them: the pipeline's stages run in-process on the
-tiny smoke configuration (tests/fixtures/params-tiny.yaml) in a temporary directory, so
-every train.json, metrics.json, curve, prediction file and data/stats.json comes from the
-real writers."""
+tiny smoke configuration (tests/fixtures/params-tiny.yaml) in a temporary directory, every
+method with every seed of that configuration, so every train.json, metrics.json, curve,
+prediction file and data/stats.json comes from the real writers, at the pipeline's paths
+(models/{method}/seed{seed}, results/{method}/seed{seed})."""
 from __future__ import annotations
 
 import contextlib
@@ -13,6 +14,7 @@ import yaml
 
 from cfqa import cli
 from cfqa.config import PROJECT_ROOT, deep_merge
+from cfqa.dag import LR_SELECTION, RUN_MODEL, RUN_RESULTS
 
 TINY_METHODS = ("full", "lora")
 
@@ -22,10 +24,19 @@ class StageResults:
     root: Path
     params: Path
     methods: tuple[str, ...]
+    seeds: tuple[int, ...]
 
     @property
     def results(self) -> Path:
         return self.root / "results"
+
+    def run_dir(self, method: str, seed: int) -> Path:
+        """The results directory of one (method, seed) run."""
+        return self.root / RUN_RESULTS.format(method=method, seed=seed)
+
+    def model_dir(self, method: str, seed: int) -> Path:
+        """The trained directory of one (method, seed) run."""
+        return self.root / RUN_MODEL.format(method=method, seed=seed)
 
     @property
     def models(self) -> Path:
@@ -62,6 +73,8 @@ def tiny_params(methods: tuple[str, ...] = TINY_METHODS) -> dict:
     merged["train"].update(max_steps=400, eval_every=100, mixture=["factual", "counterfactual"])
     for block in merged["methods"].values():
         block.setdefault("train", {})["lr"] = 0.01
+    # The tune stage runs for real; one grid point keeps the trained rate at 0.01.
+    merged["tune"].update(lr_factors=[1.0], max_steps=5)
     return merged
 
 
@@ -72,9 +85,12 @@ def stage(command: str, params: Path, *args: str) -> None:
 
 
 def run_stages(root: Path, methods: tuple[str, ...] = TINY_METHODS) -> StageResults:
-    """download -> prepare -> entities -> counterfactuals -> pretrain -> train/evaluate per method."""
+    """download -> prepare -> entities -> counterfactuals -> pretrain -> train/evaluate per
+    (method, seed)."""
     params = root / "params.yaml"
-    params.write_text(yaml.safe_dump(tiny_params(methods), sort_keys=False))
+    values = tiny_params(methods)
+    seeds = tuple(values["seeds"])
+    params.write_text(yaml.safe_dump(values, sort_keys=False))
     with working_directory(root):
         stage("download", params, "--out", "data/raw")
         stage("prepare", params, "--raw", "data/raw", "--out", "data/prepared")
@@ -83,8 +99,13 @@ def run_stages(root: Path, methods: tuple[str, ...] = TINY_METHODS) -> StageResu
               "--out", "data/variants", "--stats", "data/stats.json")
         stage("pretrain", params, "--raw", "data/raw", "--out", "models/base", "--out-lm", "models/base_lm")
         for method in methods:
-            stage("train", params, "--method", method, "--variants", "data/variants", "--models", "models",
-                  "--out", f"models/{method}", "--results", f"results/{method}")
-            stage("evaluate", params, "--method", method, "--variants", "data/variants", "--models", "models",
-                  "--results", f"results/{method}")
-    return StageResults(root=root, params=params, methods=methods)
+            selection = LR_SELECTION.format(method=method)
+            stage("tune", params, "--method", method, "--variants", "data/variants", "--models", "models",
+                  "--out", selection)
+            for seed in seeds:
+                model = RUN_MODEL.format(method=method, seed=seed)
+                results = RUN_RESULTS.format(method=method, seed=seed)
+                run = ("--method", method, "--seed", str(seed), "--variants", "data/variants", "--models", "models")
+                stage("train", params, *run, "--out", model, "--results", results, "--lr-selection", selection)
+                stage("evaluate", params, *run, "--model", model, "--results", results)
+    return StageResults(root=root, params=params, methods=methods, seeds=seeds)

@@ -41,6 +41,21 @@ def test_params_yaml_loads_into_typed_sections(raw_params):
     assert cfg.entities.group_of("GPE") == "LOCATION" and cfg.entities.group_of("WORK_OF_ART") is None
     assert cfg.entities.groups["NUMERIC"] == ("CARDINAL", "QUANTITY")
     assert cfg.report.notes == tuple(raw_params["report"]["notes"])
+    assert cfg.seeds == tuple(raw_params["seeds"]) and len(cfg.seeds) >= 1
+
+
+def test_a_run_takes_its_seed_from_the_seed_list_not_from_params(tmp_path):
+    cfg = load([PARAMS, write_yaml(tmp_path / "seeds.yaml", {"seeds": [4, 0, 7]})])
+    assert cfg.seeds == (4, 0, 7)
+    # The unseeded template has no seed; every run names its own.
+    assert cfg.train.seed is None and cfg.methods["lora"].train.seed is None
+    run = cfg.method("lora", 7)
+    assert run.train.seed == 7
+    assert dataclasses.replace(run.train, seed=None) == cfg.methods["lora"].train
+    assert run.options == cfg.methods["lora"].options and run.backbone == cfg.methods["lora"].backbone
+    for bad in (-1, True, "1", 1.0):
+        with pytest.raises(ConfigError, match=r"method 'lora': seed must be an integer >= 0"):
+            cfg.method("lora", bad)
 
 
 def test_every_method_block_names_a_registry_method():
@@ -48,18 +63,18 @@ def test_every_method_block_names_a_registry_method():
     for name, method in cfg.methods.items():
         assert method.name == name and method.method in METHOD_NAMES
         assert method.backbone in ("base", "lm_adapted")
-    assert cfg.method("prompt").backbone == "lm_adapted"
+    assert cfg.method("prompt", 0).backbone == "lm_adapted"
     with pytest.raises(ConfigError, match="method 'nope' is not in params.yaml"):
-        cfg.method("nope")
+        cfg.method("nope", 0)
 
 
 def test_method_train_block_overrides_only_its_keys(raw_params):
     cfg = load([PARAMS])
-    lora = cfg.method("lora").train
+    lora = cfg.methods["lora"].train
     assert lora.lr == raw_params["methods"]["lora"]["train"]["lr"] != cfg.train.lr
     assert dataclasses.replace(lora, lr=cfg.train.lr) == cfg.train
-    assert cfg.method("lora").options == LoraOptions(r=8, alpha=16, dropout=0.0, target_modules=("q", "v"))
-    assert cfg.method("lora").options_record() == raw_params["methods"]["lora"]["options"]
+    assert cfg.methods["lora"].options == LoraOptions(r=8, alpha=16, dropout=0.0, target_modules=("q", "v"))
+    assert cfg.methods["lora"].options_record() == raw_params["methods"]["lora"]["options"]
 
 
 @pytest.mark.parametrize("override, key", [
@@ -69,6 +84,14 @@ def test_method_train_block_overrides_only_its_keys(raw_params):
     ({"methods": {"lora": {"train": {"batch_size": 0}}}}, "methods.lora.train.batch_size"),
     ({"train": {"mixture": ["factual", "imaginary"]}}, "train.mixture.1"),
     ({"data": {"embedded": {"test_fraction": 1.0}}}, "data.embedded.test_fraction"),
+    ({"seeds": []}, "seeds"),
+    ({"seeds": [0, 0]}, "seeds"),
+    ({"seeds": [0, -1]}, "seeds.1"),
+    ({"seeds": [0, 1.0]}, "seeds.1"),
+    ({"seeds": 3}, "seeds"),
+    # A run's seed is one of `seeds`: neither the shared nor a method's train block sets one.
+    ({"train": {"seed": 0}}, "train"),
+    ({"methods": {"lora": {"train": {"seed": 1}}}}, "methods.lora.train"),
 ])
 def test_bad_value_names_the_file_and_key(tmp_path, override, key):
     bad = write_yaml(tmp_path / "bad.yaml", override)
@@ -95,11 +118,11 @@ def test_second_file_overrides_key_by_key(tmp_path, raw_params):
     assert cfg.data.embedded.seed == 3
     assert cfg.data.embedded.min_city_population == raw_params["data"]["embedded"]["min_city_population"]
     # The shared override reaches every method; a method's own train keys still win.
-    assert cfg.method("full").train.max_steps == 7
-    assert cfg.method("lora").train.max_steps == 7
-    assert cfg.method("lora").train.lr == raw_params["methods"]["lora"]["train"]["lr"]
+    assert cfg.method("full", 0).train.max_steps == 7
+    assert cfg.method("lora", 0).train.max_steps == 7
+    assert cfg.method("lora", 0).train.lr == raw_params["methods"]["lora"]["train"]["lr"]
     # Mappings merge; the other options of the block stay.
-    assert cfg.method("lora").options_record() == {**raw_params["methods"]["lora"]["options"], "r": 2}
+    assert cfg.method("lora", 0).options_record() == {**raw_params["methods"]["lora"]["options"], "r": 2}
     assert list(cfg.methods) == list(raw_params["methods"])
 
 
@@ -140,7 +163,7 @@ def test_error_names_the_file_that_set_the_bad_value(tmp_path):
     with pytest.raises(ConfigError, match=r"override\.yaml: train\.lr"):
         load([base, override])
     harmless = tmp_path / "harmless.yaml"
-    harmless.write_text("train: {seed: 3}\nevaluate: {batch_size: 0}\n")
+    harmless.write_text("train: {max_steps: 3}\nevaluate: {batch_size: 0}\n")
     with pytest.raises(ConfigError) as error:
         load([base, harmless])
     assert "harmless.yaml: evaluate.batch_size" in str(error.value)

@@ -282,7 +282,8 @@ def test_default_profile_runs_the_disentqa_overrides():
     out = run_tool(["snakemake", "--dry-run", "--forceall", "--nolock", "--profile", str(PROFILES / "default"),
                     "--configfile", str(DISENTQA_PARAMS)], PROJECT).stdout
     train_commands = [line for line in out.splitlines() if "cfqa --log-file logs/train/" in line]
-    assert len(train_commands) == len(load([PROJECT / "params.yaml"]).methods)
+    cfg = load([PROJECT / "params.yaml", DISENTQA_PARAMS])
+    assert len(train_commands) == len(cfg.methods) * len(cfg.seeds)         # one job per (method, seed)
     assert all(re.search(r"--params \S*workflow/profiles/disentqa-t5-large/params\.yaml ", line)
                for line in train_commands)
 

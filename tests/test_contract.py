@@ -52,13 +52,15 @@ def test_result_fields_name_their_units():
 
 @pytest.mark.slow
 def test_every_stage_file_reads_back_through_the_contract(stage_results, tmp_path):
-    for method in stage_results.methods:
-        directory = stage_results.results / method
+    runs = [(method, seed) for method in stage_results.methods for seed in stage_results.seeds]
+    assert len(runs) == 4     # two methods x two seeds of the tiny configuration
+    for method, seed in runs:
+        directory = stage_results.run_dir(method, seed)
         train = read_train_record(directory / "train.json", method)
         metrics = read_metrics(directory / "metrics.json", method)
         predictions = read_predictions(directory / "predictions.jsonl")
         assert train.schema_version == metrics.schema_version == SCHEMA_VERSION
-        assert train.method == metrics.method == method and train.seed == metrics.seed
+        assert (train.method, train.seed) == (metrics.method, metrics.seed) == (method, seed)
         n = sum(cell.n for cell_set in metrics.sets.values() for cell in cell_set.values())
         assert len(predictions) == n
         # Written again by the writers, the files are byte-identical (one encoding, fields in declaration order).
@@ -72,7 +74,7 @@ def test_every_stage_file_reads_back_through_the_contract(stage_results, tmp_pat
 
 @pytest.mark.slow
 def test_unknown_and_missing_fields_are_named(stage_results, tmp_path):
-    record = json.loads((stage_results.results / "full" / "train.json").read_text())
+    record = json.loads((stage_results.run_dir("full", 0) / "train.json").read_text())
     record["cost"]["peak_memory"] = 1
     (tmp_path / "train.json").write_text(json.dumps(record))
     with pytest.raises(ResultsError, match=r"unknown field `peak_memory` - at `\$\.cost`"):

@@ -57,14 +57,14 @@ def test_declared_code_covers_every_module_the_stage_imports(stage):
     assert not missing, f"add to stage {stage!r} `code` in workflow/cfqa/dag/table.py: {sorted(map(str, missing))}"
 
 
-def test_a_change_under_methods_changes_train_and_evaluate_only(tmp_path):
+def test_a_change_under_methods_changes_tune_train_and_evaluate_only(tmp_path):
     root = copy_project(tmp_path, under="workflow/")
     before = {s.name: code_hash(s.name, root) for s in STAGES}
     lora = root / "workflow/cfqa/methods/lora.py"
     lora.write_text(lora.read_text() + "\n# changed\n")
     after = {s.name: code_hash(s.name, root) for s in STAGES}
     changed = {name for name in before if before[name] != after[name]}
-    assert changed == {"train", "evaluate"}
+    assert changed == {"tune", "train", "evaluate"}
 
 
 def test_bytecode_caches_are_not_code(tmp_path):
@@ -78,7 +78,7 @@ def test_bytecode_caches_are_not_code(tmp_path):
 
 def test_dvc_deps_list_the_code_each_stage_runs():
     stages = yaml.safe_load((PROJECT / "dvc.yaml").read_text())["stages"]
-    train = stages["train"]["do"]["deps"]
+    train = stages["train"]["deps"]         # a method x seed matrix
     assert {"workflow/cfqa/methods", "workflow/cfqa/training", "workflow/cfqa/stages/train.py",
             "workflow/cfqa/config.py"} <= set(train)
     assert "workflow/cfqa/methods" not in stages["download"]["deps"]

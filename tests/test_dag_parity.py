@@ -1,9 +1,8 @@
 """One DAG, two engines: dvc.yaml is what the stage table (cfqa.dag) generates, and for a
-two-method configuration the Snakemake jobs and the DVC stages have the same names, commands,
-inputs, outputs, params and code."""
+two-method, two-seed configuration the Snakemake jobs and the DVC stages have the same names,
+commands, inputs, outputs, params and code."""
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 import subprocess
@@ -15,13 +14,15 @@ import yaml
 from dvc.dependency.param import ParamsDependency
 from dvc.repo import Repo
 
-from cfqa.dag import METHOD, Dimension, Output, code_hash, lookup, stage, stage_param_keys
-from cfqa.dag.dvc_yaml import dvc_document, render
+from cfqa.dag import DIMENSIONS, code_hash, lookup, stage_param_keys
+from cfqa.dag.dvc_yaml import render
 from pipeline_support import PROJECT, run_tool
 from project_copy import copy_project
 
 JOB = re.compile(r"^(?:local)?rule (?P<rule>\w+):$")
 TWO_METHODS = ("full", "lora")
+TWO_SEEDS = (0, 1)
+RUNS = [(method, seed) for method in TWO_METHODS for seed in TWO_SEEDS]
 
 # Each Snakemake job's params (the params.yaml slice and the code hash), read through
 # Snakemake's API from the loaded rules: a dry run does not print params.
@@ -31,17 +32,22 @@ from pathlib import Path
 from snakemake.api import SnakemakeApi
 from snakemake.settings.types import OutputSettings, ResourceSettings
 
-methods = sys.argv[1:]
+runs = [run.split("-") for run in sys.argv[1:]]
 jobs = {}
 with SnakemakeApi(OutputSettings()) as api:
     workflow = api.workflow(resource_settings=ResourceSettings(cores=1), snakefile=Path("Snakefile"))._workflow
     for rule in workflow.rules:
         if "slice" not in rule.params.keys():
             continue
-        if "method" in rule.wildcard_names:
-            for method in methods:
+        if set(rule.wildcard_names) == {"method"}:
+            for method in sorted({method for method, _ in runs}):
                 jobs[f"{rule.name}@{method}"] = {"slice": rule.params.slice({"method": method}),
                                                  "code": rule.params.code}
+        elif rule.wildcard_names:
+            assert set(rule.wildcard_names) == {"method", "seed"}, rule.wildcard_names
+            for method, seed in runs:
+                jobs[f"{rule.name}@{method}-{seed}"] = {"slice": rule.params.slice({"method": method, "seed": seed}),
+                                                        "code": rule.params.code}
         else:
             jobs[rule.name] = {"slice": rule.params.slice, "code": rule.params.code}
 print(json.dumps(jobs))
@@ -49,13 +55,14 @@ print(json.dumps(jobs))
 
 
 def snakemake_jobs(root: Path) -> dict[str, dict]:
-    """stage name (DVC style: rule or rule@method) -> cmd, inputs, outputs, from a dry run."""
+    """stage name (DVC style: rule, or rule@method-seed for a DVC matrix) -> cmd, inputs,
+    outputs, from a dry run."""
     out = run_tool(["snakemake", "--dry-run", "--forceall", "--printshellcmds", "--cores", "1"], root).stdout
     jobs, current = {}, None
 
     def finish(job):
-        method = job["wildcards"].get("method")
-        jobs[job["rule"] + (f"@{method}" if method else "")] = job
+        values = [job["wildcards"][d.name] for d in DIMENSIONS if d.name in job["wildcards"]]
+        jobs[job["rule"] + (f"@{'-'.join(values)}" if values else "")] = job
 
     for line in out.splitlines():
         stripped = line.strip()
@@ -98,11 +105,13 @@ def is_code(path: str) -> bool:
 
 @pytest.fixture(scope="module")
 def two_methods(tmp_path_factory) -> Path:
-    """The project with two methods in params.yaml and dvc.yaml regenerated for them."""
+    """The project with two methods and two seeds in params.yaml and dvc.yaml regenerated
+    for them."""
     root = copy_project(tmp_path_factory.mktemp("dag"))
     run_tool(["git", "init", "-q"], root)  # DVC reads a project inside a git repository
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["methods"] = {name: params["methods"][name] for name in TWO_METHODS}
+    params["seeds"] = list(TWO_SEEDS)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run_tool([sys.executable, "-m", "cfqa.dag", "--write", "dvc.yaml"], root)
     return root
@@ -121,7 +130,7 @@ def test_committed_dvc_yaml_is_generated_from_the_table():
 
 def test_check_command_reports_a_stale_dvc_yaml(two_methods):
     stale = two_methods / "stale.yaml"
-    stale.write_text((two_methods / "dvc.yaml").read_text().replace("--method ${key}", "--method full"))
+    stale.write_text((two_methods / "dvc.yaml").read_text().replace("--seed ${item.seed}", "--seed 0"))
     result = subprocess.run([sys.executable, "-m", "cfqa.dag", "--check", str(stale)], cwd=two_methods,
                             capture_output=True, text=True)
     assert result.returncode == 1
@@ -131,7 +140,9 @@ def test_check_command_reports_a_stale_dvc_yaml(two_methods):
 def test_same_stages(both):
     snakemake, dvc = both
     assert set(snakemake) - {"all"} == set(dvc)
-    assert {name for name in dvc if "@" in name} == {f"{s}@{m}" for s in ("train", "evaluate") for m in TWO_METHODS}
+    assert {name for name in dvc if "@" in name} == ({f"{s}@{m}-{seed}" for s in ("train", "evaluate")
+                                                      for m, seed in RUNS}
+                                                     | {f"tune@{m}" for m in {m for m, _ in RUNS}})
 
 
 def test_same_commands_inputs_outputs(both):
@@ -141,19 +152,27 @@ def test_same_commands_inputs_outputs(both):
         assert job["cmd"] == stage["cmd"], name
         assert job["inputs"] == {p for p in stage["deps"] if not is_code(p)}, name
         assert job["outputs"] == stage["outputs"], name
-    assert {"models/base", "models/base_lm", "models/lora"} <= snakemake["evaluate@lora"]["inputs"]
-    assert {f"results/{m}/metrics.json" for m in TWO_METHODS} <= snakemake["report"]["inputs"]
+    assert {"models/base", "models/base_lm", "models/lora/seed1"} <= snakemake["evaluate@lora-1"]["inputs"]
+    assert snakemake["train@lora-1"]["outputs"] == {"models/lora/seed1", "results/lora/seed1/train.json",
+                                                    "results/lora/seed1/train_curve.csv"}
+    assert " --seed 1 " in snakemake["evaluate@lora-1"]["cmd"] + " "
+    assert "--model models/lora/seed1 --results results/lora/seed1" in snakemake["evaluate@lora-1"]["cmd"]
+    assert "--log-file logs/train/lora/seed1.log" in snakemake["train@lora-1"]["cmd"]
+    # The report waits for every (method, seed) run.
+    assert {f"results/{m}/seed{seed}/{name}" for m, seed in RUNS
+            for name in ("metrics.json", "train.json", "train_curve.csv")} <= snakemake["report"]["inputs"]
 
 
 def test_same_params_and_code(both, two_methods):
     _, dvc = both
-    out = run_tool([sys.executable, "-c", SNAKEMAKE_PARAMS, *TWO_METHODS], two_methods).stdout
+    out = run_tool([sys.executable, "-c", SNAKEMAKE_PARAMS, *(f"{m}-{seed}" for m, seed in RUNS)],
+                   two_methods).stdout
     snakemake = json.loads(out.strip().splitlines()[-1])
     params = yaml.safe_load((two_methods / "params.yaml").read_text())
     assert set(snakemake) == set(dvc)
     for name, stage in dvc.items():
-        rule, _, method = name.partition("@")
-        keys = stage_param_keys(rule, method or None)
+        rule, _, run = name.partition("@")
+        keys = stage_param_keys(rule, run.split("-")[0] or None)
         assert stage["params"] == keys, name
         assert snakemake[name]["slice"] == {key: lookup(params, key) for key in keys}, name
         # The code hash Snakemake holds is the hash of the files DVC lists as code deps.
@@ -161,22 +180,23 @@ def test_same_params_and_code(both, two_methods):
         assert snakemake[name]["code"] == code_hash(rule, two_methods), name
 
 
-def test_a_second_dimension_becomes_a_dvc_matrix(tmp_path):
-    """A seed dimension added to a stage's `dims` (and its paths) yields method x seed stages."""
-    seed = Dimension("seed", "seeds")
-    train = stage("train")
-    seeded = dataclasses.replace(
-        train, dims=(METHOD, seed), args=train.args.replace("results/{method}", "results/{method}/{seed}") + " --seed {seed}",
-        outputs={name: dataclasses.replace(output, path=output.path.replace("{method}", "{method}/{seed}"))
-                 for name, output in train.outputs.items()})
-    params = {"methods": {"full": {}, "lora": {}}, "seeds": [0, 1]}
+def test_seed_values_come_from_params(tmp_path):
+    """dvc.yaml names no seed except in the report's deps: DVC expands the matrix from
+    params.yaml, so any seed list (here 3 and 7) yields method x seed stages."""
+    params = {"methods": {"full": {}, "lora": {}}, "seeds": [3, 7]}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump(dvc_document(params, (seeded,)), sort_keys=False))
+    (tmp_path / "dvc.yaml").write_text(render(params))
+    assert "seed3" not in yaml.safe_dump(yaml.safe_load(render(params))["stages"]["train"])
     run_tool(["git", "init", "-q"], tmp_path)
     run_tool(["dvc", "init", "-q"], tmp_path)
     stages = dvc_stages(tmp_path)
-    assert set(stages) == {f"train@{m}-{s}" for m in ("full", "lora") for s in (0, 1)}
-    lora_1 = stages["train@lora-1"]
-    assert lora_1["cmd"].startswith("cfqa --log-file logs/train/lora/1.log train --params params.yaml --method lora")
-    assert lora_1["cmd"].endswith("--out models/lora/1 --results results/lora/1 --seed 1")
-    assert "models/lora/1" in lora_1["outputs"] and "methods.lora" in lora_1["params"]
+    runs = {f"{m}-{s}" for m in ("full", "lora") for s in (3, 7)}
+    assert {name for name in stages if "@" in name} == ({f"{s}@{r}" for s in ("train", "evaluate") for r in runs}
+                                                        | {"tune@full", "tune@lora"})
+    lora_7 = stages["evaluate@lora-7"]
+    assert lora_7["cmd"].startswith("cfqa --log-file logs/evaluate/lora/seed7.log evaluate --params params.yaml "
+                                    "--method lora --seed 7 ")
+    assert lora_7["cmd"].endswith("--models models --model models/lora/seed7 --results results/lora/seed7")
+    assert {"models/lora/seed7", "results/lora/seed7/train.json"} <= set(lora_7["deps"])
+    assert "methods.lora" in lora_7["params"]
+    assert {f"results/{r.replace('-', '/seed')}/metrics.json" for r in runs} <= set(stages["report"]["deps"])

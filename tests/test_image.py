@@ -28,8 +28,9 @@ if shutil.which("buildah") is None and os.environ.get("CFQA_IMAGE_TESTS") != "1"
                 allow_module_level=True)
 
 # download -> prepare -> entities -> counterfactuals -> pretrain -> train -> evaluate, one
-# method: the arguments Snakemake's rules pass (workflow/rules/*.smk).
-METHOD = "full"
+# method, one seed: the arguments Snakemake's rules pass (workflow/rules/*.smk).
+METHOD, SEED = "full", 0
+RUN = f"{METHOD}/seed{SEED}"
 STAGES = [
     ("download", ["--out", "data/raw"]),
     ("prepare", ["--raw", "data/raw", "--out", "data/prepared"]),
@@ -37,14 +38,14 @@ STAGES = [
     ("counterfactuals", ["--prepared", "data/prepared", "--entities", "data/entities",
                          "--out", "data/variants", "--stats", "data/stats.json"]),
     ("pretrain", ["--raw", "data/raw", "--out", "models/base", "--out-lm", "models/base_lm"]),
-    ("train", ["--method", METHOD, "--variants", "data/variants", "--models", "models",
-               "--out", f"models/{METHOD}", "--results", f"results/{METHOD}"]),
-    ("evaluate", ["--method", METHOD, "--variants", "data/variants", "--models", "models",
-                  "--results", f"results/{METHOD}"]),
+    ("train", ["--method", METHOD, "--seed", str(SEED), "--variants", "data/variants", "--models", "models",
+               "--out", f"models/{RUN}", "--results", f"results/{RUN}"]),
+    ("evaluate", ["--method", METHOD, "--seed", str(SEED), "--variants", "data/variants", "--models", "models",
+                  "--model", f"models/{RUN}", "--results", f"results/{RUN}"]),
 ]
 # Outputs that must match byte for byte. Left out: pretrain.json, train.json, metrics.json and
 # train_curve.csv hold wall times; logs and the MLflow store hold times and run ids.
-COMPARED = ["data", "models/base", "models/base_lm", f"models/{METHOD}", f"results/{METHOD}/predictions.jsonl"]
+COMPARED = ["data", "models/base", "models/base_lm", f"models/{RUN}", f"results/{RUN}/predictions.jsonl"]
 TIMED = {"pretrain.json"}
 
 
@@ -127,7 +128,7 @@ def test_image_runs_as_a_user_on_exactly_the_locked_environment(container):
 def test_image_run_matches_the_host_run_byte_for_byte(host_run, image_run):
     host, inside = digests(host_run), digests(image_run)
     assert any(name.startswith("data/variants/") for name in host)
-    assert {"data/stats.json", f"models/{METHOD}/trainable.safetensors", "models/base/model.safetensors"} <= set(host)
+    assert {"data/stats.json", f"models/{RUN}/trainable.safetensors", "models/base/model.safetensors"} <= set(host)
     differing = sorted(name for name in host.keys() | inside.keys() if host.get(name) != inside.get(name))
     assert not differing, f"image and host outputs differ: {differing}"
 

@@ -46,14 +46,14 @@ def test_params_and_every_profile_load_typed_options(paths):
     cfg = load([PARAMS, *paths])
     for method in cfg.methods.values():
         assert type(method.options) is METHOD_OPTIONS[method.method]
-    assert cfg.method("lora").options.target_modules == ("q", "v")
+    assert cfg.methods["lora"].options.target_modules == ("q", "v")
 
 
 def test_profile_overrides_reach_the_typed_options():
     cfg = load([PARAMS, PROJECT_ROOT / "workflow" / "profiles" / "disentqa-t5-large" / "params.yaml"])
-    assert cfg.method("prompt").options.num_virtual_tokens == 100
-    assert cfg.method("prefix").options.mlp_hidden_size == 512
-    assert cfg.method("prefix").options.sites == ("encoder_self", "decoder_self", "decoder_cross")
+    assert cfg.methods["prompt"].options.num_virtual_tokens == 100
+    assert cfg.methods["prefix"].options.mlp_hidden_size == 512
+    assert cfg.methods["prefix"].options.sites == ("encoder_self", "decoder_self", "decoder_cross")
 
 
 @pytest.mark.parametrize("name", METHOD_NAMES)
@@ -123,9 +123,9 @@ def test_shared_numbers_are_integers_and_finite(tmp_path, text, key, expected):
 def test_block_under_another_key_inherits_its_methods_options(tmp_path):
     extra = override(tmp_path, "methods: {lst_dynamic: {method: lst, options: {fusion: dynamic}}}\n")
     cfg = load([PARAMS, extra])
-    assert cfg.method("lst_dynamic").options == LstOptions(reduction_factor=8, fusion="dynamic", dropout=0.1, seed=0)
-    assert cfg.method("lst_dynamic").backbone == "base"
-    assert cfg.method("lst").options.fusion == "static"
+    assert cfg.methods["lst_dynamic"].options == LstOptions(reduction_factor=8, fusion="dynamic", dropout=0.1, seed=0)
+    assert cfg.methods["lst_dynamic"].backbone == "base"
+    assert cfg.methods["lst"].options.fusion == "static"
 
 
 def test_block_without_its_methods_block_lists_every_option():
@@ -158,8 +158,8 @@ def test_cli_exits_2_on_a_bad_option_before_any_stage_loads(tmp_path, monkeypatc
     monkeypatch.setattr(cli.importlib, "import_module", lambda name: imported.append(name))
     log = tmp_path / "train.log"
     code = cli.main(["--log-file", str(log), "train", "--params", str(PARAMS), "--params", str(bad),
-                     "--method", "lora", "--variants", str(tmp_path / "variants"),
-                     "--models", str(tmp_path / "models"), "--out", str(tmp_path / "models" / "lora"),
+                     "--method", "lora", "--seed", "0", "--variants", str(tmp_path / "variants"),
+                     "--models", str(tmp_path / "models"), "--out", str(tmp_path / "models" / "lora" / "seed0"),
                      "--results", str(tmp_path / "results")])
     assert code == 2 and imported == []
     assert f"{bad}: methods.lora.options.rank: method 'lora': unknown option" in log.read_text(encoding="utf-8")

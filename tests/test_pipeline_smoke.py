@@ -1,20 +1,27 @@
-"""The whole DAG, end to end, on a tiny configuration in a temporary copy of the project:
-Snakemake runs every stage, a second run has nothing to do, MLflow holds one run per method,
-and after `dvc commit` a LoRA hyper-parameter change reruns only LoRA's stages and the report."""
+"""The whole DAG, end to end, on a tiny configuration (two seeds) in a temporary copy of the
+project: Snakemake runs every stage, each (method, seed) run has its own files and MLflow run
+under one pipeline run, a second run has nothing to do, and after `dvc commit` a LoRA
+hyper-parameter change reruns LoRA's stages for every seed, and the report, and nothing else."""
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
+import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 from cfqa.config import deep_merge
-from pipeline_support import PROJECT, run_tool
+from cfqa.contract import read_metrics, read_train_record
+from pipeline_support import PROJECT, run_tool, tool_env
 
 pytestmark = pytest.mark.slow
+RUN_FILES = ("train.json", "train_curve.csv", "predictions.jsonl", "metrics.json")
 
 
 def project_files() -> list[str]:
@@ -24,7 +31,9 @@ def project_files() -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def pipeline(tmp_path_factory) -> Path:
+def pipeline(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """The project run by Snakemake, and that run's result. --keep-going: every job that can
+    run does, so a failure in one stage leaves the other stages' checks meaningful."""
     root = tmp_path_factory.mktemp("cfqa")
     for name in project_files():
         (root / name).parent.mkdir(parents=True, exist_ok=True)
@@ -32,62 +41,144 @@ def pipeline(tmp_path_factory) -> Path:
     params = yaml.safe_load((PROJECT / "params.yaml").read_text())
     tiny = yaml.safe_load((PROJECT / "tests/fixtures/params-tiny.yaml").read_text())
     (root / "params.yaml").write_text(yaml.safe_dump(deep_merge(params, tiny), sort_keys=False))
+    # Two seeds: the report's deps in dvc.yaml list every (method, seed).
+    run_tool([sys.executable, "-m", "cfqa.dag", "--write", "dvc.yaml"], root)
     git = ["git", "-c", "user.email=ci@cfqa", "-c", "user.name=ci"]
     run_tool(["git", "init", "-q"], root)
     run_tool(git + ["add", "-A"], root)
     run_tool(git + ["commit", "-qm", "smoke"], root)
-    run_tool(["snakemake", "--cores", "2"], root, timeout=1200)
-    return root
+    result = subprocess.run(["snakemake", "--cores", "2", "--keep-going"], cwd=root, env=tool_env(),
+                            capture_output=True, text=True, timeout=1800)
+    return root, result
+
+
+def assert_completed(result: subprocess.CompletedProcess) -> None:
+    assert result.returncode == 0, f"snakemake failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
+
+
+def runs_of(root: Path) -> list[tuple[str, int]]:
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    return [(method, seed) for method in params["methods"] for seed in params["seeds"]]
+
+
+def test_tiny_configuration_has_several_seeds(pipeline):
+    root, _ = pipeline
+    assert yaml.safe_load((root / "params.yaml").read_text())["seeds"] == [0, 1]
+
+
+def test_every_method_and_seed_has_its_own_run(pipeline):
+    root, _ = pipeline
+    weights = {}
+    for method, seed in runs_of(root):
+        run = root / "results" / method / f"seed{seed}"
+        missing = [name for name in RUN_FILES if not (run / name).is_file()]
+        assert not missing, f"{run}: missing {missing}"
+        assert read_train_record(run / "train.json", method).seed == seed
+        metrics = read_metrics(run / "metrics.json", method)
+        assert (metrics.method, metrics.seed) == (method, seed)
+        assert set(metrics.sets) == {"test", "seen"}
+        assert set(metrics.sets["test"]) == {"factual", "counterfactual", "empty", "random"}
+        model = root / "models" / method / f"seed{seed}" / "trainable.safetensors"
+        assert model.stat().st_size > 0
+        weights[method, seed] = hashlib.sha256(model.read_bytes()).hexdigest()
+        for stage in ("train", "evaluate"):
+            assert (root / "logs" / stage / method / f"seed{seed}.log").is_file()
+        assert not (root / "models" / ".checkpoints" / method / f"seed{seed}").exists()
+    # The seed reaches training: the same method trained with another seed has other weights.
+    assert weights["full", 0] != weights["full", 1] and weights["lora", 0] != weights["lora", 1]
+
+
+def test_mlflow_has_one_run_per_method_and_seed_under_one_pipeline_run(pipeline):
+    from mlflow import MlflowClient
+
+    root, _ = pipeline
+    client = MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("cfqa-smoke")
+    runs = {run.info.run_name: run for run in client.search_runs([experiment.experiment_id])}
+    parents = [name for name in runs if name.startswith("pipeline-")]
+    assert len(parents) == 1 and len(runs) == len(runs_of(root)) + 1
+    parent = runs[parents[0]]
+    group = parent.data.tags["pipeline_run"]
+    assert parents[0] == f"pipeline-{group}" and re.fullmatch(r"[0-9a-f]{12}", group)
+    assert parent.data.params["train.max_steps"] == str(yaml.safe_load((root / "params.yaml").read_text())
+                                                        ["train"]["max_steps"])
+    for method, seed in runs_of(root):
+        run = runs[f"{method}-seed{seed}"]
+        assert (run.data.tags["method"], run.data.tags["seed"]) == (method, str(seed))
+        assert run.data.tags["pipeline_run"] == group
+        assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert "sets.test.factual.contextual_em_pct" in run.data.metrics
+        assert run.data.tags["git_commit"] != "unknown"
+
+
+def test_lora_change_reruns_lora_for_every_seed_and_nothing_else(pipeline):
+    """Tune, train and evaluate jobs only; the report's part is the next test."""
+    root, _ = pipeline
+    stages = ["tune", "train", "evaluate"]
+    run_tool(["dvc", "commit", "--force", "--quiet", *stages], root, timeout=300)
+    assert json.loads(run_tool(["dvc", "status", "--json", *stages], root).stdout or "{}") == {}
+    seeds = yaml.safe_load((root / "params.yaml").read_text())["seeds"]
+    lora_runs = {f"{stage}@lora-{seed}" for stage in ("train", "evaluate") for seed in seeds} | {"tune@lora"}
+    with changed_lora_rank(root):
+        changed = json.loads(run_tool(["dvc", "status", "--json", *stages], root).stdout)
+        assert set(changed) == lora_runs
+        dry = run_tool(["snakemake", "--cores", "2", "--dry-run"], root).stdout
+        stats = job_stats(dry)
+        assert set(stats) == {"tune", "train", "evaluate", "report", "all"}
+        assert stats["train"] == stats["evaluate"] == len(seeds) and stats["tune"] == 1
+        wildcards = set(re.findall(r"wildcards: (.*)", dry))
+        assert wildcards == {f"method=lora, seed={seed}" for seed in seeds} | {"method=lora"}
 
 
 def test_report_and_summary_cover_every_method(pipeline):
-    methods = list(yaml.safe_load((pipeline / "params.yaml").read_text())["methods"])
-    summary = json.loads((pipeline / "results/summary.json").read_text())
+    root, result = pipeline
+    assert_completed(result)
+    methods = list(yaml.safe_load((root / "params.yaml").read_text())["methods"])
+    summary = json.loads((root / "results/summary.json").read_text())
     assert set(summary["methods"]) == set(methods)
-    report = (pipeline / "reports/report.md").read_text()
-    html = (pipeline / "reports/index.html").read_text()
+    report = (root / "reports/report.md").read_text()
+    html = (root / "reports/index.html").read_text()
     for method in methods:
         assert f"| {method} " in report
         assert method in html
-        metrics = json.loads((pipeline / f"results/{method}/metrics.json").read_text())
-        assert set(metrics["sets"]) == {"test", "seen"}
-        assert set(metrics["sets"]["test"]) == {"factual", "counterfactual", "empty", "random"}
-        assert (pipeline / f"models/{method}/trainable.safetensors").stat().st_size > 0
     assert "<script src=" not in html
 
 
-def test_mlflow_has_one_run_per_method(pipeline):
-    from mlflow import MlflowClient
-
-    client = MlflowClient(tracking_uri=f"sqlite:///{pipeline / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("cfqa-smoke")
-    runs = client.search_runs([experiment.experiment_id])
-    methods = set(yaml.safe_load((pipeline / "params.yaml").read_text())["methods"])
-    assert {run.data.tags["method"] for run in runs} == methods
-    run = runs[0]
-    assert "sets.test.factual.contextual_em_pct" in run.data.metrics
-    assert run.data.tags["git_commit"] != "unknown"
-
-
 def test_second_run_has_nothing_to_do(pipeline):
-    result = run_tool(["snakemake", "--cores", "2", "--dry-run"], pipeline)
-    assert "Nothing to be done" in result.stdout + result.stderr
+    root, result = pipeline
+    assert_completed(result)
+    dry = run_tool(["snakemake", "--cores", "2", "--dry-run"], root)
+    assert "Nothing to be done" in dry.stdout + dry.stderr
 
 
-def test_lora_change_reruns_only_lora_and_report(pipeline):
-    run_tool(["dvc", "commit", "--force", "--quiet"], pipeline, timeout=300)
-    assert json.loads(run_tool(["dvc", "status", "--json"], pipeline).stdout or "{}") == {}
-    params_path = pipeline / "params.yaml"
-    original = params_path.read_text()
+def test_lora_change_reruns_the_report_too(pipeline):
+    root, result = pipeline
+    assert_completed(result)
+    run_tool(["dvc", "commit", "--force", "--quiet"], root, timeout=300)
+    assert json.loads(run_tool(["dvc", "status", "--json"], root).stdout or "{}") == {}
+    seeds = yaml.safe_load((root / "params.yaml").read_text())["seeds"]
+    with changed_lora_rank(root):
+        changed = json.loads(run_tool(["dvc", "status", "--json"], root).stdout)
+        assert set(changed) == ({f"{stage}@lora-{seed}" for stage in ("train", "evaluate") for seed in seeds}
+                                | {"tune@lora", "report"})
+
+
+@contextlib.contextmanager
+def changed_lora_rank(root: Path):
+    """params.yaml with LoRA's rank doubled, restored on exit."""
+    path = root / "params.yaml"
+    original = path.read_text()
     params = yaml.safe_load(original)
-    params["methods"]["lora"]["options"]["r"] = params["methods"]["lora"]["options"]["r"] * 2
-    params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+    params["methods"]["lora"]["options"]["r"] *= 2
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
     try:
-        changed = json.loads(run_tool(["dvc", "status", "--json"], pipeline).stdout)
-        assert set(changed) == {"train@lora", "evaluate@lora", "report"}
-        dry = run_tool(["snakemake", "--cores", "2", "--dry-run"], pipeline).stdout
-        jobs = {line.split()[0] for line in dry.split("Job stats:")[1].split("total")[0].splitlines()[3:] if line.strip()}
-        assert jobs == {"train", "evaluate", "report", "all"}
-        assert "wildcards: method=lora" in dry and "wildcards: method=full" not in dry
+        yield
     finally:
-        params_path.write_text(original)
+        path.write_text(original)
+
+
+def job_stats(dry_run: str) -> dict[str, int]:
+    """Snakemake's "Job stats" table: rule -> number of jobs."""
+    table = dry_run.split("Job stats:")[1].split("total")[0]
+    return {parts[0]: int(parts[1]) for line in table.splitlines()
+            if len(parts := line.split()) == 2 and parts[1].isdigit()}

@@ -1,46 +1,121 @@
-"""The report stage on real result files (the stages run on the tiny configuration): every
-table holds the numbers of the right method in the unit its header names, the figures plot
-those numbers, the HTML is self-contained, summary.json has the key metrics."""
+"""The report stage on real result files (the stages run on the tiny configuration for two
+methods and two seeds, plus a method trained for one step that does not converge): every
+table cell is the statistics module's result on arrays rebuilt here from the predictions
+files, comparisons with full fine-tuning carry Holm-adjusted p-values and n.s. marks, the
+memorization ratio is one unit everywhere, the report is byte-identical on a rerun, the HTML
+is self-contained and summary.json has the key metrics with their intervals."""
 from __future__ import annotations
 
 import base64
 import json
 import re
 import shutil
+import time
 
+import numpy as np
 import pytest
+import yaml
 
 from cfqa import config as config_module
-from cfqa.contract import (ResultsError, read_curve, read_data_stats, read_metrics, read_summary,
-                           read_train_record)
+from cfqa import statistics
+from cfqa.answer_metrics import exact_match, memorization_class
+from cfqa.contract import (ResultsError, read_curve, read_data_stats, read_metrics, read_predictions,
+                           read_summary, read_train_record, write_predictions)
+from cfqa.dag import RUN_MODEL, RUN_RESULTS
+from cfqa.report import aggregate as aggregate_module
 from cfqa.report import formatting as fmt
 from cfqa.report import plots
+from cfqa.report.aggregate import CONVERGED_WELL_FORMED_PCT, REPORT_SEED, aggregate
 from cfqa.report.document import build_document
-from cfqa.report.inputs import load_method_results
+from cfqa.report.inputs import load_results
 from cfqa.report.render import render_html, render_markdown
 from cfqa.report.tables import mapping_table
 from cfqa.stages import report as report_stage
+from stage_results import stage, working_directory
 
 pytestmark = pytest.mark.slow   # the stages run once per session (stage_results fixture)
 
 VARIANTS = ("factual", "counterfactual", "empty", "random")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+STALLED = "stalled"             # trained for one step: does not learn the output format
 
 
 @pytest.fixture(scope="module")
-def cfg(stage_results) -> config_module.Config:
-    return config_module.load([stage_results.params])
+def runs(tmp_path_factory, stage_results):
+    """stage_results' data, backbones and runs, plus `stalled` (LoRA, one training step) for
+    every seed, trained and evaluated by the real stages."""
+    root = tmp_path_factory.mktemp("report-runs")
+    for part in ("data", "results", "models/base", "models/base_lm"):
+        shutil.copytree(stage_results.root / part, root / part)
+    extra = root / "stalled.yaml"
+    extra.write_text(yaml.safe_dump({"methods": {STALLED: {"method": "lora", "train": {"max_steps": 1, "eval_every": 1}}}}))
+    params = [stage_results.params, extra]
+    with working_directory(root):
+        for seed in stage_results.seeds:
+            model, results = (pattern.format(method=STALLED, seed=seed) for pattern in (RUN_MODEL, RUN_RESULTS))
+            args = ("--params", str(extra), "--method", STALLED, "--seed", str(seed), "--variants", "data/variants",
+                    "--models", "models")
+            stage("train", stage_results.params, *args, "--out", model, "--results", results)
+            stage("evaluate", stage_results.params, *args, "--model", model, "--results", results)
+    methods = (*stage_results.methods, STALLED)
+    return {"root": root, "params": params, "methods": methods, "seeds": stage_results.seeds,
+            "results": root / "results", "data_stats": root / "data" / "stats.json"}
 
 
 @pytest.fixture(scope="module")
-def report(tmp_path_factory, stage_results, cfg) -> dict:
-    """One run of the stage, shared by the tests that read its outputs (rendering the
-    figures is the slow part)."""
+def cfg(runs) -> config_module.Config:
+    return config_module.load(runs["params"])
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory, runs, cfg) -> dict:
+    """One run of the stage, shared by the tests that read its outputs."""
     root = tmp_path_factory.mktemp("report")
-    paths = {"results": stage_results.results, "data_stats": stage_results.data_stats,
-             "out": root / "reports", "summary": root / "summary.json"}
+    paths = {"results": runs["results"], "data_stats": runs["data_stats"], "out": root / "reports",
+             "summary": root / "summary.json"}
+    started = time.perf_counter()
     report_stage.run(cfg, **paths)
-    return {**paths, "methods": stage_results.methods}
+    return {**paths, "methods": runs["methods"], "seeds": runs["seeds"], "seconds": time.perf_counter() - started}
+
+
+# ---- arrays rebuilt here from the predictions files -----------------------------------------
+
+def _predictions(report, method, seed):
+    return read_predictions(report["results"] / method / f"seed{seed}" / "predictions.jsonl")
+
+
+@pytest.fixture(scope="module")
+def rebuilt(report) -> dict:
+    """(method, set, variant) -> {"ids", "types", "contextual", "parametric"} and
+    (method, set) -> (is_original, is_substitute), seeds × questions; columns in the order of
+    the first method's first seed (the report's order: bootstrap draws are per column)."""
+    first = _predictions(report, report["methods"][0], report["seeds"][0])
+    order: dict[tuple[str, str], list] = {}
+    for row in first:
+        order.setdefault((row.set, row.variant), []).append(row)
+    arrays = {}
+    for method in report["methods"]:
+        by_seed = [{(r.set, r.variant, r.id): r for r in _predictions(report, method, seed)} for seed in report["seeds"]]
+        for (set_name, variant), reference_rows in order.items():
+            rows = [[rows_of[(set_name, variant, r.id)] for r in reference_rows] for rows_of in by_seed]
+            arrays[(method, set_name, variant)] = {
+                "types": np.array([r.answer_type or "untyped" for r in reference_rows]),
+                "contextual": np.array([[exact_match(r.contextual, r.gold_contextual) for r in seed_rows]
+                                        for seed_rows in rows], dtype=float),
+                "parametric": np.array([[exact_match(r.parametric or "", r.gold_parametric) for r in seed_rows]
+                                        for seed_rows in rows], dtype=float)
+                if any(r.parametric is not None for seed_rows in rows for r in seed_rows) else None,
+            }
+            if variant == "counterfactual":
+                classes = np.array([[memorization_class(r.contextual, r.gold_parametric, r.substitute)
+                                     for r in seed_rows if r.substitute] for seed_rows in rows])
+                arrays[(method, set_name)] = ((classes == "original").astype(float),
+                                              (classes == "substitute").astype(float))
+    return arrays
+
+
+def _interval_text(interval) -> str:
+    return fmt.interval(interval.estimate, interval.low, interval.high)
 
 
 def markdown_tables(text: str) -> dict[str, list[dict[str, str]]]:
@@ -63,109 +138,227 @@ def _row(rows: list[dict[str, str]], **match: str) -> dict[str, str]:
     return found[0]
 
 
+def _text(report) -> str:
+    return (report["out"] / "report.md").read_text()
+
+
 def _tables(report) -> dict[str, list[dict[str, str]]]:
-    return markdown_tables((report["out"] / "report.md").read_text())
+    return markdown_tables(_text(report))
 
 
-def _metrics(report, method):
-    return read_metrics(report["results"] / method / "metrics.json", method)
+def _metrics(report, method, seed):
+    return read_metrics(report["results"] / method / f"seed{seed}" / "metrics.json", method)
 
 
-def _train(report, method):
-    return read_train_record(report["results"] / method / "train.json", method)
+def _train(report, method, seed):
+    return read_train_record(report["results"] / method / f"seed{seed}" / "train.json", method)
 
 
-def test_accuracy_tables_hold_each_methods_numbers(report):
+# ---- accuracy -------------------------------------------------------------------------------
+
+def test_accuracy_cells_are_intervals_over_the_predictions(report, rebuilt):
     tables = _tables(report)
     for set_name in ("test", "seen"):
         rows = tables[f"Accuracy on `{set_name}` by method and context variant"]
         assert len(rows) == len(report["methods"]) * len(VARIANTS)
         for method in report["methods"]:
-            for variant, cell in _metrics(report, method).sets[set_name].items():
+            for variant in VARIANTS:
+                arrays = rebuilt[(method, set_name, variant)]
                 row = _row(rows, method=method, variant=variant)
-                assert row["contextual EM (%)"] == fmt.percent(cell.contextual_em_pct)
-                assert row["contextual F1 (%)"] == fmt.percent(cell.contextual_f1_pct)
-                assert row["contextual lenient (%)"] == fmt.percent(cell.contextual_lenient_pct)
-                assert row["parametric EM (%)"] == fmt.percent(cell.parametric_em_pct)
-                assert int(row["n"]) == cell.n > 0
+                contextual = statistics.mean_interval(arrays["contextual"], seed=REPORT_SEED)
+                assert row["contextual EM (%)"] == _interval_text(contextual)
+                assert row["seeds"] == str(len(report["seeds"])) == str(contextual.n_seeds)
+                assert row["questions"] == fmt.count(arrays["contextual"].shape[1])
+                if arrays["parametric"] is None:
+                    assert row["parametric EM (%)"] == fmt.MISSING
+                else:
+                    assert row["parametric EM (%)"] == _interval_text(
+                        statistics.mean_interval(arrays["parametric"], seed=REPORT_SEED))
+                # Each seed's row of the array is the EM the evaluate stage wrote for that run.
+                for seed, scores in zip(report["seeds"], arrays["contextual"]):
+                    cell = _metrics(report, method, seed).sets[set_name][variant]
+                    assert 100 * scores.mean() == pytest.approx(cell.contextual_em_pct)
 
 
-def test_memorization_ratio_is_one_unit_everywhere(report, stage_results):
-    """M_R = p_o / (p_o + p_s) of the same row, in percent, in the table, the plot, the summary
-    and MLflow."""
+def test_by_type_cells_are_intervals_over_the_type_columns(report, rebuilt):
+    rows = _tables(report)["Accuracy on `test` by answer type"]
+    for method in report["methods"]:
+        arrays = rebuilt[(method, "test", "factual")]
+        types = sorted(set(arrays["types"]))
+        assert [r["answer type"] for r in rows if r["method"] == method] == types + ["all"]
+        for answer_type in types:
+            row = _row(rows, method=method, **{"answer type": answer_type})
+            columns = arrays["types"] == answer_type
+            assert row["factual contextual EM (%)"] == _interval_text(
+                statistics.mean_interval(arrays["contextual"][:, columns], seed=REPORT_SEED))
+            baseline = np.mean([_metrics(report, method, s).most_frequent_em_pct["test"][answer_type]
+                                for s in report["seeds"]])
+            assert row["most-frequent EM (%)"] == fmt.percent(baseline)
+        overall = _row(rows, method=method, **{"answer type": "all"})
+        assert overall["factual contextual EM (%)"] == _interval_text(
+            statistics.mean_interval(arrays["contextual"], seed=REPORT_SEED))
+
+
+# ---- comparisons with full fine-tuning ---------------------------------------------------------
+
+def _expected_mark(difference, holm_p) -> str:
+    if holm_p < 0.05 and (difference.low > 0 or difference.high < 0):
+        return "higher" if difference.difference > 0 else "lower"
+    return "n.s."
+
+
+def test_paired_differences_with_holm_and_marks(report, rebuilt):
+    tables = _tables(report)
+    marks = []
+    for set_name in ("test", "seen"):
+        rows = tables[f"Each method minus `full` on `{set_name}` (paired by seed and question)"]
+        for variant in VARIANTS:
+            for metric, array_key in (("contextual EM", "contextual"), ("parametric EM", "parametric")):
+                a, b = rebuilt[("lora", set_name, variant)][array_key], rebuilt[("full", set_name, variant)][array_key]
+                difference = statistics.paired_difference(a, b, seed=REPORT_SEED)
+                # The only converged method beside full: a family of one, Holm changes nothing.
+                holm = statistics.holm_adjust([difference.p_value])[0]
+                row = _row(rows, method="lora", variant=variant)
+                assert row[f"Δ {metric} (pp)"] == fmt.signed_interval(difference.difference, difference.low,
+                                                                      difference.high)
+                assert row[f"{metric} Holm p"] == fmt.p_value(holm)
+                assert row[f"{metric} vs `full`"] == _expected_mark(difference, holm)
+                marks.append(row[f"{metric} vs `full`"])
+                stalled = _row(rows, method=STALLED, variant=variant)
+                assert stalled[f"{metric} vs `full`"] == "not converged: not compared"
+                assert stalled[f"Δ {metric} (pp)"] == fmt.MISSING
+    # Contextual EM on empty contexts is 0 for both (neither was trained on them): n.s., p = 1.
+    assert "n.s." in marks
+    assert _row(tables["Each method minus `full` on `test` (paired by seed and question)"],
+                method="lora", variant="empty")["contextual EM Holm p"] == "1"
+
+
+def test_holm_adjusts_within_each_family(runs, monkeypatch):
+    """With every method counted as converged, `lora` and `stalled` form each family."""
+    monkeypatch.setattr(aggregate_module, "CONVERGED_WELL_FORMED_PCT", -1.0)
+    results = load_results(runs["results"], runs["methods"], runs["seeds"])
+    agg = aggregate(results)
+    families = 0
+    for comparison in agg.comparisons:
+        if comparison.method != "lora":
+            continue
+        other = agg.comparison(STALLED, comparison.set, comparison.variant, comparison.metric)
+        if other is None or other.difference is None:
+            continue
+        raw = [comparison.difference.p_value, other.difference.p_value]
+        assert [comparison.holm_p, other.holm_p] == pytest.approx(statistics.holm_adjust(raw).tolist())
+        assert comparison.significant == (comparison.holm_p < 0.05 and (comparison.difference.low > 0
+                                                                       or comparison.difference.high < 0))
+        families += 1
+    assert families >= 8
+
+
+def test_type_comparisons_are_marked(report, rebuilt):
+    rows = _tables(report)["Factual contextual EM by answer type on `test`: each method minus `full`"]
+    arrays = rebuilt[("lora", "test", "factual")]
+    for answer_type in sorted(set(arrays["types"])):
+        columns = arrays["types"] == answer_type
+        difference = statistics.paired_difference(arrays["contextual"][:, columns],
+                                                  rebuilt[("full", "test", "factual")]["contextual"][:, columns],
+                                                  seed=REPORT_SEED)
+        row = _row(rows, method="lora", **{"answer type": answer_type})
+        assert row["Holm p"] == fmt.p_value(difference.p_value)
+        assert row["vs `full`"] == _expected_mark(difference, difference.p_value)
+        assert _row(rows, method=STALLED, **{"answer type": answer_type})["vs `full`"] == "not converged: not compared"
+
+
+# ---- memorization ratio -----------------------------------------------------------------------
+
+def test_memorization_ratio_is_one_unit_everywhere(report, rebuilt):
+    """M_R = p_o / (p_o + p_s) of the same row's pooled counts, in percent, in the table, the
+    figure and the summary; seen − test from the unpaired test."""
     rows = _tables(report)["Memorization on counterfactual contexts"]
     summary = read_summary(report["summary"]).methods
     checked = 0
     for method in report["methods"]:
-        metrics = _metrics(report, method)
         row = _row(rows, method=method)
         for set_name in ("test", "seen"):
-            block = metrics.memorization[set_name]
-            assert block.n > 0
-            if block.memorization_ratio_pct is None:
+            original, substitute = rebuilt[(method, set_name)]
+            interval = statistics.ratio_interval(original, substitute, seed=REPORT_SEED)
+            if original.sum() + substitute.sum() == 0:
                 assert row[f"M_R {set_name} (%)"] == fmt.MISSING
                 continue
+            assert row[f"M_R {set_name} (%)"] == _interval_text(interval)
             p_o, p_s = float(row[f"p_o {set_name} (%)"]), float(row[f"p_s {set_name} (%)"])
-            assert float(row[f"M_R {set_name} (%)"]) == pytest.approx(100 * p_o / (p_o + p_s), abs=0.15)
-            assert block.memorization_ratio_pct == pytest.approx(
-                100 * block.original_pct / (block.original_pct + block.substitute_pct))
-            assert summary[method][f"{set_name}_memorization_ratio_pct"] == block.memorization_ratio_pct
+            assert row[f"p_o {set_name} (%)"] == fmt.percent(100 * original.mean())
+            assert row[f"p_s {set_name} (%)"] == fmt.percent(100 * substitute.mean())
+            # The shares are shown to 0.1: M_R lies within what the shown shares allow.
+            bounds = [100 * (p_o + a) / (p_o + a + p_s + b) for a in (-0.05, 0.05) for b in (-0.05, 0.05)]
+            assert min(bounds) <= interval.estimate <= max(bounds)
+            assert interval.estimate == pytest.approx(100 * original.sum() / (original.sum() + substitute.sum()))
+            assert summary[method][f"{set_name}_memorization_ratio_pct"] == interval.estimate
+            assert summary[method][f"{set_name}_memorization_ratio_pct_low"] == interval.low
             checked += 1
+        seen, test = rebuilt[(method, "seen")], rebuilt[(method, "test")]
+        if min(seen[0].sum() + seen[1].sum(), test[0].sum() + test[1].sum()) > 0:
+            difference = statistics.unpaired_ratio_difference(*seen, *test, seed=REPORT_SEED)
+            assert row["M_R seen − test (pp)"] == fmt.signed_interval(difference.difference, difference.low,
+                                                                     difference.high)
+            assert row["seen − test p"] == fmt.p_value(difference.p_value)
     assert checked > 0
-    results = [load_method_results(report["results"] / m, m) for m in report["methods"]]
-    axes = plots.memorization_figure(results, ["test", "seen"]).axes[0]
+    results = load_results(report["results"], report["methods"], report["seeds"])
+    agg = aggregate(results)
+    axes = plots.memorization_figure(results, agg).axes[0]
     assert axes.get_ylim() == (0, 100) and "%" in axes.get_ylabel()
     heights = sorted(round(bar.get_height(), 6) for bar in axes.patches if bar.get_height() == bar.get_height())
-    expected = sorted(round(r.metrics.memorization[s].memorization_ratio_pct, 6) for r in results
-                      for s in ("test", "seen") if r.metrics.memorization[s].memorization_ratio_pct is not None)
+    expected = sorted(round(cell.interval.estimate, 6) for cell in agg.memorization.values()
+                      if cell.interval.estimate == cell.interval.estimate)
     assert heights == expected
 
 
-def test_by_type_table_has_types_baseline_and_overall_row(report):
-    rows = _tables(report)["Accuracy on `test` by answer type"]
+# ---- convergence, training, learning rates -------------------------------------------------------
+
+def test_not_converged_method_is_listed_with_its_curve_and_not_ranked(report):
+    assert CONVERGED_WELL_FORMED_PCT == 50.0
+    shares = [_metrics(report, STALLED, s).sets["test"]["factual"].well_formed_pct for s in report["seeds"]]
+    assert np.mean(shares) < CONVERGED_WELL_FORMED_PCT
+    for method in ("full", "lora"):
+        assert np.mean([_metrics(report, method, s).sets["test"]["factual"].well_formed_pct
+                        for s in report["seeds"]]) >= CONVERGED_WELL_FORMED_PCT
+    text = _text(report)
+    rows = _tables(report)["Methods that did not converge"]
+    assert {r["method"] for r in rows} == {STALLED}
+    for seed in report["seeds"]:
+        curve = read_curve(report["results"] / STALLED / f"seed{seed}" / "train_curve.csv")
+        row = _row(rows, method=STALLED, seed=str(seed))
+        assert row["validation loss by step"] == ", ".join(f"{r.step}: {r.val_loss:.3f}" for r in curve
+                                                          if r.val_loss is not None)
+    convergence = text.split("## Convergence", 1)[1].split("\n## ", 1)[0]
+    assert "training-curves figure" in convergence and f"`{STALLED}`" in convergence
+    numbers = text.split("## This run in numbers", 1)[1].split("\n## ", 1)[0]
+    assert f"`{STALLED}`" in numbers and "Not converged" in numbers and "not ranked" in numbers
+
+
+def test_training_table_shows_each_runs_lr(report):
+    rows = _tables(report)["Training runs"]
+    assert len(rows) == len(report["methods"]) * len(report["seeds"])
     for method in report["methods"]:
-        metrics = _metrics(report, method)
-        types = sorted(set(metrics.most_frequent_em_pct["test"]) - {"all"})
-        assert [r["answer type"] for r in rows if r["method"] == method] == types + ["all"]
-        for answer_type in types:
-            row = _row(rows, method=method, **{"answer type": answer_type})
-            assert row["most-frequent EM (%)"] == fmt.percent(metrics.most_frequent_em_pct["test"][answer_type])
-            cell = metrics.by_type["test"]["factual"][answer_type]
-            assert row["factual contextual EM (%)"] == fmt.percent(cell.contextual_em_pct)
-        overall = _row(rows, method=method, **{"answer type": "all"})
-        assert overall["factual contextual EM (%)"] == fmt.percent(metrics.sets["test"]["factual"].contextual_em_pct)
+        for seed in report["seeds"]:
+            train = _train(report, method, seed)
+            row = _row(rows, method=method, seed=str(seed))
+            assert row["lr"] == fmt.scalar(float(train.lr))
+            assert row["lr from"] == ("tune stage" if train.lr_selected else "params.yaml")
+            assert row["steps"] == fmt.count(train.steps) and row["status"] == train.run.status
+    assert "num_virtual_tokens × d_model" in _text(report)
+    # No `tune` stage ran for these results: no grid table.
+    assert "Learning-rate selection" not in _text(report)
 
 
 def test_memory_shows_the_sum_of_parts_and_a_measured_peak(report):
     tables = _tables(report)
+    sums = {m: np.mean([_train(report, m, s).cost.step_memory.sum_bytes for s in report["seeds"]])
+            for m in report["methods"]}
     for method in report["methods"]:
-        cost = _train(report, method).cost
-        parts = cost.step_memory
-        assert parts.sum_bytes == (parts.parameters_bytes + parts.gradients_bytes + parts.optimizer_state_bytes
-                                   + parts.activations_bytes)
-        assert cost.peak_memory_bytes is not None and cost.peak_memory_bytes > 0
-        assert "peak RSS" in cost.peak_memory_measure
         row = _row(tables["Training memory by part"], method=method)
-        assert row["sum of parts"] == fmt.bytes_size(parts.sum_bytes)
-        assert row["measured peak"] == fmt.bytes_size(cost.peak_memory_bytes)
-        efficiency = _row(tables["Cost of each method"], method=method)
-        assert efficiency["step memory (sum of parts)"] == fmt.bytes_size(parts.sum_bytes)
-        assert efficiency["measured peak memory"] == fmt.bytes_size(cost.peak_memory_bytes)
+        assert row["sum of parts"] == fmt.bytes_size(sums[method])
+        assert _row(tables["Cost of each method"], method=method)["step memory (sum of parts)"] == row["sum of parts"]
     assert _row(tables["Training memory by part"], method="full")["sum / full"] == "1.00"
-    lora = _row(tables["Training memory by part"], method="lora")
-    full_sum = _train(report, "full").cost.step_memory.sum_bytes
-    assert lora["sum / full"] == f"{_train(report, 'lora').cost.step_memory.sum_bytes / full_sum:.2f}"
-    assert float(lora["sum / full"]) < 1.0
-
-
-def test_training_table_and_prompt_count_note(report):
-    rows = _tables(report)["Training runs"]
-    for method in report["methods"]:
-        train = _train(report, method)
-        row = _row(rows, method=method)
-        assert row["steps"] == fmt.count(train.steps) and row["status"] == train.run.status
-        assert row["lr"] == fmt.scalar(train.run.params["train"]["lr"])
-    assert "num_virtual_tokens × d_model" in (report["out"] / "report.md").read_text()
+    assert _row(tables["Training memory by part"], method="lora")["sum / full"] == f"{sums['lora'] / sums['full']:.2f}"
 
 
 def test_data_statistics_tables(report):
@@ -174,7 +367,68 @@ def test_data_statistics_tables(report):
     counts = _row(tables["Examples per split and variant"], **{"": "test"})
     assert counts["counterfactual"] == fmt.count(stats.counts["test"]["counterfactual"])
     assert counts["total"] == fmt.count(sum(stats.counts["test"].values()))
-    assert "Answer mentions inside longer names, left unreplaced" in tables
+
+
+# ---- text ----------------------------------------------------------------------------------
+
+def test_numbers_in_the_report_have_intervals_and_seed_counts(report, rebuilt):
+    text = _text(report)
+    numbers = text.split("## This run in numbers", 1)[1].split("\n## ", 1)[0]
+    for method in report["methods"]:
+        interval = statistics.mean_interval(rebuilt[(method, "test", "factual")]["contextual"], seed=REPORT_SEED)
+        assert (f"`{method}` ({len(report['seeds'])} seeds): contextual EM on factual `test` contexts "
+                f"{_interval_text(interval)} %") in numbers
+    lora = next(line for line in numbers.splitlines() if line.startswith("- `lora`"))
+    difference = statistics.paired_difference(rebuilt[("lora", "test", "factual")]["contextual"],
+                                              rebuilt[("full", "test", "factual")]["contextual"], seed=REPORT_SEED)
+    # A difference is a win or a loss only when significant.
+    if difference.significant:
+        assert ("higher than `full`" if difference.difference > 0 else "lower than `full`") in lora
+    else:
+        assert "not significantly different from `full`" in lora and "n.s." in lora
+    limitations = text.split("## Limitations", 1)[1]
+    hardware = _train(report, "full", report["seeds"][0]).run.hardware
+    assert hardware.cpu_model in limitations and hardware.cpu_capability in limitations
+    assert f"{len(report['methods'])} methods × {len(report['seeds'])} seeds" in limitations
+    assert "intervals over seeds and questions are what to compare" in text
+
+
+def test_notes_as_text_or_list(runs):
+    results = load_results(runs["results"], runs["methods"], runs["seeds"])
+    agg = aggregate(results)
+    document = build_document(results, agg, {}, {}, notes="First note\nwrapped.\n\nSecond note.")
+    custom = render_markdown(document).split("## Limitations", 1)[1]
+    assert custom.strip().splitlines()[-2:] == ["- First note wrapped.", "- Second note."]
+    listed = build_document(results, agg, {}, {}, notes=["one", "two"]).sections[-1]
+    assert listed.bullets[-2:] == ("one", "two")
+
+
+# ---- outputs -------------------------------------------------------------------------------
+
+def test_summary_holds_seed_means_and_intervals(report, rebuilt):
+    summary = read_summary(report["summary"])
+    assert list(summary.methods) == list(report["methods"])
+    for method in report["methods"]:
+        values = summary.methods[method]
+        assert values["n_seeds"] == len(report["seeds"])
+        interval = statistics.mean_interval(rebuilt[(method, "test", "factual")]["contextual"], seed=REPORT_SEED)
+        assert values["test_factual_contextual_em_pct"] == interval.estimate
+        assert values["test_factual_contextual_em_pct_low"] == interval.low
+        assert values["test_factual_contextual_em_pct_high"] == interval.high
+        trains = [_train(report, method, s) for s in report["seeds"]]
+        assert values["trainable_params"] == trains[0].params.trainable
+        assert values["step_time_s"] == pytest.approx(np.mean([t.cost.step_time_s for t in trains]))
+        assert all(key == "n_seeds" or re.search(r"_(pct|bytes|s|ms|params|loss)(_low|_high)?$", key)
+                   for key in values), values
+
+
+def test_report_is_byte_identical_on_a_rerun_and_fast(report, runs, cfg, tmp_path):
+    again = {"out": tmp_path / "reports", "summary": tmp_path / "summary.json"}
+    report_stage.run(cfg, runs["results"], runs["data_stats"], **again)
+    for path in sorted(report["out"].iterdir()):
+        assert (again["out"] / path.name).read_bytes() == path.read_bytes(), path.name
+    assert again["summary"].read_bytes() == report["summary"].read_bytes()
+    assert report["seconds"] < 30
 
 
 def test_html_is_self_contained(report):
@@ -187,74 +441,44 @@ def test_html_is_self_contained(report):
     assert all(base64.b64decode(data).startswith(PNG_SIGNATURE) for data in images)
     for name in ("contextual_em", "memorization_ratio", "accuracy_vs_cost", "training_curves"):
         assert (report["out"] / f"{name}.png").read_bytes().startswith(PNG_SIGNATURE)
-        assert f"({name}.png)" in (report["out"] / "report.md").read_text()
+        assert f"({name}.png)" in _text(report)
 
 
-def test_html_escapes_text_from_params(report):
-    results = [load_method_results(report["results"] / m, m) for m in report["methods"]]
-    document = build_document(results, {}, ["test"], {"note": "<b>bold</b>"}, notes=["<i>x</i>"])
+def test_html_escapes_text_from_params(report, runs):
+    results = load_results(runs["results"], runs["methods"], runs["seeds"])
+    document = build_document(results, aggregate(results), {}, {"note": "<b>bold</b>"}, notes=["<i>x</i>"])
     images = {name: (report["out"] / f"{name}.png").read_bytes() for name in plots.FIGURE_CAPTIONS}
     page = render_html(document, images)
     assert "<b>bold</b>" not in page and "&lt;b&gt;bold&lt;/b&gt;" in page
     assert "<i>x</i>" not in page
 
 
-def test_summary_holds_key_metrics_with_units(report):
-    summary = read_summary(report["summary"])
-    assert list(summary.methods) == list(report["methods"])
-    for method in report["methods"]:
-        values, metrics, train = summary.methods[method], _metrics(report, method), _train(report, method)
-        assert values["test_counterfactual_contextual_em_pct"] == metrics.sets["test"]["counterfactual"].contextual_em_pct
-        assert values["trainable_params"] == train.params.trainable
-        assert values["checkpoint_bytes"] == train.cost.checkpoint_bytes
-        assert values["step_memory_sum_bytes"] == train.cost.step_memory.sum_bytes
-        assert values["peak_memory_bytes"] == train.cost.peak_memory_bytes
-        assert all(re.search(r"_(pct|bytes|s|ms|params|loss)$", key) for key in values), values
+# ---- errors --------------------------------------------------------------------------------
 
-
-def test_numbers_in_the_report_come_from_this_run(report):
-    text = (report["out"] / "report.md").read_text()
-    numbers = text.split("## This run in numbers", 1)[1].split("\n## ", 1)[0]
-    for method in report["methods"]:
-        factual = _metrics(report, method).sets["test"]["factual"].contextual_em_pct
-        assert f"`{method}`: contextual EM on factual `test` contexts {factual:.1f} %" in numbers
-    limitations = text.split("## Limitations", 1)[1]
-    train = _train(report, "full")
-    assert train.run.hardware.cpu_model in limitations and "one training run each" in limitations
-
-
-def test_notes_as_text_or_list(report):
-    results = [load_method_results(report["results"] / m, m) for m in report["methods"]]
-    document = build_document(results, {}, ["test"], {}, notes="First note\nwrapped.\n\nSecond note.")
-    custom = render_markdown(document).split("## Limitations", 1)[1]
-    assert custom.strip().splitlines()[-2:] == ["- First note wrapped.", "- Second note."]
-    listed = build_document(results, {}, ["test"], {}, notes=["one", "two"]).sections[-1]
-    assert listed.bullets[-2:] == ("one", "two")
-
-
-def test_results_are_self_describing(report):
-    for method in report["methods"]:
-        for record in (_train(report, method), _metrics(report, method)):
-            run = record.run
-            assert set(run.versions) >= {"python", "torch", "transformers", "peft"}
-            assert run.hardware.cpu_model and run.hardware.blas and run.hardware.torch_threads >= 1
-            assert re.fullmatch(r"[0-9a-f]{64}", run.data_sha256)
-            assert re.fullmatch(r"[0-9a-f]{64}", run.backbone_sha256)
-            assert run.params["options"] is not None and run.status in ("completed", "stopped_early")
-        assert _train(report, method).run.backbone_sha256 == _metrics(report, method).run.backbone_sha256
-
-
-def test_missing_metrics_names_the_file(tmp_path, stage_results, cfg):
+def test_missing_metrics_names_the_file(tmp_path, runs, cfg):
     results = tmp_path / "results"
-    shutil.copytree(stage_results.results, results)
-    (results / "lora" / "metrics.json").unlink()
-    with pytest.raises(ResultsError, match=re.escape(str(results / "lora" / "metrics.json")) + ": missing"):
-        report_stage.run(cfg, results, stage_results.data_stats, tmp_path / "reports", tmp_path / "s.json")
-    assert not (tmp_path / "s.json").exists()
+    shutil.copytree(runs["results"], results)
+    (results / "lora" / "seed1" / "metrics.json").unlink()
+    with pytest.raises(ResultsError, match=re.escape(str(results / "lora" / "seed1" / "metrics.json")) + ": missing"):
+        report_stage.run(cfg, results, runs["data_stats"], tmp_path / "reports", tmp_path / "s.json")
+    assert not (tmp_path / "s.json").exists() and not (tmp_path / "reports").exists()
 
 
-def test_wrong_field_or_schema_version_is_named(tmp_path, stage_results):
-    source = stage_results.results / "full" / "metrics.json"
+def test_question_ids_that_differ_name_the_file(tmp_path, runs, cfg):
+    results = tmp_path / "results"
+    shutil.copytree(runs["results"], results)
+    path = results / "lora" / "seed1" / "predictions.jsonl"
+    rows = read_predictions(path)
+    dropped = next(r for r in rows if r.set == "test" and r.variant == "factual")
+    write_predictions(path, [r for r in rows if r is not dropped])
+    with pytest.raises(ResultsError, match=re.escape(str(path)) + r": set `test`, variant factual: question ids "
+                                           r"differ from .*full/seed0/predictions\.jsonl: 1 missing \("
+                                           + re.escape(repr(dropped.id))):
+        report_stage.run(cfg, results, runs["data_stats"], tmp_path / "reports", tmp_path / "s.json")
+
+
+def test_wrong_field_or_schema_version_is_named(tmp_path, runs):
+    source = runs["results"] / "full" / "seed0" / "metrics.json"
     record = json.loads(source.read_text())
     record["memorization"]["test"]["memorization_ratio_pct"] = "high"
     bad = tmp_path / "metrics.json"
@@ -265,7 +489,7 @@ def test_wrong_field_or_schema_version_is_named(tmp_path, stage_results):
     record = json.loads(source.read_text())
     record["schema_version"] = 1
     bad.write_text(json.dumps(record))
-    with pytest.raises(ResultsError, match=r"schema version 1, this code reads 2; rerun `cfqa evaluate"):
+    with pytest.raises(ResultsError, match=r"schema version 1, this code reads \d+; rerun `cfqa evaluate"):
         read_metrics(bad)
 
 
@@ -279,14 +503,7 @@ def test_bad_curve_row_names_file_and_line(tmp_path):
         read_curve(path)
 
 
-def test_curve_round_trips_through_the_writer(stage_results, tmp_path):
-    from cfqa.contract import write_curve
-
-    rows = read_curve(stage_results.results / "full" / "train_curve.csv")
-    assert rows and any(r.val_loss is not None for r in rows)
-    write_curve(tmp_path / "c.csv", rows)
-    assert read_curve(tmp_path / "c.csv") == rows
-
+# ---- pure formatting ----------------------------------------------------------------------
 
 def test_number_formats():
     assert fmt.bytes_size(1_572_864) == "1.5 MiB"
@@ -295,6 +512,10 @@ def test_number_formats():
     assert fmt.seconds(0.0423) == "42 ms" and fmt.seconds(75.25) == "75.2 s"
     assert fmt.share(0.0123456) == "0.0123"
     assert fmt.percent(None) == fmt.MISSING and fmt.percent(float("nan")) == fmt.MISSING
+    assert fmt.interval(77.34, 70.06, 84.0) == "77.3 [70.1, 84.0]"
+    assert fmt.interval(12.0, float("nan"), float("nan")) == "12.0"
+    assert fmt.signed_interval(-3.21, -7.5, 1.04) == "-3.2 [-7.5, +1.0]"
+    assert fmt.p_value(0.00049975) == "0.0005" and fmt.p_value(1.0) == "1"
 
 
 def test_mapping_table_matrix_with_and_without_total():

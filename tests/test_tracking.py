@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from cfqa.config import TrackingConfig
+from cfqa import config as config_module
+from cfqa.config import PROJECT_ROOT, TrackingConfig
 from cfqa import tracking
 from cfqa.contract import read_curve, read_metrics, read_train_record
 from cfqa.contract.run_info import git_commit, git_dirty
@@ -47,7 +48,7 @@ def _runs(client: MlflowClient) -> dict:
     return {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
 
 
-def _log(tmp_path: Path, method: str, seed: int, em: float) -> str:
+def _log(tmp_path: Path, method: str, seed: int, em: float, pipeline: tracking.PipelineRun | None = None) -> str:
     metrics_file = tmp_path / f"{method}-metrics.json"
     metrics_file.write_text(json.dumps({"contextual_em": em}))
     return tracking.log_method_run(
@@ -62,6 +63,7 @@ def _log(tmp_path: Path, method: str, seed: int, em: float) -> str:
                       {"step": 30, "train_loss": 1.2, "val_loss": None}],
         artifacts=[metrics_file],
         tags={"method": method, "seed": seed, "data_hash": "abc123"},
+        pipeline=pipeline,
     )
 
 
@@ -103,16 +105,72 @@ def test_two_runs_read_back(project_root):
     assert not (tmp_path / "mlruns").exists()
 
 
+def _all_runs(client: MlflowClient) -> list:
+    from mlflow.entities import ViewType
+
+    experiment = client.get_experiment_by_name(TRACKING.experiment)
+    return client.search_runs([experiment.experiment_id], run_view_type=ViewType.ALL)
+
+
+def test_runs_are_grouped_under_one_parent_per_pipeline_run_and_a_rerun_replaces(project_root):
+    first = tracking.PipelineRun(id="aaaa11112222", params={"train": {"lr": 0.001, "mixture": ["factual"]}})
+    second = tracking.PipelineRun(id="bbbb33334444", params={"train": {"lr": 0.003, "mixture": ["factual"]}})
+    replaced = _log(project_root, "lora", 0, 70.0, first)
+    kept_seed1 = _log(project_root, "lora", 1, 71.0, first)
+    rerun = _log(project_root, "lora", 0, 72.0, first)             # the same (method, seed, pipeline run)
+    other_group = _log(project_root, "lora", 0, 73.0, second)
+    ungrouped = _log(project_root, "full", 0, 74.0)
+
+    client = _client(project_root)
+    runs = {run.info.run_id: run for run in _all_runs(client)}
+    active = {run_id for run_id, run in runs.items() if run.info.lifecycle_stage == "active"}
+    parents = {run.info.run_name: run for run in runs.values() if run.info.run_name.startswith("pipeline-")}
+    assert set(parents) == {"pipeline-aaaa11112222", "pipeline-bbbb33334444"}    # one parent per group
+    assert runs[replaced].info.lifecycle_stage == "deleted"
+    assert active == {kept_seed1, rerun, other_group, ungrouped, *(p.info.run_id for p in parents.values())}
+    assert runs[rerun].data.metrics["sets.test.factual.contextual_em"] == 72.0
+    for run_id, group in ((kept_seed1, first), (rerun, first), (other_group, second)):
+        tags = runs[run_id].data.tags
+        assert tags["pipeline_run"] == group.id
+        assert tags["mlflow.parentRunId"] == parents[group.run_name].info.run_id
+    parent = parents["pipeline-aaaa11112222"]
+    assert parent.data.tags["pipeline_run"] == "aaaa11112222" and parent.info.status == "FINISHED"
+    assert parent.data.params == {"train.lr": "0.001", "train.mixture": '["factual"]'}
+    assert {"pipeline_run", "mlflow.parentRunId"}.isdisjoint(runs[ungrouped].data.tags)
+
+
+def test_pipeline_run_hashes_what_every_run_of_a_pipeline_shares():
+    raw = config_module.read_params([PROJECT_ROOT / "params.yaml"])
+    base = tracking.pipeline_run(config_module.from_dict(raw))
+
+    def changed(**sections) -> str:
+        return tracking.pipeline_run(config_module.from_dict(config_module.deep_merge(raw, sections))).id
+
+    assert re.fullmatch(r"[0-9a-f]{12}", base.id)
+    assert {"seeds", "methods", "tracking", "report"}.isdisjoint(base.params)
+    assert "seed" not in base.params["train"]
+    # Per-seed and per-method settings, and where the runs are logged, keep the group ...
+    assert changed(seeds=[0, 1, 2, 3]) == base.id
+    assert changed(methods={"lora": {"train": {"lr": 0.02}}}) == base.id
+    assert changed(tracking={"experiment": "elsewhere"}, report={"notes": []}) == base.id
+    # ... what every run shares starts another.
+    assert changed(train={"max_steps": 7}) != base.id
+    assert changed(counterfactuals={"seed": 1}) != base.id
+    assert changed(evaluate={"num_beams": 2}) != base.id
+
+
 @pytest.mark.slow
 def test_log_results_dir_logs_a_stage_results_directory(project_root, stage_results):
     """The evaluate stage's own files, logged again into a fresh store: metrics keep the
     contract's names and units, params come from the params slice, tags from run info."""
-    results = stage_results.results / "lora"
+    results = stage_results.run_dir("lora", 1)
     train = read_train_record(results / "train.json")
     metrics = read_metrics(results / "metrics.json")
-    run_id = tracking.log_results_dir(TRACKING, results, method="lora")
+    pipeline = tracking.pipeline_run(config_module.load([stage_results.params]))
+    run_id = tracking.log_results_dir(TRACKING, results, method="lora", pipeline=pipeline)
     run = _client(project_root).get_run(run_id)
-    assert run.info.run_name == f"lora-seed{train.seed}"
+    assert train.seed == 1 and run.info.run_name == "lora-seed1"
+    assert run.data.tags["seed"] == "1" and run.data.tags["pipeline_run"] == pipeline.id
     assert run.data.metrics["train.params.trainable"] == train.params.trainable
     assert run.data.metrics["train.cost.step_memory.sum_bytes"] == train.cost.step_memory.sum_bytes
     assert (run.data.metrics["sets.seen.counterfactual.contextual_em_pct"]
@@ -209,14 +267,16 @@ CHILD = textwrap.dedent("""
     tracking.log_method_run(
         config, run_name=name, params={"method": name}, metrics={"em": float(len(name))},
         step_metrics=[{"step": s, "train_loss": 1.0 / s} for s in range(1, 51)],
-        artifacts=[], tags={"method": name, "seed": 0, "data_hash": "x"})
+        artifacts=[], tags={"method": name, "seed": 0, "data_hash": "x"},
+        pipeline=tracking.PipelineRun(id="cafe00000000", params={"train": {"lr": 0.001}}))
 """)
 
 
 @pytest.mark.slow
 def test_parallel_processes_share_one_store(tmp_path):
-    """Three processes create one fresh SQLite store and log into it at once (about 15-25 s
-    here: a fresh store runs MLflow's schema migrations, about 9 s on this machine)."""
+    """Three processes create one fresh SQLite store and log into it at once, under one
+    pipeline run whose parent they race to create (about 15-25 s here: a fresh store runs
+    MLflow's schema migrations, about 9 s on this machine)."""
     names = ["full", "lora", "ia3"]
     children = [subprocess.Popen([sys.executable, "-c", CHILD, name, ",".join(names)], cwd=tmp_path,
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -227,8 +287,10 @@ def test_parallel_processes_share_one_store(tmp_path):
         assert "🏃" not in out + err and "alembic" not in err and "Creating initial" not in err
     client = _client(tmp_path)
     runs = _runs(client)
-    assert set(runs) == set(names)
+    assert set(runs) == {*names, "pipeline-cafe00000000"}          # exactly one parent
     assert all(run.info.status == "FINISHED" for run in runs.values())
+    parent_id = runs["pipeline-cafe00000000"].info.run_id
+    assert {runs[name].data.tags["mlflow.parentRunId"] for name in names} == {parent_id}
     assert runs["lora"].data.metrics["em"] == 4.0
     assert len(client.get_metric_history(runs["ia3"].info.run_id, "train_loss")) == 50
     assert [e.name for e in client.search_experiments()].count("cfqa-test") == 1

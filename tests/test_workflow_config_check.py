@@ -48,3 +48,24 @@ def test_missing_method_option_fails_before_any_job(project):
     # The schema leaves method options open; the typed config requires every key.
     result = dry_run_with(project, lambda params: params["methods"]["lora"]["options"].pop("r"))
     assert_fails_before_jobs(result, "WorkflowError", "methods.lora.options.r")
+
+
+def test_every_method_runs_once_per_seed(project):
+    result = dry_run_with(project, lambda params: params.update(seeds=[0, 2]))
+    assert result.returncode == 0, result.stderr
+    jobs = {line.split()[0]: int(line.split()[1]) for line in result.stdout.splitlines()
+            if len(line.split()) == 2 and line.split()[1].isdigit()}
+    methods = len(yaml.safe_load((project / "params.yaml").read_text())["methods"])
+    assert jobs["train"] == jobs["evaluate"] == 2 * methods and jobs["report"] == 1
+    assert "models/lora/seed2" in result.stdout and "results/lora/seed1" not in result.stdout
+
+
+def test_a_seed_in_the_train_block_fails_before_any_job(project):
+    # A run's seed is a value of `seeds` (the {seed} wildcard), never a train key.
+    result = dry_run_with(project, lambda params: params["train"].update(seed=0))
+    assert_fails_before_jobs(result, "train", "'seed' was unexpected")
+
+
+def test_repeated_seed_fails_before_any_job(project):
+    result = dry_run_with(project, lambda params: params.update(seeds=[1, 1]))
+    assert_fails_before_jobs(result, "seeds", "non-unique")

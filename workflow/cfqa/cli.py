@@ -33,7 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-file", type=Path, default=None,
                         help="also write the stage log to this file (Snakemake's log: path)")
     sub = parser.add_subparsers(dest="command", required=True)
-    method_arg = lambda p: p.add_argument("--method", required=True, help="a key of params.yaml `methods`")
+    def run_args(p):
+        p.add_argument("--method", required=True, help="a key of params.yaml `methods`")
+        p.add_argument("--seed", type=int, required=True, help="the run's seed (one of params.yaml `seeds`)")
     _add(sub, "download", "fetch or build the raw dataset (NQ simplified format)",
          [("out", "raw data directory")])
     _add(sub, "prepare", "keep questions with a short and a long answer; split",
@@ -47,14 +49,24 @@ def build_parser() -> argparse.ArgumentParser:
     _add(sub, "pretrain", "tokenizer + tiny T5 (or a hub model) saved as safetensors",
          [("raw", "raw data directory"), ("out", "base model directory"),
           ("out-lm", "LM-adapted base model directory")])
-    _add(sub, "train", "fine-tune one method",
+    def train_args(p):
+        run_args(p)
+        p.add_argument("--lr-selection", type=Path, default=None, metavar="JSON",
+                       help="train with the learning rate `cfqa tune` chose (results/METHOD/lr_selection.json)")
+    _add(sub, "tune", "choose one method's learning rate on the validation set (short runs on a grid)",
          [("variants", "variants directory"), ("models", "models directory (base models inside)"),
-          ("out", "trained method directory"), ("results", "results directory of the method")],
-         method_arg)
-    _add(sub, "evaluate", "generate and score on the test and seen sets",
-         [("variants", "variants directory"), ("models", "models directory"),
-          ("results", "results directory of the method")],
-         method_arg)
+          ("out", "learning-rate selection JSON (results/METHOD/lr_selection.json)")],
+         lambda p: p.add_argument("--method", required=True, help="a key of params.yaml `methods`"))
+    _add(sub, "train", "fine-tune one method with one seed",
+         [("variants", "variants directory"), ("models", "models directory (base models inside)"),
+          ("out", "trained directory of the run (models/METHOD/seedSEED)"),
+          ("results", "results directory of the run (results/METHOD/seedSEED)")],
+         train_args)
+    _add(sub, "evaluate", "generate and score one trained run on the test and seen sets",
+         [("variants", "variants directory"), ("models", "models directory (base models inside)"),
+          ("model", "trained directory of the run (train's --out)"),
+          ("results", "results directory of the run (train's --results)")],
+         run_args)
     _add(sub, "report", "tables, plots, HTML and Markdown report, summary metrics",
          [("results", "results directory"), ("data-stats", "data statistics JSON"),
           ("out", "reports directory"), ("summary", "summary metrics JSON")])
@@ -67,6 +79,7 @@ STAGE_MODULES = {
     "entities": "cfqa.stages.entities",
     "counterfactuals": "cfqa.stages.counterfactuals",
     "pretrain": "cfqa.stages.pretrain",
+    "tune": "cfqa.stages.tune",
     "train": "cfqa.stages.train",
     "evaluate": "cfqa.stages.evaluate",
     "report": "cfqa.stages.report",

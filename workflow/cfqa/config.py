@@ -32,7 +32,7 @@ SCHEMA_PATH = PROJECT_ROOT / "workflow" / "schemas" / "params.schema.yaml"
 DEFAULT_PARAMS = Path("params.yaml")
 
 # Backbone name -> its directory under models/, written by `cfqa pretrain`. A method's
-# outputs go to models/<method key>/, so no method key may be one of these directories.
+# outputs go to models/<method key>/seed<seed>/, so no method key may be one of these directories.
 BACKBONE_DIRS = {"base": "base", "lm_adapted": "base_lm"}
 RESERVED_METHOD_KEYS = tuple(sorted(BACKBONE_DIRS.values()))
 
@@ -133,7 +133,6 @@ class PretrainConfig:
 @with_config(TYPED)
 @dataclass(frozen=True)
 class TrainConfig:
-    seed: StrictInt
     threads: StrictInt
     max_steps: StrictInt
     batch_size: StrictInt
@@ -151,6 +150,10 @@ class TrainConfig:
     max_target_length: StrictInt
     mixture: tuple[StrictStr, ...]
     target_format: StrictStr
+    # The run's seed, never a key of params.yaml: each run takes one value of the top-level
+    # `seeds` list (the {seed} wildcard) through `Config.method(name, seed)`. None in the
+    # shared `train` section and in `Config.methods`, which no run trains from directly.
+    seed: StrictInt | None = None
 
 
 @dataclass(frozen=True)
@@ -176,6 +179,7 @@ class TuneConfig:
 
     lr_factors: tuple[Number, ...]   # the grid: the method's train.lr times each factor
     max_steps: StrictInt              # training steps per grid point
+    validation_examples: StrictInt    # a fixed sample of the validation set scores every point
     seed: StrictInt
 
 
@@ -214,11 +218,16 @@ class Config:
     evaluate: EvaluateConfig
     tracking: TrackingConfig
     report: ReportConfig
+    seeds: tuple[int, ...]           # one run of every method per seed
 
-    def method(self, name: str) -> MethodConfig:
+    def method(self, name: str, seed: int) -> MethodConfig:
+        """Method `name` as one run trains it: its `train.seed` is `seed`."""
         if name not in self.methods:
             raise ConfigError(f"method {name!r} is not in params.yaml `methods` ({sorted(self.methods)})")
-        return self.methods[name]
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ConfigError(f"method {name!r}: seed must be an integer >= 0, got {seed!r}")
+        mcfg = self.methods[name]
+        return dataclasses.replace(mcfg, train=dataclasses.replace(mcfg.train, seed=seed))
 
 
 def deep_merge(base: dict, override: dict) -> dict:
@@ -413,13 +422,15 @@ def from_dict(raw: dict, source: Source = "params") -> Config:
     validate(raw, source)
     sections, errors = {}, []
     for f in dataclasses.fields(Config):
-        if f.name != "methods":
+        if f.name not in ("methods", "seeds"):
             cls = typing.get_type_hints(Config)[f.name]
             sections[f.name], section_errors = _typed(cls, raw[f.name], _under(f.name))
             errors += section_errors
+    # JSON Schema takes 1.0 for the integer 1; a seed must be an int.
+    seeds, seed_errors = _typed(tuple[StrictInt, ...], raw["seeds"], _under("seeds"))
     methods, method_errors = method_configs(raw)
-    _raise(errors + method_errors, source)
-    return Config(methods=methods, **sections)
+    _raise(errors + seed_errors + method_errors, source)
+    return Config(methods=methods, seeds=seeds, **sections)
 
 
 def _file_setting(layers: list[tuple[str, dict]]) -> Callable[[tuple], str]:

@@ -1,5 +1,13 @@
 """MLflow tracking: one run per (method, seed) with params, final and per-step metrics,
-artifacts and tags (git commit, data hash, method, seed).
+artifacts and tags (git commit, data hash, method, seed), grouped under its pipeline run.
+
+A pipeline run is what every (method, seed) run of one pipeline shares: the configuration
+except the per-method blocks, the seed list, tracking and report (see `pipeline_run`). Each
+(method, seed) run is tagged `pipeline_run` with its short hash and is the child
+(`mlflow.parentRunId`) of one parent run named `pipeline-<hash>`, created once per hash. A
+method's own settings are left out of the hash so that changing or adding one method, which
+reruns only that method's jobs, keeps every run in one group; a rerun of a (method, seed)
+replaces its earlier run in the group instead of piling up beside it.
 
 The default store is `sqlite:///mlflow.db` relative to the project root (the working
 directory of every stage). Parallel evaluate jobs write that one SQLite file, so the store
@@ -11,7 +19,9 @@ whichever directory a job happened to start in. Environment variables are never 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
+import hashlib
 import json
 import logging
 import os
@@ -25,7 +35,7 @@ from filelock import FileLock
 
 import msgspec
 
-from cfqa.config import TrackingConfig
+from cfqa.config import Config, TrackingConfig
 from cfqa.contract import MethodFiles, read_curve, read_metrics, read_train_record
 from cfqa.contract.run_info import git_commit
 from cfqa.logs import get_logger
@@ -41,6 +51,11 @@ log = get_logger("cfqa.tracking")
 T = TypeVar("T")
 
 ARTIFACTS_DIRNAME = "mlartifacts"
+PIPELINE_RUN_TAG = "pipeline_run"
+PARENT_RUN_TAG = "mlflow.parentRunId"
+# Configuration sections that differ between the runs of one pipeline, or do not change
+# what a run computes: left out of the pipeline run's hash.
+NOT_SHARED = ("methods", "seeds", "tracking", "report")
 LOCK_ATTEMPTS = 8
 LOCK_FIRST_DELAY_S = 0.2
 # MLflow's limits per log_batch call (mlflow.utils.validation).
@@ -195,10 +210,71 @@ def open_experiment(tracking: TrackingConfig) -> tuple[MlflowClient, str]:
     return client, experiment.experiment_id
 
 
+@dataclasses.dataclass(frozen=True)
+class PipelineRun:
+    """The group of (method, seed) runs one pipeline logs: `id` is a short hash of `params`."""
+    id: str
+    params: dict[str, Any]
+
+    @property
+    def run_name(self) -> str:
+        return f"pipeline-{self.id}"
+
+
+def pipeline_run(cfg: Config) -> PipelineRun:
+    """The pipeline run of a configuration: the typed configuration (so formatting, comments
+    and key order in params.yaml do not matter) without the sections in NOT_SHARED and
+    without the shared `train.seed` placeholder (each run's seed is its own)."""
+    shared = {f.name: dataclasses.asdict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)
+              if f.name not in NOT_SHARED}
+    shared["train"].pop("seed", None)
+    encoded = json.dumps(shared, sort_keys=True, separators=(",", ":")).encode()
+    return PipelineRun(id=hashlib.sha256(encoded).hexdigest()[:12], params=shared)
+
+
+def _runs_named(client: MlflowClient, experiment_id: str, name: str, group: str) -> list:
+    """Active runs called `name` in pipeline run `group`, oldest first."""
+    runs = with_lock_retry(lambda: client.search_runs(
+        [experiment_id], filter_string=f"attributes.run_name = '{name}' and tags.{PIPELINE_RUN_TAG} = '{group}'",
+        max_results=1000), "search runs")
+    return sorted(runs, key=lambda run: (run.info.start_time, run.info.run_id))
+
+
+def pipeline_parent(client: MlflowClient, experiment_id: str, pipeline: PipelineRun, uri: str) -> str:
+    """The id of the parent run of `pipeline`, created (with the shared configuration as its
+    params) by the first job that needs it. A SQLite store is searched and written under its
+    file lock; on a server without that lock two jobs may both create one, and every job
+    then settles on the oldest and deletes its own duplicate."""
+    from mlflow.entities import Param
+
+    with _store_lock(uri):
+        existing = _runs_named(client, experiment_id, pipeline.run_name, pipeline.id)
+        if existing:
+            return existing[0].info.run_id
+        run = with_lock_retry(lambda: client.create_run(
+            experiment_id, run_name=pipeline.run_name,
+            tags={PIPELINE_RUN_TAG: pipeline.id, "git_commit": git_commit()}), "create pipeline run")
+        run_id = run.info.run_id
+        params = [Param(k, _param_value(v)) for k, v in flatten(pipeline.params).items()]
+        for batch in _chunks(params, _MAX_PARAMS_PER_BATCH):
+            with_lock_retry(functools.partial(client.log_batch, run_id, params=batch, synchronous=True),
+                            "log pipeline params")
+        with_lock_retry(lambda: client.set_terminated(run_id, "FINISHED"), "finish pipeline run")
+    oldest = _runs_named(client, experiment_id, pipeline.run_name, pipeline.id)[0].info.run_id
+    if oldest != run_id:
+        with_lock_retry(lambda: client.delete_run(run_id), "delete duplicate pipeline run")
+        return oldest
+    log.info("created MLflow pipeline run %s (%s)", run_id, pipeline.run_name)
+    return run_id
+
+
 def log_method_run(tracking: TrackingConfig, *, run_name: str, params: Mapping[str, Any],
                    metrics: Mapping[str, Any], step_metrics: list[Mapping[str, Any]],
-                   artifacts: list[Path], tags: Mapping[str, Any]) -> str:
+                   artifacts: list[Path], tags: Mapping[str, Any], pipeline: PipelineRun | None = None) -> str:
     """Logs one finished run and returns its id.
+
+    With `pipeline`, the run is tagged with its id, becomes a child of its parent run, and,
+    once logged, replaces (deletes) earlier runs of the same name in that pipeline run.
 
     params and metrics may be nested (logged with dotted keys); metrics keeps only numbers.
     step_metrics: one mapping per step, {"step": int, name: value, ...}; None values are
@@ -219,6 +295,9 @@ def log_method_run(tracking: TrackingConfig, *, run_name: str, params: Mapping[s
     commit = git_commit()
     run_tags = {**{k: str(v) for k, v in tags.items()}, "git_commit": commit,
                 "mlflow.source.git.commit": commit}
+    if pipeline is not None:
+        parent_id = pipeline_parent(client, experiment_id, pipeline, resolved_uri(tracking.uri))
+        run_tags |= {PIPELINE_RUN_TAG: pipeline.id, PARENT_RUN_TAG: parent_id}
     run = with_lock_retry(lambda: client.create_run(experiment_id, tags=run_tags, run_name=run_name),
                           "create run")
     run_id = run.info.run_id
@@ -247,16 +326,24 @@ def log_method_run(tracking: TrackingConfig, *, run_name: str, params: Mapping[s
         with contextlib.suppress(Exception):
             client.set_terminated(run_id, "FAILED")
         raise
-    log.info("logged MLflow run %s (%s): %d params, %d metric values, %d artifacts",
-             run_id, run_name, len(param_entities), len(metric_entities), len(artifacts))
+    replaced = []
+    if pipeline is not None:
+        # Only after the new run is complete: a failed rerun leaves the earlier run in place.
+        for older in _runs_named(client, experiment_id, run_name, pipeline.id):
+            if older.info.run_id != run_id:
+                with_lock_retry(functools.partial(client.delete_run, older.info.run_id), "delete replaced run")
+                replaced.append(older.info.run_id)
+    log.info("logged MLflow run %s (%s%s): %d params, %d metric values, %d artifacts%s",
+             run_id, run_name, f", pipeline run {pipeline.id}" if pipeline else "", len(param_entities),
+             len(metric_entities), len(artifacts), f"; replaced {', '.join(replaced)}" if replaced else "")
     return run_id
 
 
 def log_results_dir(tracking: TrackingConfig, results_dir: Path, *, method: str,
-                    extra_artifacts: Iterable[Path] = ()) -> str:
-    """Logs one method's results directory (train.json, metrics.json, train_curve.csv, read
-    through cfqa.contract) as one run named `{method}-seed{seed}`, tagged with the hash of the
-    data it trained on and of its backbone."""
+                    pipeline: PipelineRun | None = None, extra_artifacts: Iterable[Path] = ()) -> str:
+    """Logs one (method, seed) run's results directory (train.json, metrics.json,
+    train_curve.csv, read through cfqa.contract) as one run named `{method}-seed{seed}`,
+    tagged with the hash of the data it trained on and of its backbone, under `pipeline`."""
     files = MethodFiles(Path(results_dir))
     train = read_train_record(files.train_record, method)
     metrics = read_metrics(files.metrics, method)
@@ -277,4 +364,4 @@ def log_results_dir(tracking: TrackingConfig, results_dir: Path, *, method: str,
     return log_method_run(tracking, run_name=f"{method}-seed{train.seed}", params=params,
                           metrics={"train": train_metrics, **evaluation},
                           step_metrics=[msgspec.to_builtins(row) for row in curve],
-                          artifacts=artifacts + [Path(a) for a in extra_artifacts], tags=tags)
+                          artifacts=artifacts + [Path(a) for a in extra_artifacts], tags=tags, pipeline=pipeline)

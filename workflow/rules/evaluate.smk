@@ -1,4 +1,4 @@
-# Generation and scoring, one job per method; see workflow/cfqa/dag/table.py.
+# Generation and scoring, one job per (method, seed); see workflow/cfqa/dag/table.py.
 rule evaluate:
     input:
         **dag_inputs("evaluate"),

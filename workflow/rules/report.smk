@@ -1,4 +1,4 @@
-# Tables, figures, HTML and Markdown report over every method; see workflow/cfqa/dag/table.py.
+# Tables, figures, HTML and Markdown report over every (method, seed) run; see workflow/cfqa/dag/table.py.
 rule report:
     input:
         **dag_inputs("report"),

@@ -1,4 +1,21 @@
-# Fine-tuning, one job per method; see workflow/cfqa/dag/table.py.
+# Learning-rate selection, one job per method, then fine-tuning, one job per (method, seed),
+# with the chosen rate; see workflow/cfqa/dag/table.py.
+rule tune:
+    input:
+        **dag_inputs("tune"),
+    output:
+        **dag_outputs("tune"),
+    params:
+        **dag_params("tune"),
+    threads: method_threads
+    log:
+        dag_log("tune"),
+    container:
+        GPU_CONTAINER
+    shell:
+        dag_shell("tune")
+
+
 rule train:
     input:
         **dag_inputs("train"),

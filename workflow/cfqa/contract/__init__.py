@@ -3,13 +3,13 @@
 | file | record | written by | read by |
 |---|---|---|---|
 | `data/stats.json` | `DataStats` | counterfactuals | report |
-| `results/{method}/train.json` | `TrainRecord` | train | evaluate, report, tracking |
-| `results/{method}/train_curve.csv` | `CurveRow` rows | train | report, tracking |
-| `results/{method}/predictions.jsonl` | `PredictionRow` rows | evaluate | tests, users |
-| `results/{method}/metrics.json` | `MetricsRecord` | evaluate | report, tracking |
+| `results/{method}/seed{seed}/train.json` | `TrainRecord` | train | evaluate, report, tracking |
+| `results/{method}/seed{seed}/train_curve.csv` | `CurveRow` rows | train | report, tracking |
+| `results/{method}/seed{seed}/predictions.jsonl` | `PredictionRow` rows | evaluate | tests, users |
+| `results/{method}/seed{seed}/metrics.json` | `MetricsRecord` | evaluate | report, tracking |
 | `results/summary.json` | `Summary` | report | `dvc metrics` |
 | `results/{method}/lr_selection.json` | `LrSelection` | tune | train, report |
-| `models/{method}/trainable.safetensors` | the trainable weights | train | evaluate |
+| `models/{method}/seed{seed}/trainable.safetensors` | the trainable weights | train | evaluate |
 
 Field names carry their units (`_pct`, `_bytes`, `_s`); records carry a schema version and
 the run information (commit, dirty tree, versions, hardware, params, data and backbone

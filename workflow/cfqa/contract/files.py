@@ -19,7 +19,7 @@ from cfqa.atomic_io import atomic_open
 from cfqa.contract.records import (SCHEMA_VERSION, CurveRow, DataStats, LrSelection, MetricsRecord,
                                    PredictionRow, Record, Summary, TrainRecord)
 
-# File names inside results/{method}/ and models/{method}/.
+# File names inside a run's results/{method}/seed{seed}/ and models/{method}/seed{seed}/.
 TRAIN_RECORD = "train.json"
 TRAIN_CURVE = "train_curve.csv"
 PREDICTIONS = "predictions.jsonl"
@@ -37,7 +37,7 @@ class ResultsError(ValueError):
 
 @dataclass(frozen=True)
 class MethodFiles:
-    """Where one method's results live (results/{method}/)."""
+    """Where one run's results live (results/{method}/seed{seed}/)."""
 
     directory: Path
 
@@ -91,12 +91,12 @@ def read_record(path: str | Path, kind: type[R], produced_by: str) -> R:
 
 # ---- train.json, metrics.json, stats.json, summary.json ----------------------------------
 
-def read_train_record(path: str | Path, method: str = "M") -> TrainRecord:
-    return read_record(path, TrainRecord, f"cfqa train --method {method}")
+def read_train_record(path: str | Path, method: str = "M", seed: int | str = "S") -> TrainRecord:
+    return read_record(path, TrainRecord, f"cfqa train --method {method} --seed {seed}")
 
 
-def read_metrics(path: str | Path, method: str = "M") -> MetricsRecord:
-    return read_record(path, MetricsRecord, f"cfqa evaluate --method {method}")
+def read_metrics(path: str | Path, method: str = "M", seed: int | str = "S") -> MetricsRecord:
+    return read_record(path, MetricsRecord, f"cfqa evaluate --method {method} --seed {seed}")
 
 
 def read_lr_selection(path: str | Path, method: str = "M") -> LrSelection:

@@ -1,10 +1,10 @@
 """One declaration of the pipeline's DAG (table.py), read by the Snakemake rules and rendered
 into dvc.yaml (dvc_yaml.py; `python -m cfqa.dag --write dvc.yaml`)."""
 from cfqa.dag.code import code_files, code_hash, code_paths
-from cfqa.dag.table import (DIMENSIONS, METHOD, STAGE_PARAMS, STAGES, Dimension, Output, Stage, command, fill,
-                            lookup, param_slice, stage, stage_param_keys)
+from cfqa.dag.table import (DIMENSIONS, LR_SELECTION, METHOD, RUN_DIMS, RUN_MODEL, RUN_RESULTS, SEED, STAGE_PARAMS, STAGES,
+                            Dimension, Output, Stage, command, fill, lookup, param_slice, stage, stage_param_keys)
 
 __all__ = [
-    "DIMENSIONS", "METHOD", "STAGE_PARAMS", "STAGES", "Dimension", "Output", "Stage", "code_files", "code_hash",
+    "DIMENSIONS", "LR_SELECTION", "METHOD", "RUN_DIMS", "RUN_MODEL", "RUN_RESULTS", "SEED", "STAGE_PARAMS", "STAGES", "Dimension", "Output", "Stage", "code_files", "code_hash",
     "code_paths", "command", "fill", "lookup", "param_slice", "stage", "stage_param_keys",
 ]

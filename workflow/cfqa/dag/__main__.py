@@ -15,7 +15,7 @@ from cfqa.dag.dvc_yaml import render
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m cfqa.dag", description=__doc__)
     parser.add_argument("--params", type=Path, default=Path("params.yaml"),
-                        help="params.yaml: only the values of the DAG's dimensions (method names) are read")
+                        help="params.yaml: only the values of the DAG's dimensions (methods, seeds) are read")
     action = parser.add_mutually_exclusive_group()
     action.add_argument("--write", type=Path, metavar="DVC_YAML", help="write the generated dvc.yaml here")
     action.add_argument("--check", type=Path, metavar="DVC_YAML", help="compare this file with the generated one")

@@ -1,6 +1,7 @@
 """dvc.yaml rendered from the stage table: per-dimension stages as `foreach` (one dimension)
-or `matrix` (several) over params.yaml, so dvc.yaml names no method except where a stage
-gathers over all of them (the report's deps, listed from params.yaml at generation time)."""
+or `matrix` (several: method x seed) over params.yaml, so dvc.yaml names no method or seed
+except where a stage gathers over all of them (the report's deps, listed from params.yaml at
+generation time)."""
 from __future__ import annotations
 
 import itertools
@@ -14,7 +15,7 @@ PARAMS_ARGS = "--params params.yaml"
 HEADER = """\
 # Generated from the stage table in workflow/cfqa/dag/table.py: do not edit by hand.
 # Regenerate with `python -m cfqa.dag --write dvc.yaml` after changing the table or the
-# method list in params.yaml (tests/test_dag_parity.py checks this file is current).
+# method or seed list in params.yaml (tests/test_dag_parity.py checks this file is current).
 """
 
 

@@ -11,18 +11,29 @@ from typing import Any, Literal
 @dataclass(frozen=True)
 class Dimension:
     """A dimension of the DAG: a `{name}` wildcard in Snakemake, a foreach/matrix in DVC.
-    Its values are the keys (or items) of `params_key` in params.yaml."""
+    Its values are the keys (or items) of `params_key` in params.yaml. `prefix` starts its
+    path segment (`seed{seed}`: a folder name that says what it holds)."""
     name: str
     params_key: str
+    prefix: str = ""
 
     def values(self, params: dict) -> list[str]:
         return [str(value) for value in params[self.params_key]]
 
+    @property
+    def segment(self) -> str:
+        return f"{self.prefix}{{{self.name}}}"
+
 
 METHOD = Dimension("method", "methods")
-# Every dimension a path template may name. A new one (e.g. Dimension("seed", "seeds")) is
-# added here and to the `dims` of the stages it splits; paths then carry `{seed}`.
-DIMENSIONS: tuple[Dimension, ...] = (METHOD,)
+SEED = Dimension("seed", "seeds", prefix="seed")
+# Every dimension a path template may name; a stage lists in `dims` the ones it is split by.
+DIMENSIONS: tuple[Dimension, ...] = (METHOD, SEED)
+# One run: a method trained (and evaluated) with one seed.
+RUN_DIMS: tuple[Dimension, ...] = (METHOD, SEED)
+RUN_MODEL = "models/" + "/".join(d.segment for d in RUN_DIMS)        # models/{method}/seed{seed}
+RUN_RESULTS = "results/" + "/".join(d.segment for d in RUN_DIMS)      # results/{method}/seed{seed}
+LR_SELECTION = f"results/{METHOD.segment}/lr_selection.json"            # one per method (stage tune)
 
 
 @dataclass(frozen=True)
@@ -72,7 +83,7 @@ class Stage:
     def log(self) -> str:
         if not self.dims:
             return f"logs/{self.name}.log"
-        return f"logs/{self.name}/" + "/".join(f"{{{d.name}}}" for d in self.dims) + ".log"
+        return f"logs/{self.name}/" + "/".join(d.segment for d in self.dims) + ".log"
 
     def gathered(self, path: str) -> tuple[Dimension, ...]:
         """The dimensions an input path is expanded over (named in it, not splitting the stage)."""
@@ -136,44 +147,56 @@ STAGES: tuple[Stage, ...] = (
         code=("stages/pretrain.py", "pretraining", "training", "formats.py"),
     ),
     Stage(
-        name="train",
-        args="--method {method} --variants {variants} --models models --out {model} --results results/{method}",
+        name="tune",
+        args="--method {method} --variants {variants} --models models --out {selection}",
         inputs={"variants": "data/variants", "base": "models/base", "base_lm": "models/base_lm"},
-        outputs={
-            "model": folder("models/{method}"),
-            "train": metric("results/{method}/train.json"),
-            "curve": plot("results/{method}/train_curve.csv", x="step", y="train_loss"),
-        },
-        params=("train", "methods.{method}"),
-        code=("stages/train.py", "backbone.py", "methods", "training", "measure.py", "formats.py", "contract"),
+        outputs={"selection": out(LR_SELECTION)},
+        params=("tune", "train", "methods.{method}"),
+        code=("stages/tune.py", "backbone.py", "methods", "training", "formats.py", "contract"),
         dims=(METHOD,),
     ),
     Stage(
+        name="train",
+        args=f"--method {{method}} --seed {{seed}} --variants {{variants}} --models models --out {{model}} "
+             f"--results {RUN_RESULTS} --lr-selection {{lr_selection}}",
+        inputs={"variants": "data/variants", "base": "models/base", "base_lm": "models/base_lm",
+                "lr_selection": LR_SELECTION},
+        outputs={
+            "model": folder(RUN_MODEL),
+            "train": metric(f"{RUN_RESULTS}/train.json"),
+            "curve": plot(f"{RUN_RESULTS}/train_curve.csv", x="step", y="train_loss"),
+        },
+        params=("train", "methods.{method}"),
+        code=("stages/train.py", "backbone.py", "methods", "training", "measure.py", "formats.py", "contract"),
+        dims=RUN_DIMS,
+    ),
+    Stage(
         name="evaluate",
-        args="--method {method} --variants {variants} --models models --results results/{method}",
+        args=f"--method {{method}} --seed {{seed}} --variants {{variants}} --models models --model {{model}} "
+             f"--results {RUN_RESULTS}",
         # The backbones: a method's weights are only its trainable part, loaded onto one of them.
         inputs={
             "variants": "data/variants", "base": "models/base", "base_lm": "models/base_lm",
-            "model": "models/{method}", "train": "results/{method}/train.json",
-            "curve": "results/{method}/train_curve.csv",
+            "model": RUN_MODEL, "train": f"{RUN_RESULTS}/train.json",
+            "curve": f"{RUN_RESULTS}/train_curve.csv",
         },
         outputs={
-            "predictions": out("results/{method}/predictions.jsonl"),
-            "metrics": metric("results/{method}/metrics.json"),
+            "predictions": out(f"{RUN_RESULTS}/predictions.jsonl"),
+            "metrics": metric(f"{RUN_RESULTS}/metrics.json"),
         },
         params=("train", "methods.{method}", "evaluate", "tracking"),
         code=("stages/evaluate.py", "stages/train.py", "backbone.py", "methods", "training", "measure.py",
-              "evaluation", "answer_metrics.py", "formats.py", "tracking.py", "contract",
-              "report/__init__.py", "report/inputs.py"),
-        dims=(METHOD,),
+              "evaluation", "answer_metrics.py", "formats.py", "tracking.py", "contract"),
+        dims=RUN_DIMS,
     ),
     Stage(
         name="report",
         args="--results results --data-stats {stats} --out reports --summary {summary}",
+        # Every (method, seed) run's files: the report gathers over both dimensions.
         inputs={
-            "metrics": "results/{method}/metrics.json",
-            "train": "results/{method}/train.json",
-            "curves": "results/{method}/train_curve.csv",
+            "metrics": f"{RUN_RESULTS}/metrics.json",
+            "train": f"{RUN_RESULTS}/train.json",
+            "curves": f"{RUN_RESULTS}/train_curve.csv",
             "stats": "data/stats.json",
         },
         outputs={
@@ -183,8 +206,8 @@ STAGES: tuple[Stage, ...] = (
                for name in REPORT_FIGURES},
             "summary": metric("results/summary.json", caption="summary.rst", category="Report"),
         },
-        params=("data.source", "pretrain", "train", "methods", "tracking", "report"),
-        code=("stages/report.py", "report", "formats.py", "contract"),
+        params=("data.source", "pretrain", "seeds", "train", "methods", "tracking", "report"),
+        code=("stages/report.py", "report", "statistics.py", "answer_metrics.py", "formats.py", "contract"),
     ),
 )
 

@@ -1,11 +1,14 @@
 """The report's content as a small document model (sections of paragraphs, bullet lists,
-tables and figures), assembled from loaded results; render.py turns it into Markdown/HTML."""
+tables and figures), assembled from loaded results and their aggregates; render.py turns it
+into Markdown/HTML. Every number in the text is computed from this run's results."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from cfqa.report import formatting as fmt
 from cfqa.report import tables
+from cfqa.report.aggregate import CONVERGED_WELL_FORMED_PCT, Aggregates
 from cfqa.report.inputs import MethodResults
 from cfqa.report.plots import FIGURE_CAPTIONS
 from cfqa.report.tables import Table
@@ -52,49 +55,99 @@ SET_DESCRIPTIONS = {
             "train-overlap analysis): what the model memorized in fine-tuning meets the context.",
 }
 
+SINGLE_RUNS_DIFFER = (
+    "A single training run is not a measurement of a method: the same commit, params and seed give "
+    "bit-identical results on one machine and different ones on another CPU (BLAS kernels differ and "
+    "training amplifies the difference), and a run's per-type behaviour can flip with the seed. The "
+    "intervals over seeds and questions are what to compare; a difference is called a difference "
+    "only where it is significant after Holm's adjustment.")
 
-def _pct(value: float | None) -> str:
-    return "–" if value is None else f"{value:.1f} %"
+
+def _interval_text(interval) -> str:
+    if interval is None or interval.estimate != interval.estimate:
+        return fmt.MISSING
+    return f"{fmt.interval(interval.estimate, interval.low, interval.high)} %"
 
 
-def findings_section(results: list[MethodResults]) -> Section:
+def _seeds_text(n: int) -> str:
+    return f"{n} seed{'s' if n != 1 else ''}"
+
+
+def _versus_reference(agg: Aggregates, method: str) -> str:
+    comparison = agg.comparison(method, "test", "factual", "contextual_em")
+    if comparison is None or comparison.difference is None:
+        return ""
+    d = comparison.difference
+    difference = f"{fmt.signed_interval(d.difference, d.low, d.high)} pp, Holm p {fmt.p_value(comparison.holm_p)}"
+    if comparison.significant:
+        verdict = "higher than" if d.difference > 0 else "lower than"
+        return f"; {verdict} `{agg.reference}` ({difference})"
+    return f"; not significantly different from `{agg.reference}` ({difference}, n.s.)"
+
+
+def findings_section(results: list[MethodResults], agg: Aggregates) -> Section:
     """Sentences with numbers, all computed from this run's results (never typed by hand)."""
     bullets = []
     for r in results:
-        factual = r.metrics.sets.get("test", {}).get("factual")
-        baseline = r.metrics.most_frequent_em_pct.get("test", {}).get("all")
-        memorized = {s: m.memorization_ratio_pct for s, m in r.metrics.memorization.items()}
+        factual = agg.accuracy.get((r.name, "test", "factual", "contextual_em"))
         if factual is None:
             continue
+        baseline = tables.run_mean(r, lambda run: run.metrics.most_frequent_em_pct.get("test", {}).get("all"))
+        memorized = [f"{_interval_text(cell.interval)} on `{s}`" for s in agg.sets
+                     if (cell := agg.memorization.get((r.name, s))) is not None]
+        state = agg.convergence[r.name]
+        converged = "" if state.converged else (
+            f" Not converged: {fmt.percent(state.mean_pct)} % well-formed answers on factual `test` "
+            f"(below {CONVERGED_WELL_FORMED_PCT:.0f} %), so it is not ranked.")
         bullets.append(
-            f"`{r.name}`: contextual EM on factual `test` contexts {_pct(factual.contextual_em_pct)} "
-            f"(always the most frequent training answer: {_pct(baseline)}); memorization ratio "
-            + ", ".join(f"{_pct(value)} on `{s}`" for s, value in memorized.items()) + ".")
+            f"`{r.name}` ({_seeds_text(factual.n_seeds)}): contextual EM on factual `test` contexts "
+            f"{_interval_text(factual)} (always the most frequent training answer: "
+            f"{fmt.percent(baseline)} %){_versus_reference(agg, r.name)}; memorization ratio "
+            + (", ".join(memorized) or fmt.MISSING) + "." + converged)
     return Section(
         title="This run in numbers",
-        paragraphs=("Each line is one training run. Without several seeds and intervals, a "
-                    "difference between two methods here is not evidence that one is better.",),
+        paragraphs=("Each number is a mean over seeds with its 95 % interval [low, high] and the number "
+                    "of seeds behind it. A method is called higher or lower than full fine-tuning only "
+                    "where the paired difference is significant after Holm's adjustment; otherwise the "
+                    "two are not ranked.",),
         bullets=tuple(bullets),
     )
 
 
 def run_facts(results: list[MethodResults]) -> tuple[str, ...]:
-    """What the results files say about how many runs and which machine stand behind them."""
-    if not results:
+    """How many runs stand behind the report and every distinct machine that produced them."""
+    runs = [run for r in results for run in r.runs]
+    if not runs:
         return ()
-    seeds = sorted({r.train.seed for r in results})
-    machines = sorted({(r.train.run.hardware.cpu_model, r.train.run.hardware.cpu_capability,
-                        r.train.run.hardware.blas, r.train.run.hardware.gpu or "no GPU") for r in results})
-    where = "; ".join(f"{cpu} ({capability}, BLAS {blas}, {gpu})" for cpu, capability, blas, gpu in machines)
-    return (f"{len(results)} methods, one training run each (seed {', '.join(map(str, seeds))}), on {where}. "
-            "The same seed gives bit-identical results on one machine but different ones on another "
-            "CPU: compare runs across machines only through intervals over several seeds.",)
+    seeds = sorted({run.seed for run in runs})
+    machines: dict[tuple[str, str, str, str], list[str]] = {}
+    for run in runs:
+        for stage, hardware in (("train", run.train.run.hardware), ("evaluate", run.metrics.run.hardware)):
+            key = (hardware.cpu_model, hardware.cpu_capability, hardware.blas, hardware.gpu or "no GPU")
+            label = f"{run.method}/seed{run.seed}"
+            if label not in machines.setdefault(key, []):
+                machines[key].append(label)
+    where = [f"{cpu} (capability {capability}, BLAS {blas}, {gpu}): "
+             + (", ".join(labels) if len(machines) > 1 else "every run")
+             for (cpu, capability, blas, gpu), labels in sorted(machines.items())]
+    return (f"{len(results)} methods × {len(seeds)} seeds ({', '.join(map(str, seeds))}) = {len(runs)} "
+            f"training runs, on {len(machines)} distinct machine{'s' if len(machines) != 1 else ''}: "
+            + "; ".join(where) + ".", SINGLE_RUNS_DIFFER)
 
 
-def build_document(results: list[MethodResults], stats: dict[str, Any], sets: list[str],
+def _statistics_note(agg: Aggregates) -> str:
+    one_seed = " With one seed the intervals cover question sampling only." if len(agg.seeds) == 1 else ""
+    return ("Intervals: hierarchical percentile bootstrap over seeds and questions (the same question "
+            "draws for every seed); p-values: sign-flip permutation tests over questions, Holm-adjusted "
+            "within each family of comparisons with full fine-tuning (one set, variant and metric); "
+            "fixed random seed, so the report is the same on a rerun." + one_seed)
+
+
+def build_document(results: list[MethodResults], agg: Aggregates, stats: dict[str, Any],
                    overview: dict[str, str], notes: str | Sequence[str] | None = None) -> ReportDocument:
-    methods = tuple(f"method `{r.name}`: registry method `{r.train.registry_method}`, "
-                    f"backbone `{r.train.backbone}`" for r in results)
+    sets = list(agg.sets)
+    methods = tuple(f"method `{r.name}`: registry method `{r.registry_method}`, backbone `{r.backbone}`, "
+                    f"seeds {', '.join(map(str, r.seeds))}" for r in results)
     intro = Section(
         title="Overview",
         paragraphs=(
@@ -104,27 +157,53 @@ def build_document(results: list[MethodResults], stats: dict[str, Any], sets: li
             "answer of the same type), no context (empty) and another question's context "
             "(random). The model answers twice: the contextual answer (what the context says, "
             "\"unanswerable\" without one) and the parametric answer (what it memorized).",
+            SINGLE_RUNS_DIFFER,
         ),
         bullets=tuple(f"{key}: {value}" for key, value in overview.items())
         + tuple(SET_DESCRIPTIONS.get(s, f"`{s}`") for s in sets) + methods,
     )
     accuracy = Section(
         title="Context or memory",
-        tables=tuple(tables.accuracy_table(results, s) for s in sets),
+        tables=tuple(tables.accuracy_table(results, agg, s) for s in sets),
         figures=(_figure("contextual_em"),),
     )
+    if agg.reference is not None:
+        comparison = Section(
+            title="Compared with full fine-tuning",
+            paragraphs=(f"Each method minus `{agg.reference}` on the same questions and seeds. Methods "
+                        "marked n.s. are not distinguishable from it here and are not ranked.",),
+            tables=tuple(tables.comparison_table(agg, s) for s in sets),
+        )
+    else:
+        comparison = Section(title="Compared with full fine-tuning",
+                             paragraphs=("No method uses the registry method `full`: no paired comparison.",))
     memorization = Section(
         title="Memorization ratio",
-        tables=(tables.memorization_table(results, sets),),
+        tables=(tables.memorization_table(results, agg),),
         figures=(_figure("memorization_ratio"),),
     )
     by_type = Section(
         title="By answer type",
-        tables=tuple(tables.by_type_table(results, s) for s in sets),
+        tables=tuple(tables.by_type_table(results, agg, s) for s in sets)
+        + (tuple(tables.type_comparison_table(agg, s) for s in sets) if agg.reference else ()),
     )
+    stalled = [r.name for r in results if not agg.convergence[r.name].converged]
+    convergence = Section(
+        title="Convergence",
+        paragraphs=((f"Not converged (fewer than {CONVERGED_WELL_FORMED_PCT:.0f} % well-formed answers on "
+                     f"factual `test` contexts, seed mean): {', '.join(f'`{m}`' for m in stalled)}. They are "
+                     "left out of the comparisons with full fine-tuning; their validation curves are below "
+                     "and in the training-curves figure (Efficiency).",) if stalled else
+                    (f"Every method produced at least {CONVERGED_WELL_FORMED_PCT:.0f} % well-formed answers "
+                     "on factual `test` contexts (seed mean); the training-curves figure (Efficiency) shows "
+                     "each run's losses.",)),
+        tables=(tables.convergence_table(results, agg),) if stalled else (),
+    )
+    lr_table = tables.lr_selection_table(results)
     efficiency = Section(
         title="Efficiency",
-        tables=(tables.efficiency_table(results), tables.memory_table(results), tables.training_table(results)),
+        tables=(tables.efficiency_table(results), tables.memory_table(results), tables.training_table(results))
+        + ((lr_table,) if lr_table else ()),
         figures=(_figure("accuracy_vs_cost"), _figure("training_curves")),
     )
     data = Section(
@@ -132,9 +211,10 @@ def build_document(results: list[MethodResults], stats: dict[str, Any], sets: li
         paragraphs=() if stats else ("data/stats.json holds no statistics.",),
         tables=tuple(tables.data_tables(stats)),
     )
-    limitations = Section(title="Limitations", bullets=run_facts(results) + limitation_notes(notes))
+    limitations = Section(title="Limitations",
+                          bullets=run_facts(results) + (_statistics_note(agg),) + limitation_notes(notes))
     return ReportDocument(
         title="Counterfactual QA: context vs memory, PEFT vs full fine-tuning",
-        sections=(intro, findings_section(results), accuracy, memorization, by_type, efficiency, data,
-                  limitations),
+        sections=(intro, findings_section(results, agg), accuracy, comparison, memorization, by_type,
+                  convergence, efficiency, data, limitations),
     )

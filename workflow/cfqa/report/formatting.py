@@ -84,3 +84,32 @@ def scalar(value: Any) -> str:
     if isinstance(value, float):
         return MISSING if not math.isfinite(value) else f"{value:.4g}"
     return text(value)
+
+
+def interval(estimate: Any, low: Any, high: Any, digits: int = 1) -> str:
+    """A statistic with its interval: '77.3 [70.1, 84.0]'; the estimate alone where the
+    interval is undefined."""
+    middle = _number(estimate)
+    if middle is None:
+        return MISSING
+    lower, upper = _number(low), _number(high)
+    if lower is None or upper is None:
+        return f"{middle:.{digits}f}"
+    return f"{middle:.{digits}f} [{lower:.{digits}f}, {upper:.{digits}f}]"
+
+
+def signed_interval(difference: Any, low: Any, high: Any, digits: int = 1) -> str:
+    """A difference with its interval and explicit signs: '+3.2 [-1.0, +7.5]'."""
+    middle = _number(difference)
+    if middle is None:
+        return MISSING
+    lower, upper = _number(low), _number(high)
+    if lower is None or upper is None:
+        return f"{middle:+.{digits}f}"
+    return f"{middle:+.{digits}f} [{lower:+.{digits}f}, {upper:+.{digits}f}]"
+
+
+def p_value(value: Any) -> str:
+    """A p-value to three significant digits: 0.0004998 -> '0.0005'."""
+    number = _number(value)
+    return MISSING if number is None else f"{number:.3g}"

@@ -1,8 +1,10 @@
-"""The report's figures, built from loaded results as matplotlib Figures (no pyplot: no global
-state, no interactive backend), and their PNG bytes."""
+"""The report's figures, built from loaded results and their aggregates as matplotlib Figures
+(no pyplot: no global state, no interactive backend), and their PNG bytes. Bars are seed means
+with error bars at the 95 % interval."""
 from __future__ import annotations
 
 import io
+from typing import Sequence
 
 import numpy as np
 from matplotlib import ticker
@@ -10,11 +12,13 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from cfqa.formats import VARIANTS
+from cfqa.report.aggregate import Aggregates
 from cfqa.report.inputs import MethodResults
-from cfqa.report.tables import variant_scores
+from cfqa.report.tables import run_mean
 
 _MIB = 1024 * 1024
+
+Bar = tuple[float, float, float] | None        # (estimate, low, high)
 
 
 def png_bytes(figure: Figure) -> bytes:
@@ -25,7 +29,7 @@ def png_bytes(figure: Figure) -> bytes:
     return buffer.getvalue()
 
 
-def method_colors(results: list[MethodResults]) -> dict[str, str]:
+def method_colors(results: Sequence[MethodResults]) -> dict[str, str]:
     """One colour per method, the same in every figure even where a method has no data."""
     return {r.name: f"C{index % 10}" for index, r in enumerate(results)}
 
@@ -36,45 +40,52 @@ def _no_data(axes: Axes, message: str) -> None:
     axes.set_yticks([])
 
 
-def _grouped_bars(axes: Axes, groups: list[str], series: dict[str, list[float | None]],
+def _bar(interval) -> Bar:
+    if interval is None or interval.estimate != interval.estimate:
+        return None
+    return interval.estimate, interval.low, interval.high
+
+
+def _grouped_bars(axes: Axes, groups: list[str], series: dict[str, list[Bar]],
                   colors: dict[str, str] | None = None) -> None:
-    """One cluster of bars per group, one bar per series; absent values leave a gap."""
+    """One cluster of bars per group, one bar per series, error bars at the interval; absent
+    values leave a gap."""
     width = 0.8 / max(len(series), 1)
     positions = np.arange(len(groups))
     for index, (label, values) in enumerate(series.items()):
-        heights = [np.nan if v is None else v for v in values]
+        heights = np.array([np.nan if v is None else v[0] for v in values])
+        low = np.array([0.0 if v is None or v[1] != v[1] else v[0] - v[1] for v in values])
+        high = np.array([0.0 if v is None or v[2] != v[2] else v[2] - v[0] for v in values])
         axes.bar(positions + (index - (len(series) - 1) / 2) * width, heights, width, label=label,
-                 color=(colors or {}).get(label, f"C{index % 10}"))
+                 color=(colors or {}).get(label, f"C{index % 10}"), yerr=np.vstack([low, high]),
+                 error_kw={"elinewidth": 0.8, "capsize": 2, "ecolor": "0.2"})
     axes.set_xticks(positions, groups)
 
 
-def _contextual_em(result: MethodResults, set_name: str, variant: str) -> float | None:
-    cell = variant_scores(result, set_name, variant)
-    return cell.contextual_em_pct if cell else None
-
-
-def contextual_em_figure(results: list[MethodResults], sets: list[str]) -> Figure:
+def contextual_em_figure(results: Sequence[MethodResults], agg: Aggregates) -> Figure:
+    sets = list(agg.sets)
     figure = Figure(figsize=(5.2 * max(len(sets), 1), 3.8), layout="constrained")
     axes_list = figure.subplots(1, max(len(sets), 1), squeeze=False)[0]
     for axes, set_name in zip(axes_list, sets or ["test"]):
-        variants = [v for v in VARIANTS if any(variant_scores(r, set_name, v) for r in results)]
+        variants = list(agg.variants.get(set_name, ()))
         if not variants:
             _no_data(axes, f"no `{set_name}` results")
             continue
         _grouped_bars(axes, variants, {
-            r.name: [_contextual_em(r, set_name, v) for v in variants]
+            r.name: [_bar(agg.accuracy.get((r.name, set_name, v, "contextual_em"))) for v in variants]
             for r in results}, method_colors(results))
         axes.set_title(f"contextual EM on {set_name}")
-        axes.set_ylabel("EM (%)")
+        axes.set_ylabel("EM (%), seed mean and 95 % interval")
         axes.set_ylim(0, 100)
     axes_list[-1].legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return figure
 
 
-def memorization_figure(results: list[MethodResults], sets: list[str]) -> Figure:
+def memorization_figure(results: Sequence[MethodResults], agg: Aggregates) -> Figure:
     figure = Figure(figsize=(max(4.5, 0.9 * len(results) + 2), 3.6), layout="constrained")
     axes = figure.subplots()
-    series = {s: [getattr(r.metrics.memorization.get(s), "memorization_ratio_pct", None) for r in results]
+    sets = [s for s in agg.sets if any((r.name, s) in agg.memorization for r in results)]
+    series = {s: [_bar(getattr(agg.memorization.get((r.name, s)), "interval", None)) for r in results]
               for s in sets}
     if not any(v is not None for values in series.values() for v in values):
         _no_data(axes, "no memorization ratios")
@@ -82,38 +93,32 @@ def memorization_figure(results: list[MethodResults], sets: list[str]) -> Figure
     _grouped_bars(axes, [r.name for r in results], series)
     axes.set_ylabel("memorization ratio M_R (%)")
     axes.set_ylim(0, 100)
-    axes.set_title("memorization ratio on counterfactual contexts")
+    axes.set_title("memorization ratio on counterfactual contexts (95 % interval)")
     axes.legend(fontsize="small")
     return figure
 
 
-def _mebibytes(value: float | None) -> float | None:
-    return None if value is None else value / _MIB
-
-
-def _scatter_labelled(axes: Axes, points: list[tuple[str, float | None, float | None]],
-                      colors: dict[str, str]) -> bool:
-    shown = [(name, x, y) for name, x, y in points if x is not None and y is not None and x > 0]
-    for name, x, y in shown:
-        axes.scatter([x], [y], color=colors[name])
-        axes.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize="small")
-    return bool(shown)
-
-
-def accuracy_vs_cost_figure(results: list[MethodResults], set_name: str = "test",
+def accuracy_vs_cost_figure(results: Sequence[MethodResults], agg: Aggregates, set_name: str = "test",
                             variant: str = "counterfactual") -> Figure:
-    """Contextual EM on one set and variant against trainable share and peak memory."""
+    """Contextual EM (seed mean, interval) on one set and variant against trainable share and
+    training-step memory."""
     figure = Figure(figsize=(9, 3.6), layout="constrained")
-    by_share, by_memory = figure.subplots(1, 2)
-    accuracy = {r.name: _contextual_em(r, set_name, variant) for r in results}
-    axes_specs = (
-        (by_share, "trainable parameters (%)",
-         [(r.name, r.train.params.trainable_pct, accuracy[r.name]) for r in results]),
-        (by_memory, "training-step memory, sum of parts (MiB)",
-         [(r.name, _mebibytes(r.train.cost.step_memory.sum_bytes), accuracy[r.name]) for r in results]),
-    )
-    for axes, xlabel, points in axes_specs:
-        if not _scatter_labelled(axes, points, method_colors(results)):
+    colors = method_colors(results)
+    for axes, xlabel, cost in (
+            (figure.add_subplot(1, 2, 1), "trainable parameters (%)",
+             lambda r: r.runs[0].train.params.trainable_pct),
+            (figure.add_subplot(1, 2, 2), "training-step memory, sum of parts (MiB)",
+             lambda r: (run_mean(r, lambda run: run.train.cost.step_memory.sum_bytes) or 0) / _MIB)):
+        drawn = False
+        for r in results:
+            bar, x = _bar(agg.accuracy.get((r.name, set_name, variant, "contextual_em"))), cost(r)
+            if bar is None or not x or x <= 0:
+                continue
+            axes.errorbar([x], [bar[0]], yerr=[[bar[0] - bar[1]], [bar[2] - bar[0]]], fmt="o",
+                          color=colors[r.name], capsize=2)
+            axes.annotate(r.name, (x, bar[0]), textcoords="offset points", xytext=(4, 4), fontsize="small")
+            drawn = True
+        if not drawn:
             _no_data(axes, "no data")
             continue
         # Shares span 0.01 % to 100 % across methods: a log axis, labelled in plain numbers.
@@ -126,7 +131,18 @@ def accuracy_vs_cost_figure(results: list[MethodResults], set_name: str = "test"
     return figure
 
 
-def training_curves_figure(results: list[MethodResults]) -> Figure:
+def _seed_mean_curve(result: MethodResults, column: str) -> tuple[list[int], list[float]]:
+    """The mean over seeds at the steps every seed logged."""
+    per_seed = [{row.step: getattr(row, column) for row in run.curve if getattr(row, column) is not None}
+                for run in result.runs]
+    if not per_seed or not all(per_seed):
+        return [], []
+    steps = sorted(set.intersection(*(set(curve) for curve in per_seed)))
+    return steps, [float(np.mean([curve[s] for curve in per_seed])) for s in steps]
+
+
+def training_curves_figure(results: Sequence[MethodResults]) -> Figure:
+    """Each seed as a thin line, the seed mean as a thick one, per method."""
     figure = Figure(figsize=(9, 3.6), layout="constrained")
     train_axes, val_axes = figure.subplots(1, 2, sharex=True)
     colors = method_colors(results)
@@ -134,12 +150,16 @@ def training_curves_figure(results: list[MethodResults]) -> Figure:
                                 (val_axes, "val_loss", "validation loss")):
         drawn = False
         for r in results:
-            points = [(row.step, getattr(row, column)) for row in r.curve if getattr(row, column) is not None]
-            if points:
-                steps, values = zip(*points)
-                axes.plot(steps, values, marker="." if column == "val_loss" else None, label=r.name,
-                          color=colors[r.name])
-                drawn = True
+            for run in r.runs:
+                points = [(row.step, getattr(row, column)) for row in run.curve if getattr(row, column) is not None]
+                if points:
+                    steps, values = zip(*points)
+                    axes.plot(steps, values, color=colors[r.name], linewidth=0.6, alpha=0.45)
+                    drawn = True
+            steps, means = _seed_mean_curve(r, column)
+            if steps:
+                axes.plot(steps, means, marker="." if column == "val_loss" else None, label=r.name,
+                          color=colors[r.name], linewidth=1.6)
         if not drawn:
             _no_data(axes, "no training curves")
             continue
@@ -153,18 +173,20 @@ def training_curves_figure(results: list[MethodResults]) -> Figure:
 # File name (without .png) -> caption. The names are fixed so that the workflow can
 # declare every plot as an output; a plot without data says so instead of being absent.
 FIGURE_CAPTIONS = {
-    "contextual_em": "Contextual exact match per method and context variant.",
-    "memorization_ratio": "Memorization ratio M_R (%) on counterfactual contexts, unseen (test) vs seen questions.",
-    "accuracy_vs_cost": "Contextual EM on counterfactual test contexts against trainable share and "
-                        "training-step memory (sum of parts).",
-    "training_curves": "Training and validation loss per method.",
+    "contextual_em": "Contextual exact match per method and context variant: seed means with 95 % "
+                     "intervals (error bars).",
+    "memorization_ratio": "Memorization ratio M_R (%) on counterfactual contexts, unseen (test) vs seen "
+                          "questions: pooled over seeds, with 95 % intervals (error bars).",
+    "accuracy_vs_cost": "Contextual EM on counterfactual test contexts (seed mean, 95 % interval) against "
+                        "trainable share and training-step memory (sum of parts).",
+    "training_curves": "Training and validation loss per method: each seed thin, the seed mean thick.",
 }
 
 
-def build_figures(results: list[MethodResults], sets: list[str]) -> dict[str, Figure]:
+def build_figures(results: Sequence[MethodResults], agg: Aggregates) -> dict[str, Figure]:
     return {
-        "contextual_em": contextual_em_figure(results, sets),
-        "memorization_ratio": memorization_figure(results, sets),
-        "accuracy_vs_cost": accuracy_vs_cost_figure(results),
+        "contextual_em": contextual_em_figure(results, agg),
+        "memorization_ratio": memorization_figure(results, agg),
+        "accuracy_vs_cost": accuracy_vs_cost_figure(results, agg),
         "training_curves": training_curves_figure(results),
     }

@@ -1,16 +1,23 @@
 """The report's tables as plain data (headers and already formatted cells), built by pure
-functions from loaded results; rendering to Markdown or HTML is elsewhere."""
+functions from loaded results and their aggregates (cfqa.report.aggregate); rendering to
+Markdown or HTML is elsewhere. Accuracies are seed means with 95 % intervals; comparisons
+with full fine-tuning are paired differences with Holm-adjusted p-values."""
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Callable, Sequence
 
-from cfqa.formats import VARIANTS
+import numpy as np
+
 from cfqa.report import formatting as fmt
-from cfqa.contract import VariantScores
-from cfqa.report.inputs import MethodResults
+from cfqa.report.aggregate import (CONVERGED_WELL_FORMED_PCT, METRIC_TITLES, METRICS, TYPE_COMPARISON_VARIANT,
+                                   TYPE_VARIANTS, Aggregates, Comparison)
+from cfqa.report.inputs import MethodResults, RunResults
+
+NOT_SIGNIFICANT = "n.s."
 
 
 @dataclass(frozen=True)
@@ -22,52 +29,127 @@ class Table:
     caption: str = ""
 
 
-def _variants_in(results: list[MethodResults], set_name: str) -> list[str]:
-    present = {v for r in results for v in r.metrics.sets.get(set_name, {})}
-    return [v for v in VARIANTS if v in present] + sorted(present - set(VARIANTS))
+def seed_mean(values: Sequence[Any]) -> float | None:
+    """Mean over the seeds that have a finite value; None when none has."""
+    present = [float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)
+               and math.isfinite(v)]
+    return float(np.mean(present)) if present else None
 
 
-def variant_scores(result: MethodResults, set_name: str, variant: str) -> VariantScores | None:
-    return result.metrics.sets.get(set_name, {}).get(variant)
+def run_mean(result: MethodResults, value: Callable[[RunResults], Any]) -> float | None:
+    return seed_mean([value(run) for run in result.runs])
 
 
-def accuracy_table(results: list[MethodResults], set_name: str) -> Table:
+def _cell(interval) -> str:
+    return fmt.MISSING if interval is None else fmt.interval(interval.estimate, interval.low, interval.high)
+
+
+def significance_mark(comparison: Comparison) -> str:
+    """'higher' / 'lower' only where the difference is significant after Holm, else 'n.s.'."""
+    if comparison.difference is None:
+        return comparison.excluded or fmt.MISSING
+    if not comparison.significant:
+        return NOT_SIGNIFICANT
+    return "higher" if comparison.difference.difference > 0 else "lower"
+
+
+def _comparison_cells(comparison: Comparison | None) -> tuple[str, str, str]:
+    if comparison is None:
+        return fmt.MISSING, fmt.MISSING, fmt.MISSING
+    d = comparison.difference
+    if d is None:
+        return fmt.MISSING, fmt.MISSING, significance_mark(comparison)
+    return (fmt.signed_interval(d.difference, d.low, d.high), fmt.p_value(comparison.holm_p),
+            significance_mark(comparison))
+
+
+def _variant_cell(result: MethodResults, set_name: str, variant: str, field: str) -> float | None:
+    return run_mean(result, lambda run: getattr(run.metrics.sets.get(set_name, {}).get(variant), field, None))
+
+
+def accuracy_table(results: Sequence[MethodResults], agg: Aggregates, set_name: str) -> Table:
     rows = []
     for r in results:
-        for variant in _variants_in(results, set_name):
-            cell = variant_scores(r, set_name, variant)
-            if cell is None:
+        for variant in agg.variants.get(set_name, ()):
+            contextual = agg.accuracy.get((r.name, set_name, variant, "contextual_em"))
+            parametric = agg.accuracy.get((r.name, set_name, variant, "parametric_em"))
+            if contextual is None:
                 continue
-            rows.append((r.name, variant, fmt.count(cell.n),
-                         fmt.percent(cell.contextual_em_pct), fmt.percent(cell.contextual_f1_pct),
-                         fmt.percent(cell.contextual_lenient_pct),
-                         fmt.percent(cell.parametric_em_pct), fmt.percent(cell.parametric_f1_pct),
-                         fmt.percent(cell.unanswerable_pct)))
+            rows.append((r.name, variant, fmt.count(contextual.n_questions), fmt.count(contextual.n_seeds),
+                         _cell(contextual), fmt.percent(contextual.seed_sd), _cell(parametric),
+                         fmt.percent(_variant_cell(r, set_name, variant, "contextual_f1_pct")),
+                         fmt.percent(_variant_cell(r, set_name, variant, "contextual_lenient_pct")),
+                         fmt.percent(_variant_cell(r, set_name, variant, "unanswerable_pct")),
+                         fmt.percent(_variant_cell(r, set_name, variant, "well_formed_pct"))))
     return Table(
         key=f"accuracy-{set_name}",
         title=f"Accuracy on `{set_name}` by method and context variant",
-        headers=("method", "variant", "n", "contextual EM (%)", "contextual F1 (%)",
-                 "contextual lenient (%)", "parametric EM (%)", "parametric F1 (%)", "unanswerable (%)"),
+        headers=("method", "variant", "questions", "seeds", "contextual EM (%)", "seed SD (pp)",
+                 "parametric EM (%)", "contextual F1 (%)", "contextual lenient (%)", "unanswerable (%)",
+                 "well-formed (%)"),
         rows=tuple(rows),
-        caption="Contextual: the answer the context supports (\"unanswerable\" for empty and "
-                "random contexts). Parametric: the original answer to the question. Lenient: EM, "
-                "or one answer's tokens contain the other's (\"18 January 1981\" vs \"in 18 "
-                "January 1981\").",
+        caption="EM: mean over seeds with its 95 % interval [low, high], which covers both the "
+                "spread between seeds and the sampling of questions (hierarchical bootstrap). Seed "
+                "SD: standard deviation of the per-seed contextual EM. F1, lenient, unanswerable and "
+                "well-formed: seed means. Contextual: the answer the context supports "
+                "(\"unanswerable\" for empty and random contexts). Parametric: the original answer. "
+                "Lenient: EM, or one answer's tokens contain the other's. Well-formed: the generation "
+                "has every answer line the target format asks for.",
     )
 
 
-def memorization_table(results: list[MethodResults], sets: Iterable[str]) -> Table:
-    sets = list(sets)
-    headers = ["method"] + [f"M_R {s} (%)" for s in sets]
+def comparison_table(agg: Aggregates, set_name: str) -> Table:
+    rows = []
+    for method in agg.methods:
+        if method == agg.reference:
+            continue
+        for variant in agg.variants.get(set_name, ()):
+            cells = []
+            seeds = fmt.MISSING
+            for metric in METRICS:
+                comparison = agg.comparison(method, set_name, variant, metric)
+                cells += _comparison_cells(comparison)
+                if comparison is not None and comparison.difference is not None:
+                    seeds = fmt.count(comparison.difference.n_seeds)
+            rows.append((method, variant, seeds, *cells))
+    headers = ["method", "variant", "seeds"]
+    for metric in METRICS:
+        title = METRIC_TITLES[metric]
+        headers += [f"Δ {title} (pp)", f"{title} Holm p", f"{title} vs `{agg.reference}`"]
+    return Table(
+        key=f"comparison-{set_name}",
+        title=f"Each method minus `{agg.reference}` on `{set_name}` (paired by seed and question)",
+        headers=tuple(headers),
+        rows=tuple(rows),
+        caption="Δ: mean paired difference in percentage points with its 95 % interval. Holm p: "
+                "the permutation p-value adjusted (Holm) within each set, variant and metric over the "
+                "methods compared. A difference is called higher or lower only when the adjusted p is "
+                f"below 0.05 and the interval excludes 0; otherwise it is marked {NOT_SIGNIFICANT} "
+                "(not significant): those methods are not ranked against each other. Methods that did "
+                "not converge are not compared.",
+    )
+
+
+def memorization_table(results: Sequence[MethodResults], agg: Aggregates) -> Table:
+    sets = [s for s in agg.sets if any((r.name, s) in agg.memorization for r in results)]
+    headers = ["method", "seeds"] + [f"M_R {s} (%)" for s in sets]
+    with_difference = "seen" in sets and "test" in sets
+    if with_difference:
+        headers += ["M_R seen − test (pp)", "seen − test p"]
     for s in sets:
-        headers += [f"p_o {s} (%)", f"p_s {s} (%)", f"other {s} (%)", f"n {s}"]
+        headers += [f"p_o {s} (%)", f"p_s {s} (%)", f"other {s} (%)", f"questions {s}"]
     rows = []
     for r in results:
-        blocks = [r.metrics.memorization.get(s) for s in sets]
-        row = [r.name] + [fmt.percent(b.memorization_ratio_pct if b else None) for b in blocks]
-        for block in blocks:
-            row += ([fmt.percent(block.original_pct), fmt.percent(block.substitute_pct),
-                     fmt.percent(block.other_pct), fmt.count(block.n)] if block else [fmt.MISSING] * 4)
+        cells = [agg.memorization.get((r.name, s)) for s in sets]
+        row = [r.name, fmt.count(len(r.runs))] + [_cell(c.interval if c else None) for c in cells]
+        if with_difference:
+            d = agg.seen_minus_test.get(r.name)
+            row += ([fmt.signed_interval(d.difference, d.low, d.high), fmt.p_value(d.p_value)]
+                    if d else [fmt.MISSING] * 2)
+        for c in cells:
+            row += ([fmt.percent(100 * c.original / c.cells), fmt.percent(100 * c.substitute / c.cells),
+                     fmt.percent(100 * c.other / c.cells), fmt.count(c.interval.n_questions)]
+                    if c and c.cells else [fmt.MISSING] * 4)
         rows.append(tuple(row))
     return Table(
         key="memorization",
@@ -75,62 +157,101 @@ def memorization_table(results: list[MethodResults], sets: Iterable[str]) -> Tab
         headers=tuple(headers),
         rows=tuple(rows),
         caption="On counterfactual contexts, the share of contextual predictions equal to the "
-                "original answer (p_o), to the substituted answer (p_s) or to neither (other); "
-                "memorization ratio M_R = p_o / (p_o + p_s) (Longpre et al., 2021). All in percent. "
-                "Lower M_R means the model follows the context.",
+                "original answer (p_o), to the substituted answer (p_s) or to neither (other), pooled "
+                "over seeds and questions; memorization ratio M_R = p_o / (p_o + p_s) (Longpre et al., "
+                "2021) with its 95 % interval over seeds and questions. All in percent. Lower M_R means "
+                "the model follows the context. Seen − test: the same models on training questions "
+                "minus unseen ones, with interval and a permutation p-value of set membership.",
     )
 
 
-def _answer_types(results: list[MethodResults], set_name: str) -> list[str]:
-    types = set()
-    for r in results:
-        for by_variant in r.metrics.by_type.get(set_name, {}).values():
-            types.update(by_variant)
-        types.update(r.metrics.most_frequent_em_pct.get(set_name, {}))
-    types.discard("all")
-    return sorted(types)
-
-
-def by_type_table(results: list[MethodResults], set_name: str) -> Table:
-    variants = _variants_in(results, set_name)
-    headers = ["method", "answer type", "n", "most-frequent EM (%)"]
+def by_type_table(results: Sequence[MethodResults], agg: Aggregates, set_name: str) -> Table:
+    variants = [v for v in TYPE_VARIANTS if v in agg.variants.get(set_name, ())]
+    headers = ["method", "answer type", "questions", "most-frequent EM (%)"]
     for variant in variants:
         headers += [f"{variant} contextual EM (%)", f"{variant} parametric EM (%)"]
     rows = []
     for r in results:
-        baseline = r.metrics.most_frequent_em_pct.get(set_name, {})
-        for answer_type in _answer_types(results, set_name) + ["all"]:
+        for answer_type in list(agg.answer_types.get(set_name, ())) + ["all"]:
             # The "all" row takes the overall numbers of the set, so it matches the accuracy table.
-            cells = {v: (variant_scores(r, set_name, v) if answer_type == "all"
-                         else r.metrics.by_type.get(set_name, {}).get(v, {}).get(answer_type))
-                     for v in variants}
-            n = next((c.n for c in cells.values() if c is not None), None)
-            row = [r.name, answer_type, fmt.count(n), fmt.percent(baseline.get(answer_type))]
+            def interval(variant: str, metric: str):
+                if answer_type == "all":
+                    return agg.accuracy.get((r.name, set_name, variant, metric))
+                return agg.by_type.get((r.name, set_name, variant, answer_type, metric))
+            first = interval(variants[0], "contextual_em") if variants else None
+            baseline = run_mean(r, lambda run: run.metrics.most_frequent_em_pct.get(set_name, {}).get(answer_type))
+            row = [r.name, answer_type, fmt.count(first.n_questions if first else None), fmt.percent(baseline)]
             for variant in variants:
-                cell = cells[variant]
-                row += [fmt.percent(cell.contextual_em_pct if cell else None),
-                        fmt.percent(cell.parametric_em_pct if cell else None)]
+                row += [_cell(interval(variant, "contextual_em")), _cell(interval(variant, "parametric_em"))]
             rows.append(tuple(row))
     return Table(
         key=f"by-type-{set_name}",
         title=f"Accuracy on `{set_name}` by answer type",
         headers=tuple(headers),
         rows=tuple(rows),
-        caption="Most-frequent EM: exact match of always answering the most frequent training "
-                "answer of that type, the floor a model without knowledge or reading reaches.",
+        caption="Seed means with 95 % intervals. Most-frequent EM: exact match of always answering "
+                "the most frequent training answer of that type, the floor a model without knowledge "
+                "or reading reaches.",
     )
 
 
-def efficiency_table(results: list[MethodResults]) -> Table:
+def type_comparison_table(agg: Aggregates, set_name: str) -> Table:
+    rows = []
+    for method in agg.methods:
+        if method == agg.reference:
+            continue
+        for answer_type in agg.answer_types.get(set_name, ()):
+            comparison = agg.comparison(method, set_name, TYPE_COMPARISON_VARIANT, "contextual_em", answer_type)
+            questions = fmt.MISSING
+            if comparison is not None and comparison.difference is not None:
+                questions = fmt.count(comparison.difference.n_questions_a)
+            rows.append((method, answer_type, questions, *_comparison_cells(comparison)))
+    return Table(
+        key=f"type-comparison-{set_name}",
+        title=f"Factual contextual EM by answer type on `{set_name}`: each method minus `{agg.reference}`",
+        headers=("method", "answer type", "questions", "Δ contextual EM (pp)", "Holm p", f"vs `{agg.reference}`"),
+        rows=tuple(rows),
+        caption="Paired differences per answer type; Holm's adjustment within each answer type over "
+                f"the methods compared. {NOT_SIGNIFICANT}: not significant, not ranked.",
+    )
+
+
+def convergence_table(results: Sequence[MethodResults], agg: Aggregates) -> Table:
     rows = []
     for r in results:
-        params, cost, inference = r.train.params, r.train.cost, r.metrics.inference
+        state = agg.convergence[r.name]
+        if state.converged:
+            continue
+        for run, share in zip(r.runs, state.well_formed_pct):
+            curve = ", ".join(f"{row.step}: {row.val_loss:.3f}" for row in run.curve if row.val_loss is not None)
+            rows.append((r.name, fmt.text(run.seed), fmt.percent(share), fmt.count(run.train.steps),
+                         curve or fmt.MISSING))
+    return Table(
+        key="not-converged",
+        title="Methods that did not converge",
+        headers=("method", "seed", "well-formed on factual test (%)", "steps", "validation loss by step"),
+        rows=tuple(rows),
+        caption=f"A method whose mean share of well-formed generations on factual `test` contexts is "
+                f"below {CONVERGED_WELL_FORMED_PCT:.0f} % has not learned the output format: it is "
+                "reported here and in the training-curves figure, and left out of the comparisons "
+                "with full fine-tuning.",
+    )
+
+
+def efficiency_table(results: Sequence[MethodResults]) -> Table:
+    rows = []
+    for r in results:
+        params = r.runs[0].train.params
+        mean = lambda value: run_mean(r, value)
         rows.append((r.name, fmt.count(params.trainable), fmt.share(params.trainable_pct),
-                     fmt.count(params.total), fmt.bytes_size(cost.checkpoint_bytes),
-                     fmt.bytes_size(cost.step_memory.sum_bytes), fmt.bytes_size(cost.peak_memory_bytes),
-                     fmt.seconds(cost.step_time_s), fmt.decimal(cost.train_examples_per_s, 1),
-                     fmt.decimal(inference.per_example_ms, 2), fmt.decimal(inference.examples_per_s, 1),
-                     fmt.seconds(cost.wall_time_s)))
+                     fmt.count(params.total), fmt.bytes_size(mean(lambda x: x.train.cost.checkpoint_bytes)),
+                     fmt.bytes_size(mean(lambda x: x.train.cost.step_memory.sum_bytes)),
+                     fmt.bytes_size(mean(lambda x: x.train.cost.peak_memory_bytes)),
+                     fmt.seconds(mean(lambda x: x.train.cost.step_time_s)),
+                     fmt.decimal(mean(lambda x: x.train.cost.train_examples_per_s), 1),
+                     fmt.decimal(mean(lambda x: x.metrics.inference.per_example_ms), 2),
+                     fmt.decimal(mean(lambda x: x.metrics.inference.examples_per_s), 1),
+                     fmt.seconds(mean(lambda x: x.train.cost.wall_time_s))))
     return Table(
         key="efficiency",
         title="Cost of each method",
@@ -138,41 +259,46 @@ def efficiency_table(results: list[MethodResults]) -> Table:
                  "step memory (sum of parts)", "measured peak memory", "step time",
                  "train examples/s", "inference ms/example", "inference examples/s", "wall time"),
         rows=tuple(rows),
-        caption="Checkpoint: the saved trainable weights only. Step time and examples/s: training. "
-                "Memory: see the next table.",
+        caption="Means over seeds. Checkpoint: the saved trainable weights only. Step time and "
+                "examples/s: training. Memory: see the next table.",
     )
 
 
 MEMORY_PARTS = ("parameters_bytes", "gradients_bytes", "optimizer_state_bytes", "activations_bytes")
-MEMORY_GOAL_MEASURE = "sum of parts"
 
 
-def _ratio_to(value: int | None, reference: int | None) -> str:
+def _ratio_to(value: float | None, reference: float | None) -> str:
     return fmt.decimal(value / reference, 2) if value is not None and reference else fmt.MISSING
 
 
-def memory_table(results: list[MethodResults]) -> Table:
-    full = next((r for r in results if r.train.registry_method == "full"), None)
-    full_sum = full.train.cost.step_memory.sum_bytes if full else None
-    full_peak = full.train.cost.peak_memory_bytes if full else None
+def memory_table(results: Sequence[MethodResults]) -> Table:
+    def parts_mean(r: MethodResults, name: str) -> float | None:
+        return run_mean(r, lambda run: getattr(run.train.cost.step_memory, name))
+
+    def peak_mean(r: MethodResults) -> float | None:
+        return run_mean(r, lambda run: run.train.cost.peak_memory_bytes)
+
+    full = next((r for r in results if r.registry_method == "full"), None)
+    full_sum = parts_mean(full, "sum_bytes") if full else None
+    full_peak = peak_mean(full) if full else None
     rows = []
     for r in results:
-        parts, cost = r.train.cost.step_memory, r.train.cost
-        rows.append((r.name, *(fmt.bytes_size(getattr(parts, name)) for name in MEMORY_PARTS),
-                     fmt.bytes_size(parts.sum_bytes), _ratio_to(parts.sum_bytes, full_sum),
-                     fmt.bytes_size(cost.peak_memory_bytes), _ratio_to(cost.peak_memory_bytes, full_peak)))
-    measures = sorted({r.train.cost.peak_memory_measure for r in results})
+        total, peak = parts_mean(r, "sum_bytes"), peak_mean(r)
+        rows.append((r.name, *(fmt.bytes_size(parts_mean(r, name)) for name in MEMORY_PARTS),
+                     fmt.bytes_size(total), _ratio_to(total, full_sum),
+                     fmt.bytes_size(peak), _ratio_to(peak, full_peak)))
+    measures = sorted({run.train.cost.peak_memory_measure for r in results for run in r.runs})
     return Table(
         key="memory",
         title="Training memory by part",
         headers=("method", "parameters", "gradients", "optimizer state", "activations",
                  "sum of parts", "sum / full", "measured peak", "peak / full"),
         rows=tuple(rows),
-        caption="Sum of parts: what one training step holds that a method changes — weights, "
-                "gradients of the trainable weights, optimizer state and activations saved for "
-                "backward, counted exactly; deterministic, so it is the measure the memory goal "
-                "uses (a method's memory as a ratio to full fine-tuning). Measured peak: "
-                + "; ".join(measures or ["not measured"]) + "; it adds backward's transient "
+        caption="Means over seeds. Sum of parts: what one training step holds that a method "
+                "changes — weights, gradients of the trainable weights, optimizer state and "
+                "activations saved for backward, counted exactly; deterministic, so it is the measure "
+                "the memory goal uses (a method's memory as a ratio to full fine-tuning). Measured "
+                "peak: " + "; ".join(measures or ["not measured"]) + "; it adds backward's transient "
                 "buffers and the allocator's slack, and varies a little between runs.",
     )
 
@@ -181,24 +307,51 @@ def _compact(value: Any) -> str:
     return fmt.MISSING if value in (None, {}, []) else json.dumps(value, sort_keys=True, separators=(", ", ": "))
 
 
-def training_table(results: list[MethodResults]) -> Table:
+def training_table(results: Sequence[MethodResults]) -> Table:
     rows = []
     for r in results:
-        t, config = r.train, r.train.run.params
-        rows.append((r.name, fmt.text(t.registry_method), fmt.text(t.backbone), fmt.text(t.seed),
-                     fmt.text(t.run.status), fmt.count(t.steps), fmt.count(t.best_step),
-                     fmt.decimal(t.best_val_loss, 4), fmt.scalar((config.get("train") or {}).get("lr")),
-                     _compact(config.get("options"))))
+        for run in r.runs:
+            t = run.train
+            rows.append((r.name, fmt.text(run.seed), fmt.text(t.registry_method), fmt.text(t.backbone),
+                         fmt.text(t.run.status), fmt.count(t.steps), fmt.count(t.best_step),
+                         fmt.decimal(t.best_val_loss, 4), fmt.scalar(float(t.lr)),
+                         "tune stage" if t.lr_selected else "params.yaml",
+                         _compact(t.run.params.get("options"))))
     return Table(
         key="training",
         title="Training runs",
-        headers=("method", "registry method", "backbone", "seed", "status", "steps", "best step",
-                 "best val loss", "lr", "options"),
+        headers=("method", "seed", "registry method", "backbone", "status", "steps", "best step",
+                 "best val loss", "lr", "lr from", "options"),
         rows=tuple(rows),
-        caption="Prompt tuning trains num_virtual_tokens × d_model embeddings: peft's seq2seq "
-                "default keeps twice as many (a decoder copy that gets exactly zero gradient, "
-                "since peft prepends only the encoder's), so parameter counts in peft-based papers "
-                "can read twice this.",
+        caption="One row per training run. lr: the learning rate the run trained with; from the "
+                "`tune` stage's grid or taken from params.yaml. Prompt tuning trains "
+                "num_virtual_tokens × d_model embeddings: peft's seq2seq default keeps twice as many "
+                "(a decoder copy that gets exactly zero gradient, since peft prepends only the "
+                "encoder's), so parameter counts in peft-based papers can read twice this.",
+    )
+
+
+def lr_selection_table(results: Sequence[MethodResults]) -> Table | None:
+    """The `tune` stage's grid per method; None when no method has one."""
+    rows = []
+    for r in results:
+        selection = r.lr_selection
+        if selection is None:
+            continue
+        for trial in selection.trials:
+            rows.append((r.name, fmt.scalar(float(trial.lr)), fmt.count(trial.steps),
+                         fmt.decimal(trial.best_val_loss, 4), fmt.text(trial.status),
+                         "chosen" if trial.lr == selection.chosen_lr else ""))
+    if not rows:
+        return None
+    criteria = sorted({r.lr_selection.criterion for r in results if r.lr_selection is not None})
+    return Table(
+        key="lr-selection",
+        title="Learning-rate selection",
+        headers=("method", "lr", "steps", "best val loss", "status", "chosen"),
+        rows=tuple(rows),
+        caption=f"Short runs of the `tune` stage on a grid of learning rates, one seed each; criterion: "
+                f"{'; '.join(criteria)}. A diverged trial has no validation loss.",
     )
 
 

@@ -1,5 +1,6 @@
-"""Stage `evaluate`: generate on the `test` (unseen questions) and `seen` (training questions
-with fresh contexts) sets in all four variants; score; log the run to MLflow."""
+"""Stage `evaluate`: one trained (method, seed) run generates on the `test` (unseen questions)
+and `seen` (training questions with fresh contexts) sets in all four variants; score; log the
+run to MLflow."""
 from __future__ import annotations
 
 import dataclasses
@@ -25,33 +26,38 @@ log = get_logger(__name__)
 QUESTION_SETS = ("test", "seen")
 
 
-def run(cfg: Config, variants: Path, models: Path, results: Path, method: str) -> None:
+def run(cfg: Config, variants: Path, models: Path, model: Path, results: Path, method: str, seed: int) -> None:
+    """`models` holds the backbones; `model` is the run's trained directory (train's --out)."""
     started = time.perf_counter()
-    mcfg = cfg.method(method)
+    mcfg = cfg.method(method, seed)
     ecfg = cfg.evaluate
     files = MethodFiles(results)
+    weights = model / WEIGHTS
     # Read before any work: a missing or stale train.json fails in a second, not after generating.
     trained = read_train_record(files.train_record, method)
+    if (trained.method, trained.seed) != (method, seed):
+        raise ResultsError(f"{files.train_record}: records method {trained.method!r} seed {trained.seed}, "
+                           f"not {method!r} seed {seed}; pass the results directory of this run")
     backbone_sha = directory_sha256(backbone_dir(models, mcfg.backbone))
     if trained.run.backbone_sha256 != backbone_sha:
-        raise ResultsError(f"{models / method / WEIGHTS}: trained on another backbone than "
-                           f"{backbone_dir(models, mcfg.backbone)} holds now; rerun `cfqa train --method {method}`")
+        raise ResultsError(f"{weights}: trained on another backbone than {backbone_dir(models, mcfg.backbone)} "
+                           f"holds now; rerun `cfqa train --method {method} --seed {seed}`")
     torch.set_num_threads(ecfg.threads)
-    model, tokenizer, spec = build_method_model(mcfg, models)
-    load_trainable(model, models / method / WEIGHTS)
+    network, tokenizer, spec = build_method_model(mcfg, models)
+    load_trainable(network, weights)
     if spec.prepare_for_inference is not None:
-        spec.prepare_for_inference(model)
-    model.eval()
+        spec.prepare_for_inference(network)
+    network.eval()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model.to(device)
-    log.info("loaded %s with trained weights from %s", method, models / method / WEIGHTS)
+    network.to(device)
+    log.info("loaded %s seed %d with trained weights from %s", method, seed, weights)
 
     records, sets, by_type, memorized = [], {}, {}, {}
     generated, seconds = 0, 0.0
     data_files = [variants / set_name / f"{v}.jsonl" for set_name in QUESTION_SETS for v in VARIANTS]
     for set_name in QUESTION_SETS:
         rows = variant_rows(variants, set_name, VARIANTS)
-        run_ = generate_texts(model, tokenizer, [format_input(r["question"], r["context"]) for r in rows],
+        run_ = generate_texts(network, tokenizer, [format_input(r["question"], r["context"]) for r in rows],
                               batch_size=ecfg.batch_size, max_input_length=mcfg.train.max_input_length,
                               max_new_tokens=ecfg.max_new_tokens, num_beams=ecfg.num_beams,
                               device=device, desc=f"generate {set_name}")
@@ -66,7 +72,7 @@ def run(cfg: Config, variants: Path, models: Path, results: Path, method: str) -
 
     frequent = most_frequent_answers(variant_rows(variants, "train", ("factual",)))
     metrics = MetricsRecord(
-        method=method, seed=mcfg.train.seed,
+        method=method, seed=seed,
         run=run_info("evaluate", "completed",
                      {**dataclasses.asdict(mcfg), "evaluate": dataclasses.asdict(ecfg)},
                      str(device), data_sha256=files_sha256(data_files), backbone_sha256=backbone_sha),
@@ -80,6 +86,6 @@ def run(cfg: Config, variants: Path, models: Path, results: Path, method: str) -
     write_predictions(files.predictions, records)
     write_record(files.metrics, metrics)
     log.info("wrote %s (%d predictions) and %s", files.predictions, len(records), files.metrics)
-    from cfqa.tracking import log_results_dir  # imported here: mlflow takes seconds to import
+    from cfqa.tracking import log_results_dir, pipeline_run  # imported here: mlflow takes seconds to import
 
-    log_results_dir(cfg.tracking, results, method=method)
+    log_results_dir(cfg.tracking, results, method=method, pipeline=pipeline_run(cfg))

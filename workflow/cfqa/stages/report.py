@@ -1,7 +1,9 @@
-"""Stage `cfqa report`: every method's results -> reports/report.md, reports/index.html
-(self-contained), reports/*.png and results/summary.json (a DVC metric)."""
+"""Stage `cfqa report`: every method's results for every seed (results/{method}/seed{seed}/)
+-> reports/report.md, reports/index.html (self-contained), reports/*.png and
+results/summary.json (a DVC metric). The same results give byte-identical outputs."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Sequence
 
@@ -12,8 +14,9 @@ from cfqa.config import Config
 from cfqa.contract import read_data_stats, write_record
 from cfqa.logs import get_logger
 from cfqa.report import plots
+from cfqa.report.aggregate import aggregate
 from cfqa.report.document import build_document
-from cfqa.report.inputs import evaluation_sets, load_method_results
+from cfqa.report.inputs import load_results
 from cfqa.report.render import render_html, render_markdown
 from cfqa.report.summary import build_summary
 
@@ -37,32 +40,35 @@ def _overview(cfg: Config) -> dict[str, str]:
 
 def run(cfg: Config, results: Path, data_stats: Path, out: Path, summary: Path,
         report_notes: str | Sequence[str] | None = None) -> None:
+    write_report(cfg, results, data_stats, out, summary, seeds=cfg.seeds, report_notes=report_notes)
+
+
+def write_report(cfg: Config, results: Path, data_stats: Path, out: Path, summary: Path, *,
+                 seeds: Sequence[int], report_notes: str | Sequence[str] | None = None) -> None:
     results, data_stats, out, summary = map(Path, (results, data_stats, out, summary))
-    method_results = []
-    for name in cfg.methods:
-        loaded = load_method_results(results / name, name)
-        log.info("read %s/{train,metrics}.json%s", results / name,
-                 "" if loaded.curve else " (no train_curve.csv: its curve is skipped)")
-        method_results.append(loaded)
+    started = time.perf_counter()
+    method_results = load_results(results, list(cfg.methods), seeds)
+    log.info("read %d methods x %d seeds from %s/{method}/seed{seed}/", len(method_results), len(seeds), results)
     stats = msgspec.to_builtins(read_data_stats(data_stats))
     stats.pop("schema_version")
     log.info("read %s", data_stats)
+    agg = aggregate(method_results)
+    log.info("intervals and paired tests in %.1f s", time.perf_counter() - started)
 
-    sets = evaluation_sets(method_results)
-    images = {name: plots.png_bytes(figure)
-              for name, figure in plots.build_figures(method_results, sets).items()}
+    images = {name: plots.png_bytes(figure) for name, figure in plots.build_figures(method_results, agg).items()}
+    notes = report_notes if report_notes is not None else (list(cfg.report.notes) or None)
+    document = build_document(method_results, agg, stats, _overview(cfg), notes)
+    markdown, page = render_markdown(document), render_html(document, images)
+    # Everything is computed before the first write: a failure leaves no partial report.
     for name, data in images.items():
         with atomic_open(out / f"{name}.png", "wb") as handle:
             handle.write(data)
         log.info("wrote %s", out / f"{name}.png")
-
-    notes = report_notes if report_notes is not None else (list(cfg.report.notes) or None)
-    document = build_document(method_results, stats, sets, _overview(cfg), notes)
     with atomic_open(out / "report.md") as handle:
-        handle.write(render_markdown(document))
+        handle.write(markdown)
     with atomic_open(out / "index.html") as handle:
-        handle.write(render_html(document, images))
+        handle.write(page)
     log.info("wrote %s and %s (%d methods, sets %s)", out / "report.md", out / "index.html",
-             len(method_results), ", ".join(sets) or "none")
-    write_record(summary, build_summary(method_results))
-    log.info("wrote %s", summary)
+             len(method_results), ", ".join(agg.sets) or "none")
+    write_record(summary, build_summary(method_results, agg))
+    log.info("wrote %s in %.1f s", summary, time.perf_counter() - started)

@@ -1,5 +1,6 @@
-"""Stage `train`: fine-tune one method on the training mixture; save only its trainable
-weights and record accuracy-independent cost (parameters, memory, speed, checkpoint size)."""
+"""Stage `train`: fine-tune one method with one seed on the training mixture; save only its
+trainable weights and record accuracy-independent cost (parameters, memory, speed, checkpoint
+size)."""
 from __future__ import annotations
 
 import copy
@@ -23,6 +24,7 @@ from cfqa.methods.base import count_parameters, save_trainable
 from cfqa.training.batches import batch_at, collate, text_pairs, tokenize_pairs, variant_rows
 from cfqa.training.checkpoint import remove_checkpoint
 from cfqa.training.loop import fine_tune, make_accelerator
+from cfqa.training.lr_selection import apply_lr_selection
 from cfqa.training.optimization import make_optimizer
 
 log = get_logger(__name__)
@@ -34,7 +36,8 @@ def method_params(mcfg: MethodConfig) -> dict:
 
 
 def resume_fingerprint(mcfg: MethodConfig, data_sha256: str, backbone_sha256: str) -> str:
-    """A checkpoint is resumed only by a run of the same method settings, data and backbone."""
+    """A checkpoint is resumed only by a run of the same method settings (seed included), data
+    and backbone."""
     key = {"params": method_params(mcfg), "data": data_sha256, "backbone": backbone_sha256}
     return hashlib.sha256(orjson.dumps(key, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
@@ -49,15 +52,24 @@ def measure_step_memory(model, batch, mcfg: MethodConfig, accelerator) -> StepMe
     return memory
 
 
-def run(cfg: Config, variants: Path, models: Path, out: Path, results: Path, method: str) -> None:
+def checkpoint_dir(models: Path, method: str, seed: int) -> Path:
+    """Where an interrupted run's checkpoint waits to be resumed: one per (method, seed)."""
+    return models / ".checkpoints" / method / f"seed{seed}"
+
+
+def run(cfg: Config, variants: Path, models: Path, out: Path, results: Path, method: str, seed: int,
+        lr_selection: Path | None = None) -> None:
     started = time.perf_counter()
-    mcfg = cfg.method(method)
+    mcfg = cfg.method(method, seed)
+    if lr_selection is not None:
+        mcfg = apply_lr_selection(mcfg, lr_selection)
+        log.info("learning rate %g chosen by `cfqa tune` (%s)", mcfg.train.lr, lr_selection)
     tcfg = mcfg.train
     torch.set_num_threads(tcfg.threads)
     model, tokenizer, spec = build_method_model(mcfg, models)
     counts = count_parameters(model)
-    log.info("method %s (%s) on backbone %s: %d trainable of %d parameters (%.3f %%)", method,
-             spec.name, mcfg.backbone, counts.trainable, counts.total, counts.trainable_percent)
+    log.info("method %s (%s), seed %d, on backbone %s: %d trainable of %d parameters (%.3f %%)", method,
+             spec.name, seed, mcfg.backbone, counts.trainable, counts.total, counts.trainable_percent)
 
     data_files = [variants / split / f"{v}.jsonl" for split in ("train", "validation") for v in tcfg.mixture]
     train_rows = variant_rows(variants, "train", tcfg.mixture)
@@ -79,18 +91,18 @@ def run(cfg: Config, variants: Path, models: Path, out: Path, results: Path, met
     data_sha = files_sha256(data_files)
     backbone_sha = directory_sha256(backbone_dir(models, mcfg.backbone))
     fingerprint = resume_fingerprint(mcfg, data_sha, backbone_sha)
-    checkpoint_dir = out.parent / ".checkpoints" / out.name
+    checkpoints = checkpoint_dir(models, method, seed)
     with PeakMemory(cuda=accelerator.device.type == "cuda") as peak:
         result = fine_tune(model, train, validation, tcfg, pad_id=tokenizer.pad_token_id,
-                           checkpoint_dir=checkpoint_dir, fingerprint=fingerprint, accelerator=accelerator)
+                           checkpoint_dir=checkpoints, fingerprint=fingerprint, accelerator=accelerator)
     model = accelerator.unwrap_model(model)
 
     with atomic_dir(out) as tmp:
-        checkpoint_bytes = save_trainable(model, tmp / WEIGHTS, metadata={"method": method})
+        checkpoint_bytes = save_trainable(model, tmp / WEIGHTS, metadata={"method": method, "seed": str(seed)})
     state = result.state
     record = TrainRecord(
         method=method, registry_method=mcfg.method, backbone=mcfg.backbone, seed=tcfg.seed,
-        lr=tcfg.lr, lr_selected=False,
+        lr=tcfg.lr, lr_selected=lr_selection is not None,
         run=run_info("train", "stopped_early" if result.stopped_early else "completed", method_params(mcfg),
                      str(accelerator.device), data_sha256=data_sha, backbone_sha256=backbone_sha),
         params=ParameterCounts(trainable=counts.trainable, total=counts.total,
@@ -114,7 +126,7 @@ def run(cfg: Config, variants: Path, models: Path, out: Path, results: Path, met
     write_record(files.train_record, record)
     write_curve(files.train_curve, (CurveRow(step=int(p["step"]), train_loss=p.get("train_loss"),
                                              val_loss=p.get("val_loss")) for p in state.curve))
-    remove_checkpoint(checkpoint_dir)
+    remove_checkpoint(checkpoints)
     log.info("wrote %s (%d bytes of trainable weights), %s, %s; %d steps, best validation loss %.4f at "
              "step %d; peak memory %s", out / WEIGHTS, checkpoint_bytes, files.train_record, files.train_curve,
              state.step, state.best_val_loss, state.best_step,

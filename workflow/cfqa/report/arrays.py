@@ -1,0 +1,147 @@
+"""Per-question outcomes as seeds × questions arrays, the input of cfqa.statistics.
+
+Every method and seed answered the same questions, so question j of one run is question j of
+every other: the columns are aligned by question id (the order of the first run read), and a
+run whose ids differ is an error naming its predictions file. Correctness uses the same
+normalisation as the evaluate stage (cfqa.answer_metrics), so a seed's row mean equals the
+EM metrics.json holds for that run.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from cfqa.answer_metrics import exact_match, memorization_class
+from cfqa.contract import PredictionRow, ResultsError
+from cfqa.report.inputs import MethodResults, RunResults
+
+GroupKey = tuple[str, str]          # (set, variant)
+UNTYPED = "untyped"                 # the answer type of a row without one (as the evaluate stage counts it)
+
+
+@dataclass(frozen=True)
+class Outcomes:
+    """One method on one group of questions: seeds × questions 0/1 arrays."""
+
+    contextual: np.ndarray
+    parametric: np.ndarray | None   # None when no run generated a parametric answer
+
+    def columns(self, index: np.ndarray) -> Outcomes:
+        return Outcomes(contextual=self.contextual[:, index],
+                        parametric=None if self.parametric is None else self.parametric[:, index])
+
+
+@dataclass(frozen=True)
+class Classes:
+    """Memorization classes on counterfactual contexts with a substitute: seeds × questions."""
+
+    is_original: np.ndarray
+    is_substitute: np.ndarray
+
+    @property
+    def is_other(self) -> np.ndarray:
+        return 1.0 - self.is_original - self.is_substitute
+
+
+@dataclass(frozen=True)
+class QuestionArrays:
+    ids: dict[GroupKey, tuple[str, ...]]          # question ids, the column order of every array
+    answer_types: dict[GroupKey, tuple[str, ...]]  # per column
+    outcomes: dict[tuple[str, str, str], Outcomes]  # (method, set, variant)
+    memorization_ids: dict[str, tuple[str, ...]]   # set -> counterfactual ids with a substitute
+    memorization: dict[tuple[str, str], Classes]   # (method, set)
+
+    def types_in(self, set_name: str, variant: str) -> list[str]:
+        return sorted(set(self.answer_types.get((set_name, variant), ())))
+
+    def of_type(self, method: str, set_name: str, variant: str, answer_type: str) -> Outcomes:
+        """The columns of one answer type."""
+        types = np.asarray(self.answer_types[(set_name, variant)])
+        return self.outcomes[(method, set_name, variant)].columns(np.flatnonzero(types == answer_type))
+
+
+def _grouped(run: RunResults) -> dict[GroupKey, dict[str, PredictionRow]]:
+    groups: dict[GroupKey, dict[str, PredictionRow]] = {}
+    for row in run.predictions:
+        group = groups.setdefault((row.set, row.variant), {})
+        if row.id in group:
+            raise ResultsError(f"{run.predictions_path}: question {row.id!r} appears twice in set "
+                               f"`{row.set}`, variant {row.variant}; expected one prediction per question")
+        group[row.id] = row
+    return groups
+
+
+def _examples(ids: set[str]) -> str:
+    shown = sorted(ids)[:3]
+    return ", ".join(repr(i) for i in shown) + (", ..." if len(ids) > 3 else "")
+
+
+def _check_same_ids(run: RunResults, key: GroupKey, ids: Sequence[str], rows: dict[str, PredictionRow],
+                    reference: RunResults) -> None:
+    missing, extra = set(ids) - set(rows), set(rows) - set(ids)
+    if missing or extra:
+        parts = ([f"{len(missing)} missing ({_examples(missing)})"] if missing else []) + \
+                ([f"{len(extra)} extra ({_examples(extra)})"] if extra else [])
+        raise ResultsError(
+            f"{run.predictions_path}: set `{key[0]}`, variant {key[1]}: question ids differ from "
+            f"{reference.predictions_path}: {', '.join(parts)}; every method and seed must answer the "
+            "same questions (rerun `cfqa evaluate` on the same data)")
+
+
+def _outcomes(rows_per_seed: list[list[PredictionRow]]) -> Outcomes:
+    contextual = np.array([[exact_match(r.contextual, r.gold_contextual) for r in rows]
+                           for rows in rows_per_seed], dtype=float)
+    # As the evaluate stage scores it: a missing parametric answer counts as wrong, and a
+    # run that generated none has no parametric score at all.
+    has_parametric = any(r.parametric is not None for rows in rows_per_seed for r in rows)
+    parametric = (np.array([[exact_match(r.parametric or "", r.gold_parametric) for r in rows]
+                            for rows in rows_per_seed], dtype=float) if has_parametric else None)
+    return Outcomes(contextual=contextual, parametric=parametric)
+
+
+def _classes(run: RunResults, rows: list[PredictionRow]) -> np.ndarray:
+    labels = []
+    for row in rows:
+        if not row.substitute:
+            raise ResultsError(f"{run.predictions_path}: question {row.id!r} (set `{row.set}`) has no "
+                               "substitute here but has one in other runs; expected the same data")
+        labels.append(memorization_class(row.contextual, row.gold_parametric, row.substitute))
+    return np.array(labels)
+
+
+def question_arrays(results: Sequence[MethodResults]) -> QuestionArrays:
+    """Aligned outcome arrays for every method, set and variant (rows in the seed order)."""
+    runs = [run for method in results for run in method.runs]
+    if not runs:
+        raise ValueError("expected at least one run")
+    grouped = {(run.method, run.seed): _grouped(run) for run in runs}
+    reference = runs[0]
+    reference_groups = grouped[(reference.method, reference.seed)]
+    ids = {key: tuple(rows) for key, rows in reference_groups.items()}
+    for run in runs[1:]:
+        groups = grouped[(run.method, run.seed)]
+        for key in sorted(set(ids) | set(groups)):
+            _check_same_ids(run, key, ids.get(key, ()), groups.get(key, {}), reference)
+    answer_types = {key: tuple(row.answer_type or UNTYPED for row in rows.values())
+                    for key, rows in reference_groups.items()}
+
+    outcomes: dict[tuple[str, str, str], Outcomes] = {}
+    for method in results:
+        for key, key_ids in ids.items():
+            outcomes[(method.name, *key)] = _outcomes(
+                [[grouped[(method.name, run.seed)][key][i] for i in key_ids] for run in method.runs])
+
+    memorization_ids = {set_name: tuple(i for i, row in rows.items() if row.substitute)
+                        for (set_name, variant), rows in reference_groups.items() if variant == "counterfactual"}
+    memorization: dict[tuple[str, str], Classes] = {}
+    for method in results:
+        for set_name, key_ids in memorization_ids.items():
+            labels = np.array([_classes(run, [grouped[(method.name, run.seed)][(set_name, "counterfactual")][i]
+                                              for i in key_ids]) for run in method.runs])
+            labels = labels.reshape(len(method.runs), len(key_ids))
+            memorization[(method.name, set_name)] = Classes(is_original=(labels == "original").astype(float),
+                                                            is_substitute=(labels == "substitute").astype(float))
+    return QuestionArrays(ids=ids, answer_types=answer_types, outcomes=outcomes,
+                          memorization_ids=memorization_ids, memorization=memorization)
