@@ -196,6 +196,59 @@ def test_generate_is_greedy_and_stops_at_eos(fusion):
     assert stops[0] <= 3 and ids.shape[1] == max(stops)
 
 
+@pytest.mark.parametrize("fusion", FUSIONS)
+def test_side_decoder_steps_give_the_logits_of_the_whole_prefix(fusion):
+    """Decoding positions in pieces (two, then one at a time) through the caches gives the
+    logits forward() computes over the whole prefix at once."""
+    torch.manual_seed(0)
+    model = build(fusion).eval()
+    with torch.no_grad():    # trained-looking gates: the fusion's inputs matter, not only its init
+        for parameter in model.side_decoder.fusions.parameters():
+            parameter.normal_(0, 0.5)
+    batch = make_batch()
+    decoder_input_ids = model.shift_right(batch["labels"])
+    with torch.no_grad():
+        whole = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                      decoder_input_ids=decoder_input_ids).logits
+        backbone_output, side_memory = model.encode(batch["input_ids"], batch["attention_mask"])
+        cache = model.side_decoder.start_cache(side_memory, batch["attention_mask"])
+        pieces, backbone_cache = [], None
+        for start, stop in [(0, 2), (2, 3), (3, 4), (4, 5)]:
+            states = model.backbone.get_decoder()(
+                input_ids=decoder_input_ids[:, start:stop], encoder_hidden_states=backbone_output,
+                encoder_attention_mask=batch["attention_mask"], past_key_values=backbone_cache,
+                use_cache=True, output_hidden_states=True)
+            backbone_cache = states.past_key_values
+            pieces.append(model.logits(model.side_decoder.step(states.hidden_states, cache)))
+    assert cache.length == 5
+    torch.testing.assert_close(torch.cat(pieces, dim=1), whole, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("fusion", FUSIONS)
+def test_cached_generation_is_uncached_greedy_decoding_and_runs_one_position_per_step(fusion):
+    torch.manual_seed(1)
+    model = build(fusion).eval()
+    with torch.no_grad():
+        for parameter in model.side_decoder.fusions.parameters():
+            parameter.normal_(0, 0.5)
+    batch = make_batch(seed=1, batch=4, source=12)
+    model.config.eos_token_id = 95      # a token the model does not emit first: decode all steps
+    reference = greedy_reference(model, batch, max_new_tokens=12)
+    lengths = []
+    model.backbone.get_decoder().register_forward_pre_hook(
+        lambda module, args, kwargs: lengths.append(kwargs["input_ids"].shape[1]), with_kwargs=True)
+    ids = model.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], max_new_tokens=12)
+    stop = ids.shape[1]
+    assert torch.equal(ids, reference[:, :stop])
+    assert lengths == [1] * (stop - 1)
+
+
+def test_only_a_side_decoder_decodes_step_by_step():
+    model = build()
+    with pytest.raises(ValueError, match="only a side decoder"):
+        model.side_encoder.start_cache(torch.zeros(1, 3, 4), torch.ones(1, 3))
+
+
 def test_gradient_checkpointing_gives_the_same_gradients():
     batch = make_batch()
     gradients = []

@@ -14,6 +14,8 @@ from cfqa.config import PROJECT_ROOT, TrainConfig, load, registry_options
 from cfqa.methods import get_method
 from cfqa.stages.train import resume_fingerprint
 from cfqa.training import loop as training_loop
+from cfqa.training import batches as batches_module
+from cfqa.training.batches import LengthGroupedBatches
 from cfqa.training.checkpoint import STATE
 from cfqa.training.loop import fine_tune, make_accelerator, validation_loss
 from conftest import tiny_t5
@@ -38,6 +40,13 @@ def random_inputs(rng: np.random.Generator, count: int) -> list[list[int]]:
 def reverse_task(count: int = 16) -> list[tuple[list[int], list[int]]]:
     """Target: the input's first four tokens reversed, a task a tiny T5 learns in steps."""
     return [(source, source[:4][::-1] + [EOS]) for source in random_inputs(np.random.default_rng(0), count)]
+
+
+def varied_task(count: int = 16) -> list[tuple[list[int], list[int]]]:
+    """The reverse task with inputs of 5-14 tokens, so length grouping reorders the examples."""
+    rng = np.random.default_rng(2)
+    sources = [[int(t) for t in rng.integers(3, 96, size=int(rng.integers(4, 14)))] + [EOS] for _ in range(count)]
+    return [(source, source[:4][::-1] + [EOS]) for source in sources]
 
 
 def build(method: str, **model_overrides):
@@ -112,8 +121,8 @@ def test_early_stopping_keeps_the_best_validation_weights(tmp_path):
 
 @pytest.mark.parametrize("method, model_overrides", [("full", {"dropout_rate": 0.2}), ("lora", {})])
 def test_killed_run_resumes_to_the_same_weights(tmp_path, monkeypatch, method, model_overrides):
-    data = reverse_task()
-    cfg = train_config()  # 12 steps, a checkpoint every 3
+    data = varied_task()
+    cfg = train_config()  # 12 steps (three epochs of 4 batches), a checkpoint every 3
     uninterrupted = build(method, **model_overrides)
     expected = run(uninterrupted, data, data[:8], cfg, tmp_path / "uninterrupted")
 
@@ -132,6 +141,32 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, monkeypatch, method, m
     assert same_weights(resumed_model, uninterrupted)
     assert resumed.state.curve == expected.state.curve
     assert resumed.state.best_val_loss == expected.state.best_val_loss
+
+
+def test_the_loop_trains_on_length_grouped_batches_in_their_order(tmp_path, monkeypatch):
+    data = varied_task()
+    cfg = train_config(max_steps=8, eval_every=100)
+    monkeypatch.setattr(batches_module, "GROUP_BATCHES", 25)
+    seen = []
+    collate = training_loop.collate
+    monkeypatch.setattr(training_loop, "collate", lambda batch, pad: seen.append(batch) or collate(batch, pad))
+    run(build("full"), data, data[:4], cfg, tmp_path / "ckpt")
+    grouped = LengthGroupedBatches(data, cfg.batch_size, cfg.seed)
+    assert seen[:8] == [grouped(i) for i in range(8)]
+    # Each batch comes from one length-sorted chunk: the epoch's 16 examples sorted by length.
+    widths = sorted(max(len(source) for source, _ in batch) for batch in seen[:4])
+    by_length = sorted(len(source) for source, _ in data)
+    assert widths == [by_length[3], by_length[7], by_length[11], by_length[15]]
+
+
+def test_validation_loss_is_the_token_weighted_mean_whatever_the_batch_size():
+    data = varied_task()
+    model = build("full")
+    accelerator = make_accelerator(train_config())
+    per_example = [(validation_loss(model, [example], 1, PAD, accelerator), len(example[1])) for example in data]
+    expected = sum(loss * tokens for loss, tokens in per_example) / sum(tokens for _, tokens in per_example)
+    for batch_size in (3, 16):
+        assert validation_loss(model, data, batch_size, PAD, accelerator) == pytest.approx(expected, rel=1e-6)
 
 
 def test_checkpoint_with_another_fingerprint_is_ignored(tmp_path, monkeypatch):
@@ -166,14 +201,16 @@ def test_a_longer_run_is_not_the_continuation_of_a_shorter_one(tmp_path):
     assert result.resumed_from_step == 6 and result.state.step == 12
     assert not same_weights(continued, uninterrupted)
 
-    method = load([PROJECT_ROOT / "params.yaml"]).method("full")
+    method = load([PROJECT_ROOT / "params.yaml"]).method("full", 0)
     shorter = dataclasses.replace(method, train=dataclasses.replace(method.train, max_steps=6))
     assert resume_fingerprint(shorter, "data", "backbone") != resume_fingerprint(method, "data", "backbone")
 
 
-def test_a_checkpoint_resumes_only_on_the_same_backbone_and_data():
-    method = load([PROJECT_ROOT / "params.yaml"]).method("full")
+def test_a_checkpoint_resumes_only_on_the_same_backbone_data_and_seed():
+    cfg = load([PROJECT_ROOT / "params.yaml"])
+    method = cfg.method("full", 0)
     same = resume_fingerprint(method, "data", "backbone")
+    assert resume_fingerprint(cfg.method("full", 1), "data", "backbone") != same
     assert resume_fingerprint(method, "data", "backbone") == same
     assert resume_fingerprint(method, "data", "another backbone") != same
     assert resume_fingerprint(method, "other data", "backbone") != same

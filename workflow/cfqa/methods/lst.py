@@ -280,7 +280,8 @@ class LadderSideModel(nn.Module):
     def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                  max_new_tokens: int = 20, num_beams: int = 1, do_sample: bool = False) -> torch.Tensor:
         """Greedy decoding; ids start with the decoder start token, finished rows pad with pad.
-        No KV cache: each step reruns both decoders on the prefix (answers are short)."""
+        Both decoders keep caches (the backbone's transformers cache, the side decoder's
+        SideDecoderCache), so each step runs one position through them."""
         if num_beams != 1 or do_sample:
             raise NotImplementedError("LadderSideModel.generate does greedy decoding only "
                                       f"(num_beams=1, do_sample=False); got num_beams={num_beams}, "
@@ -289,11 +290,19 @@ class LadderSideModel(nn.Module):
             attention_mask = torch.ones_like(input_ids)
         eos = self.config.eos_token_id
         eos_ids = torch.tensor(eos if isinstance(eos, (list, tuple)) else [eos], device=input_ids.device)
-        encoded = self.encode(input_ids, attention_mask)
+        backbone_output, side_memory = self.encode(input_ids, attention_mask)
+        side_cache = self.side_decoder.start_cache(side_memory, attention_mask)
+        backbone_cache = None    # the backbone decoder makes its cache on the first call
         generated = input_ids.new_full((input_ids.shape[0], 1), self.config.decoder_start_token_id)
         finished = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
         for _ in range(max_new_tokens):
-            next_ids = self.decode(generated, encoded, attention_mask)[:, -1].argmax(-1)
+            step = self.backbone.get_decoder()(
+                input_ids=generated[:, -1:], encoder_hidden_states=backbone_output,
+                encoder_attention_mask=attention_mask, past_key_values=backbone_cache, use_cache=True,
+                output_hidden_states=True)
+            backbone_cache = step.past_key_values
+            side_output = self.side_decoder.step(step.hidden_states, side_cache)
+            next_ids = self.logits(side_output)[:, -1].argmax(-1)
             next_ids = next_ids.masked_fill(finished, self.config.pad_token_id)
             generated = torch.cat([generated, next_ids[:, None]], dim=1)
             finished |= torch.isin(next_ids, eos_ids)

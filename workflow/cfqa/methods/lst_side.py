@@ -15,10 +15,15 @@ the input of layers 1..L-1, and the stack's normed output — what transformers 
     x_0 = down_0(h_0);   x_{i+1} = fuse_i(side_layer_i(x_i), down_{i+1}(h_{i+1}))
 
 and the stack returns final_norm(x_L).
+
+Generation: a side decoder can also run one position at a time (`start_cache`, `step`),
+keeping each layer's self-attention keys and values, the cross-attention keys and values of
+the side encoder's output, and the dynamic gate's running sum, so a generated token costs one
+position of work instead of a rerun over the whole prefix.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -82,9 +87,17 @@ class SideAttention(nn.Module):
         batch, length, _ = states.shape
         return states.view(batch, length, self.num_heads, self.head_width).transpose(1, 2)
 
+    def keys_values(self, key_value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(batch, heads, length, head_width) keys and values of `key_value`."""
+        return self._heads(self.k(key_value)), self._heads(self.v(key_value))
+
     def forward(self, hidden: torch.Tensor, key_value: torch.Tensor,
                 score_bias: torch.Tensor) -> torch.Tensor:
-        query, key, value = self._heads(self.q(hidden)), self._heads(self.k(key_value)), self._heads(self.v(key_value))
+        return self.attend(hidden, *self.keys_values(key_value), score_bias)
+
+    def attend(self, hidden: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+               score_bias: torch.Tensor) -> torch.Tensor:
+        query = self._heads(self.q(hidden))
         # torch's fused attention saves fewer intermediates for backward than softmax(q k^T) v
         # written out; scale=1 because T5 does not scale the scores. No dropout on the
         # attention weights (unlike T5): it would keep a mask per head and token pair.
@@ -137,6 +150,34 @@ class SideLayer(nn.Module):
             hidden = hidden + self.dropout(self.cross_attention(self.cross_norm(hidden), memory, memory_bias))
         return hidden + self.dropout(self.feed_forward(self.ff_norm(hidden)))
 
+    def step(self, hidden: torch.Tensor, self_bias: torch.Tensor, cache: "SideDecoderCache",
+             index: int) -> torch.Tensor:
+        """forward() for the newest positions of a decoder layer (layer `index` of the stack):
+        their keys and values are appended to the cache and attended with the earlier ones."""
+        normed = self.self_norm(hidden)
+        key, value = self.self_attention.keys_values(normed)
+        if cache.keys[index] is not None:
+            key = torch.cat([cache.keys[index], key], dim=2)
+            value = torch.cat([cache.values[index], value], dim=2)
+        cache.keys[index], cache.values[index] = key, value
+        hidden = hidden + self.dropout(self.self_attention.attend(normed, key, value, self_bias))
+        hidden = hidden + self.dropout(self.cross_attention.attend(
+            self.cross_norm(hidden), cache.memory_keys[index], cache.memory_values[index], cache.memory_bias))
+        return hidden + self.dropout(self.feed_forward(self.ff_norm(hidden)))
+
+
+@dataclass
+class SideDecoderCache:
+    """What a side decoder keeps between generation steps (one entry per layer)."""
+
+    memory_keys: list[torch.Tensor]        # cross-attention keys of the side encoder's output
+    memory_values: list[torch.Tensor]
+    memory_bias: torch.Tensor              # additive mask of the padded memory positions
+    keys: list[torch.Tensor | None] = field(default_factory=list)     # self-attention, so far
+    values: list[torch.Tensor | None] = field(default_factory=list)
+    fusion_sums: list[torch.Tensor | None] = field(default_factory=list)   # dynamic gate's running sum
+    length: int = 0                        # positions decoded so far
+
 
 def pooled_context(states: torch.Tensor, keep: torch.Tensor, causal: bool) -> torch.Tensor:
     """Mean over the valid positions (encoder) or over each position's prefix (decoder, so no
@@ -160,6 +201,11 @@ class StaticGate(nn.Module):
         mu = torch.sigmoid(self.alpha / STATIC_GATE_TEMPERATURE)
         return mu * side + (1 - mu) * rungs[-1]
 
+    def step(self, side: torch.Tensor, rungs: list[torch.Tensor], running: torch.Tensor | None,
+             start: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Position-local: the newest positions alone give the same result."""
+        return self.forward(side, rungs, None, True), running
+
 
 class DynamicGate(nn.Module):
     """mu = sigmoid(w . pool([side; rung]) + b): the mix depends on the input. The pool is the
@@ -177,6 +223,19 @@ class DynamicGate(nn.Module):
         rung = rungs[-1]
         mu = torch.sigmoid(self.score(pooled_context(torch.cat([side, rung], dim=-1), keep, causal)))
         return mu * side + (1 - mu) * rung
+
+    def step(self, side: torch.Tensor, rungs: list[torch.Tensor], running: torch.Tensor | None,
+             start: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The decoder's prefix mean for positions start.. (every decoder position is real),
+        from `running`, the sum over positions before `start`."""
+        rung = rungs[-1]
+        pair = torch.cat([side, rung], dim=-1)
+        if running is not None:
+            pair = torch.cat([running, pair], dim=1)
+        sums = pair.cumsum(1)
+        counts = torch.arange(start + 1, start + 1 + side.shape[1], device=side.device, dtype=side.dtype)
+        mu = torch.sigmoid(self.score(sums[:, -side.shape[1]:] / counts[None, :, None]))
+        return mu * side + (1 - mu) * rung, sums[:, -1:]
 
 
 class AttentionFusion(nn.Module):
@@ -196,6 +255,11 @@ class AttentionFusion(nn.Module):
         scores = torch.einsum("btw,btnw->btn", self.query(side), self.key(candidates)) * self.scale
         weights = torch.softmax(scores.float(), dim=-1).to(side.dtype)
         return torch.einsum("btn,btnw->btw", weights, candidates)
+
+    def step(self, side: torch.Tensor, rungs: list[torch.Tensor], running: torch.Tensor | None,
+             start: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Position-local: the newest positions alone give the same result."""
+        return self.forward(side, rungs, None, True), running
 
 
 FUSION_MODULES = {"static": StaticGate, "dynamic": DynamicGate, "attention": AttentionFusion}
@@ -221,10 +285,11 @@ class SideStack(nn.Module):
         self.dropout = nn.Dropout(shape.dropout)
         self.gradient_checkpointing = False
 
-    def position_bias(self, length: int, device: torch.device) -> torch.Tensor:
-        """(1, heads, length, length), bucketed exactly as the backbone's T5 attention does."""
-        position = torch.arange(length, device=device)
-        relative = position[None, :] - position[:, None]
+    def position_bias(self, length: int, device: torch.device, query_start: int = 0) -> torch.Tensor:
+        """(1, heads, length - query_start, length): queries at positions query_start..length-1
+        over keys 0..length-1, bucketed exactly as the backbone's T5 attention does."""
+        keys = torch.arange(length, device=device)
+        relative = keys[None, :] - keys[query_start:, None]
         # The bucketing formula is T5's own; reused rather than restated.
         buckets = T5Attention._relative_position_bucket(
             relative, bidirectional=not self.causal, num_buckets=self.shape.num_buckets,
@@ -255,4 +320,36 @@ class SideStack(nn.Module):
             else:
                 side = layer(hidden, self_bias, memory, memory_bias)
             hidden = fuse(side, rungs[: index + 2], keep, self.causal)
+        return self.dropout(self.final_norm(hidden))
+
+    def start_cache(self, memory: torch.Tensor, memory_keep: torch.Tensor) -> SideDecoderCache:
+        """An empty cache for `step`, holding the cross-attention keys and values of `memory`."""
+        if not self.causal:
+            raise ValueError("only a side decoder (causal=True) decodes step by step")
+        dtype = self.down_projections[0].weight.dtype
+        memory_kv = [layer.cross_attention.keys_values(memory) for layer in self.layers]
+        empty = [None] * len(self.layers)
+        return SideDecoderCache(memory_keys=[k for k, _ in memory_kv], memory_values=[v for _, v in memory_kv],
+                                memory_bias=additive_mask(memory_keep[:, None, None, :].bool(), dtype),
+                                keys=list(empty), values=list(empty), fusion_sums=list(empty))
+
+    def step(self, backbone_states: tuple[torch.Tensor, ...], cache: SideDecoderCache) -> torch.Tensor:
+        """forward() for the newest decoder positions, given the backbone's hidden states of those
+        positions only; earlier positions come from `cache`, which is updated. Every decoder
+        position is real (no padding inside the decoded prefix), as in generation."""
+        if len(backbone_states) != len(self.down_projections):
+            raise ValueError(f"the side stack has {len(self.layers)} layers and needs "
+                             f"{len(self.down_projections)} backbone hidden states, got {len(backbone_states)}")
+        dtype = self.down_projections[0].weight.dtype
+        rungs = [down(state.to(dtype)) for down, state in zip(self.down_projections, backbone_states)]
+        start, length = cache.length, cache.length + rungs[0].shape[1]
+        self_bias = self.position_bias(length, rungs[0].device, query_start=start).to(dtype)
+        if length - start > 1:   # several new positions: causal among themselves
+            allowed = torch.ones(length, length, dtype=torch.bool, device=self_bias.device).tril()[start:]
+            self_bias = self_bias + additive_mask(allowed[None, None], dtype)
+        hidden = self.dropout(rungs[0])
+        for index, (layer, fuse) in enumerate(zip(self.layers, self.fusions)):
+            side = layer.step(hidden, self_bias, cache, index)
+            hidden, cache.fusion_sums[index] = fuse.step(side, rungs[: index + 2], cache.fusion_sums[index], start)
+        cache.length = length
         return self.dropout(self.final_norm(hidden))

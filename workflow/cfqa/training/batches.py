@@ -1,7 +1,6 @@
 """Training examples from the variant files, tokenized once, and padded batches."""
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -12,6 +11,15 @@ from cfqa.atomic_io import read_jsonl
 from cfqa.formats import format_input, format_target
 
 TokenizedExample = tuple[list[int], list[int]]
+
+# Batches per length-sorted chunk of an epoch; 1 (the default) gives plain random batches.
+# Measured on the embedded default: chunks of 25 batches cut the padded share of batch
+# positions from 29.5 % to 7.2 % and the step time by about 16-20 %, but sorting by length
+# also sorts by variant (short empty-context inputs land together, 15 % of batches hold one
+# variant only), and 1,500 steps then learned less: best validation loss 5-10 % higher in all
+# three runs (full seeds 0 and 1, lora), counterfactual contextual EM on test 86.9 -> 74.8 and
+# 82.2 -> 77.6 (full), 67.8 -> 34.6 (lora). So grouping stays off unless asked for.
+GROUP_BATCHES = 1
 
 
 def variant_rows(variants_dir: Path, split: str, variants: Sequence[str]) -> list[dict]:
@@ -48,20 +56,78 @@ def collate(examples: Sequence[TokenizedExample], pad_id: int) -> dict[str, torc
     return {"input_ids": input_ids, "attention_mask": (input_ids != pad_id).long(), "labels": labels}
 
 
-@functools.lru_cache(maxsize=4)
-def epoch_order(size: int, seed: int, epoch: int) -> np.ndarray:
-    """A permutation fixed by (seed, epoch): resuming at any step replays the same batches."""
-    return np.random.default_rng([seed, epoch]).permutation(size)
+def length_order(examples: Sequence[TokenizedExample], indices: np.ndarray | None = None) -> np.ndarray:
+    """`indices` (default: all) sorted by input length, then target length; ties keep their order."""
+    if indices is None:
+        indices = np.arange(len(examples))
+    inputs = np.fromiter((len(examples[i][0]) for i in indices), dtype=np.int64, count=len(indices))
+    targets = np.fromiter((len(examples[i][1]) for i in indices), dtype=np.int64, count=len(indices))
+    return indices[np.lexsort((targets, inputs))]   # lexsort is stable; its last key is the primary one
+
+
+class LengthGroupedBatches:
+    """Seeded batches, optionally of similar length (a bucketed random sampler). Epoch e is
+    fixed by (seed, e): a random permutation of the examples, cut into consecutive batches.
+    With group_batches > 1 the permutation is cut into chunks of that many batches, each chunk
+    sorted by length and cut into batches, and the epoch's batches put in random order: a
+    batch then holds examples of similar length from a random part of the data. Either way
+    resuming at any micro-step replays the same batches. Each epoch uses
+    len(examples) // batch_size full batches (the remainder waits for a later permutation),
+    or one batch of everything when there are fewer examples than batch_size."""
+
+    def __init__(self, examples: Sequence[TokenizedExample], batch_size: int, seed: int,
+                 group_batches: int | None = None):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.examples, self.batch_size, self.seed = examples, batch_size, seed
+        self.group_batches = GROUP_BATCHES if group_batches is None else group_batches
+        if self.group_batches < 1:
+            raise ValueError(f"group_batches must be >= 1, got {self.group_batches}")
+        self.per_epoch = max(len(examples) // batch_size, 1)
+        self._epoch: int | None = None
+        self._batches: list[np.ndarray] = []
+
+    def epoch_batches(self, epoch: int) -> list[np.ndarray]:
+        """The example indices of every batch of `epoch`, in the order they are trained on."""
+        if epoch != self._epoch:
+            rng = np.random.default_rng([self.seed, epoch])
+            order = rng.permutation(len(self.examples))[:self.per_epoch * self.batch_size]
+            if self.group_batches > 1:
+                chunk = self.group_batches * self.batch_size
+                order = np.concatenate([length_order(self.examples, order[start:start + chunk])
+                                        for start in range(0, len(order), chunk)])
+            batches = [order[i * self.batch_size:(i + 1) * self.batch_size] for i in range(self.per_epoch)]
+            if self.group_batches > 1:
+                batches = [batches[i] for i in rng.permutation(self.per_epoch)]
+            self._batches = batches
+            self._epoch = epoch
+        return self._batches
+
+    def widest(self) -> list[TokenizedExample]:
+        """The first epoch's batch with the most positions (input plus target width): a batch to
+        measure a step's memory on that does not depend on which lengths the seed put first."""
+        def positions(batch: np.ndarray) -> int:
+            widths = [max(len(self.examples[i][part]) for i in batch) for part in (0, 1)]
+            return sum(widths) * len(batch)
+        return [self.examples[i] for i in max(self.epoch_batches(0), key=positions)]
+
+    def __call__(self, index: int) -> list[TokenizedExample]:
+        """The examples of micro-step `index` (epochs are consecutive)."""
+        epoch, position = divmod(index, self.per_epoch)
+        return [self.examples[i] for i in self.epoch_batches(epoch)[position]]
 
 
 def batch_at(examples: Sequence[TokenizedExample], step: int, batch_size: int, seed: int) -> list[TokenizedExample]:
-    """The examples of optimizer micro-step `step` (epochs are consecutive permutations)."""
-    per_epoch = max(len(examples) // batch_size, 1)
-    epoch, index = divmod(step, per_epoch)
-    order = epoch_order(len(examples), seed, epoch)
-    return [examples[i] for i in order[index * batch_size:(index + 1) * batch_size]]
+    """The examples of micro-step `step`; a loop builds LengthGroupedBatches once instead."""
+    return LengthGroupedBatches(examples, batch_size, seed)(step)
 
 
 def sequential_batches(examples: Sequence[TokenizedExample], batch_size: int) -> Iterator[list[TokenizedExample]]:
     for start in range(0, len(examples), batch_size):
         yield list(examples[start:start + batch_size])
+
+
+def padding_share(batch: dict[str, torch.Tensor], pad_id: int) -> tuple[int, int]:
+    """(real tokens, padded positions) of a collated batch, inputs and labels together."""
+    real = int((batch["input_ids"] != pad_id).sum()) + int((batch["labels"] != -100).sum())
+    return real, batch["input_ids"].numel() + batch["labels"].numel()

@@ -16,7 +16,8 @@ from cfqa.config import TrainConfig
 from cfqa.logs import get_logger
 from cfqa.methods.base import trainable_state_dict
 from cfqa.progress import progress
-from cfqa.training.batches import TokenizedExample, batch_at, collate, sequential_batches
+from cfqa.training.batches import (LengthGroupedBatches, TokenizedExample, collate, length_order,
+                                   sequential_batches)
 from cfqa.training.checkpoint import TrainingState, load_checkpoint, save_checkpoint
 from cfqa.training.optimization import make_optimizer, make_schedule
 
@@ -39,9 +40,12 @@ def make_accelerator(cfg: TrainConfig) -> Accelerator:
 @torch.no_grad()
 def validation_loss(model: nn.Module, examples: Sequence[TokenizedExample], batch_size: int,
                     pad_id: int, accelerator: Accelerator) -> float:
+    """Mean loss per target token over `examples`. Batches are cut from the examples sorted by
+    length (little padding); the token-weighted mean does not depend on how they are cut."""
     model.eval()
     total, tokens = 0.0, 0
-    for chunk in sequential_batches(examples, batch_size):
+    ordered = [examples[i] for i in length_order(examples)]
+    for chunk in sequential_batches(ordered, batch_size):
         batch = {k: v.to(accelerator.device) for k, v in collate(chunk, pad_id).items()}
         with accelerator.autocast():
             loss = model(**batch).loss
@@ -73,6 +77,7 @@ def fine_tune(model: nn.Module, train: Sequence[TokenizedExample], validation: S
     parameters = [p for p in model.parameters() if p.requires_grad]
     world, rank = accelerator.num_processes, accelerator.process_index
 
+    batches = LengthGroupedBatches(train, cfg.batch_size, cfg.seed)
     recent_losses: list[float] = []
     bar = progress(range(state.step, cfg.max_steps if not finished else state.step), desc="train",
                    unit="step", initial=state.step, total=cfg.max_steps)
@@ -82,7 +87,7 @@ def fine_tune(model: nn.Module, train: Sequence[TokenizedExample], validation: S
         step_loss = 0.0
         for micro in range(cfg.grad_accum_steps):
             index = (step * cfg.grad_accum_steps + micro) * world + rank
-            batch = collate(batch_at(train, index, cfg.batch_size, cfg.seed), pad_id)
+            batch = collate(batches(index), pad_id)
             batch = {k: v.to(accelerator.device) for k, v in batch.items()}
             with accelerator.autocast():
                 loss = model(**batch).loss / cfg.grad_accum_steps
