@@ -82,3 +82,44 @@ image:
 		$${cert:+--secret id=pip-cert,src=$$cert} \
 		--build-arg PYTHON_IMAGE=$$base --build-arg TORCH_SOURCE=$$torch \
 		--build-arg TORCH_VERSION=$(LOCKED_TORCH) --build-arg SPACY_MODEL_URL=$$spacy .
+
+# `make image-cuda`: the CUDA image from containers/Dockerfile, built as `make image` builds the
+# CPU image (podman, chroot isolation, the host's pip CA bundle as build secret). Each input
+# falls back to what this machine has: the registry's CUDA base, else the Debian base of
+# `make image` (torch's wheels bring the CUDA libraries); torch from the PyTorch CUDA index, else
+# from PyPI, whose default Linux wheel is the CUDA build (the Dockerfile checks its CUDA
+# version); spaCy's model from its release page, else none.
+IMAGE_CUDA ?= cfqa-cuda:0.1.0
+IMAGE_CUDA_REGISTRY_BASE := docker.io/nvidia/cuda:13.0.1-runtime-ubuntu24.04
+TORCH_CUDA := cu130
+TORCH_CUDA_INDEX_URL := https://download.pytorch.org/whl/$(TORCH_CUDA)
+PYPI_INDEX_URL := https://pypi.org/simple
+
+.PHONY: image-cuda
+image-cuda:
+	@for tool in $(IMAGE_TOOLS) curl; do command -v $$tool >/dev/null || missing=1; done; \
+	if [ -n "$$missing" ]; then \
+		$(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(IMAGE_PACKAGES); \
+	fi
+	@set -e; \
+	if timeout 300 podman pull --quiet $(IMAGE_CUDA_REGISTRY_BASE) >/dev/null 2>&1; then \
+		base=$(IMAGE_CUDA_REGISTRY_BASE); \
+	else \
+		base=$(IMAGE_LOCAL_BASE); \
+		echo "no image registry: base $$base from Debian packages"; \
+		podman image exists $$base || sh containers/make_base.sh $$base; \
+	fi; \
+	if $(call reachable,$(TORCH_CUDA_INDEX_URL)/torch/); then \
+		index=$(TORCH_CUDA_INDEX_URL); \
+	else \
+		index=$(PYPI_INDEX_URL); \
+		echo "no PyTorch index: torch $(LOCKED_TORCH) ($(TORCH_CUDA)) from PyPI"; \
+	fi; \
+	if $(call reachable,$(SPACY_MODEL_URL)); then spacy=$(SPACY_MODEL_URL); else \
+		spacy=; echo "spaCy's release page out of reach: the image has no en_core_web_sm"; fi; \
+	cert=$${PIP_CERT:-$$($(PYTHON) -m pip config get global.cert 2>/dev/null || true)}; \
+	podman build --isolation chroot --format docker --file containers/Dockerfile --tag $(IMAGE_CUDA) \
+		$${cert:+--secret id=pip-cert,src=$$cert} \
+		--build-arg CUDA_IMAGE=$$base --build-arg TORCH_INDEX_URL=$$index --build-arg TORCH_CUDA=$(TORCH_CUDA) \
+		--build-arg TORCH_VERSION=$(LOCKED_TORCH) --build-arg SPACY_MODEL_URL=$$spacy .

@@ -12,12 +12,20 @@ directory) so that edits made meanwhile do not change what is measured, and time
 It records the image's size, its largest layers and the tools' versions, and writes
 benchmarks/results/image_build.json.
 
+With --cuda it times the CUDA image (containers/Dockerfile) as `make image-cuda` builds it:
+a cold build (that image removed; the Debian base kept, or made by make where it is missing)
+and a cached rebuild, then imports torch, transformers, peft and cfqa inside the image and
+runs `cfqa --help` there. It writes the key `cuda` of the same file and keeps the rest; the
+CPU measurement keeps an existing `cuda` key in turn. No GPU is needed (nor used): CUDA
+execution is not checked.
+
 It removes the image, the local base and the dangling images podman keeps as build cache
 before the cold build: run it where nothing else needs them. The image left behind is built
 from the snapshot with the changed line; `make image` in the checkout rebuilds the project's
 layers from the cache.
 
     .venv/bin/python benchmarks/image_build.py [--image cfqa-cpu:0.1.0]
+    .venv/bin/python benchmarks/image_build.py --cuda [--image cfqa-cuda:0.1.0]
 """
 from __future__ import annotations
 
@@ -112,10 +120,78 @@ def inside(image: str, *command: str) -> str:
         run(["buildah", "rm", container])
 
 
+def machine() -> dict:
+    return {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "podman": run(["podman", "--version"]).stdout.strip(),
+        "buildah": run(["buildah", "--version"]).stdout.strip(),
+        "python_host": sys.version.split()[0],
+    }
+
+
+def previous_results() -> dict:
+    return json.loads(RESULTS.read_text(encoding="utf-8")) if RESULTS.exists() else {}
+
+
+def measure_cuda(image: str) -> None:
+    make = ["make", "image-cuda", f"IMAGE_CUDA={image}"]
+    with tempfile.TemporaryDirectory(prefix="cfqa-image-cuda-") as tmp:
+        context = Path(tmp)
+        snapshot(context)
+        run(make[:2] + ["--dry-run"], context)  # fails early on a broken Makefile
+        if image_exists(image):
+            run(["podman", "rmi", "--force", image])
+        base_present = image_exists(LOCAL_BASE)
+        cold_s, cold_log = timed(make, context)
+        cached_s, cached_log = timed(make, context)
+
+    facts = image_facts(image)
+    imports = inside(image, "python", "-c",
+                     "import sys, torch, transformers, peft, cfqa; "
+                     "print('%d.%d.%d' % sys.version_info[:3], torch.__version__, torch.version.cuda, "
+                     "transformers.__version__, peft.__version__)").split()
+    help_text = inside(image, "cfqa", "--help")
+    result = {
+        "image": image,
+        "dockerfile": "containers/Dockerfile",
+        "command": " ".join(make),
+        "image_size_bytes": facts["size_bytes"],
+        "image_size_gb": facts["size_gb"],
+        "largest_layers": facts["layers_by_size"],
+        "base_image": facts["base"],
+        "base_image_present_before": base_present,
+        "user": facts["user"],
+        "python_in_image": imports[0],
+        "torch_in_image": imports[1],
+        "torch_cuda_in_image": imports[2],
+        "transformers_in_image": imports[3],
+        "peft_in_image": imports[4],
+        "cfqa_help_first_line": help_text.splitlines()[0] if help_text else "",
+        "cuda_execution_checked": False,  # no GPU where this runs: imports and CLI only
+        "fallbacks": {
+            "local_base_no_registry": "no image registry" in cold_log,
+            "torch_from_pypi": "no PyTorch index" in cold_log,
+            "spacy_model_skipped": "out of reach" in cold_log,
+        },
+        "seconds": {"cold_build": cold_s, "cached_rebuild": cached_s},
+        "steps_run": {"cold_build": len(rebuilt_steps(cold_log)), "cached_rebuild": rebuilt_steps(cached_log)},
+        "machine": machine(),
+        "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    write_json(RESULTS, {**previous_results(), "cuda": result})
+    print(json.dumps(result["seconds"], indent=2), result["image_size_gb"], "GB")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--image", default="cfqa-cpu:0.1.0")
+    parser.add_argument("--image", help="default: cfqa-cpu:0.1.0, with --cuda cfqa-cuda:0.1.0")
+    parser.add_argument("--cuda", action="store_true", help="the CUDA image (`make image-cuda`) instead")
     args = parser.parse_args()
+    if args.cuda:
+        measure_cuda(args.image or "cfqa-cuda:0.1.0")
+        return
+    args.image = args.image or "cfqa-cpu:0.1.0"
     make = ["make", "image", f"IMAGE={args.image}"]
 
     with tempfile.TemporaryDirectory(prefix="cfqa-image-") as tmp:
@@ -163,16 +239,11 @@ def main() -> None:
             "cached_rebuild": rebuilt_steps(cached_log),
             "rebuild_after_code_change": rebuilt_steps(code_change_log),
         },
-        "machine": {
-            "cpu": cpu_model(),
-            "cores": os.cpu_count(),
-            "podman": run(["podman", "--version"]).stdout.strip(),
-            "buildah": run(["buildah", "--version"]).stdout.strip(),
-            "python_host": sys.version.split()[0],
-        },
+        "machine": machine(),
         "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    write_json(RESULTS, result)
+    cuda = previous_results().get("cuda")
+    write_json(RESULTS, {**result, **({"cuda": cuda} if cuda else {})})
     print(json.dumps(result["seconds"], indent=2), result["image_size_gb"], "GB")
 
 

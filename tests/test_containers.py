@@ -311,3 +311,45 @@ def test_disentqa_params_validate_and_fit_t5_large():
         counts[name] = get_method(method.method).closed_form_counts(shape, method.options)  # rejects unknown options
     assert counts["full"].trainable == counts["full"].total
     assert all(c.trainable < counts["full"].trainable for name, c in counts.items() if name != "full")
+
+
+@pytest.mark.parametrize("image", sorted(DOCKERFILES))
+def test_every_pip_step_can_use_the_ca_bundle_secret_and_the_spacy_model_is_optional(image):
+    steps = instructions(DOCKERFILES[image])
+    pip_runs = [a for a in runs(steps) if "pip install" in a]
+    assert len(pip_runs) >= 4  # torch, the lock, the spaCy model, the project
+    for command in pip_runs:
+        assert "--mount=type=secret,id=pip-cert,target=/run/secrets/pip-cert" in command, command
+        assert "then export PIP_CERT=/run/secrets/pip-cert" in command, command
+    assert 'if [ -n "${SPACY_MODEL_URL}" ]' in runs(steps)[first_run(steps, "SPACY_MODEL_URL")]
+
+
+def makefile_recipe(target: str) -> str:
+    """The recipe lines of one Makefile target, continuation lines joined."""
+    text = (PROJECT / "Makefile").read_text()
+    body = re.search(rf"(?m)^{re.escape(target)}:.*\n((?:\t.*\n?)+)", text)
+    assert body, f"Makefile: no recipe for {target}"
+    return body[1].replace("\\\n", " ")
+
+
+def test_image_cuda_target_builds_the_cuda_dockerfile_with_its_arguments():
+    steps = instructions(DOCKERFILES["cuda"])
+    defaults = arg_defaults(steps)
+    makefile = (PROJECT / "Makefile").read_text()
+    variables = dict(re.findall(r"(?m)^(\w+) :?= (.*)$", makefile))
+    recipe = makefile_recipe("image-cuda")
+    assert "--file containers/Dockerfile " in recipe and "--isolation chroot" in recipe
+    assert "--secret id=pip-cert,src=$$cert" in recipe
+    # Every build argument it passes is one the Dockerfile declares (a typo would be ignored).
+    passed = set(re.findall(r"--build-arg (\w+)=", recipe))
+    declared = {a.split("=", 1)[0] for k, a in steps if k == "ARG"}
+    assert passed and passed <= declared, passed - declared
+    assert {"CUDA_IMAGE", "TORCH_INDEX_URL", "TORCH_CUDA", "TORCH_VERSION", "SPACY_MODEL_URL"} <= passed
+    # The index it probes is the Dockerfile's default for the same CUDA tag.
+    assert variables["TORCH_CUDA"] == defaults["TORCH_CUDA"]
+    dockerfile_index = expand_args(expand_args(defaults["TORCH_INDEX_URL"], defaults), defaults)
+    assert variables["TORCH_CUDA_INDEX_URL"].replace("$(TORCH_CUDA)", variables["TORCH_CUDA"]) == dockerfile_index
+    # The registry base it tries first is the Dockerfile's default base.
+    assert variables["IMAGE_CUDA_REGISTRY_BASE"].removeprefix("docker.io/") == defaults["CUDA_IMAGE"]
+    project_version = re.search(r'(?m)^version = "([^"]+)"', (PROJECT / "pyproject.toml").read_text())[1]
+    assert re.search(rf"(?m)^IMAGE_CUDA \?= cfqa-cuda:{re.escape(project_version)}$", makefile)
