@@ -19,8 +19,8 @@ import yaml
 from cfqa import config as config_module
 from cfqa import statistics
 from cfqa.answer_metrics import exact_match, memorization_class
-from cfqa.contract import (ResultsError, read_curve, read_data_stats, read_metrics, read_predictions,
-                           read_summary, read_train_record, write_predictions)
+from cfqa.contract import (ResultsError, read_curve, read_data_stats, read_lr_selection, read_metrics,
+                           read_predictions, read_summary, read_train_record, write_predictions)
 from cfqa.dag import RUN_MODEL, RUN_RESULTS
 from cfqa.report import aggregate as aggregate_module
 from cfqa.report import formatting as fmt
@@ -345,8 +345,22 @@ def test_training_table_shows_each_runs_lr(report):
             assert row["lr from"] == ("tune stage" if train.lr_selected else "params.yaml")
             assert row["steps"] == fmt.count(train.steps) and row["status"] == train.run.status
     assert "num_virtual_tokens × d_model" in _text(report)
-    # No `tune` stage ran for these results: no grid table.
-    assert "Learning-rate selection" not in _text(report)
+
+
+def test_learning_rate_grid_of_the_tune_stage(report):
+    """stage_results ran `cfqa tune` for full and lora (not for `stalled`): their grids are shown."""
+    rows = _tables(report)["Learning-rate selection"]
+    for method in report["methods"]:
+        path = report["results"] / method / "lr_selection.json"
+        if not path.is_file():
+            assert not [row for row in rows if row["method"] == method]
+            continue
+        selection = read_lr_selection(path, method)
+        shown = [row for row in rows if row["method"] == method]
+        assert [row["lr"] for row in shown] == [fmt.scalar(float(t.lr)) for t in selection.trials]
+        assert [row["chosen"] for row in shown] == ["chosen" if t.lr == selection.chosen_lr else ""
+                                                    for t in selection.trials]
+        assert all(_train(report, method, seed).lr == selection.chosen_lr for seed in report["seeds"])
 
 
 def test_memory_shows_the_sum_of_parts_and_a_measured_peak(report):

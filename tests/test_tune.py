@@ -22,7 +22,7 @@ STEPS = 40
 @pytest.fixture(scope="module")
 def cfg(stage_results) -> config_module.Config:
     loaded = config_module.load([stage_results.params])
-    return dataclasses.replace(loaded, tune=TuneConfig(lr_factors=FACTORS, max_steps=STEPS, seed=0))
+    return dataclasses.replace(loaded, tune=TuneConfig(lr_factors=FACTORS, max_steps=STEPS, validation_examples=256, seed=0))
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +80,7 @@ def test_train_takes_the_chosen_lr_and_refuses_another_methods_file(selections, 
 @pytest.mark.slow
 def test_a_non_finite_loss_is_diverged_and_cannot_win(tmp_path, stage_results, cfg):
     # Adam's steps are ~lr whatever the gradient: at 1e30 the weights overflow float32.
-    wild = dataclasses.replace(cfg, tune=TuneConfig(lr_factors=(1.0, 1e32), max_steps=5, seed=0))
+    wild = dataclasses.replace(cfg, tune=TuneConfig(lr_factors=(1.0, 1e32), max_steps=5, validation_examples=256, seed=0))
     path = tmp_path / "lr_selection.json"
     tune.run(wild, stage_results.variants, stage_results.models, path, "full")
     kept, blown = read_lr_selection(path, "full").trials
