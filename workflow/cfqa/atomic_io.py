@@ -9,7 +9,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import orjson
 
@@ -74,11 +74,12 @@ def read_json(path: str | Path) -> Any:
             raise ValueError(f"{path}: not valid JSON: {error}") from error
 
 
-def write_jsonl(path: str | Path, rows: Iterable[dict]) -> int:
+def write_jsonl(path: str | Path, rows: Iterable[Any], encode: Callable[[Any], bytes] = orjson.dumps) -> int:
+    """One JSON value per line, atomically; `encode` turns a row into bytes. Returns the count."""
     count = 0
     with atomic_open(path, "wb") as handle:
         for row in rows:
-            handle.write(orjson.dumps(row))
+            handle.write(encode(row))
             handle.write(b"\n")
             count += 1
     return count

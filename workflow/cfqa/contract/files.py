@@ -15,7 +15,7 @@ from typing import Iterable, TypeVar
 
 import msgspec
 
-from cfqa.atomic_io import atomic_open
+from cfqa.atomic_io import atomic_open, write_jsonl
 from cfqa.contract.records import (SCHEMA_VERSION, CurveRow, DataStats, LrSelection, MetricsRecord,
                                    PredictionRow, Record, Summary, TrainRecord)
 
@@ -159,13 +159,7 @@ def read_curve(path: str | Path) -> list[CurveRow]:
 # ---- predictions.jsonl ------------------------------------------------------------------
 
 def write_predictions(path: str | Path, rows: Iterable[PredictionRow]) -> int:
-    count = 0
-    with atomic_open(path, "wb") as handle:
-        for row in rows:
-            handle.write(_ENCODER.encode(row))
-            handle.write(b"\n")
-            count += 1
-    return count
+    return write_jsonl(path, rows, encode=_ENCODER.encode)
 
 
 def read_predictions(path: str | Path) -> list[PredictionRow]:

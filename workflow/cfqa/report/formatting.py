@@ -86,27 +86,22 @@ def scalar(value: Any) -> str:
     return text(value)
 
 
-def interval(estimate: Any, low: Any, high: Any, digits: int = 1) -> str:
-    """A statistic with its interval: '77.3 [70.1, 84.0]'; the estimate alone where the
-    interval is undefined."""
+def interval(estimate: Any, low: Any, high: Any, digits: int = 1, signed: bool = False) -> str:
+    """A statistic with its interval: '77.3 [70.1, 84.0]' (signed: '+3.2 [-1.0, +7.5]', for
+    differences); the estimate alone where the interval is undefined."""
     middle = _number(estimate)
     if middle is None:
         return MISSING
+    spec = f"{'+' if signed else ''}.{digits}f"
     lower, upper = _number(low), _number(high)
     if lower is None or upper is None:
-        return f"{middle:.{digits}f}"
-    return f"{middle:.{digits}f} [{lower:.{digits}f}, {upper:.{digits}f}]"
+        return f"{middle:{spec}}"
+    return f"{middle:{spec}} [{lower:{spec}}, {upper:{spec}}]"
 
 
 def signed_interval(difference: Any, low: Any, high: Any, digits: int = 1) -> str:
     """A difference with its interval and explicit signs: '+3.2 [-1.0, +7.5]'."""
-    middle = _number(difference)
-    if middle is None:
-        return MISSING
-    lower, upper = _number(low), _number(high)
-    if lower is None or upper is None:
-        return f"{middle:+.{digits}f}"
-    return f"{middle:+.{digits}f} [{lower:+.{digits}f}, {upper:+.{digits}f}]"
+    return interval(difference, low, high, digits, signed=True)
 
 
 def p_value(value: Any) -> str:
