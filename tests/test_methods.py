@@ -4,9 +4,12 @@ params.yaml's for the method, with each case's overrides on top."""
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 
 import pytest
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file
 from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -208,3 +211,18 @@ def test_t5_layout_methods_refuse_other_architectures(name):
 def test_options_that_do_not_fit_the_model_are_rejected(name, options, overrides, error, message):
     with pytest.raises(error, match=message):
         build(name, options, overrides)
+
+
+def test_trainable_checkpoint_bytes_do_not_depend_on_the_process(tmp_path):
+    """safetensors writes its metadata map in a per-process random hash order; the same weights
+    and metadata must still give the same file bytes, or the image test and DVC see a change."""
+    model = tiny_t5()
+    metadata = {"method": "full", "seed": "0", "backbone": "base", "mixture": "f+cf"}
+    digests = set()
+    for i in range(8):
+        path = tmp_path / f"{i}.safetensors"
+        save_trainable(model, path, metadata=metadata)
+        digests.add(hashlib.sha256(path.read_bytes()).hexdigest())
+    assert len(digests) == 1
+    with safe_open(str(tmp_path / "0.safetensors"), "pt") as handle:
+        assert json.loads(handle.metadata()["cfqa"]) == metadata

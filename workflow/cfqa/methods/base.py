@@ -11,6 +11,7 @@ returning token ids as transformers' `generate` does.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping
@@ -70,9 +71,14 @@ def trainable_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def save_trainable(model: nn.Module, path: str | Path, metadata: Mapping[str, str] | None = None) -> int:
-    """Writes only the trainable weights as safetensors; returns the file's size in bytes."""
+    """Writes only the trainable weights as safetensors; returns the file's size in bytes.
+
+    `metadata` is stored as one sorted JSON string under the key "cfqa": safetensors writes
+    its metadata map in hash order, random per process, so several keys would make the
+    same weights hash differently from run to run."""
     tensors = {name: t.to("cpu").contiguous().clone() for name, t in trainable_state_dict(model).items()}
-    save_file(tensors, str(path), metadata=dict(metadata or {}))
+    header = {"cfqa": json.dumps(dict(metadata), sort_keys=True)} if metadata else None
+    save_file(tensors, str(path), metadata=header)
     return Path(path).stat().st_size
 
 
