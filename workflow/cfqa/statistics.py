@@ -395,9 +395,6 @@ def paired_ratio_difference(is_original_a, is_substitute_a, is_original_b, is_su
         return first - second
 
     boot = _bootstrap(rng, resamples, n_seeds, [n_questions], statistic)
-    defined = boot[~np.isnan(boot)]
-    observed = float(_ratio(orig_a.sum(), subst_a.sum()) - _ratio(orig_b.sum(), subst_b.sum()))
-
     # Per-question totals over seeds; swapping question q moves its counts between a and b.
     oa, sa, ob, sb = (x.sum(axis=0) for x in (orig_a, subst_a, orig_b, subst_b))
     blocks, exact = _sign_patterns(rng, permutations, n_questions)
@@ -405,14 +402,8 @@ def paired_ratio_difference(is_original_a, is_substitute_a, is_original_b, is_su
         _ratio(oa.sum() + mask @ (ob - oa), sa.sum() + mask @ (sb - sa))
         - _ratio(ob.sum() + mask @ (oa - ob), sb.sum() + mask @ (sa - sb))
         for mask in blocks])
-    kept = null[~np.isnan(null)]
-    per_seed = (_ratio(orig_a.sum(axis=1), subst_a.sum(axis=1))
-                - _ratio(orig_b.sum(axis=1), subst_b.sum(axis=1)))
-    return _difference(observed, _percentile(defined, confidence), kept, exact, 100.0,
-                       per_seed=per_seed, n_seeds=n_seeds, n_a=n_questions, n_b=n_questions, confidence=confidence,
-                       resamples=resamples, permutations=permutations,
-                       skipped_resamples=int(boot.size - defined.size),
-                       skipped_permutations=int(null.size - kept.size))
+    return _ratio_difference((orig_a, subst_a, orig_b, subst_b), boot, null, exact, confidence=confidence,
+                             resamples=resamples, permutations=permutations)
 
 
 def unpaired_ratio_difference(is_original_a, is_substitute_a, is_original_b, is_substitute_b, *,
@@ -443,9 +434,6 @@ def unpaired_ratio_difference(is_original_a, is_substitute_a, is_original_b, is_
         return first - second
 
     boot = _bootstrap(rng, resamples, n_seeds, [n_a, n_b], statistic)
-    defined = boot[~np.isnan(boot)]
-    observed = float(_ratio(orig_a.sum(), subst_a.sum()) - _ratio(orig_b.sum(), subst_b.sum()))
-
     pooled_original = np.concatenate([orig_a.sum(axis=0), orig_b.sum(axis=0)])
     pooled_substitute = np.concatenate([subst_a.sum(axis=0), subst_b.sum(axis=0)])
     blocks, exact = _split_patterns(rng, permutations, n_a, n_b)
@@ -453,12 +441,22 @@ def unpaired_ratio_difference(is_original_a, is_substitute_a, is_original_b, is_
         _ratio(mask @ pooled_original, mask @ pooled_substitute)
         - _ratio((1 - mask) @ pooled_original, (1 - mask) @ pooled_substitute)
         for mask in blocks])
-    kept = null[~np.isnan(null)]
+    return _ratio_difference((orig_a, subst_a, orig_b, subst_b), boot, null, exact, confidence=confidence,
+                             resamples=resamples, permutations=permutations)
+
+
+def _ratio_difference(classes, boot: np.ndarray, null: np.ndarray, exact: bool, *, confidence: float,
+                      resamples: int, permutations: int) -> Difference:
+    """The Difference of M_R(a) − M_R(b) from its bootstrap and permutation draws; draws where a
+    ratio is undefined (no original and no substitute answer) are left out and counted."""
+    orig_a, subst_a, orig_b, subst_b = classes
+    defined, kept = boot[~np.isnan(boot)], null[~np.isnan(null)]
+    observed = float(_ratio(orig_a.sum(), subst_a.sum()) - _ratio(orig_b.sum(), subst_b.sum()))
     per_seed = (_ratio(orig_a.sum(axis=1), subst_a.sum(axis=1))
                 - _ratio(orig_b.sum(axis=1), subst_b.sum(axis=1)))
     return _difference(observed, _percentile(defined, confidence), kept, exact, 100.0,
-                       per_seed=per_seed, n_seeds=n_seeds, n_a=n_a, n_b=n_b, confidence=confidence,
-                       resamples=resamples, permutations=permutations,
+                       per_seed=per_seed, n_seeds=orig_a.shape[0], n_a=orig_a.shape[1], n_b=orig_b.shape[1],
+                       confidence=confidence, resamples=resamples, permutations=permutations,
                        skipped_resamples=int(boot.size - defined.size),
                        skipped_permutations=int(null.size - kept.size))
 
