@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install reproduce test test-fast lint clean image dvc.yaml
+.PHONY: install reproduce test test-fast lint clean image dvc.yaml ui
 
 install: $(STAMP)
 
@@ -30,6 +30,15 @@ test-fast: install
 # dvc.yaml is generated from the DAG table (workflow/cfqa/dag/table.py) and params.yaml's methods.
 dvc.yaml: install
 	$(BIN)/python -m cfqa.dag --write dvc.yaml
+
+# `make ui`: the MLflow UI on this checkout's runs (mlflow.db, artifacts in mlartifacts/), on
+# 127.0.0.1 only; GenAI job execution off (it starts seven worker processes).
+MLFLOW_PORT ?= 5000
+ui: install
+	@echo "MLflow UI: http://127.0.0.1:$(MLFLOW_PORT)/#/experiments?workflowType=machine_learning (Ctrl-C stops it)"
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false MLFLOW_DISABLE_TELEMETRY=true $(BIN)/mlflow server \
+		--host 127.0.0.1 --port $(MLFLOW_PORT) --workers 1 \
+		--backend-store-uri sqlite:///$(CURDIR)/mlflow.db --artifacts-destination $(CURDIR)/mlartifacts
 
 lint: install
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/snakemake --lint

@@ -2,13 +2,16 @@
 read back, artifacts beside the database, and several processes logging at once."""
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import re
 import shutil
 import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -76,7 +79,9 @@ def test_two_runs_read_back(project_root):
     client = _client(tmp_path)
     experiments = [e for e in client.search_experiments() if e.name == TRACKING.experiment]
     assert len(experiments) == 1
-    assert experiments[0].artifact_location == (tmp_path / "mlartifacts").resolve().as_uri()
+    # Location-free: `mlflow server` serves it from ./mlartifacts; the store holds no path.
+    assert experiments[0].artifact_location == "mlflow-artifacts:/cfqa-test"
+    assert experiments[0].tags["mlflow.experimentKind"] == "custom_model_development"
     runs = _runs(client)
     assert set(runs) == {"full-seed0", "lora-seed1"}
 
@@ -96,12 +101,15 @@ def test_two_runs_read_back(project_root):
     assert lora.data.tags["data_hash"] == "abc123"
     assert lora.data.tags["method"] == "lora" and lora.data.tags["seed"] == "1"
     assert lora.data.tags["git_commit"] == "unknown"            # tmp_path is not a git checkout
+    assert "git_dirty" not in lora.data.tags
+    assert lora.data.tags["mlflow.source.name"] == "cfqa evaluate"
+    assert lora.data.tags["mlflow.source.type"] == "LOCAL"
 
-    assert [a.path for a in client.list_artifacts(lora_id)] == ["lora-metrics.json"]
-    local = client.download_artifacts(lora_id, "lora-metrics.json", str(tmp_path / "download"))
-    assert json.loads(Path(local).read_text()) == {"contextual_em": 77.25}
-    assert lora.info.artifact_uri.startswith((tmp_path / "mlartifacts").resolve().as_uri())
-    assert (tmp_path / "mlartifacts").is_dir()
+    assert lora.info.artifact_uri == f"mlflow-artifacts:/cfqa-test/{lora_id}/artifacts"
+    stored = tmp_path / "mlartifacts" / "cfqa-test" / lora_id / "artifacts"
+    assert tracking.local_artifact_dir(TRACKING.uri, lora.info.artifact_uri) == stored.resolve()
+    assert [p.name for p in stored.iterdir()] == ["lora-metrics.json"]
+    assert json.loads((stored / "lora-metrics.json").read_text()) == {"contextual_em": 77.25}
     assert not (tmp_path / "mlruns").exists()
 
 
@@ -186,8 +194,10 @@ def test_log_results_dir_logs_a_stage_results_directory(project_root, stage_resu
     curve = read_curve(results / "train_curve.csv")
     assert ([m.step for m in _client(project_root).get_metric_history(run_id, "val_loss")]
             == [row.step for row in curve if row.val_loss is not None])
-    assert {a.path for a in _client(project_root).list_artifacts(run_id)} == {"train.json", "metrics.json",
-                                                                             "train_curve.csv"}
+    stored = tracking.local_artifact_dir(TRACKING.uri, run.info.artifact_uri)
+    logged = {p.name for p in stored.iterdir()}
+    assert {"train.json", "train_curve.csv", "metrics.json", "headline.json"} <= logged
+    assert "predictions.jsonl" not in logged and logged <= {p.name for p in results.iterdir()}
 
 
 def test_missing_artifact_fails_before_any_run(tmp_path, monkeypatch):
@@ -234,8 +244,15 @@ def test_store_locations(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert tracking.sqlite_database_path("sqlite:///mlflow.db") == tmp_path.resolve() / "mlflow.db"
     assert tracking.sqlite_database_path("sqlite:////srv/db/m.db") == Path("/srv/db/m.db")
-    assert tracking.artifact_location("sqlite:////srv/db/m.db") == "file:///srv/db/mlartifacts"
-    assert tracking.artifact_location("http://mlflow.example:5000") is None
+    assert tracking.artifacts_root("sqlite:////srv/db/m.db") == Path("/srv/db/mlartifacts")
+    assert tracking.artifact_location("sqlite:////srv/db/m.db", "cfqa embedded/v2") == "mlflow-artifacts:/cfqa_embedded_v2"
+    assert tracking.artifact_location("http://mlflow.example:5000", "cfqa") is None
+    assert (tracking.local_artifact_dir("sqlite:////srv/db/m.db", "mlflow-artifacts:/cfqa/0a1b/artifacts")
+            == Path("/srv/db/mlartifacts/cfqa/0a1b/artifacts"))
+    assert tracking.local_artifact_dir("sqlite:////srv/db/m.db", "file:///elsewhere/0a1b/artifacts") is None
+    assert tracking.local_artifact_dir("http://mlflow.example:5000", "mlflow-artifacts:/cfqa/0a1b") is None
+    with pytest.raises(ValueError, match="leaves"):
+        tracking.local_artifact_dir("sqlite:////srv/db/m.db", "mlflow-artifacts:/../../etc")
     assert tracking.resolved_uri("sqlite:///sub/m.db") == f"sqlite:///{tmp_path.resolve()}/sub/m.db"
     assert tracking.resolved_uri("http://mlflow.example:5000") == "http://mlflow.example:5000"
 
@@ -294,3 +311,177 @@ def test_parallel_processes_share_one_store(tmp_path):
     assert runs["lora"].data.metrics["em"] == 4.0
     assert len(client.get_metric_history(runs["ia3"].info.run_id, "train_loss")) == 50
     assert [e.name for e in client.search_experiments()].count("cfqa-test") == 1
+
+
+# ---- the run opened by the train stage, ended by evaluate ---------------------------------
+
+GROUP = tracking.PipelineRun(id="feed00000000", params={"train": {"lr": 0.001}})
+CURVE = [{"step": 10, "train_loss": 2.0, "val_loss": None}, {"step": 20, "train_loss": 1.5, "val_loss": 1.7},
+         {"step": 30, "train_loss": 1.2, "val_loss": None}]
+
+
+def _data_files(root: Path) -> dict[str, list[Path]]:
+    variants = root / "data" / "variants"
+    files = {"training": [variants / "train" / "factual.jsonl"], "validation": [variants / "validation" / "factual.jsonl"]}
+    for context, (path,) in files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"question": f"a {context} question", "answer": "Paris"}) + "\n")
+    return files
+
+
+def _train_run(root: Path, config: dict, **kwargs) -> tuple[tracking.RunIdentity, tracking.TrainingRun]:
+    identity = tracking.run_identity(GROUP, "lora", 0, config)
+    return identity, tracking.start_training_run(TRACKING, identity, params={"train": config["train"]},
+                                                 datasets=_data_files(root), **kwargs)
+
+
+def _evaluate(identity: tracking.RunIdentity, em: float) -> str:
+    """What log_results_dir does once it has read a results directory."""
+    client, experiment_id = tracking.open_experiment(TRACKING)
+    return tracking.log_method_run(
+        TRACKING, run_name=identity.run_name, params={"train": {"lr": 0.01}}, metrics={"contextual_em": em},
+        step_metrics=CURVE, artifacts=[], tags={"method": "lora", "seed": 0, "config_hash": identity.config_hash},
+        pipeline=GROUP, run_id=tracking.find_training_run(client, experiment_id, identity))
+
+
+def test_config_hash_tells_configurations_apart_not_their_encoding():
+    listed = tracking.run_identity(GROUP, "lora", 0, {"train": {"lr": 0.01, "mixture": ["factual"]}, "options": {"r": 8}})
+    tupled = tracking.run_identity(GROUP, "lora", 0, {"options": {"r": 8}, "train": {"mixture": ("factual",), "lr": 0.01}})
+    assert listed.config_hash == tupled.config_hash and re.fullmatch(r"[0-9a-f]{12}", listed.config_hash)
+    assert tracking.run_identity(GROUP, "lora", 0, {"train": {"lr": 0.02}}).config_hash != listed.config_hash
+    other_group = tracking.PipelineRun(id="beef00000000", params={})
+    assert tracking.run_identity(other_group, "lora", 0, {"train": {"lr": 0.01}}).config_hash != \
+        tracking.run_identity(GROUP, "lora", 0, {"train": {"lr": 0.01}}).config_hash
+    assert listed.tags == {"method": "lora", "seed": "0", "pipeline_run": GROUP.id, "config_hash": listed.config_hash}
+
+
+def test_train_opens_the_run_and_evaluate_finds_and_ends_it(project_root, monkeypatch):
+    monkeypatch.setenv("MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING", "false")
+    monkeypatch.setenv("DVC_EXP_NAME", "exp-lora-lr")
+    identity, training = _train_run(project_root, {"train": {"lr": 0.01}})
+    client = _client(project_root)
+    opened = client.get_run(training.run_id)
+    assert opened.info.status == "RUNNING" and opened.info.run_name == "lora-seed0"
+    assert opened.data.params == {"train.lr": "0.01"}
+    assert {k: opened.data.tags[k] for k in identity.tags} == identity.tags
+    assert opened.data.tags["mlflow.source.name"] == "cfqa train"
+    assert opened.data.tags["dvc_experiment"] == "exp-lora-lr"
+    parent = _runs(client)["pipeline-feed00000000"]
+    assert opened.data.tags["mlflow.parentRunId"] == parent.info.run_id
+
+    inputs = {d.dataset.name: d for d in opened.inputs.dataset_inputs}
+    assert set(inputs) == {"train/factual", "validation/factual"}
+    train_file = project_root / "data/variants/train/factual.jsonl"
+    sha = hashlib.sha256(train_file.read_bytes()).hexdigest()
+    assert inputs["train/factual"].dataset.digest == sha[:32]
+    assert {t.key: t.value for t in inputs["train/factual"].tags} == {"mlflow.data.context": "training", "sha256": sha}
+    assert json.loads(inputs["train/factual"].dataset.source) == {"uri": "data/variants/train/factual.jsonl"}
+
+    training.log_point(CURVE[0])                   # as training goes
+    training.log_point(CURVE[1])
+    assert [m.step for m in client.get_metric_history(training.run_id, "train_loss")] == [10, 20]
+    training.training_done(CURVE)                  # the rest (points before a resumed checkpoint)
+    assert client.get_run(training.run_id).info.status == "RUNNING"
+
+    client_, experiment_id = tracking.open_experiment(TRACKING)
+    other = tracking.run_identity(GROUP, "lora", 0, {"train": {"lr": 0.02}})
+    assert tracking.find_training_run(client_, experiment_id, other) is None
+    assert _evaluate(identity, 75.0) == training.run_id
+    ended = client.get_run(training.run_id)
+    assert ended.info.status == "FINISHED" and ended.info.end_time >= ended.info.start_time
+    assert ended.data.metrics["contextual_em"] == 75.0
+    assert [(m.step, m.value) for m in client.get_metric_history(training.run_id, "train_loss")] == \
+        [(10, 2.0), (20, 1.5), (30, 1.2)]                      # no point twice
+    assert [m.step for m in client.get_metric_history(training.run_id, "val_loss")] == [20]
+    # Ended, it is no longer found: evaluating again logs a new run, which replaces it.
+    assert tracking.find_training_run(client_, experiment_id, identity) is None
+
+
+def test_a_rerun_ends_its_killed_attempt_and_replaces_it_once_complete(project_root, monkeypatch):
+    monkeypatch.setenv("MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING", "false")
+    identity, killed = _train_run(project_root, {"train": {"lr": 0.01}})        # never reached evaluate
+    _, failed = _train_run(project_root, {"train": {"lr": 0.01}})
+    failed.fail()
+    _, rerun = _train_run(project_root, {"train": {"lr": 0.01}})
+    client = _client(project_root)
+    assert client.get_run(killed.run_id).info.status == "KILLED"
+    assert client.get_run(failed.run_id).info.status == "FAILED"
+    assert _evaluate(identity, 70.0) == rerun.run_id
+    active = {run.info.run_name: run for run in _all_runs(client) if run.info.lifecycle_stage == "active"}
+    assert set(active) == {"lora-seed0", "pipeline-feed00000000"}
+    assert active["lora-seed0"].info.run_id == rerun.run_id
+    assert {client.get_run(r.run_id).info.lifecycle_stage for r in (killed, failed)} == {"deleted"}
+
+
+def test_untracked_training_leaves_evaluate_to_create_the_run(tmp_path, monkeypatch, caplog):
+    monkeypatch.chdir(tmp_path)
+    unreachable = TrackingConfig(uri="sqlite:////proc/cfqa/mlflow.db", experiment="cfqa-test")
+    identity = tracking.run_identity(GROUP, "lora", 0, {"train": {"lr": 0.01}})
+    with caplog.at_level("WARNING", logger="cfqa.tracking"):
+        training = tracking.start_training_run(unreachable, identity, params={}, datasets={})
+    assert training.run_id is None and "training without it" in caplog.text
+    training.log_point(CURVE[0])           # no store: nothing happens, nothing fails
+    training.training_done(CURVE)
+    training.fail()
+
+
+def test_system_metrics_are_sampled_while_training(project_root, monkeypatch):
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.2")
+    _, training = _train_run(project_root, {"train": {"lr": 0.01}})
+    deadline = time.time() + 30
+    client = _client(project_root)
+    while time.time() < deadline and "system/cpu_utilization_percentage" not in client.get_run(training.run_id).data.metrics:
+        time.sleep(0.2)
+    training.training_done(CURVE)
+    metrics = client.get_run(training.run_id).data.metrics
+    assert 0 <= metrics["system/cpu_utilization_percentage"] <= 100 * (os.cpu_count() or 1)
+    assert metrics["system/system_memory_usage_megabytes"] > 0
+    assert training._monitor is None                       # stopped with training
+
+
+def test_a_copied_project_logs_artifacts_under_the_copy(project_root, tmp_path_factory, monkeypatch):
+    """Copy a tracked project and log there: the copy's runs and artifacts stay in the copy,
+    and the original's artifacts come along."""
+    original = project_root
+    first = _log(original, "full", 0, 80.0)
+    copy = tmp_path_factory.mktemp("moved") / "checkout"
+    shutil.copytree(original, copy)
+    shutil.rmtree(original / "mlartifacts")           # nothing may reach back into the original
+    monkeypatch.chdir(copy)
+    second = _log(copy, "lora", 0, 60.0)
+    client = _client(copy)
+    for run_id, method in ((first, "full"), (second, "lora")):
+        stored = tracking.local_artifact_dir(f"sqlite:///{copy / 'mlflow.db'}", client.get_run(run_id).info.artifact_uri)
+        assert stored.is_relative_to(copy.resolve())
+        assert [p.name for p in stored.iterdir()] == [f"{method}-metrics.json"]
+    assert not (original / "mlartifacts").exists()
+
+
+@pytest.mark.slow
+def test_the_stages_log_one_run_from_training_start_to_its_evaluation(stage_results):
+    """The real train and evaluate stages: one run per (method, seed), opened before train
+    wrote its record and ended after evaluate wrote its scores, holding the whole curve once."""
+    from mlflow.entities import ViewType
+
+    client = _client(stage_results.root)
+    experiment = client.get_experiment_by_name("cfqa-stage-results")
+    runs = client.search_runs([experiment.experiment_id], run_view_type=ViewType.ALL)
+    pipeline = tracking.pipeline_run(config_module.load([stage_results.params]))
+    for method in stage_results.methods:
+        for seed in stage_results.seeds:
+            (run,) = [r for r in runs if r.info.run_name == f"{method}-seed{seed}"]
+            results = stage_results.run_dir(method, seed)
+            train = read_train_record(results / "train.json")
+            assert run.info.status == "FINISHED"
+            assert run.info.start_time < (results / "train.json").stat().st_mtime_ns // 1_000_000
+            assert run.info.end_time >= (results / "metrics.json").stat().st_mtime_ns // 1_000_000
+            identity = tracking.run_identity(pipeline, method, seed, train.run.params)
+            assert {k: run.data.tags[k] for k in identity.tags} == identity.tags
+            assert run.data.tags["mlflow.source.name"] == "cfqa train"
+            (parent,) = [r for r in runs if r.info.run_name == pipeline.run_name]
+            assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+            contexts = {t.value for d in run.inputs.dataset_inputs for t in d.tags if t.key == "mlflow.data.context"}
+            assert contexts == {"training", "validation", "evaluation"}
+            history = client.get_metric_history(run.info.run_id, "train_loss")
+            assert sorted(m.step for m in history) == [row.step for row in read_curve(results / "train_curve.csv")]
+            assert run.data.params["train.lr"] == str(train.lr)

@@ -1,11 +1,12 @@
 """Stage `train`: fine-tune one method with one seed on the training mixture; save only its
 trainable weights and record accuracy-independent cost (parameters, memory, speed, checkpoint
-size)."""
+size). The run's MLflow run opens here, as training starts; evaluate ends it."""
 from __future__ import annotations
 
 import copy
 import dataclasses
 import hashlib
+import os
 import time
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from cfqa.training.checkpoint import remove_checkpoint
 from cfqa.training.loop import fine_tune, make_accelerator
 from cfqa.training.lr_selection import apply_lr_selection
 from cfqa.training.optimization import make_optimizer
+from cfqa.tracking import TrainingRun, pipeline_run, run_identity, run_params, start_training_run
 
 log = get_logger(__name__)
 
@@ -57,6 +59,24 @@ def checkpoint_dir(models: Path, method: str, seed: int) -> Path:
     return models / ".checkpoints" / method / f"seed{seed}"
 
 
+def data_files(variants: Path, mcfg: MethodConfig) -> dict[str, list[Path]]:
+    """The variant files training reads, by what it reads them for."""
+    return {context: [variants / split / f"{v}.jsonl" for v in mcfg.train.mixture]
+            for context, split in (("training", "train"), ("validation", "validation"))}
+
+
+def start_tracking(cfg: Config, mcfg: MethodConfig, variants: Path, method: str, seed: int) -> TrainingRun:
+    """The run's MLflow run, tagged so that evaluate finds it: pipeline run, method, seed and
+    the hash of the params slice train.json will record. Under a multi-process launch only
+    rank 0 (torch.distributed's RANK) tracks: one run, not one per process."""
+    if os.environ.get("RANK", "0") != "0":
+        return TrainingRun()
+    params = method_params(mcfg)
+    identity = run_identity(pipeline_run(cfg), method, seed, params)
+    return start_training_run(cfg.tracking, identity, datasets=data_files(variants, mcfg),
+                              params=run_params(method, mcfg.method, mcfg.backbone, seed, params))
+
+
 def run(cfg: Config, variants: Path, models: Path, out: Path, results: Path, method: str, seed: int,
         lr_selection: Path | None = None) -> None:
     started = time.perf_counter()
@@ -64,6 +84,18 @@ def run(cfg: Config, variants: Path, models: Path, out: Path, results: Path, met
     if lr_selection is not None:
         mcfg = apply_lr_selection(mcfg, lr_selection)
         log.info("learning rate %g chosen by `cfqa tune` (%s)", mcfg.train.lr, lr_selection)
+    tracking = start_tracking(cfg, mcfg, variants, method, seed)
+    try:
+        curve = train_and_record(mcfg, variants, models, out, results, method, seed, lr_selection, started)
+    except BaseException:
+        tracking.fail()
+        raise
+    tracking.training_done(curve)
+
+
+def train_and_record(mcfg: MethodConfig, variants: Path, models: Path, out: Path, results: Path, method: str,
+                     seed: int, lr_selection: Path | None, started: float) -> list[dict]:
+    """Trains and writes the run's files; returns the training curve's points."""
     tcfg = mcfg.train
     torch.set_num_threads(tcfg.threads)
     model, tokenizer, spec = build_method_model(mcfg, models)
@@ -71,7 +103,7 @@ def run(cfg: Config, variants: Path, models: Path, out: Path, results: Path, met
     log.info("method %s (%s), seed %d, on backbone %s: %d trainable of %d parameters (%.3f %%)", method,
              spec.name, seed, mcfg.backbone, counts.trainable, counts.total, counts.trainable_percent)
 
-    data_files = [variants / split / f"{v}.jsonl" for split in ("train", "validation") for v in tcfg.mixture]
+    read = [path for paths in data_files(variants, mcfg).values() for path in paths]
     train_rows = variant_rows(variants, "train", tcfg.mixture)
     validation_rows = variant_rows(variants, "validation", tcfg.mixture)
     train = tokenize_pairs(tokenizer, text_pairs(train_rows, tcfg.target_format),
@@ -88,7 +120,7 @@ def run(cfg: Config, variants: Path, models: Path, out: Path, results: Path, met
              "optimizer state %.2f, activations %.2f)", memory.total_bytes / 1e6, memory.parameter_bytes / 1e6,
              memory.gradient_bytes / 1e6, memory.optimizer_state_bytes / 1e6, memory.activation_bytes / 1e6)
 
-    data_sha = files_sha256(data_files)
+    data_sha = files_sha256(read)
     backbone_sha = directory_sha256(backbone_dir(models, mcfg.backbone))
     fingerprint = resume_fingerprint(mcfg, data_sha, backbone_sha)
     checkpoints = checkpoint_dir(models, method, seed)
@@ -131,3 +163,4 @@ def run(cfg: Config, variants: Path, models: Path, out: Path, results: Path, met
              "step %d; peak memory %s", out / WEIGHTS, checkpoint_bytes, files.train_record, files.train_curve,
              state.step, state.best_val_loss, state.best_step,
              "unknown" if peak.peak_bytes is None else f"{peak.peak_bytes / 1e6:.1f} MB ({peak.measure})")
+    return state.curve

@@ -1,0 +1,121 @@
+"""The MLflow UI on the runs the pipeline logs: `mlflow server` on a free loopback port, on the
+store the real train and evaluate stages wrote (tests/stage_results.py), read through its REST
+API as the UI reads it, then stopped by its PID with no process left behind."""
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import requests
+
+from cfqa.contract import read_metrics, read_train_record
+
+EXPERIMENT = "cfqa-stage-results"      # tests/stage_results.py tiny_params
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def stop(server: subprocess.Popen) -> list[psutil.Process]:
+    """SIGTERM to the server's PID (its workers stop with it); returns any process left."""
+    family = [psutil.Process(server.pid)]
+    with contextlib.suppress(psutil.NoSuchProcess):
+        family += family[0].children(recursive=True)
+    server.terminate()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        server.wait(timeout=30)
+    _, alive = psutil.wait_procs(family, timeout=30)
+    return [p for p in alive if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+
+
+@pytest.fixture(scope="module")
+def ui(stage_results, tmp_path_factory):
+    """The base URL of `mlflow server` on the stage results' store and artifacts."""
+    root = stage_results.root
+    port = free_port()
+    log = tmp_path_factory.mktemp("ui") / "server.log"
+    command = [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+               "--workers", "1", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+               "--artifacts-destination", str(root / "mlartifacts")]
+    with open(log, "wb") as output:
+        # Without GenAI job execution: it would start seven huey consumers besides the UI.
+        server = subprocess.Popen(command, cwd=root, stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
+                                  env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true",
+                                       "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert server.poll() is None, f"mlflow server exited {server.returncode}: {log.read_text()[-3000:]}"
+            with contextlib.suppress(requests.RequestException):     # not listening, or still starting
+                if requests.get(f"{base}/health", timeout=5).status_code == 200:
+                    break
+            assert time.monotonic() < deadline, f"mlflow server not up: {log.read_text()[-3000:]}"
+            time.sleep(0.5)
+        yield base
+    finally:
+        left = stop(server)
+        for process in left:                       # only this server's own processes, by PID
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.kill()
+        assert not left, f"processes left after stopping mlflow server: {[p.pid for p in left]}"
+
+
+def _runs(ui: str, experiment_id: str) -> dict[str, dict]:
+    response = requests.post(f"{ui}/api/2.0/mlflow/runs/search", timeout=30,
+                             json={"experiment_ids": [experiment_id], "max_results": 1000})
+    response.raise_for_status()
+    return {run["info"]["run_name"]: run for run in response.json().get("runs", [])}
+
+
+def _values(entries: list[dict]) -> dict[str, object]:
+    return {entry["key"]: entry["value"] for entry in entries}
+
+
+def test_the_ui_serves_the_pipeline_runs_with_their_metrics_and_artifacts(ui, stage_results):
+    assert "<html" in requests.get(ui, timeout=30).text.lower()
+    response = requests.get(f"{ui}/api/2.0/mlflow/experiments/get-by-name", timeout=30,
+                            params={"experiment_name": EXPERIMENT})
+    response.raise_for_status()
+    experiment = response.json()["experiment"]
+    assert _values(experiment["tags"])["mlflow.experimentKind"] == "custom_model_development"
+    runs = _runs(ui, experiment["experiment_id"])
+    expected = {f"{m}-seed{s}" for m in stage_results.methods for s in stage_results.seeds}
+    assert expected <= set(runs) and len(expected) >= 2
+    assert {name for name in runs if name.startswith("pipeline-")} and set(runs) - expected <= {
+        name for name in runs if name.startswith("pipeline-")}
+
+    full, lora = runs["full-seed0"], runs["lora-seed0"]
+    for run, method in ((full, "full"), (lora, "lora")):
+        results = stage_results.run_dir(method, 0)
+        metrics = read_metrics(results / "metrics.json")
+        logged = _values(run["data"]["metrics"])
+        assert run["info"]["status"] == "FINISHED"
+        assert (logged["sets.test.factual.contextual_em_pct"]
+                == metrics.sets["test"]["factual"].contextual_em_pct)
+        assert logged["train.params.trainable"] == read_train_record(results / "train.json").params.trainable
+        tags = _values(run["data"]["tags"])
+        assert tags["mlflow.source.name"] == "cfqa train" and tags["method"] == method
+
+        listing = requests.get(f"{ui}/api/2.0/mlflow/artifacts/list", timeout=30,
+                               params={"run_id": run["info"]["run_id"]})
+        listing.raise_for_status()
+        assert {"train.json", "metrics.json", "train_curve.csv"} <= {f["path"] for f in listing.json()["files"]}
+        served = requests.get(f"{ui}/get-artifact", timeout=30,
+                              params={"run_uuid": run["info"]["run_id"], "path": "metrics.json"})
+        assert served.status_code == 200 and served.content == (results / "metrics.json").read_bytes()
+    # Compared side by side as the runs table does: full fine-tuning trains every parameter.
+    assert (_values(full["data"]["metrics"])["train.params.trainable"]
+            > _values(lora["data"]["metrics"])["train.params.trainable"])
+    assert _values(full["data"]["params"])["registry_method"] == "full"
