@@ -9,7 +9,14 @@ It reports MB/s (uncompressed and compressed), records/s, CPU seconds and peak R
 subprocess's own VmHWM), the speed ratios, and writes
 benchmarks/results/prepare_throughput.json. The temporary directory is removed at the end.
 
+With --baseline DIR (the `workflow` folder of another version, e.g. extracted by
+`git archive HEAD~1 workflow | tar -x -C /tmp/base`), `prepare` also runs with that version's
+package, alternating with this one for --rounds rounds over the same files; the medians and
+their ratio go into the results. On a shared machine this before/after ratio is the number to
+trust: both sides see the same load.
+
     .venv/bin/python benchmarks/prepare_throughput.py [--size-gib 1.0] [--keep-dir DIR]
+        [--baseline DIR --rounds 3]
 """
 from __future__ import annotations
 
@@ -19,6 +26,7 @@ import os
 import platform
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -181,8 +189,10 @@ print(json.dumps({"seconds": seconds, "cpu_seconds": cpu_seconds, "peak_rss_kib"
 """
 
 
-def _run_child(code: str, *args: str) -> dict:
+def _run_child(code: str, *args: str, package_dir: Path | None = None) -> dict:
     env = dict(os.environ, CI="true")  # no progress bars in the measured runs
+    if package_dir is not None:  # ahead of the editable install of this checkout
+        env["PYTHONPATH"] = str(package_dir)
     done = subprocess.run([sys.executable, "-c", code, *args], check=True, capture_output=True,
                           text=True, env=env)
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -198,13 +208,37 @@ def _figures(run: dict, uncompressed: int, compressed: int) -> dict:
             **{k: v for k, v in run.items() if k == "kept"}}
 
 
+def _compare_with_baseline(raw: Path, work: Path, args, uncompressed: int, compressed: int) -> dict:
+    """Median prepare figures of the baseline and of this version, run alternately."""
+    runs: dict[str, list[dict]] = {"baseline": [], "this": []}
+    for _ in range(args.rounds):
+        for name, package_dir in (("baseline", args.baseline.resolve()), ("this", None)):
+            out = work / f"prepared-{name}"
+            runs[name].append(_run_child(_PREPARE_CHILD, str(raw), str(out), args.params, package_dir=package_dir))
+            shutil.rmtree(out, ignore_errors=True)
+    medians = {name: {key: statistics.median(run[key] for run in done)
+                      for key in ("seconds", "cpu_seconds", "peak_rss_kib")} | {"records": done[0]["records"]}
+               for name, done in runs.items()}
+    return {"rounds": args.rounds, "baseline_code": args.baseline_label or str(args.baseline),
+            **{name: _figures(median, uncompressed, compressed) for name, median in medians.items()},
+            "seconds_ratio_this_vs_baseline": round(medians["this"]["seconds"] / medians["baseline"]["seconds"], 3),
+            "cpu_seconds_ratio_this_vs_baseline": round(
+                medians["this"]["cpu_seconds"] / medians["baseline"]["cpu_seconds"], 3)}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size-gib", type=float, default=1.0, help="compressed size of the synthetic train file")
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--keep-dir", type=Path, default=None, help="work here and keep the files")
     parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--baseline", type=Path, default=None,
+                        help="a `workflow` folder (holding cfqa/ and schemas/) of the version to compare with")
+    parser.add_argument("--baseline-label", default=None, help="what --baseline is, for the results file")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds with --baseline")
     args = parser.parse_args(argv)
+    if args.baseline is not None and not (args.baseline / "cfqa" / "stages" / "prepare.py").is_file():
+        parser.error(f"--baseline {args.baseline}: expected a `workflow` folder holding cfqa/stages/prepare.py")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `finally` removes the big file
 
     work = args.keep_dir or Path(tempfile.mkdtemp(prefix="cfqa-prepare-bench-"))
@@ -227,6 +261,9 @@ def main(argv: list[str] | None = None) -> int:
         prepared = _figures(_run_child(_PREPARE_CHILD, str(raw), str(work / "prepared"), args.params),
                             uncompressed, compressed)
         print("cfqa prepare:", prepared, flush=True)
+        if args.baseline is not None:
+            comparison = _compare_with_baseline(raw, work, args, uncompressed, compressed)
+            print("before/after:", comparison, flush=True)
     finally:
         if args.keep_dir is None:
             shutil.rmtree(work, ignore_errors=True)
@@ -249,6 +286,8 @@ def main(argv: list[str] | None = None) -> int:
                 "gains from a free core); cpu_time_ratio_vs_plain compares CPU seconds of all threads. "
                 "Measured on a shared machine: see load_average_1min.",
     }
+    if args.baseline is not None:
+        result["before_after"] = comparison
     write_json(args.results, result)
     print(f"speedup {speedup:.2f}x wall, {cpu_speedup:.2f}x CPU time; wrote {args.results}")
     return 0

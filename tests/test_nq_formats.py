@@ -61,6 +61,30 @@ def test_convert_files_names_file_and_line_of_a_bad_record(tmp_path):
     assert not (tmp_path / "dev.jsonl.gz").exists()
 
 
+@pytest.mark.parametrize("change,message", [
+    (lambda r: r.update(annotations=7), r"annotations: expected a list, got int"),
+    (lambda r: r["annotations"][0].update(short_answers="x"), r"annotations\[0\]\.short_answers: expected a list"),
+    (lambda r: r["document_tokens"][0].update(token=5), r"document_tokens: expected a list of objects with a string"),
+    (lambda r: r.update(long_answer_candidates={}), r"long_answer_candidates: expected a list, got dict"),
+    (lambda r: r.update(document_tokens=None), r"document_tokens: expected a list, got NoneType"),
+])
+def test_convert_files_names_a_mistyped_field_instead_of_failing_inside(tmp_path, change, message):
+    record = json.loads(gzip.decompress((FIXTURES / "original_dev_01.jsonl.gz").read_bytes()).splitlines()[0])
+    change(record)
+    bad = tmp_path / "nq-dev-bad.jsonl.gz"
+    bad.write_bytes(gzip.compress(json.dumps(record).encode() + b"\n"))
+    with pytest.raises(BadRecordError, match=r"nq-dev-bad\.jsonl\.gz:1: " + message):
+        convert_files([bad], tmp_path / "dev.jsonl.gz")
+
+
+def test_convert_files_rejects_a_source_with_no_records(tmp_path):
+    empty = tmp_path / "nq-dev-empty.jsonl.gz"
+    empty.write_bytes(gzip.compress(b""))
+    with pytest.raises(BadRecordError, match=r"nq-dev-empty\.jsonl\.gz: expected one JSON record per line, found none"):
+        convert_files([empty], tmp_path / "dev.jsonl.gz")
+    assert not (tmp_path / "dev.jsonl.gz").exists()
+
+
 # The schema of google-research-datasets/natural_questions (datasets 5.x).
 HF_FEATURES = datasets.Features({
     "id": datasets.Value("string"),

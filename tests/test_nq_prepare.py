@@ -114,6 +114,7 @@ def test_bad_records_within_the_limit_are_skipped_and_counted(tmp_path):
     assert set(_rows(out, "train", "validation")) == {"101", "102"}
     bad = read_json(out / "stats.json")["bad_records"]
     assert bad["count"] == 1 and bad["by_file"] == {"train.jsonl.gz": 1}
+    assert bad["by_reason"] == {"invalid_json": 1}
     assert bad["first"][0]["line"] == 2 and bad["first"][0]["file"].endswith("train.jsonl.gz")
 
 

@@ -15,7 +15,7 @@ from typing import Iterable
 import orjson
 
 from cfqa.logs import get_logger
-from cfqa.nq.errors import BadRecordError, RecordProblem
+from cfqa.nq.errors import INVALID_JSON, MISSING_FIELD, WRONG_TYPE, BadRecordError, RecordProblem
 from cfqa.nq.reader import gzip_lines
 from cfqa.nq.writer import atomic_jsonl_gz
 
@@ -33,7 +33,7 @@ def _span(span: dict, field: str, *extra: str) -> dict:
             out[key] = span[key]
     except (KeyError, TypeError) as error:
         raise RecordProblem(field, f"expected an object with start_token, end_token{''.join(', ' + k for k in extra)}"
-                            f" (missing {error})") from error
+                            f" (missing {error})", MISSING_FIELD) from error
     return out
 
 
@@ -41,27 +41,34 @@ def _field(record: dict, key: str, field: str | None = None):
     try:
         return record[key]
     except (KeyError, TypeError) as error:
-        raise RecordProblem(field or key, "required field is missing") from error
+        raise RecordProblem(field or key, "required field is missing", MISSING_FIELD) from error
+
+
+def _list(value, field: str) -> list:
+    if not isinstance(value, list):
+        raise RecordProblem(field, f"expected a list, got {type(value).__name__}", WRONG_TYPE)
+    return value
 
 
 def to_simplified(record: dict) -> dict:
     """One original-format NQ record in the simplified schema."""
     if not isinstance(record, dict):
-        raise RecordProblem(None, "expected a JSON object")
-    tokens = _field(record, "document_tokens")
+        raise RecordProblem(None, "expected a JSON object", WRONG_TYPE)
+    tokens = _list(_field(record, "document_tokens"), "document_tokens")
     try:
         text = " ".join(simplified_token(token["token"]) for token in tokens)
-    except (KeyError, TypeError) as error:
-        raise RecordProblem("document_tokens", "expected a list of objects with a string `token`") from error
+    except (KeyError, TypeError, AttributeError) as error:
+        raise RecordProblem("document_tokens", "expected a list of objects with a string `token`",
+                            WRONG_TYPE) from error
     annotations = []
-    for index, annotation in enumerate(_field(record, "annotations")):
+    for index, annotation in enumerate(_list(_field(record, "annotations"), "annotations")):
         where = f"annotations[{index}]"
+        short_answers = _list(_field(annotation, "short_answers", f"{where}.short_answers"), f"{where}.short_answers")
         annotations.append({
             "yes_no_answer": _field(annotation, "yes_no_answer", f"{where}.yes_no_answer"),
             "long_answer": _span(_field(annotation, "long_answer", f"{where}.long_answer"),
                                  f"{where}.long_answer", "candidate_index"),
-            "short_answers": [_span(span, f"{where}.short_answers[{n}]")
-                              for n, span in enumerate(_field(annotation, "short_answers", f"{where}.short_answers"))],
+            "short_answers": [_span(span, f"{where}.short_answers[{n}]") for n, span in enumerate(short_answers)],
             "annotation_id": _field(annotation, "annotation_id", f"{where}.annotation_id"),
         })
     return {
@@ -70,7 +77,8 @@ def to_simplified(record: dict) -> dict:
         "document_url": record.get("document_url", ""),
         "document_text": text,
         "long_answer_candidates": [_span(c, f"long_answer_candidates[{n}]", "top_level")
-                                   for n, c in enumerate(record.get("long_answer_candidates", []))],
+                                   for n, c in enumerate(_list(record.get("long_answer_candidates", []),
+                                                               "long_answer_candidates"))],
         "annotations": annotations,
     }
 
@@ -84,7 +92,7 @@ def convert_files(sources: Iterable[Path], destination: Path) -> int:
                     record = orjson.loads(line)
                 except orjson.JSONDecodeError as error:
                     raise BadRecordError(source, line_number, None,
-                                         f"expected one JSON object per line: {error}") from error
+                                         f"expected one JSON object per line: {error}", INVALID_JSON) from error
                 try:
                     writer.write(to_simplified(record))
                 except RecordProblem as problem:

@@ -17,7 +17,7 @@ import msgspec
 import numpy as np
 import orjson
 
-from cfqa.nq.errors import RecordProblem
+from cfqa.nq.errors import INVALID_JSON, WRONG_TYPE, RecordProblem
 
 _SPACE = 0x20
 _QUOTE = 0x22
@@ -35,13 +35,13 @@ class DocumentTokens:
     def __init__(self, raw_json_string: bytes | msgspec.Raw, needed_tokens: int):
         view = memoryview(raw_json_string)
         if len(view) < 2 or view[0] != _QUOTE or view[-1] != _QUOTE:
-            raise RecordProblem("document_text", "expected a string")
+            raise RecordProblem("document_text", "expected a string", WRONG_TYPE)
         self._needed = needed_tokens
         limit = min(len(view), max(needed_tokens, 1) * _BYTES_PER_TOKEN_GUESS + _SCAN_SLACK_BYTES)
         while True:
             prefix = bytes(view[:limit])
             if _ESCAPED_SPACE in prefix:
-                prefix, limit = orjson.dumps(_decode_json_string(bytes(view))), len(view)
+                prefix, limit = _encode_json_string(_decode_json_string(bytes(view))), len(view)
                 view = memoryview(prefix)
             separators = _Separators(prefix)
             if separators.count >= needed_tokens or limit == len(view):
@@ -97,5 +97,12 @@ class _Separators:
 def _decode_json_string(encoded: bytes) -> str:
     try:
         return msgspec.json.decode(encoded, type=str)
-    except (msgspec.DecodeError, msgspec.ValidationError) as error:
-        raise RecordProblem("document_text", f"expected a valid JSON string: {error}") from error
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as error:
+        raise RecordProblem("document_text", f"expected a valid JSON string: {error}", INVALID_JSON) from error
+
+
+def _encode_json_string(text: str) -> bytes:
+    try:
+        return orjson.dumps(text)
+    except orjson.JSONEncodeError as error:  # a lone surrogate cannot be written back as UTF-8
+        raise RecordProblem("document_text", f"expected a valid JSON string: {error}", INVALID_JSON) from error

@@ -6,10 +6,12 @@ out/stats.json. Train/validation split NQ train by a hash of (seed, example_id),
 is deterministic, streaming and independent of file order; test comes from NQ dev. Files are
 streamed one record at a time; the output directory appears only when everything is written.
 
-Bad records (malformed JSON, missing or mistyped fields, spans out of range) are errors naming
-file, line and field; with prepare.max_bad_records > 0 up to that many are skipped and counted.
-A truncated or corrupt gzip stream is always an error: the rest of that file cannot be read,
-and a silently shorter dataset would look complete.
+Bad records (bytes that are not UTF-8 or not JSON, nesting too deep to decode, missing or
+mistyped fields, spans out of range) are errors naming file, line and field; with
+prepare.max_bad_records > 0 up to that many are skipped and counted by file and by reason in
+stats.json. A truncated or corrupt gzip stream is always an error naming the line it broke at:
+the rest of that file cannot be read, and a silently shorter dataset would look complete. So is
+a file with no record to use (empty, or every record bad).
 """
 from __future__ import annotations
 
@@ -24,9 +26,9 @@ import orjson
 from cfqa.atomic_io import atomic_dir, write_json
 from cfqa.config import Config, PrepareConfig
 from cfqa.logs import get_logger
-from cfqa.nq.errors import BadRecordError, RecordProblem
+from cfqa.nq.errors import BadRecordError, NoRecordsError, RecordProblem
 from cfqa.nq.examples import DROP_REASONS, extract_example
-from cfqa.nq.reader import gzip_lines
+from cfqa.nq.reader import damage_before, gzip_lines
 from cfqa.nq.simplified import decode_record
 
 log = get_logger(__name__)
@@ -66,25 +68,28 @@ class BadRecords:
     limit: int
     count: int = 0
     by_file: Counter = field(default_factory=Counter)
+    by_reason: Counter = field(default_factory=Counter)
     first: list = field(default_factory=list)
 
     def add(self, error: BadRecordError) -> None:
         """Counts one bad record; raises once there are more than the limit allows."""
         self.count += 1
         self.by_file[Path(error.path).name] += 1
+        self.by_reason[error.reason] += 1
         if self.count > self.limit:
             if self.limit == 0:
                 raise error
             raise BadRecordError(error.path, error.line, error.field,
                                  f"{error.expectation} (bad record {self.count}, over "
-                                 f"prepare.max_bad_records = {self.limit})") from error
+                                 f"prepare.max_bad_records = {self.limit})", error.reason) from error
         log.warning("skipping bad record %d of at most %d: %s", self.count, self.limit, error)
         if len(self.first) < _KEPT_BAD_RECORD_EXAMPLES:
             self.first.append(error.as_dict())
 
     def as_dict(self) -> dict:
         return {"count": self.count, "max_bad_records": self.limit,
-                "by_file": dict(sorted(self.by_file.items())), "first": self.first}
+                "by_file": dict(sorted(self.by_file.items())),
+                "by_reason": dict(sorted(self.by_reason.items())), "first": self.first}
 
 
 def prepare_file(path: Path, split_of: Callable[[str], str], writers: dict[str, BinaryIO],
@@ -93,14 +98,19 @@ def prepare_file(path: Path, split_of: Callable[[str], str], writers: dict[str, 
     if not path.is_file():
         raise FileNotFoundError(f"{path}: raw NQ file not found (run the download stage first)")
     log.info("reading %s (%d bytes)", path, path.stat().st_size)
+    bad_before, records = bad.count, 0
     for line_number, line in gzip_lines(path, desc=f"prepare {path.name}"):
         try:
             record = decode_record(line)
             split = split_of(str(record.example_id))
             outcome = extract_example(record, drop_table_and_list_contexts=params.drop_table_and_list_contexts)
         except RecordProblem as problem:
-            bad.add(problem.at(path, line_number))
+            try:
+                bad.add(problem.at(path, line_number))
+            except BadRecordError as error:  # stopping here: blame a damaged stream if it is one
+                raise damage_before(path, line_number) or error
             continue
+        records += 1
         split_counts = counts[split]
         split_counts.records += 1
         if outcome.row is None:
@@ -109,6 +119,9 @@ def prepare_file(path: Path, split_of: Callable[[str], str], writers: dict[str, 
         split_counts.kept += 1
         writers[split].write(orjson.dumps(outcome.row))
         writers[split].write(b"\n")
+    if not records:
+        raise NoRecordsError(path, f"expected NQ simplified records, but all {bad.count - bad_before} records "
+                                   "are bad (skipped under prepare.max_bad_records)")
 
 
 def run(cfg: Config, raw: Path, out: Path) -> None:
@@ -137,5 +150,5 @@ def run(cfg: Config, raw: Path, out: Path) -> None:
         c = counts[split]
         log.info("%s: read %d records, kept %d, dropped %s", split, c.records, c.kept,
                  dict(c.dropped.most_common()) or "none")
-    log.info("wrote %s/{%s}.jsonl and %s; skipped %d bad records", out, ",".join(SPLITS), STATS_FILE,
-             bad.count)
+    log.info("wrote %s/{%s}.jsonl and %s; skipped %d bad records%s", out, ",".join(SPLITS), STATS_FILE,
+             bad.count, f" by reason {dict(bad.by_reason.most_common())}" if bad.count else "")
