@@ -8,7 +8,14 @@ import stat
 
 import pytest
 
-from cfqa.atomic_io import atomic_dir, atomic_open, read_json, read_jsonl, write_json, write_jsonl
+import subprocess
+import sys
+
+import torch
+from safetensors.torch import save_file
+
+from cfqa.atomic_io import (FileFormatError, OutputLocked, atomic_dir, atomic_open, atomic_path, exclusive_outputs,
+                            is_temporary, lock_path, read_json, read_jsonl, remove_debris, write_json, write_jsonl)
 
 
 class Interrupted(RuntimeError):
@@ -109,12 +116,89 @@ def test_bad_jsonl_line_names_file_and_line(tmp_path):
     path.write_text('{"id": 1}\n{"id": 2}\n{"id": \n', encoding="utf-8")
     rows = read_jsonl(path)
     assert next(rows) == {"id": 1} and next(rows) == {"id": 2}
-    with pytest.raises(ValueError, match=f"^{path}:3: expected one JSON object per line"):
+    with pytest.raises(FileFormatError, match=f"^{path}:3: expected one JSON object per line"):
         next(rows)
 
 
 def test_bad_json_names_the_file(tmp_path):
     path = tmp_path / "bad.json"
     path.write_text("{'single': 'quotes'}", encoding="utf-8")
-    with pytest.raises(ValueError, match=f"^{path}: not valid JSON"):
+    with pytest.raises(FileFormatError, match=f"^{path}: not valid JSON"):
         read_json(path)
+
+
+def test_safetensors_written_through_temporaries_get_the_usual_permissions(tmp_path):
+    """safetensors' save_file writes 0600 whatever the umask; outputs must not depend on the writer."""
+    umask = current_umask()
+    with atomic_dir(tmp_path / "model") as tmp:
+        save_file({"w": torch.zeros(2)}, str(tmp / "trainable.safetensors"))
+        (tmp / "nested").mkdir(mode=0o700)
+        save_file({"w": torch.zeros(2)}, str(tmp / "nested" / "more.safetensors"))
+    with atomic_path(tmp_path / "single.safetensors") as tmp:
+        save_file({"w": torch.zeros(2)}, str(tmp))
+    for path in (tmp_path / "model/trainable.safetensors", tmp_path / "model/nested/more.safetensors",
+                 tmp_path / "single.safetensors"):
+        assert mode(path) == 0o666 & ~umask, path
+    assert mode(tmp_path / "model/nested") == mode(tmp_path / "model") == 0o777 & ~umask
+
+
+def entered(manager):
+    """Enters a writer and never leaves, as under SIGKILL (keep the manager alive: collecting it
+    would run its cleanup)."""
+    manager.__enter__()
+    return manager
+
+
+def test_debris_of_a_killed_run_is_recognized_and_removed(tmp_path):
+    results = tmp_path / "results"
+    results.mkdir()
+    killed = [entered(atomic_dir(tmp_path / "prepared")), entered(atomic_open(tmp_path / "stats.json")),
+              entered(atomic_open(results / "train.json"))]
+    (tmp_path / ".prepared.keep").write_text("not ours", encoding="utf-8")      # no temporary name
+    (tmp_path / ".entities.abcdefgh.tmp").mkdir()                                # another output's
+    names = sorted(p.name for p in tmp_path.iterdir())
+    temporary = [n for n in names if is_temporary(n, "prepared")]
+    assert len(temporary) == 1 and temporary[0].startswith(".prepared.") and temporary[0].endswith(".tmp")
+
+    assert [p.name for p in remove_debris(tmp_path / "prepared")] == temporary
+    inside = [p.name for p in results.iterdir()]
+    assert len(inside) == 1 and inside[0].startswith(".train.json.")
+    assert [p.name for p in remove_debris(results)] == inside
+    assert list(results.iterdir()) == []
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert ".prepared.keep" in left and ".entities.abcdefgh.tmp" in left and not any(
+        is_temporary(n, "prepared") for n in left)
+    assert remove_debris(tmp_path / "prepared") == []
+    assert len(killed) == 3
+
+
+def test_temporary_names_are_those_of_tempfile():
+    assert is_temporary(".variants.k2j_x9a0.tmp", "variants")
+    assert not is_temporary(".variants.k2j_x9a0.tmp", "variant")
+    assert not is_temporary("variants.k2j_x9a0.tmp") and not is_temporary(".variants.tmp")
+    assert not is_temporary(".variants.k2j_x9a0.tmp.bak")
+
+
+def test_exclusive_outputs_refuses_a_second_writer_and_leaves_no_lock_file(tmp_path):
+    out = tmp_path / "models" / "full" / "seed0"
+    with exclusive_outputs([out, tmp_path / "results"], holder="first"):
+        assert "first" in lock_path(out).read_text(encoding="utf-8")
+        with pytest.raises(OutputLocked, match=rf"^{lock_path(out)}: another run \(pid \d+ on .*: first\) is writing {out}"):
+            with exclusive_outputs([out]):
+                pass
+        with exclusive_outputs([tmp_path / "models" / "full" / "seed1"]):   # another output: no contention
+            pass
+    assert sorted(p.name for p in (tmp_path / "models" / "full").iterdir()) == []
+    with exclusive_outputs([out]):          # released
+        pass
+
+
+def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
+    out = tmp_path / "prepared"
+    holder = subprocess.Popen([sys.executable, "-c", "import os, signal\nfrom cfqa.atomic_io import exclusive_outputs\n"
+                               f"with exclusive_outputs([{str(out)!r}]):\n    os.kill(os.getpid(), signal.SIGKILL)"])
+    assert holder.wait(timeout=60) == -9
+    assert lock_path(out).exists()          # the file stays; the kernel dropped the lock with the process
+    with exclusive_outputs([out]):
+        pass
+    assert not lock_path(out).exists()

@@ -179,3 +179,36 @@ def test_report_notes_state_no_numbers_the_pipeline_does_not_compute():
         notes = (yaml.safe_load(path.read_text()).get("report") or {}).get("notes") or []
         for note in notes:
             assert not re.search(r"\d\s*%|\d+\.\d+", note), f"{path}: report note states a number: {note[:80]}"
+
+
+@pytest.mark.parametrize("key", ["full;echo hi", "full $(touch pwned)", "full`id`", "../full", "a/b",
+                                 "full\nrm", "Full", "1full", "full-2", ""])
+def test_method_keys_are_safe_identifiers(tmp_path, key):
+    """A method key becomes a path segment and a shell word in every engine's command: only
+    lower-case identifiers pass, so none can carry shell syntax or leave models/."""
+    bad = write_yaml(tmp_path / "bad.yaml", {"methods": {key: {"method": "full"}}})
+    with pytest.raises(ConfigError, match=r"bad\.yaml: methods: .* does not match '\^\[a-z\]\[a-z0-9_\]\*\$'"):
+        load([PARAMS, bad])
+
+
+@pytest.mark.parametrize("override, expected", [
+    ({"prepare": {"validation_fraction": float("nan")}}, "prepare.validation_fraction: expected a finite number"),
+    ({"train": {"lr": 0}}, "train.lr: 0 is less than or equal to the minimum of 0"),
+    ({"methods": {"lora": {"train": {"lr": 0.0}}}}, "methods.lora.train.lr: 0.0 is less than or equal"),
+    ({"train": {"lr": float("-inf")}}, "train.lr: -inf is less than or equal to the minimum of 0"),
+    ({"tune": {"lr_factors": [1.0, float("nan")]}}, "tune.lr_factors.1: expected a finite number"),
+])
+def test_values_that_would_train_nothing_or_diverge_are_rejected(tmp_path, override, expected):
+    bad = write_yaml(tmp_path / "bad.yaml", override)
+    with pytest.raises(ConfigError) as caught:
+        config_module.validate_config(deep_merge(yaml.safe_load(PARAMS.read_text()), override), [PARAMS, bad])
+    assert expected in str(caught.value)
+
+
+def test_memory_knobs_name_the_values_and_the_method_block():
+    train = load([PARAMS]).method("lora", 0).train
+    text = train.memory_knobs("lora")
+    assert text.startswith(f"train.batch_size is {train.batch_size}, train.grad_accum_steps "
+                           f"{train.grad_accum_steps}, train.gradient_checkpointing "
+                           f"{str(train.gradient_checkpointing).lower()}: lower train.batch_size")
+    assert text.endswith("in methods.lora.train")

@@ -1,21 +1,66 @@
-"""Atomic file output: write to a temporary sibling, then rename.
+"""Stage outputs written safely: atomically (temp sibling + rename), by one process at a time,
+with the debris of a killed run removed by the next.
 
 A killed stage therefore never leaves a file that looks complete; rerunning it is safe.
+Temporary names are `.{target}.{8 random characters}.tmp` next to the target (tempfile's
+naming), so a rerun can tell its own stage's debris from any other file.
 """
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
+import filelock
 import orjson
 
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
+FILE_MODE = 0o666 & ~_UMASK      # what a plain open() gives
+DIR_MODE = 0o777 & ~_UMASK       # what a plain mkdir() gives
+_TEMP_SUFFIX = r"\.[a-z0-9_]{8}\.tmp"   # tempfile's 8 random characters, then our suffix
+
+
+class FileFormatError(ValueError):
+    """An input file is not the format it should be; the message names the file (and line)."""
+
+
+class OutputLocked(RuntimeError):
+    """Another process holds the lock on an output this run would write."""
+
+
+def _usual_modes(root: Path) -> None:
+    """Gives `root` and everything under it the modes plain open()/mkdir() would give.
+
+    mkstemp/mkdtemp create 0600/0700, and writers that save through their own temporary
+    file (safetensors' save_file) leave 0600: outputs must not depend on how they were written.
+    Executable files stay executable."""
+    def fix(path: Path, directory: bool) -> None:
+        current = os.lstat(path).st_mode
+        if directory:
+            wanted = DIR_MODE
+        else:
+            wanted = DIR_MODE if current & 0o111 else FILE_MODE
+        if (current & 0o7777) != wanted:
+            os.chmod(path, wanted)
+
+    if root.is_symlink():
+        return
+    fix(root, root.is_dir())
+    if root.is_dir():
+        for parent, dirs, files in os.walk(root):
+            for name in dirs:
+                if not os.path.islink(os.path.join(parent, name)):
+                    fix(Path(parent, name), True)
+            for name in files:
+                if not os.path.islink(os.path.join(parent, name)):
+                    fix(Path(parent, name), False)
 
 
 @contextlib.contextmanager
@@ -26,9 +71,9 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
-    os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the usual permissions
     try:
         yield tmp_path
+        _usual_modes(tmp_path)   # after the writer: it may have replaced the file
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
@@ -49,15 +94,78 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp creates 0700; give the usual permissions
     try:
         yield tmp
+        _usual_modes(tmp)
         if path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
+
+
+def is_temporary(name: str, target: str | None = None) -> bool:
+    """Whether `name` is a temporary name atomic_path/atomic_dir make (for `target`, if given)."""
+    stem = re.escape(target) if target is not None else r".+"
+    return re.fullmatch(rf"\.{stem}{_TEMP_SUFFIX}", name) is not None
+
+
+def remove_debris(path: str | Path) -> list[Path]:
+    """Removes what a killed writer of `path` left: its temporary siblings and, when `path` is
+    a directory, the temporary files of writes inside it. Returns what it removed.
+
+    Call it only while holding `exclusive_outputs` for `path`: a live writer's temporaries
+    have the same names."""
+    path = Path(path)
+    found: list[Path] = []
+    if path.parent.is_dir():
+        found += [p for p in path.parent.iterdir() if is_temporary(p.name, path.name)]
+    if path.is_dir() and not path.is_symlink():
+        found += [p for p in path.iterdir() if is_temporary(p.name)]
+    for debris in sorted(found):
+        if debris.is_dir() and not debris.is_symlink():
+            shutil.rmtree(debris)
+        else:
+            debris.unlink(missing_ok=True)
+    return sorted(found)
+
+
+def lock_path(path: str | Path) -> Path:
+    """The lock file guarding output `path`: a hidden sibling."""
+    path = Path(path)
+    return path.parent / f".{path.name}.lock"
+
+
+@contextlib.contextmanager
+def exclusive_outputs(paths: Iterable[str | Path], holder: str = "cfqa") -> Iterator[None]:
+    """Holds a lock on every output in `paths` (filelock: an flock the kernel drops when the
+    process dies, so a killed run leaves no stale lock). A second run writing any of them
+    fails at once with OutputLocked naming the lock file and its holder, rather than waiting:
+    the engines never schedule two jobs for one output, so contention means two runs were
+    started by hand, and the second would only redo the first's work and replace its files."""
+    held: list[tuple[filelock.BaseFileLock, Path]] = []
+    try:
+        for path in sorted({Path(p) for p in paths}):
+            lock_file = lock_path(path)
+            lock_file.parent.mkdir(parents=True, exist_ok=True)
+            lock = filelock.FileLock(str(lock_file), timeout=0)
+            try:
+                lock.acquire()
+            except filelock.Timeout:
+                owner = lock_file.read_text(encoding="utf-8", errors="replace").strip() if lock_file.exists() else ""
+                raise OutputLocked(
+                    f"{lock_file}: another run ({owner or 'unknown holder'}) is writing {path}; "
+                    f"wait for it to finish or stop it, then rerun") from None
+            held.append((lock, lock_file))
+            lock_file.write_text(f"pid {os.getpid()} on {socket.gethostname()}: {holder}\n", encoding="utf-8")
+        yield
+    finally:
+        for lock, lock_file in reversed(held):
+            # Unlinked while still held: a contender that opened the old file sees an
+            # unlinked inode and retries (filelock checks), so no lock file is left behind.
+            lock_file.unlink(missing_ok=True)
+            lock.release()
 
 
 def write_json(path: str | Path, value: Any) -> None:
@@ -71,7 +179,7 @@ def read_json(path: str | Path) -> Any:
         try:
             return orjson.loads(handle.read())
         except orjson.JSONDecodeError as error:
-            raise ValueError(f"{path}: not valid JSON: {error}") from error
+            raise FileFormatError(f"{path}: not valid JSON: {error}") from error
 
 
 def write_jsonl(path: str | Path, rows: Iterable[Any], encode: Callable[[Any], bytes] = orjson.dumps) -> int:
@@ -94,4 +202,4 @@ def read_jsonl(path: str | Path) -> Iterator[dict]:
             try:
                 yield orjson.loads(line)
             except orjson.JSONDecodeError as error:
-                raise ValueError(f"{path}:{number}: expected one JSON object per line: {error}") from error
+                raise FileFormatError(f"{path}:{number}: expected one JSON object per line: {error}") from error

@@ -1,110 +1,329 @@
 """The `cfqa` command line: one subcommand per pipeline stage, every path explicit.
 
-Snakemake rules and DVC stages call exactly these commands.
+Snakemake rules and DVC stages call exactly these commands. Each stage command validates
+params.yaml, checks that its inputs exist, takes a lock on its outputs and removes what a
+killed run of it left behind, then runs. Bad input (configuration, missing or malformed
+files) prints one line on stderr and exits 2; any other failure exits 1 and points to the
+log file holding the traceback.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import hashlib
 import importlib
 import sys
+import tempfile
 import time
+import traceback
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
+from cfqa import __version__
 from cfqa import config as config_module
+from cfqa.atomic_io import exclusive_outputs, remove_debris, write_json
 from cfqa.logs import get_logger, setup_logging
 
 log = get_logger("cfqa")
 
+BAD_INPUT_EXIT = 2
+FAILURE_EXIT = 1
 
-def _add(sub, name: str, help_text: str, paths: list[tuple[str, str]], extra=None):
-    parser = sub.add_parser(name, help=help_text)
+# The errors that mean "the input is wrong" (configuration, files, their contents) or "the
+# settings do not fit this machine": one line on stderr, exit 2. Named, not imported: the CLI
+# is code every stage runs, and importing each stage's error module would make a change
+# there rerun every stage (cfqa.dag hashes the code each stage imports).
+INPUT_ERRORS = frozenset({
+    "cfqa.config.ConfigError",
+    "cfqa.atomic_io.FileFormatError",
+    "cfqa.atomic_io.OutputLocked",
+    "cfqa.nq.errors.BadRecordError",
+    "cfqa.nq.errors.RecordProblem",
+    "cfqa.contract.files.ResultsError",
+    "cfqa.counterfactual.examples.RecordError",
+    "cfqa.ner.PatternFileError",
+    "cfqa.ner.NERUnavailable",
+    "cfqa.methods.base.OptionsError",
+    "cfqa.training.loop.TrainingOutOfMemory",
+    "builtins.FileNotFoundError",
+    "builtins.NotADirectoryError",
+    "builtins.IsADirectoryError",
+})
+
+
+class MissingInput(ValueError):
+    """A declared input path does not exist or is not the right kind (file or directory)."""
+
+
+@dataclass(frozen=True)
+class PathArg:
+    """One path option. `role`: an input directory or file (must exist before any work), an
+    output (locked, its debris removed), or both (evaluate writes into train's results)."""
+    flag: str
+    help: str
+    role: Literal["dir", "file", "out", "dir+out"]
+    required: bool = True
+
+    @property
+    def dest(self) -> str:
+        return self.flag.replace("-", "_")
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    summary: str                     # one line in `cfqa --help`
+    description: str                 # what `cfqa NAME --help` explains
+    paths: tuple[PathArg, ...]
+    run: Literal["", "method", "method+seed"] = ""   # the run's --method/--seed options
+
+    @property
+    def module(self) -> str:
+        return f"cfqa.stages.{self.name}"
+
+
+RAW = PathArg("raw", "raw data directory (stage download)", "dir")
+PREPARED = PathArg("prepared", "prepared data directory (stage prepare)", "dir")
+VARIANTS = PathArg("variants", "variants directory (stage counterfactuals)", "dir")
+MODELS = PathArg("models", "models directory holding the backbones (stage pretrain)", "dir")
+
+COMMANDS: dict[str, Command] = {c.name: c for c in (
+    Command("download", "fetch or build the raw dataset (NQ simplified format)",
+            "Writes the raw dataset in Natural Questions simplified format with a sha256 manifest: "
+            "the embedded offline world (data.source: embedded), NQ itself (nq) or its Hugging Face "
+            "copy (huggingface).",
+            (PathArg("out", "raw data directory to write", "out"),)),
+    Command("prepare", "keep questions with a short and a long answer; split",
+            "Streams the raw NQ files, keeps questions with both a short and a long answer (context = "
+            "the long answer's text) and splits NQ train into train/validation by a hash of "
+            "(prepare.seed, example id); test comes from NQ dev. Writes {train,validation,test}.jsonl "
+            "and stats.json.",
+            (RAW, PathArg("out", "prepared data directory to write", "out"))),
+    Command("entities", "type each answer with spaCy NER",
+            "Labels each prepared answer with its spaCy entity type and Longpre answer-type group.",
+            (PREPARED, RAW, PathArg("out", "entities directory to write", "out"))),
+    Command("counterfactuals", "entity substitution; factual/counterfactual/empty/random variants",
+            "Builds the factual, counterfactual (answer replaced by another of the same type), empty and "
+            "random contexts of every split and of the `seen` set, and the data statistics.",
+            (PREPARED, PathArg("entities", "entities directory (stage entities)", "dir"),
+             PathArg("out", "variants directory to write", "out"),
+             PathArg("stats", "data statistics JSON to write", "out"))),
+    Command("pretrain", "tokenizer + tiny T5 (or a hub model) saved as safetensors",
+            "Trains the sentencepiece tokenizer and pretrains the tiny T5 with span corruption, then an "
+            "LM-adapted copy; with pretrain.hub_id set, saves those hub models instead.",
+            (RAW, PathArg("out", "base model directory to write", "out"),
+             PathArg("out-lm", "LM-adapted base model directory to write", "out"))),
+    Command("tune", "choose one method's learning rate on the validation set (short runs on a grid)",
+            "Fine-tunes the method briefly at each learning rate of the grid (its train.lr times "
+            "tune.lr_factors) and keeps the one with the lowest validation loss.",
+            (VARIANTS, MODELS,
+             PathArg("out", "learning-rate selection JSON to write (results/METHOD/lr_selection.json)", "out")),
+            run="method"),
+    Command("train", "fine-tune one method with one seed",
+            "Fine-tunes one method of params.yaml `methods` with one seed; saves only its trainable "
+            "weights, the training record and the loss curve. A killed run resumes from its last "
+            "checkpoint.",
+            (VARIANTS, MODELS,
+             PathArg("out", "trained directory of the run to write (models/METHOD/seedSEED)", "out"),
+             PathArg("results", "results directory of the run to write (results/METHOD/seedSEED)", "out"),
+             PathArg("lr-selection", "train with the learning rate `cfqa tune` chose "
+                                     "(results/METHOD/lr_selection.json); default: the configured train.lr",
+                     "file", required=False)),
+            run="method+seed"),
+    Command("evaluate", "generate and score one trained run on the test and seen sets",
+            "Generates answers of one trained (method, seed) run on the test and seen sets in all four "
+            "context variants, scores them and logs the run to MLflow.",
+            (VARIANTS, MODELS,
+             PathArg("model", "trained directory of the run (train's --out)", "dir"),
+             PathArg("results", "results directory of the run (train's --results; predictions and "
+                                "metrics are written there)", "dir+out")),
+            run="method+seed"),
+    Command("report", "tables, plots, HTML and Markdown report, summary metrics",
+            "Aggregates every method and seed into reports/report.md, reports/index.html, figures and "
+            "the summary metrics.",
+            (PathArg("results", "results directory (results/)", "dir"),
+             PathArg("data-stats", "data statistics JSON (stage counterfactuals)", "file"),
+             PathArg("out", "reports directory to write", "out"),
+             PathArg("summary", "summary metrics JSON to write", "out"))),
+)}
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default (not "None" for options that have none)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.required:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def _add_params_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--params", action="append", default=None, metavar="YAML",
-                        help="parameter file; repeat to override key by key (default: params.yaml)")
-    for flag, text in paths:
-        parser.add_argument(f"--{flag}", type=Path, required=True, help=text)
-    if extra:
-        extra(parser)
-    return parser
+                        help=f"parameter file; repeat to override key by key "
+                             f"(default: {config_module.DEFAULT_PARAMS})")
+
+
+def _add_stage(sub, command: Command) -> None:
+    parser = sub.add_parser(command.name, help=command.summary, description=command.description,
+                            formatter_class=HelpFormatter)
+    _add_params_option(parser)
+    for path in command.paths:
+        parser.add_argument(f"--{path.flag}", type=Path, required=path.required,
+                            default=None, metavar="PATH", help=path.help)
+    if command.run:
+        parser.add_argument("--method", required=True, help="a key of params.yaml `methods`")
+    if command.run == "method+seed":
+        parser.add_argument("--seed", type=int, required=True, help="the run's seed (one of params.yaml `seeds`)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cfqa", description=__doc__)
-    parser.add_argument("--log-level", default="INFO")
+    parser = argparse.ArgumentParser(prog="cfqa", description=__doc__, formatter_class=HelpFormatter)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
     parser.add_argument("--log-file", type=Path, default=None,
-                        help="also write the stage log to this file (Snakemake's log: path)")
-    sub = parser.add_subparsers(dest="command", required=True)
-    def run_args(p):
-        p.add_argument("--method", required=True, help="a key of params.yaml `methods`")
-        p.add_argument("--seed", type=int, required=True, help="the run's seed (one of params.yaml `seeds`)")
-    _add(sub, "download", "fetch or build the raw dataset (NQ simplified format)",
-         [("out", "raw data directory")])
-    _add(sub, "prepare", "keep questions with a short and a long answer; split",
-         [("raw", "raw data directory"), ("out", "prepared data directory")])
-    _add(sub, "entities", "type each answer with spaCy NER",
-         [("prepared", "prepared data directory"), ("raw", "raw data directory"),
-          ("out", "entities directory")])
-    _add(sub, "counterfactuals", "entity substitution; factual/counterfactual/empty/random variants",
-         [("prepared", "prepared data directory"), ("entities", "entities directory"),
-          ("out", "variants directory"), ("stats", "data statistics JSON")])
-    _add(sub, "pretrain", "tokenizer + tiny T5 (or a hub model) saved as safetensors",
-         [("raw", "raw data directory"), ("out", "base model directory"),
-          ("out-lm", "LM-adapted base model directory")])
-    def train_args(p):
-        run_args(p)
-        p.add_argument("--lr-selection", type=Path, default=None, metavar="JSON",
-                       help="train with the learning rate `cfqa tune` chose (results/METHOD/lr_selection.json)")
-    _add(sub, "tune", "choose one method's learning rate on the validation set (short runs on a grid)",
-         [("variants", "variants directory"), ("models", "models directory (base models inside)"),
-          ("out", "learning-rate selection JSON (results/METHOD/lr_selection.json)")],
-         lambda p: p.add_argument("--method", required=True, help="a key of params.yaml `methods`"))
-    _add(sub, "train", "fine-tune one method with one seed",
-         [("variants", "variants directory"), ("models", "models directory (base models inside)"),
-          ("out", "trained directory of the run (models/METHOD/seedSEED)"),
-          ("results", "results directory of the run (results/METHOD/seedSEED)")],
-         train_args)
-    _add(sub, "evaluate", "generate and score one trained run on the test and seen sets",
-         [("variants", "variants directory"), ("models", "models directory (base models inside)"),
-          ("model", "trained directory of the run (train's --out)"),
-          ("results", "results directory of the run (train's --results)")],
-         run_args)
-    _add(sub, "report", "tables, plots, HTML and Markdown report, summary metrics",
-         [("results", "results directory"), ("data-stats", "data statistics JSON"),
-          ("out", "reports directory"), ("summary", "summary metrics JSON")])
+                        help="also write the log, with tracebacks, to this file (Snakemake's log: path)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for command in COMMANDS.values():
+        _add_stage(sub, command)
+    validate = sub.add_parser("validate", help="check params.yaml completely; write nothing (or a stamp)",
+                              description="Loads the parameter files and validates every section and every "
+                                          "method's options, as each stage does before it starts. Writes "
+                                          "nothing but the optional --out stamp.",
+                              formatter_class=HelpFormatter)
+    _add_params_option(validate)
+    validate.add_argument("--out", type=Path, default=None, metavar="JSON",
+                          help="on success, write this stamp (the files checked and their sha256) atomically")
     return parser
 
 
-STAGE_MODULES = {
-    "download": "cfqa.stages.download",
-    "prepare": "cfqa.stages.prepare",
-    "entities": "cfqa.stages.entities",
-    "counterfactuals": "cfqa.stages.counterfactuals",
-    "pretrain": "cfqa.stages.pretrain",
-    "tune": "cfqa.stages.tune",
-    "train": "cfqa.stages.train",
-    "evaluate": "cfqa.stages.evaluate",
-    "report": "cfqa.stages.report",
-}
+# ---------------------------------------------------------------------------- checks
+
+def check_inputs(command: Command, args: argparse.Namespace) -> None:
+    """MissingInput for the first declared input that is absent or of the wrong kind."""
+    for path_arg in command.paths:
+        path = getattr(args, path_arg.dest)
+        if path is None or path_arg.role == "out":
+            continue
+        want_dir = path_arg.role in ("dir", "dir+out")
+        kind = "directory" if want_dir else "file"
+        if not path.exists():
+            raise MissingInput(f"--{path_arg.flag} {path}: input {kind} not found ({path_arg.help}); "
+                               f"run the stage that writes it first, or pass the right path")
+        if path.is_dir() != want_dir:
+            raise MissingInput(f"--{path_arg.flag} {path}: expected a {kind}, found a "
+                               f"{'directory' if path.is_dir() else 'file'} ({path_arg.help})")
+
+
+def output_paths(command: Command, args: argparse.Namespace) -> list[Path]:
+    return [getattr(args, p.dest) for p in command.paths
+            if p.role in ("out", "dir+out") and getattr(args, p.dest) is not None]
+
+
+def _qualified_names(error: BaseException) -> set[str]:
+    return {f"{cls.__module__}.{cls.__qualname__}" for cls in type(error).__mro__}
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """torch's OutOfMemoryError (CUDA) or a CPU allocation failure, recognized without torch."""
+    if "OutOfMemoryError" in {cls.__name__ for cls in type(error).__mro__}:
+        return True
+    text = str(error)
+    return isinstance(error, (RuntimeError, MemoryError)) and (
+        "out of memory" in text.lower() or "DefaultCPUAllocator: can't allocate" in text)
+
+
+def is_bad_input(error: BaseException) -> bool:
+    return bool(_qualified_names(error) & INPUT_ERRORS) or isinstance(error, MissingInput)
+
+
+def one_line(error: BaseException) -> str:
+    """The error's message on one line: "heading:\n  a\n  b" becomes "heading: a; b"."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if not lines:
+        return type(error).__name__
+    return lines[0] if len(lines) == 1 else f"{lines[0]} {'; '.join(lines[1:])}"
+
+
+def _memory_message(error: BaseException, cfg, args: argparse.Namespace) -> str:
+    """Which run ran out of memory, and the knobs that change it (set per method or shared)."""
+    method = getattr(args, "method", None)
+    seed = getattr(args, "seed", None)
+    run = f"method {method!r}" + (f" seed {seed}" if seed is not None else "")
+    if args.command == "evaluate" and cfg is not None:
+        return (f"{run}: out of memory ({one_line(error)}); lower evaluate.batch_size (now "
+                f"{cfg.evaluate.batch_size}) or evaluate.num_beams (now {cfg.evaluate.num_beams})")
+    if "cfqa.training.loop.TrainingOutOfMemory" in _qualified_names(error):   # names the knobs already
+        return f"{run}: {one_line(error).replace('methods.<method>.', f'methods.{method}.')}"
+    tcfg = cfg.methods[method].train if cfg is not None and method in cfg.methods else None
+    knobs = tcfg.memory_knobs(method) if tcfg is not None else config_module.memory_advice(method)
+    return f"{run}: out of memory ({one_line(error)}); {knobs}"
+
+
+# ---------------------------------------------------------------------------- running
+
+def _fail(command: str, error: BaseException, message: str, code: int, log_file: Path | None) -> int:
+    """One line on stderr; the traceback only in the log file (a temporary one if none was given)."""
+    if code == BAD_INPUT_EXIT:
+        log.error("cfqa %s: %s", command, message, exc_info=error)
+        return code
+    if log_file is None:
+        handle, name = tempfile.mkstemp(prefix=f"cfqa-{command}-", suffix=".log")
+        with open(handle, "w", encoding="utf-8") as stream:
+            stream.write("".join(traceback.format_exception(error)))
+        log_file = Path(name)
+    log.error("cfqa %s failed: %s: %s (traceback in %s)", command, type(error).__name__, message, log_file,
+              exc_info=error)
+    return code
+
+
+def run_validate(args: argparse.Namespace, cfg) -> int:
+    paths = [Path(p) for p in (args.params or [config_module.DEFAULT_PARAMS])]
+    log.info("valid: %s (%d sections, methods %s, seeds %s)", " + ".join(map(str, paths)),
+             len(dataclasses.fields(cfg)), ", ".join(cfg.methods), list(cfg.seeds))
+    if args.out is not None:
+        write_json(args.out, {"valid": True, "params": [
+            {"path": str(p), "sha256": hashlib.sha256(p.read_bytes()).hexdigest()} for p in paths]})
+        log.info("wrote %s", args.out)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.log_level, args.log_file)
+    name = args.command
+    cfg = None
     try:
         cfg = config_module.load(args.params or [config_module.DEFAULT_PARAMS])
-    except config_module.ConfigError as error:
-        log.error("%s", error)
-        return 2
-    kwargs = {k: v for k, v in vars(args).items() if k not in ("command", "params", "log_level", "log_file")}
-    stage = importlib.import_module(STAGE_MODULES[args.command])
-    started = time.perf_counter()
-    log.info("stage %s: %s", args.command, " ".join(f"{k}={v}" for k, v in kwargs.items()))
-    try:
-        stage.run(cfg, **kwargs)
-    except Exception:
-        log.exception("stage %s failed", args.command)  # the traceback lands in --log-file too
-        return 1
-    log.info("stage %s done in %.1f s", args.command, time.perf_counter() - started)
-    return 0
+        if name == "validate":
+            return run_validate(args, cfg)
+        command = COMMANDS[name]
+        check_inputs(command, args)
+        kwargs = {k: v for k, v in vars(args).items() if k not in ("command", "params", "log_level", "log_file")}
+        started = time.perf_counter()
+        outputs = output_paths(command, args)
+        with exclusive_outputs(outputs, holder=f"cfqa {name} " + " ".join(f"{k}={v}" for k, v in kwargs.items())):
+            for output in outputs:
+                removed = remove_debris(output)
+                if removed:
+                    log.info("removed what a killed run left: %s", ", ".join(map(str, removed)))
+            stage = importlib.import_module(command.module)
+            log.info("stage %s: %s", name, " ".join(f"{k}={v}" for k, v in kwargs.items()))
+            stage.run(cfg, **kwargs)
+        log.info("stage %s done in %.1f s", name, time.perf_counter() - started)
+        return 0
+    except KeyboardInterrupt:
+        log.error("cfqa %s: interrupted", name)
+        return 130
+    except Exception as error:  # every failure ends here: one line on stderr, the traceback in the log
+        if is_out_of_memory(error) and name in ("train", "tune", "evaluate"):
+            return _fail(name, error, _memory_message(error, cfg, args), BAD_INPUT_EXIT, args.log_file)
+        if isinstance(error, config_module.ConfigError):
+            hint = "fix these keys in that file; `cfqa validate --params FILE` checks a configuration alone"
+            return _fail(name, error, f"{one_line(error)} ({hint})", BAD_INPUT_EXIT, args.log_file)
+        if is_bad_input(error):
+            return _fail(name, error, one_line(error), BAD_INPUT_EXIT, args.log_file)
+        return _fail(name, error, one_line(error), FAILURE_EXIT, args.log_file)
 
 
 if __name__ == "__main__":

@@ -43,6 +43,13 @@ class ConfigError(ValueError):
     """params.yaml does not match the schema; the message names the file and the key."""
 
 
+def memory_advice(method: str = "<method>") -> str:
+    """What to change when a training step does not fit in memory."""
+    return ("lower train.batch_size (raise train.grad_accum_steps to keep the effective batch, "
+            "batch_size x grad_accum_steps) or set train.gradient_checkpointing: true, in the shared "
+            f"`train` block or in methods.{method}.train")
+
+
 @with_config(TYPED)
 @dataclass(frozen=True)
 class EmbeddedWorldConfig:
@@ -154,6 +161,12 @@ class TrainConfig:
     # `seeds` list (the {seed} wildcard) through `Config.method(name, seed)`. None in the
     # shared `train` section and in `Config.methods`, which no run trains from directly.
     seed: StrictInt | None = None
+
+    def memory_knobs(self, method: str = "<method>") -> str:
+        """The settings that change a training step's memory, with their values, and what to do."""
+        return (f"train.batch_size is {self.batch_size}, train.grad_accum_steps {self.grad_accum_steps}, "
+                f"train.gradient_checkpointing {str(self.gradient_checkpointing).lower()}: "
+                f"{memory_advice(method)}")
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ data/variants/{train,validation,test,seen}/{factual,counterfactual,empty,random}
 """
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from cfqa.atomic_io import atomic_dir, read_json, read_jsonl, write_jsonl
@@ -65,7 +66,15 @@ def _write_split(directory: Path, result: SplitVariants) -> None:
         write_jsonl(directory / f"{variant}.jsonl", rows)
 
 
+def remove_orphan(out: Path, stats: Path) -> None:
+    """Variants without their stats.json are what a run killed between its two commits left."""
+    if out.is_dir() and not stats.exists():
+        log.info("removing %s: it has no %s (a run was killed between its two commits)", out, stats)
+        shutil.rmtree(out)
+
+
 def run(cfg: Config, prepared: Path, entities: Path, out: Path, stats: Path) -> None:
+    remove_orphan(out, stats)
     params = cfg.counterfactuals
     policy = SubstitutionPolicy(policy=params.policy, within=params.substitute_within, seed=params.seed)
     examples = {split: load_examples(prepared / f"{split}.jsonl", entities / f"{split}.jsonl") for split in SPLITS}
@@ -83,16 +92,11 @@ def run(cfg: Config, prepared: Path, entities: Path, out: Path, stats: Path) -> 
     if len(seen.substitutes) < params.seen_size:
         log.warning("seen: only %d training questions have a counterfactual; seen_size is %d",
                     len(seen.substitutes), params.seen_size)
-    with atomic_dir(out) as tmp:
-        for name, result in results.items():
-            _write_split(tmp / name, result)
-    log.info("wrote %s/{%s}/{factual,counterfactual,empty,random}.jsonl", out, ",".join(results))
     partial = {name: {measure: result.skipped_partial_mentions.get(measure, 0) for measure in PARTIAL_MENTION_COUNTS}
                for name, result in results.items()}
     log.info("answer matches inside longer names or numbers, left unreplaced: %s", partial)
-
     prepare_stats = prepared / "stats.json"
-    write_record(stats, DataStats(
+    record = DataStats(
         policy=params.policy,
         substitute_within=params.substitute_within,
         seed=params.seed,
@@ -112,5 +116,21 @@ def run(cfg: Config, prepared: Path, entities: Path, out: Path, stats: Path) -> 
         partial_mentions=partial,
         seen=SeenStats(requested=params.seen_size, size=len(seen.substitutes), fresh_substitutes=fresh),
         prepare=read_json(prepare_stats) if prepare_stats.is_file() else None,
-    ))
+    )
+    commit(out, stats, results, record)
+
+
+def commit(out: Path, stats: Path, results: dict[str, SplitVariants], record: DataStats) -> None:
+    """Writes the two outputs so that stats.json present means variants/ is complete and from
+    the same run. Two paths cannot be renamed at once, so: stats.json is removed first, the
+    variants directory is committed (one rename), and stats.json is committed last. A run
+    killed in between leaves variants/ without stats.json: both engines see a missing output
+    and rerun the stage, whose first step removes that orphan (`remove_orphan`), so no reader
+    ever pairs old statistics with new variants or the reverse."""
+    stats.unlink(missing_ok=True)
+    with atomic_dir(out) as tmp:
+        for name, result in results.items():
+            _write_split(tmp / name, result)
+    log.info("wrote %s/{%s}/{factual,counterfactual,empty,random}.jsonl", out, ",".join(results))
+    write_record(stats, record)
     log.info("wrote %s", stats)

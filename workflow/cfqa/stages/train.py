@@ -9,6 +9,7 @@ import hashlib
 import os
 import time
 from pathlib import Path
+from typing import Callable
 
 import orjson
 import torch
@@ -86,7 +87,8 @@ def run(cfg: Config, variants: Path, models: Path, out: Path, results: Path, met
         log.info("learning rate %g chosen by `cfqa tune` (%s)", mcfg.train.lr, lr_selection)
     tracking = start_tracking(cfg, mcfg, variants, method, seed)
     try:
-        curve = train_and_record(mcfg, variants, models, out, results, method, seed, lr_selection, started)
+        curve = train_and_record(mcfg, variants, models, out, results, method, seed, lr_selection, started,
+                                 on_validation=tracking.log_point)
     except BaseException:
         tracking.fail()
         raise
@@ -94,7 +96,8 @@ def run(cfg: Config, variants: Path, models: Path, out: Path, results: Path, met
 
 
 def train_and_record(mcfg: MethodConfig, variants: Path, models: Path, out: Path, results: Path, method: str,
-                     seed: int, lr_selection: Path | None, started: float) -> list[dict]:
+                     seed: int, lr_selection: Path | None, started: float,
+                     on_validation: Callable[[dict], None] | None = None) -> list[dict]:
     """Trains and writes the run's files; returns the training curve's points."""
     tcfg = mcfg.train
     torch.set_num_threads(tcfg.threads)
@@ -126,7 +129,8 @@ def train_and_record(mcfg: MethodConfig, variants: Path, models: Path, out: Path
     checkpoints = checkpoint_dir(models, method, seed)
     with PeakMemory(cuda=accelerator.device.type == "cuda") as peak:
         result = fine_tune(model, train, validation, tcfg, pad_id=tokenizer.pad_token_id,
-                           checkpoint_dir=checkpoints, fingerprint=fingerprint, accelerator=accelerator)
+                           checkpoint_dir=checkpoints, fingerprint=fingerprint, accelerator=accelerator,
+                           on_validation=on_validation)
     model = accelerator.unwrap_model(model)
 
     with atomic_dir(out) as tmp:

@@ -122,7 +122,7 @@ def run(cfg: Config, variants: Path, models: Path, out: Path, method: str) -> No
     trials, device = [], "cpu"
     for lr in progress(lrs, desc=f"tune {method}", unit="lr"):
         trial_started = time.perf_counter()
-        with tempfile.TemporaryDirectory(prefix=f".tune-{method}-", dir=out.parent) as scratch:
+        with tempfile.TemporaryDirectory(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent) as scratch:
             trial, device = run_trial(trial_config(mcfg, tune, lr), models, train, validation,
                                       tokenizer.pad_token_id, Path(scratch) / "checkpoint")
         trials.append(trial)

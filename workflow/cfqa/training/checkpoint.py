@@ -12,8 +12,11 @@ from pathlib import Path
 
 import torch
 
-from cfqa.atomic_io import atomic_dir, read_json, write_json
+from cfqa.atomic_io import atomic_dir, read_json, remove_debris, write_json
+from cfqa.logs import get_logger
 from cfqa.methods.base import load_trainable, save_trainable
+
+log = get_logger(__name__)
 
 STATE = "state.json"
 
@@ -40,7 +43,12 @@ def save_checkpoint(directory: Path, model, optimizer, schedule, state: Training
 
 
 def load_checkpoint(directory: Path, model, optimizer, schedule, fingerprint: str) -> tuple[TrainingState, dict] | None:
-    """The saved state, or None if there is no checkpoint for these settings."""
+    """The saved state, or None if there is no checkpoint for these settings. Removes the
+    temporary directory of a save that was killed (the run's output lock makes this run its
+    only writer)."""
+    removed = remove_debris(directory)
+    if removed:
+        log.info("removed an unfinished checkpoint save: %s", ", ".join(map(str, removed)))
     if not (directory / STATE).is_file():
         return None
     saved = read_json(directory / STATE)

@@ -6,7 +6,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from accelerate import Accelerator
@@ -22,6 +22,19 @@ from cfqa.training.checkpoint import TrainingState, load_checkpoint, save_checkp
 from cfqa.training.optimization import make_optimizer, make_schedule
 
 log = get_logger(__name__)
+
+
+class TrainingOutOfMemory(MemoryError):
+    """A training or validation step did not fit in memory; the message names the knobs."""
+
+
+def _out_of_memory(error: BaseException) -> bool:
+    """torch.OutOfMemoryError (CUDA), or the RuntimeError a failed CPU allocation raises."""
+    if isinstance(error, torch.OutOfMemoryError):
+        return True
+    text = str(error)
+    return isinstance(error, RuntimeError) and ("out of memory" in text.lower()
+                                                or "DefaultCPUAllocator: can't allocate" in text)
 
 
 @dataclass(frozen=True)
@@ -57,7 +70,30 @@ def validation_loss(model: nn.Module, examples: Sequence[TokenizedExample], batc
 
 def fine_tune(model: nn.Module, train: Sequence[TokenizedExample], validation: Sequence[TokenizedExample],
               cfg: TrainConfig, *, pad_id: int, checkpoint_dir: Path, fingerprint: str,
-              accelerator: Accelerator) -> FineTuneResult:
+              accelerator: Accelerator, on_validation: Callable[[dict], None] | None = None) -> FineTuneResult:
+    """Trains `model` (resuming from `checkpoint_dir`); running out of memory raises
+    TrainingOutOfMemory naming the step and the settings that change a step's memory.
+    `on_validation` gets each curve point with a validation loss as it is measured (live
+    tracking); the points between them are in the returned curve."""
+    progress_at = [0]
+    try:
+        return _fine_tune(model, train, validation, cfg, pad_id=pad_id, checkpoint_dir=checkpoint_dir,
+                          fingerprint=fingerprint, accelerator=accelerator, progress_at=progress_at,
+                          on_validation=on_validation)
+    except (RuntimeError, MemoryError) as error:
+        if isinstance(error, TrainingOutOfMemory) or not _out_of_memory(error):
+            raise
+        if accelerator.device.type == "cuda":
+            torch.cuda.empty_cache()
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise TrainingOutOfMemory(f"out of memory after {progress_at[0]} of {cfg.max_steps} training steps on "
+                                  f"{accelerator.device} ({first}); {cfg.memory_knobs()}") from error
+
+
+def _fine_tune(model: nn.Module, train: Sequence[TokenizedExample], validation: Sequence[TokenizedExample],
+               cfg: TrainConfig, *, pad_id: int, checkpoint_dir: Path, fingerprint: str,
+               accelerator: Accelerator, progress_at: list[int],
+               on_validation: Callable[[dict], None] | None = None) -> FineTuneResult:
     if cfg.gradient_checkpointing:
         if not hasattr(model, "gradient_checkpointing_enable"):
             raise ValueError("train.gradient_checkpointing is set but this method's model does not support it")
@@ -70,7 +106,7 @@ def fine_tune(model: nn.Module, train: Sequence[TokenizedExample], validation: S
         log.info("resuming from %s at step %d", checkpoint_dir, state.step)
     else:
         state, best_weights = TrainingState(), {k: v.clone() for k, v in trainable_state_dict(model).items()}
-    resumed_from = state.step
+    resumed_from = progress_at[0] = state.step
     finished = state.step >= cfg.max_steps or state.stopped_early  # killed after the last checkpoint
     model, optimizer = accelerator.prepare(model, optimizer)
     unwrapped = accelerator.unwrap_model(model)
@@ -100,7 +136,7 @@ def fine_tune(model: nn.Module, train: Sequence[TokenizedExample], validation: S
         elapsed = time.perf_counter() - started
         state.train_seconds += elapsed
         state.step_seconds.append(elapsed)
-        state.step = step + 1
+        state.step = progress_at[0] = step + 1
         recent_losses.append(step_loss)
         if not math.isfinite(step_loss):
             raise FloatingPointError(f"training loss is {step_loss} at step {state.step}; lower the learning rate")
@@ -120,6 +156,8 @@ def fine_tune(model: nn.Module, train: Sequence[TokenizedExample], validation: S
             state.curve.append(point)
             recent_losses = []
             bar.set_postfix(loss=f"{point['train_loss']:.3f}")
+        if evaluate_now and accelerator.is_main_process and on_validation is not None:
+            on_validation(point)
         if evaluate_now and accelerator.is_main_process:
             save_checkpoint(checkpoint_dir, unwrapped, optimizer, schedule, state, best_weights, fingerprint)
         if evaluate_now and cfg.early_stopping_patience and state.bad_evaluations >= cfg.early_stopping_patience:
