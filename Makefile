@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install reproduce test test-fast lint clean image dvc.yaml ui
+.PHONY: install reproduce test test-fast lint clean image dvc.yaml ui browser
 
 install: $(STAMP)
 
@@ -39,6 +39,11 @@ ui: install
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false MLFLOW_DISABLE_TELEMETRY=true $(BIN)/mlflow server \
 		--host 127.0.0.1 --port $(MLFLOW_PORT) --workers 1 \
 		--backend-store-uri sqlite:///$(CURDIR)/mlflow.db --artifacts-destination $(CURDIR)/mlartifacts
+
+# `make browser`: Debian's Chromium, for tests/test_report_browser.py (the report in a real browser).
+browser:
+	@command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; }
 
 lint: install
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/snakemake --lint

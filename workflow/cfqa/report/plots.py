@@ -4,6 +4,7 @@ with error bars at the 95 % interval."""
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -11,9 +12,12 @@ from matplotlib import ticker
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.transforms import Bbox
 
 from cfqa.report.aggregate import Aggregates
 from cfqa.report.inputs import MethodResults
+from cfqa.report.pareto import pareto_front
 from cfqa.report.tables import run_mean
 
 _MIB = 1024 * 1024
@@ -98,37 +102,215 @@ def memorization_figure(results: Sequence[MethodResults], agg: Aggregates) -> Fi
     return figure
 
 
+@dataclass(frozen=True)
+class CostPoint:
+    """One method on an accuracy-vs-cost panel."""
+    method: str
+    cost: float
+    accuracy: float             # seed mean
+    low: float                  # 95 % interval
+    high: float
+    color: str
+    converged: bool = True      # a method that did not converge is drawn but not ranked
+
+
+FRONT_LABEL = "Pareto front: no other converged method is better on EM or cost\nwithout being worse on the other"
+NOT_CONVERGED_LABEL = "open marker: did not converge,\nnot ranked"
+
+# Label offsets from the point in typographic points with their alignment, in order of
+# preference; the far ones get a leader line.
+_NEAR, _FAR = 7, 16
+_LABEL_SPOTS = (
+    ((_NEAR, _NEAR), "left", "bottom"), ((_NEAR, -_NEAR), "left", "top"),
+    ((-_NEAR, _NEAR), "right", "bottom"), ((-_NEAR, -_NEAR), "right", "top"),
+    ((0, _NEAR + 1), "center", "bottom"), ((0, -_NEAR - 1), "center", "top"),
+    ((_FAR, _FAR), "left", "bottom"), ((_FAR, -_FAR), "left", "top"),
+    ((-_FAR, _FAR), "right", "bottom"), ((-_FAR, -_FAR), "right", "top"),
+    ((0, 2 * _FAR), "center", "bottom"), ((0, -2 * _FAR), "center", "top"),
+    ((2 * _FAR, 0), "left", "center"), ((-2 * _FAR, 0), "right", "center"),
+    ((2 * _FAR, 2 * _FAR), "left", "bottom"), ((-2 * _FAR, 2 * _FAR), "right", "bottom"),
+    ((2 * _FAR, -2 * _FAR), "left", "top"), ((-2 * _FAR, -2 * _FAR), "right", "top"),
+    ((0, 3 * _FAR), "center", "bottom"), ((_FAR, 3 * _FAR), "left", "bottom"), ((-_FAR, 3 * _FAR), "right", "bottom"),
+)
+_MARKER_PT = 6                  # the front's ring radius: labels keep clear of it
+
+
+def _is_far(offset: tuple[int, int]) -> bool:
+    return abs(offset[0]) > _NEAR or abs(offset[1]) > _NEAR + 1
+
+
+def cost_panel(axes: Axes, points: Sequence[CostPoint], xlabel: str, ylabel: str) -> list[CostPoint]:
+    """Points with their intervals against cost and the Pareto front of the converged ones
+    as a step line through ringed markers; returns the front, by ascending cost. Labels are
+    placed by place_labels once the figure's layout is final."""
+    if not points:
+        _no_data(axes, "no data")
+        return []
+    for p in points:
+        axes.errorbar([p.cost], [p.accuracy], yerr=[[p.accuracy - p.low], [p.high - p.accuracy]], fmt="o",
+                      color=p.color, capsize=2, zorder=2, markerfacecolor=p.color if p.converged else "white")
+    by_name = {p.method: p for p in points}
+    front = [by_name[name] for name, _, _ in
+             pareto_front([(p.method, p.cost, p.accuracy) for p in points if p.converged])]
+    if front:
+        # Post steps: the best EM reachable at each cost is the last front point at or below it.
+        axes.step([p.cost for p in front], [p.accuracy for p in front], where="post", color="0.3",
+                  linestyle="--", linewidth=1, zorder=1, gid="pareto-step")
+        axes.plot([p.cost for p in front], [p.accuracy for p in front], linestyle="none", marker="o",
+                  markersize=2 * _MARKER_PT, markerfacecolor="none", markeredgecolor="0.15",
+                  markeredgewidth=1.2, zorder=3, gid="pareto-rings")
+    _cost_axis(axes, [p.cost for p in points])
+    # EM is a percentage: room for labels around the intervals, and past 0 or 100 only as far
+    # as a marker there needs.
+    low, high = min(p.low for p in points), max(p.high for p in points)
+    pad = max(0.2 * (high - low), 4.0)
+    axes.set_ylim(max(low - pad, -3.0), min(high + pad, 103.0))
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel(ylabel)
+    return front
+
+
+def _plain(value: float, _position=None) -> str:
+    return f"{value:g}"
+
+
+def _cost_axis(axes: Axes, costs: Sequence[float]) -> None:
+    """A log axis in plain numbers where costs span a decade or more (trainable shares run from
+    0.01 % to 100 %), labelled at 2 and 5 too below two decades; a linear one otherwise, where
+    a log axis could show no tick at all."""
+    axes.margins(x=0.2)
+    ratio = max(costs) / min(costs)
+    if ratio < 10:
+        return
+    axes.set_xscale("log")
+    axes.xaxis.set_major_formatter(ticker.FuncFormatter(_plain))
+    if ratio < 100:
+        axes.xaxis.set_minor_locator(ticker.LogLocator(subs=(2.0, 5.0)))
+        axes.xaxis.set_minor_formatter(ticker.FuncFormatter(_plain))
+    else:
+        axes.xaxis.set_minor_formatter(ticker.NullFormatter())
+
+
+def legend_handles(points: Sequence[CostPoint]) -> list[Line2D]:
+    """The front's entry where a converged point is drawn; the open marker's where one that
+    did not converge is."""
+    handles = []
+    if any(p.converged for p in points):
+        handles.append(Line2D([], [], color="0.3", linestyle="--", linewidth=1, marker="o",
+                              markersize=2 * _MARKER_PT, markerfacecolor="none", markeredgecolor="0.15",
+                              markeredgewidth=1.2, label=FRONT_LABEL))
+    if not all(p.converged for p in points):
+        handles.append(Line2D([], [], linestyle="none", marker="o", color="0.3", markerfacecolor="white",
+                              label=NOT_CONVERGED_LABEL))
+    return handles
+
+
+def _overlap(a: Bbox, b: Bbox) -> float:
+    width = min(a.x1, b.x1) - max(a.x0, b.x0)
+    height = min(a.y1, b.y1) - max(a.y0, b.y0)
+    return width * height if width > 0 and height > 0 else 0.0
+
+
+def _distance(box: Bbox, point) -> float:
+    """From `point` to the nearest edge of `box` (0 inside it)."""
+    x, y = point
+    return float(np.hypot(max(box.x0 - x, 0.0, x - box.x1), max(box.y0 - y, 0.0, y - box.y1)))
+
+
+def _outside(box: Bbox, frame: Bbox) -> float:
+    """The area of `box` outside `frame`."""
+    return box.width * box.height - _overlap(box, frame)
+
+
+def place_labels(figure: Figure, panels: Sequence[tuple[Axes, Sequence[CostPoint]]]) -> None:
+    """Each point's name at the first spot (of _LABEL_SPOTS) that overlaps no label placed before
+    and no marker and stays inside the axes, else at the spot that overlaps least. Greedy and
+    deterministic: the same points give the same picture. (adjustText would do this with a
+    physics-style repel, but is no dependency of the project.)"""
+    figure.draw_without_rendering()          # final limits and layout: display positions hold
+    renderer = figure.canvas.get_renderer()
+    for axes, points in panels:
+        frame = axes.get_window_extent(renderer)
+        centers = {p.method: axes.transData.transform((p.cost, p.accuracy)) for p in points}
+        radius = _MARKER_PT * figure.dpi / 72
+        markers = [Bbox.from_extents(x - radius, y - radius, x + radius, y + radius) for x, y in centers.values()]
+        bars = [Bbox([axes.transData.transform((p.cost, p.low)) - (1, 0),
+                      axes.transData.transform((p.cost, p.high)) + (1, 0)]) for p in points]
+        placed: list[Bbox] = []
+        for p in sorted(points, key=lambda p: (-p.accuracy, p.cost, p.method)):
+            label = axes.annotate(p.method, (p.cost, p.accuracy), textcoords="offset points", xytext=(0, 0),
+                                  fontsize="small", zorder=4)
+            # Among points a marker's width apart only a leader line tells which label is whose.
+            crowded = any(name != p.method and np.hypot(*(center - centers[p.method])) < 2 * radius
+                          for name, center in centers.items())
+            best = None
+            for rank, (offset, ha, va) in enumerate(_LABEL_SPOTS):
+                if crowded and not _is_far(offset):
+                    continue
+                label.xyann = offset
+                label.set_horizontalalignment(ha)
+                label.set_verticalalignment(va)
+                box = label.get_window_extent(renderer)
+                own = _distance(box, centers[p.method])
+                # A label nearer another point than its own reads as that point's.
+                closer = sum(1 for name, center in centers.items()
+                             if name != p.method and _distance(box, center) < own)
+                penalty = (100 * sum(_overlap(box, other) for other in placed)
+                           + 50 * sum(_overlap(box, m) for m in markers) + 50 * _outside(box, frame)
+                           + sum(_overlap(box, bar) for bar in bars) + 5000 * closer)
+                if best is None or (penalty, rank) < best[:2]:
+                    best = (penalty, rank, offset, ha, va, box)
+                if penalty == 0:
+                    break
+            _, _, offset, ha, va, box = best
+            label.remove()
+            far = _is_far(offset)
+            # In the point's colour: which label is whose even where points crowd.
+            axes.annotate(p.method, (p.cost, p.accuracy), textcoords="offset points", xytext=offset,
+                          ha=ha, va=va, fontsize="small", zorder=4, color=p.color,
+                          arrowprops={"arrowstyle": "-", "color": "0.5", "linewidth": 0.6, "shrinkA": 1,
+                                      "shrinkB": _MARKER_PT} if far else None)
+            placed.append(box)
+
+
+def cost_figure(panels: Sequence[tuple[str, str, Sequence[CostPoint]]]) -> Figure:
+    """One panel per (x label, y label, points), side by side, with one legend entry for the
+    Pareto front and labels that keep clear of each other."""
+    figure = Figure(figsize=(4.5 * max(len(panels), 1), 4.0), layout="constrained")
+    FigureCanvasAgg(figure)                  # a renderer, to measure labels
+    drawn = []
+    for index, (xlabel, ylabel, points) in enumerate(panels):
+        axes = figure.add_subplot(1, len(panels), index + 1)
+        cost_panel(axes, points, xlabel, ylabel)
+        drawn.append((axes, points))
+    handles = legend_handles([p for _, _, points in panels for p in points])
+    if handles:
+        figure.legend(handles=handles, loc="outside lower center", fontsize="small", frameon=False,
+                      ncols=len(handles))
+    place_labels(figure, drawn)
+    return figure
+
+
 def accuracy_vs_cost_figure(results: Sequence[MethodResults], agg: Aggregates, set_name: str = "test",
                             variant: str = "counterfactual") -> Figure:
     """Contextual EM (seed mean, interval) on one set and variant against trainable share and
-    training-step memory."""
-    figure = Figure(figsize=(9, 3.6), layout="constrained")
+    training-step memory, with the Pareto front of the converged methods on each."""
     colors = method_colors(results)
-    for axes, xlabel, cost in (
-            (figure.add_subplot(1, 2, 1), "trainable parameters (%)",
-             lambda r: r.runs[0].train.params.trainable_pct),
-            (figure.add_subplot(1, 2, 2), "training-step memory, sum of parts (MiB)",
+    panels = []
+    for xlabel, cost in (
+            ("trainable parameters (%)", lambda r: r.runs[0].train.params.trainable_pct),
+            ("training-step memory, sum of parts (MiB)",
              lambda r: (run_mean(r, lambda run: run.train.cost.step_memory.sum_bytes) or 0) / _MIB)):
-        drawn = False
+        points = []
         for r in results:
             bar, x = _bar(agg.accuracy.get((r.name, set_name, variant, "contextual_em"))), cost(r)
             if bar is None or not x or x <= 0:
                 continue
-            axes.errorbar([x], [bar[0]], yerr=[[bar[0] - bar[1]], [bar[2] - bar[0]]], fmt="o",
-                          color=colors[r.name], capsize=2)
-            axes.annotate(r.name, (x, bar[0]), textcoords="offset points", xytext=(4, 4), fontsize="small")
-            drawn = True
-        if not drawn:
-            _no_data(axes, "no data")
-            continue
-        # Shares span 0.01 % to 100 % across methods: a log axis, labelled in plain numbers.
-        axes.set_xscale("log")
-        axes.xaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:g}"))
-        axes.xaxis.set_minor_formatter(ticker.NullFormatter())
-        axes.margins(x=0.15, y=0.15)
-        axes.set_xlabel(xlabel)
-        axes.set_ylabel(f"contextual EM, {set_name} {variant} (%)")
-    return figure
+            estimate, low, high = (value if value == value else bar[0] for value in bar)  # no interval: none drawn
+            points.append(CostPoint(r.name, float(x), estimate, low, high, color=colors[r.name],
+                                    converged=agg.convergence[r.name].converged))
+        panels.append((xlabel, f"contextual EM, {set_name} {variant} (%)", points))
+    return cost_figure(panels)
 
 
 def _seed_mean_curve(result: MethodResults, column: str) -> tuple[list[int], list[float]]:
@@ -178,7 +360,10 @@ FIGURE_CAPTIONS = {
     "memorization_ratio": "Memorization ratio M_R (%) on counterfactual contexts, unseen (test) vs seen "
                           "questions: pooled over seeds, with 95 % intervals (error bars).",
     "accuracy_vs_cost": "Contextual EM on counterfactual test contexts (seed mean, 95 % interval) against "
-                        "trainable share and training-step memory (sum of parts).",
+                        "trainable share and training-step memory (sum of parts). Ringed and joined by the "
+                        "dashed step line: the Pareto front, the converged methods that no other converged "
+                        "method beats on seed-mean EM or on cost without being worse on the other. The front "
+                        "ignores the intervals: where they overlap, neighbours on it are not ranked.",
     "training_curves": "Training and validation loss per method: each seed thin, the seed mean thick.",
 }
 

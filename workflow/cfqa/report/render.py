@@ -66,6 +66,10 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
 
 
+# Tables with more columns than this get a smaller font; wider still, they scroll sideways
+# inside their own box (the page does not) with the first column kept in view.
+WIDE_COLUMNS = 8
+
 _HTML_TEMPLATE = """<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -77,11 +81,16 @@ body { font-family: system-ui, sans-serif; max-width: 1200px; margin: 2em auto; 
 h1 { font-size: 1.6em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: .2em; margin-top: 2em; }
 h3 { font-size: 1.05em; margin-top: 1.5em; }
 nav ul { columns: 2; }
-.table-wrap { overflow-x: auto; }
-table { border-collapse: collapse; font-size: .9em; margin: .5em 0; }
-th, td { border: 1px solid #ddd; padding: .25em .6em; text-align: right; white-space: nowrap; }
+.table-wrap { overflow-x: auto; max-width: 100%; margin: .5em 0; }
+/* Separate borders: collapsed ones do not move with a sticky cell. Cells get opaque backgrounds
+   so that the sticky column hides what scrolls beneath it. */
+table { border-collapse: separate; border-spacing: 0; font-size: .9em; border-top: 1px solid #ddd; border-left: 1px solid #ddd; }
+table.wide { font-size: .78em; }
+th, td { border-right: 1px solid #ddd; border-bottom: 1px solid #ddd; padding: .25em .6em; text-align: right; white-space: nowrap; background: #fff; }
 th { background: #f3f3f3; } th.text, td.text { text-align: left; }
-tbody tr:nth-child(even) { background: #fafafa; }
+tbody tr:nth-child(even) td { background: #fafafa; }
+/* The first column names the row: it stays in view while a wide table scrolls sideways. */
+th:first-child, td:first-child { position: sticky; left: 0; z-index: 1; box-shadow: 1px 0 0 #bbb; }
 .caption { color: #555; font-size: .88em; max-width: 60em; }
 figure { margin: 1.5em 0; } figure img { max-width: 100%; height: auto; }
 code { background: #f3f3f3; padding: 0 .2em; border-radius: 3px; }
@@ -102,10 +111,10 @@ code { background: #f3f3f3; padding: 0 .2em; border-radius: 3px; }
 {% endfor %}</ul>{% endif %}
 {% for table in section.tables %}
 <h3 id="{{ table.key }}">{{ table.title | inline }}</h3>
-{% if table.rows %}{% set numeric = table | numeric_columns %}<div class="table-wrap"><table>
-<thead><tr>{% for header in table.headers %}<th{% if not numeric[loop.index0] %} class="text"{% endif %}>{{ header }}</th>{% endfor %}</tr></thead>
+{% if table.rows %}{% set numeric = table | numeric_columns %}<div class="table-wrap"><table{% if table.headers | length > wide_columns %} class="wide"{% endif %}>
+<thead><tr>{% for header in table.headers %}<th{% if not numeric[loop.index0] %} class="text"{% endif %}>{{ header | inline }}</th>{% endfor %}</tr></thead>
 <tbody>
-{% for row in table.rows %}<tr>{% for cell in row %}<td{% if not numeric[loop.index0] %} class="text"{% endif %}>{{ cell }}</td>{% endfor %}</tr>
+{% for row in table.rows %}<tr>{% for cell in row %}<td{% if not numeric[loop.index0] %} class="text"{% endif %}>{{ cell | inline }}</td>{% endfor %}</tr>
 {% endfor %}</tbody>
 </table></div>{% else %}<p><em>No rows.</em></p>{% endif %}
 {% if table.caption %}<p class="caption">{{ table.caption | inline }}</p>{% endif %}
@@ -139,4 +148,5 @@ def render_html(document: ReportDocument, images: dict[str, bytes]) -> str:
     if missing:
         raise ValueError(f"no PNG for figures {missing}")
     encoded = {name: base64.b64encode(data).decode("ascii") for name, data in images.items()}
-    return _environment().from_string(_HTML_TEMPLATE).render(document=document, images=encoded)
+    return _environment().from_string(_HTML_TEMPLATE).render(document=document, images=encoded,
+                                                             wide_columns=WIDE_COLUMNS)
