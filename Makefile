@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install reproduce test test-fast lint clean image dvc.yaml ui browser
+.PHONY: install reproduce test test-fast lint clean image dvc.yaml ui browser dvc-commit
 
 install: $(STAMP)
 
@@ -30,6 +30,10 @@ test-fast: install
 # dvc.yaml is generated from the DAG table (workflow/cfqa/dag/table.py) and params.yaml's methods.
 dvc.yaml: install
 	$(BIN)/python -m cfqa.dag --write dvc.yaml
+
+# `make dvc-commit`: after a Snakemake run, record its outputs in dvc.lock without a prompt.
+dvc-commit: install
+	$(BIN)/dvc commit --force --quiet
 
 # `make ui`: the MLflow UI on this checkout's runs (mlflow.db, artifacts in mlartifacts/), on
 # 127.0.0.1 only; GenAI job execution off (it starts seven worker processes).

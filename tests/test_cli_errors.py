@@ -4,7 +4,6 @@ traceback only in the log file; unexpected failures exit 1 and point to the log;
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import subprocess
 import sys
@@ -189,8 +188,8 @@ def test_validate_writes_only_its_stamp(tmp_path, monkeypatch):
     stamp = tmp_path / "logs" / "params.valid.json"
     assert cli.main(["validate", "--params", str(PARAMS), "--out", str(stamp)]) == 0
     assert [p.name for p in stamp.parent.iterdir()] == ["params.valid.json"]
-    assert json.loads(stamp.read_text()) == {
-        "valid": True, "params": [{"path": str(PARAMS), "sha256": hashlib.sha256(PARAMS.read_bytes()).hexdigest()}]}
+    # The same bytes whatever the params say: every DVC stage depends on the stamp.
+    assert json.loads(stamp.read_text()) == {"valid": True}
 
     stamp.unlink()
     bad = override(tmp_path, "train: {batch_size: 16.0}\n")

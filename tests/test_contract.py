@@ -86,3 +86,92 @@ def test_unknown_and_missing_fields_are_named(stage_results, tmp_path):
     (tmp_path / "p.jsonl").write_text('{"id": 1}\n')
     with pytest.raises(ResultsError, match=re.escape(f"{tmp_path / 'p.jsonl'}:1:")):
         read_predictions(tmp_path / "p.jsonl")
+
+
+def _evaluation(wall_time_s: float, per_example_ms: float, seed: int = 0, commit: str = "abc"):
+    from cfqa.contract import (Hardware, Inference, Memorization, MetricsRecord, RunInfo, TypeScores,
+                               VariantScores)
+
+    hardware = Hardware(device="cpu", cpu_model="test cpu", cpu_count=2, torch_threads=1, cpu_capability="AVX2",
+                        blas="mkl")
+    run = RunInfo(stage="evaluate", status="completed", git_commit=commit, git_dirty=False,
+                  versions={"python": "3"}, hardware=hardware, params={"options": {"r": 8}})
+    scores = VariantScores(n=20, contextual_em_pct=55.0, contextual_f1_pct=60.0, contextual_lenient_pct=58.0,
+                           unanswerable_pct=0.0, well_formed_pct=100.0, parametric_em_pct=None,
+                           parametric_f1_pct=None)
+    return MetricsRecord(method="lora", seed=seed, run=run, sets={"test": {"factual": scores}},
+                         by_type={"test": {"factual": {"LOC": TypeScores(n=20, contextual_em_pct=55.0,
+                                                                         parametric_em_pct=None)}}},
+                         memorization={"test": Memorization(n=20, original_pct=10.0, substitute_pct=30.0,
+                                                            other_pct=60.0, memorization_ratio_pct=25.0)},
+                         most_frequent_em_pct={"test": {"all": 5.0}},
+                         inference=Inference(examples_per_s=1000 / per_example_ms, per_example_ms=per_example_ms,
+                                             batch_size=8, num_beams=1),
+                         wall_time_s=wall_time_s)
+
+
+def test_run_info_and_timings_live_beside_metrics_so_a_rerun_writes_the_same_metrics_bytes(tmp_path):
+    """An identical re-evaluation at another commit differs only in its provenance and
+    timings: metrics.json (what DVC tracks) keeps its bytes, evaluation_run.json (what DVC
+    does not track) changes, and read_metrics joins them."""
+    from cfqa.contract import MethodFiles, write_metrics
+
+    files = MethodFiles(tmp_path)
+    write_metrics(files.metrics, _evaluation(wall_time_s=12.0, per_example_ms=4.0))
+    first = files.metrics.read_bytes(), files.evaluation_run.read_bytes()
+    write_metrics(files.metrics, _evaluation(wall_time_s=13.5, per_example_ms=4.4, commit="def"))
+    assert files.metrics.read_bytes() == first[0]
+    assert files.evaluation_run.read_bytes() != first[1]
+    for varying in (b"wall_time_s", b"inference", b"git_commit", b"hardware"):
+        assert varying not in files.metrics.read_bytes()
+    joined = read_metrics(files.metrics, "lora")
+    assert joined == _evaluation(wall_time_s=13.5, per_example_ms=4.4, commit="def")
+
+
+def test_metrics_without_their_run_record_name_the_missing_file(tmp_path):
+    from cfqa.contract import MethodFiles, write_metrics
+
+    files = MethodFiles(tmp_path)
+    write_metrics(files.metrics, _evaluation(wall_time_s=1.0, per_example_ms=1.0))
+    files.evaluation_run.unlink()
+    with pytest.raises(ResultsError, match=re.escape(f"{files.evaluation_run}: missing; `cfqa evaluate --method lora")):
+        read_metrics(files.metrics, "lora")
+    # Another run's record beside these metrics is refused, not joined.
+    other = tmp_path / "other"
+    other.mkdir()
+    write_metrics(other / "metrics.json", _evaluation(wall_time_s=1.0, per_example_ms=1.0, seed=1))
+    files.evaluation_run.write_bytes((other / "evaluation_run.json").read_bytes())
+    with pytest.raises(ResultsError, match=r"evaluation_run\.json: method 'lora' seed 1, but .*metrics\.json holds "
+                                           r"method 'lora' seed 0"):
+        read_metrics(files.metrics, "lora")
+
+
+def test_headline_reads_back_and_holds_a_handful_of_numbers(tmp_path):
+    from cfqa.contract import Headline, read_headline
+    from cfqa.stages.evaluate import headline
+
+    evaluation = _evaluation(wall_time_s=1.0, per_example_ms=1.0)
+    trained = _trained(peak=2048, step_time_s=0.3, trainable=1234)
+    record = headline(trained, evaluation)
+    assert record == Headline(test_contextual_em_pct={"factual": 55.0}, memorization_ratio_pct={"test": 25.0},
+                              trainable_params=1234, peak_memory_bytes=2048, step_time_s=0.3)
+    write_record(tmp_path / "headline.json", record)
+    assert read_headline(tmp_path / "headline.json") == record
+    flat = json.loads((tmp_path / "headline.json").read_text())
+    assert sum(len(v) if isinstance(v, dict) else 1 for v in flat.values()) <= 12
+
+
+def _trained(peak: int, step_time_s: float, trainable: int):
+    """A TrainRecord with the cost fields the headline reads (the rest: plausible values)."""
+    from cfqa.contract import ParameterCounts, StepMemoryParts, TrainCost, TrainRecord
+
+    evaluation = _evaluation(wall_time_s=1.0, per_example_ms=1.0)
+    parts = StepMemoryParts(parameters_bytes=1, gradients_bytes=1, optimizer_state_bytes=2, activations_bytes=4,
+                            sum_bytes=8)
+    cost = TrainCost(step_memory=parts, peak_memory_bytes=peak, peak_memory_measure="rss_growth",
+                     step_time_s=step_time_s, train_examples_per_s=10.0, checkpoint_bytes=100, train_time_s=5.0,
+                     wall_time_s=6.0, processes=1)
+    return TrainRecord(method="lora", registry_method="lora", backbone="base", seed=0, lr=1e-3, lr_selected=False,
+                       run=evaluation.run, params=ParameterCounts(trainable=trainable, total=10000, trainable_pct=12.34),
+                       cost=cost, steps=10, best_step=10, best_val_loss=1.0, stopped_early=False,
+                       resumed_from_step=None, train_examples=100, validation_examples=10)

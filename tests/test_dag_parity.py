@@ -14,7 +14,8 @@ import yaml
 from dvc.dependency.param import ParamsDependency
 from dvc.repo import Repo
 
-from cfqa.dag import DIMENSIONS, code_hash, lookup, stage_param_keys
+from cfqa.dag import DIMENSIONS, VALIDATED, code_hash, fill, lookup, stage_param_keys
+from cfqa.dag import stage as stage_spec
 from cfqa.dag.dvc_yaml import render
 from pipeline_support import PROJECT, run_tool
 from project_copy import copy_project
@@ -151,10 +152,16 @@ def test_same_commands_inputs_outputs(both):
         job = snakemake[name]
         assert job["cmd"] == stage["cmd"], name
         assert job["inputs"] == {p for p in stage["deps"] if not is_code(p)}, name
-        assert job["outputs"] == stage["outputs"], name
+        # Snakemake also names the files DVC must not track (commit, machine, timings: new bytes every run).
+        rule, _, run = name.partition("@")
+        wildcards = dict(zip(("method", "seed"), run.split("-"))) if run else {}
+        untracked = {fill(o.path, wildcards) for o in stage_spec(rule).outputs.values() if o.kind == "untracked"}
+        assert job["outputs"] == stage["outputs"] | untracked, name
     assert {"models/base", "models/base_lm", "models/lora/seed1"} <= snakemake["evaluate@lora-1"]["inputs"]
     assert snakemake["train@lora-1"]["outputs"] == {"models/lora/seed1", "results/lora/seed1/train.json",
                                                     "results/lora/seed1/train_curve.csv"}
+    assert snakemake["evaluate@lora-1"]["outputs"] == {f"results/lora/seed1/{name}" for name in (
+        "predictions.jsonl", "metrics.json", "headline.json", "evaluation_run.json")}
     assert " --seed 1 " in snakemake["evaluate@lora-1"]["cmd"] + " "
     assert "--model models/lora/seed1 --results results/lora/seed1" in snakemake["evaluate@lora-1"]["cmd"]
     assert "--log-file logs/train/lora/seed1.log" in snakemake["train@lora-1"]["cmd"]
@@ -200,3 +207,17 @@ def test_seed_values_come_from_params(tmp_path):
     assert {"models/lora/seed7", "results/lora/seed7/train.json"} <= set(lora_7["deps"])
     assert "methods.lora" in lora_7["params"]
     assert {f"results/{r.replace('-', '/seed')}/metrics.json" for r in runs} <= set(stages["report"]["deps"])
+
+
+def test_validation_runs_first_and_every_stage_waits_for_it(both):
+    """A bad params.yaml stops `dvc repro` at the validate stage, before any stage removes
+    its outputs: every other stage depends on the stamp, the stamp on params.yaml."""
+    snakemake, dvc = both
+    assert dvc["validate"]["cmd"] == ("cfqa --log-file logs/validate.log validate --params params.yaml "
+                                      f"--out {VALIDATED}")
+    assert {p for p in dvc["validate"]["deps"] if not is_code(p)} == {"params.yaml"}
+    assert dvc["validate"]["outputs"] == {VALIDATED}
+    for name, stage in dvc.items():
+        if name != "validate":
+            assert VALIDATED in stage["deps"], name
+            assert VALIDATED in snakemake[name]["inputs"], name

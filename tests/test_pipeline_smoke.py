@@ -124,7 +124,7 @@ def test_lora_change_reruns_lora_for_every_seed_and_nothing_else(pipeline):
         assert set(changed) == lora_runs
         dry = run_tool(["snakemake", "--cores", "2", "--dry-run"], root).stdout
         stats = job_stats(dry)
-        assert set(stats) == {"tune", "train", "evaluate", "report", "all"}
+        assert set(stats) == {"validate", "tune", "train", "evaluate", "report", "all"}
         assert stats["train"] == stats["evaluate"] == len(seeds) and stats["tune"] == 1
         wildcards = set(re.findall(r"wildcards: (.*)", dry))
         assert wildcards == {f"method=lora, seed={seed}" for seed in seeds} | {"method=lora"}
@@ -160,7 +160,7 @@ def test_lora_change_reruns_the_report_too(pipeline):
     with changed_lora_rank(root):
         changed = json.loads(run_tool(["dvc", "status", "--json"], root).stdout)
         assert set(changed) == ({f"{stage}@lora-{seed}" for stage in ("train", "evaluate") for seed in seeds}
-                                | {"tune@lora", "report"})
+                                | {"tune@lora", "report", "validate"})
 
 
 @contextlib.contextmanager

@@ -8,7 +8,7 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 
 import cfqa.config
-from cfqa.dag import DIMENSIONS, code_hash, command, param_slice, stage
+from cfqa.dag import DIMENSIONS, ORDER_ONLY_INPUTS, PARAMS_FILE, code_hash, command, param_slice, stage
 
 # Parameter files in order, so the CLI sees exactly the configuration Snakemake sees
 # (params.yaml, then any --configfile overrides).
@@ -51,7 +51,12 @@ def dag_inputs(name):
     for key, path in spec.inputs.items():
         gathered = spec.gathered(path)
         values = {dim.name: dim.values(config) for dim in gathered}
-        inputs[key] = expand(path, **values, allow_missing=True) if gathered else path
+        if path == PARAMS_FILE:
+            inputs[key] = CONFIG_FILES          # params.yaml and any --configfile override
+        elif path in ORDER_ONLY_INPUTS:
+            inputs[key] = ancient(path)
+        else:
+            inputs[key] = expand(path, **values, allow_missing=True) if gathered else path
     return inputs
 
 
@@ -82,6 +87,10 @@ def dag_log(name):
     return stage(name).log
 
 
+def dag_benchmark(name):
+    return stage(name).benchmark
+
+
 def dag_shell(name):
     """The stage's command, the one dvc.yaml runs, with Snakemake's placeholders for paths."""
     spec = stage(name)
@@ -93,4 +102,5 @@ def dag_shell(name):
 
 localrules:
     all,
+    validate,
     report,

@@ -1,5 +1,7 @@
 # Data stages; inputs, outputs, params and commands come from workflow/cfqa/dag/table.py.
 rule download:
+    input:
+        **dag_inputs("download"),
     output:
         **dag_outputs("download"),
     params:

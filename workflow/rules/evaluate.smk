@@ -9,6 +9,8 @@ rule evaluate:
     threads: config["evaluate"]["threads"]
     log:
         dag_log("evaluate"),
+    benchmark:
+        dag_benchmark("evaluate")
     container:
         GPU_CONTAINER
     shell:

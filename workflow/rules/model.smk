@@ -9,6 +9,8 @@ rule pretrain:
     threads: config["pretrain"]["threads"]
     log:
         dag_log("pretrain"),
+    benchmark:
+        dag_benchmark("pretrain")
     container:
         CONTAINER
     shell:

@@ -26,6 +26,8 @@ rule train:
     threads: method_threads
     log:
         dag_log("train"),
+    benchmark:
+        dag_benchmark("train")
     container:
         GPU_CONTAINER
     shell:

@@ -6,25 +6,30 @@
 | `results/{method}/seed{seed}/train.json` | `TrainRecord` | train | evaluate, report, tracking |
 | `results/{method}/seed{seed}/train_curve.csv` | `CurveRow` rows | train | report, tracking |
 | `results/{method}/seed{seed}/predictions.jsonl` | `PredictionRow` rows | evaluate | tests, users |
-| `results/{method}/seed{seed}/metrics.json` | `MetricsRecord` | evaluate | report, tracking |
+| `results/{method}/seed{seed}/metrics.json` | `MetricsFile` (scores) | evaluate | report, tracking |
+| `results/{method}/seed{seed}/evaluation_run.json` | `EvaluationRun` (provenance, speed) | evaluate | report, tracking |
+| `results/{method}/seed{seed}/headline.json` | `Headline` | evaluate | `dvc metrics`, `dvc exp show` |
 | `results/summary.json` | `Summary` | report | `dvc metrics` |
 | `results/{method}/lr_selection.json` | `LrSelection` | tune | train, report |
 | `models/{method}/seed{seed}/trainable.safetensors` | the trainable weights | train | evaluate |
 
 Field names carry their units (`_pct`, `_bytes`, `_s`); records carry a schema version and
 the run information (commit, dirty tree, versions, hardware, params, data and backbone
-hashes, status) that makes each file self-describing.
+hashes, status) that makes each file self-describing. `read_metrics` returns metrics.json
+joined with evaluation_run.json (a `MetricsRecord`); they are two files so that what DVC
+tracks holds no timing, commit or machine, and an identical rerun writes the same bytes.
 """
-from cfqa.contract.files import (LR_SELECTION, METRICS, PREDICTIONS, TRAIN_CURVE, TRAIN_RECORD, WEIGHTS,
-                                 MethodFiles, ResultsError, read_curve, read_data_stats, read_lr_selection,
-                                 read_metrics, read_predictions, read_summary, read_train_record, write_curve,
-                                 write_predictions, write_record)
-from cfqa.contract.records import (SCHEMA_VERSION, CurveRow, DataStats, Hardware, Inference, LrSelection,
-                                   LrTrial, Memorization, MetricsRecord, ParameterCounts, PredictionRow, RunInfo,
-                                   SeenStats, StepMemoryParts, Summary, TrainCost, TrainRecord, TypeScores,
-                                   VariantScores)
+from cfqa.contract.files import (HEADLINE, LR_SELECTION, METRICS, PREDICTIONS, EVALUATION_RUN, TRAIN_CURVE, TRAIN_RECORD,
+                                 WEIGHTS, MethodFiles, ResultsError, read_curve, read_data_stats, read_headline,
+                                 read_lr_selection, read_metrics, read_predictions, read_summary, read_train_record,
+                                 write_curve, write_metrics, write_predictions, write_record)
+from cfqa.contract.records import (SCHEMA_VERSION, CurveRow, DataStats, EvaluationRun, Hardware, Headline,
+                                   Inference, LrSelection, LrTrial, Memorization, MetricsFile, MetricsRecord,
+                                   ParameterCounts, PredictionRow, RunInfo, SeenStats, StepMemoryParts, Summary,
+                                   TrainCost, TrainRecord, TypeScores, VariantScores)
 
 __all__ = [
+    "HEADLINE", "EVALUATION_RUN", "EvaluationRun", "Headline", "MetricsFile", "read_headline", "write_metrics",
     "LR_SELECTION", "LrSelection", "LrTrial", "read_lr_selection", "METRICS", "PREDICTIONS", "TRAIN_CURVE", "TRAIN_RECORD", "WEIGHTS", "MethodFiles", "ResultsError",
     "read_curve", "read_data_stats", "read_metrics", "read_predictions", "read_summary",
     "read_train_record", "write_curve", "write_predictions", "write_record", "SCHEMA_VERSION",

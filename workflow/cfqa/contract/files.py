@@ -16,14 +16,16 @@ from typing import Iterable, TypeVar
 import msgspec
 
 from cfqa.atomic_io import atomic_open, write_jsonl
-from cfqa.contract.records import (SCHEMA_VERSION, CurveRow, DataStats, LrSelection, MetricsRecord,
-                                   PredictionRow, Record, Summary, TrainRecord)
+from cfqa.contract.records import (SCHEMA_VERSION, CurveRow, DataStats, EvaluationRun, Headline, LrSelection,
+                                   MetricsFile, MetricsRecord, PredictionRow, Record, Summary, TrainRecord)
 
 # File names inside a run's results/{method}/seed{seed}/ and models/{method}/seed{seed}/.
 TRAIN_RECORD = "train.json"
 TRAIN_CURVE = "train_curve.csv"
 PREDICTIONS = "predictions.jsonl"
 METRICS = "metrics.json"
+EVALUATION_RUN = "evaluation_run.json"
+HEADLINE = "headline.json"
 WEIGHTS = "trainable.safetensors"
 LR_SELECTION = "lr_selection.json"
 CURVE_COLUMNS = tuple(CurveRow.__struct_fields__)
@@ -56,6 +58,14 @@ class MethodFiles:
     @property
     def metrics(self) -> Path:
         return self.directory / METRICS
+
+    @property
+    def evaluation_run(self) -> Path:
+        return self.directory / EVALUATION_RUN
+
+    @property
+    def headline(self) -> Path:
+        return self.directory / HEADLINE
 
 
 _ENCODER = msgspec.json.Encoder()
@@ -96,7 +106,31 @@ def read_train_record(path: str | Path, method: str = "M", seed: int | str = "S"
 
 
 def read_metrics(path: str | Path, method: str = "M", seed: int | str = "S") -> MetricsRecord:
-    return read_record(path, MetricsRecord, f"cfqa evaluate --method {method} --seed {seed}")
+    """metrics.json joined with the evaluation_run.json beside it: one evaluation."""
+    path = Path(path)
+    producer = f"cfqa evaluate --method {method} --seed {seed}"
+    scores = read_record(path, MetricsFile, producer)
+    run_path = path.with_name(EVALUATION_RUN)
+    execution = read_record(run_path, EvaluationRun, producer)
+    if (execution.method, execution.seed) != (scores.method, scores.seed):
+        raise ResultsError(f"{run_path}: method {execution.method!r} seed {execution.seed}, but {path} holds "
+                           f"method {scores.method!r} seed {scores.seed}; rerun `{producer}`")
+    return MetricsRecord(**msgspec.structs.asdict(scores), run=execution.run, inference=execution.inference,
+                         wall_time_s=execution.wall_time_s)
+
+
+def write_metrics(path: str | Path, record: MetricsRecord) -> None:
+    """metrics.json (scores) at `path` and evaluation_run.json (provenance and speed) beside
+    it: DVC tracks the first, whose bytes an identical rerun repeats, and not the second."""
+    path = Path(path)
+    write_record(path.with_name(EVALUATION_RUN),
+                 EvaluationRun(method=record.method, seed=record.seed, run=record.run, inference=record.inference,
+                               wall_time_s=record.wall_time_s))
+    write_record(path, MetricsFile(**{name: getattr(record, name) for name in MetricsFile.__struct_fields__}))
+
+
+def read_headline(path: str | Path, method: str = "M", seed: int | str = "S") -> Headline:
+    return read_record(path, Headline, f"cfqa evaluate --method {method} --seed {seed}")
 
 
 def read_lr_selection(path: str | Path, method: str = "M") -> LrSelection:

@@ -14,7 +14,7 @@ from typing import Any
 
 import msgspec
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3   # 3: run info and timings moved out of metrics.json
 
 
 class Record(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -160,17 +160,60 @@ class Inference(Record):
     num_beams: int
 
 
-class MetricsRecord(Record, kw_only=True):
+class MetricsFile(Record, kw_only=True):
+    """metrics.json: the evaluation's scores only, so an identical re-evaluation (same model,
+    data and machine) writes the same bytes and DVC does not call it modified."""
+
     schema_version: int = SCHEMA_VERSION
     method: str
     seed: int
-    run: RunInfo
     sets: dict[str, dict[str, VariantScores]]                  # set -> variant
     by_type: dict[str, dict[str, dict[str, TypeScores]]]       # set -> variant -> answer type
     memorization: dict[str, Memorization]                      # set
     most_frequent_em_pct: dict[str, dict[str, float | None]]   # set -> answer type (and "all")
+
+
+class EvaluationRun(Record, kw_only=True):
+    """evaluation_run.json: what differs each time the evaluation runs: its provenance (git
+    commit, dirty tree, machine) and the speed it measured. Git holds it; DVC does not track it."""
+
+    schema_version: int = SCHEMA_VERSION
+    method: str
+    seed: int
+    run: RunInfo
     inference: Inference
     wall_time_s: float
+
+
+class MetricsRecord(Record, kw_only=True):
+    """One evaluation as readers see it: metrics.json joined with evaluation_run.json beside
+    it (cfqa.contract.read_metrics / write_metrics)."""
+
+    schema_version: int = SCHEMA_VERSION
+    method: str
+    seed: int
+    run: RunInfo
+    sets: dict[str, dict[str, VariantScores]]
+    by_type: dict[str, dict[str, dict[str, TypeScores]]]
+    memorization: dict[str, Memorization]
+    most_frequent_em_pct: dict[str, dict[str, float | None]]
+    inference: Inference
+    wall_time_s: float
+
+
+# ---- results/{method}/seed{seed}/headline.json ----------------------------------------
+
+class Headline(Record, kw_only=True):
+    """The few numbers `dvc metrics show/diff` and `dvc exp show` compare for one (method,
+    seed) run; git holds this file (metrics.json and the rest are DVC-cached detail).
+    Scores are on the `test` set (unseen questions); the memorization ratio also on `seen`."""
+
+    schema_version: int = SCHEMA_VERSION
+    test_contextual_em_pct: dict[str, float | None]    # variant -> contextual EM
+    memorization_ratio_pct: dict[str, float | None]    # set -> p_o / (p_o + p_s)
+    trainable_params: int
+    peak_memory_bytes: int | None                      # train.json's measured peak (see TrainCost)
+    step_time_s: float                                 # train.json's mean training step time
 
 
 # ---- results/{method}/lr_selection.json ------------------------------------------------

@@ -9,7 +9,7 @@ import itertools
 import yaml
 
 from cfqa.dag.code import code_paths
-from cfqa.dag.table import STAGES, Stage, command, fill
+from cfqa.dag.table import RUN_DIMS, STAGE_BY_NAME, STAGES, TRAINING_CURVE_PLOT, Stage, command, fill
 
 PARAMS_ARGS = "--params params.yaml"
 HEADER = """\
@@ -42,19 +42,33 @@ def stage_body(spec: Stage, params: dict) -> dict:
     body: dict = {
         "cmd": command(spec, fill(spec.log, wildcards), PARAMS_ARGS, paths, wildcards),
         "deps": list(dict.fromkeys([*expanded_inputs(spec, wildcards, params), *code_paths(spec)])),
-        "params": [fill(key, wildcards) for key in spec.params],
+        **({"params": [fill(key, wildcards) for key in spec.params]} if spec.params else {}),
     }
-    for kind, section in (("out", "outs"), ("metric", "metrics"), ("plot", "plots")):
+    # "untracked" outputs (provenance, timings) are Snakemake's only: DVC would call every rerun modified.
+    for kind, section in (("out", "outs"), ("metric", "metrics")):
         entries = []
         for output in spec.outputs.values():
             if output.kind != kind:
                 continue
             path = fill(output.path, wildcards)
-            options = ({} if output.cache else {"cache": False}) | output.plot
-            entries.append({path: options} if options else path)
+            entries.append(path if output.cache else {path: {"cache": False}})
         if entries:
             body[section] = entries
     return body
+
+
+def run_paths(template: str, params: dict) -> list[str]:
+    """`template` filled for every (method, seed) run in params.yaml, methods first."""
+    return [fill(template, dict(zip((d.name for d in RUN_DIMS), values)))
+            for values in itertools.product(*(d.values(params) for d in RUN_DIMS))]
+
+
+def curve_plot(params: dict) -> dict:
+    """One figure of every run's training curve: DVC draws each file as its own line."""
+    spec = TRAINING_CURVE_PLOT
+    curves = run_paths(STAGE_BY_NAME["train"].outputs["curve"].path, params)
+    return {spec["name"]: {"template": "linear", "x": spec["x"], "y": {path: spec["y"] for path in curves},
+                           "title": spec["title"], "x_label": spec["x"], "y_label": spec["y_label"]}}
 
 
 def dvc_document(params: dict, stages_table: tuple[Stage, ...] = STAGES) -> dict:
@@ -67,7 +81,7 @@ def dvc_document(params: dict, stages_table: tuple[Stage, ...] = STAGES) -> dict
             stages[spec.name] = {"matrix": {d.name: f"${{{d.params_key}}}" for d in spec.dims}, **body}
         else:
             stages[spec.name] = body
-    return {"stages": stages}
+    return {"stages": stages, "plots": [curve_plot(params)]}
 
 
 class _IndentedDumper(yaml.SafeDumper):

@@ -3,7 +3,7 @@ dimensions and code. dvc.yaml is generated from this table (`python -m cfqa.dag`
 Snakemake rules read it (workflow/rules/*.smk), so the two engines cannot drift."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from string import Formatter
 from typing import Any, Literal
 
@@ -34,17 +34,30 @@ RUN_DIMS: tuple[Dimension, ...] = (METHOD, SEED)
 RUN_MODEL = "models/" + "/".join(d.segment for d in RUN_DIMS)        # models/{method}/seed{seed}
 RUN_RESULTS = "results/" + "/".join(d.segment for d in RUN_DIMS)      # results/{method}/seed{seed}
 LR_SELECTION = f"results/{METHOD.segment}/lr_selection.json"            # one per method (stage tune)
+# Written by the `validate` stage once params.yaml loads and validates; every other stage
+# depends on it, so `dvc repro` stops on a bad params.yaml before removing any output. Its
+# bytes must not depend on params.yaml's content: DVC hashes it as every stage's dependency,
+# so a stamp that changed with each edit would rerun the whole DAG.
+VALIDATED = "results/.validated"
+PARAMS_FILE = "params.yaml"
+# Inputs that order jobs but whose new timestamp does not rerun them (Snakemake's ancient()):
+# the stamp is rewritten whenever params.yaml changes, and each stage already reruns on its
+# own params slice.
+ORDER_ONLY_INPUTS = frozenset({VALIDATED})
 
 
 @dataclass(frozen=True)
 class Output:
-    """One output. `kind` is how DVC tracks it (plain out, metrics, plots); `caption` names
-    an .rst file under workflow/report/ and puts the file in Snakemake's HTML report."""
+    """One output. `kind` is how DVC tracks it: a plain out, a metric (`dvc metrics`), or
+    "untracked": a Snakemake output that dvc.yaml leaves out, for files whose bytes change on
+    every run (commit, timings) and that git holds instead. `cache: False` is only for files
+    git holds (see .gitignore): a git-ignored file outside DVC's cache is missing from every
+    clone, commit and experiment. `caption` names an .rst file under workflow/report/ and puts the
+    file in Snakemake's HTML report."""
     path: str
-    kind: Literal["out", "metric", "plot"] = "out"
+    kind: Literal["out", "metric", "untracked"] = "out"
     cache: bool = True
     directory: bool = False
-    plot: dict[str, str] = field(default_factory=dict)
     caption: str | None = None
     category: str | None = None
 
@@ -57,13 +70,19 @@ def folder(path: str) -> Output:
     return Output(path, "out", directory=True)
 
 
+def git_held(path: str, **kwargs) -> Output:
+    # A small file git holds (not ignored, outside DVC's cache): old commits and experiments
+    # keep it, so `dvc plots diff` and `dvc metrics diff` can read it back.
+    return Output(path, "out", cache=False, **kwargs)
+
+
 def metric(path: str, **kwargs) -> Output:
-    # Small files `dvc metrics` and `dvc plots` read, kept out of DVC's cache.
+    # A headline file `dvc metrics show/diff` and `dvc exp show` list; git holds it.
     return Output(path, "metric", cache=False, **kwargs)
 
 
-def plot(path: str, x: str, y: str) -> Output:
-    return Output(path, "plot", cache=False, plot={"x": x, "y": y})
+def untracked(path: str) -> Output:
+    return Output(path, "untracked", cache=False)
 
 
 @dataclass(frozen=True)
@@ -85,6 +104,11 @@ class Stage:
             return f"logs/{self.name}.log"
         return f"logs/{self.name}/" + "/".join(d.segment for d in self.dims) + ".log"
 
+    @property
+    def benchmark(self) -> str:
+        """Snakemake's `benchmark:` file (time and memory of the job), beside the logs."""
+        return "logs/benchmarks/" + self.log.removeprefix("logs/").removesuffix(".log") + ".tsv"
+
     def gathered(self, path: str) -> tuple[Dimension, ...]:
         """The dimensions an input path is expanded over (named in it, not splitting the stage)."""
         named = placeholders(path)
@@ -105,11 +129,24 @@ COMMON_CODE: tuple[str, ...] = (
 )
 REPORT_FIGURES = ("contextual_em", "memorization_ratio", "accuracy_vs_cost", "training_curves")
 
+# The per-run training curves `dvc plots show/diff` draw in one figure (dvc.yaml's top-level
+# `plots:`): x and y columns of train_curve.csv.
+TRAINING_CURVE_PLOT = {"name": "training_loss", "x": "step", "y": "train_loss",
+                       "title": "Training loss by method and seed", "y_label": "training loss"}
+
 STAGES: tuple[Stage, ...] = (
+    Stage(
+        name="validate",
+        args="--out {stamp}",
+        inputs={"params": PARAMS_FILE},
+        outputs={"stamp": out(VALIDATED)},
+        params=(),
+        code=(),        # the CLI, the config and its schema: COMMON_CODE
+    ),
     Stage(
         name="download",
         args="--out {raw}",
-        inputs={},
+        inputs={"validated": VALIDATED},
         outputs={"raw": folder("data/raw")},
         params=("data",),
         code=("stages/download.py", "nq", "world"),
@@ -117,7 +154,7 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         name="prepare",
         args="--raw {raw} --out {prepared}",
-        inputs={"raw": "data/raw"},
+        inputs={"validated": VALIDATED, "raw": "data/raw"},
         outputs={"prepared": folder("data/prepared")},
         params=("prepare",),
         code=("stages/prepare.py", "nq"),
@@ -125,7 +162,7 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         name="entities",
         args="--prepared {prepared} --raw {raw} --out {entities}",
-        inputs={"prepared": "data/prepared", "raw": "data/raw"},
+        inputs={"validated": VALIDATED, "prepared": "data/prepared", "raw": "data/raw"},
         outputs={"entities": folder("data/entities")},
         params=("entities",),
         code=("stages/entities.py", "ner.py", "counterfactual", "answer_metrics.py", "formats.py"),
@@ -133,41 +170,42 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         name="counterfactuals",
         args="--prepared {prepared} --entities {entities} --out {variants} --stats {stats}",
-        inputs={"prepared": "data/prepared", "entities": "data/entities"},
-        outputs={"variants": folder("data/variants"), "stats": metric("data/stats.json")},
+        inputs={"validated": VALIDATED, "prepared": "data/prepared", "entities": "data/entities"},
+        outputs={"variants": folder("data/variants"), "stats": out("data/stats.json")},
         params=("counterfactuals",),
         code=("stages/counterfactuals.py", "counterfactual", "answer_metrics.py", "formats.py", "contract"),
     ),
     Stage(
         name="pretrain",
         args="--raw {raw} --out {base} --out-lm {base_lm}",
-        inputs={"raw": "data/raw"},
+        inputs={"validated": VALIDATED, "raw": "data/raw"},
         outputs={"base": folder("models/base"), "base_lm": folder("models/base_lm")},
         params=("pretrain",),
-        code=("stages/pretrain.py", "pretraining", "training", "formats.py"),
+        code=("stages/pretrain.py", "pretraining", "training", "formats.py", "model_family.py"),
     ),
     Stage(
         name="tune",
         args="--method {method} --variants {variants} --models models --out {selection}",
-        inputs={"variants": "data/variants", "base": "models/base", "base_lm": "models/base_lm"},
+        inputs={"validated": VALIDATED, "variants": "data/variants", "base": "models/base", "base_lm": "models/base_lm"},
         outputs={"selection": out(LR_SELECTION)},
         params=("tune", "train", "methods.{method}"),
-        code=("stages/tune.py", "backbone.py", "methods", "training", "formats.py", "contract"),
+        code=("stages/tune.py", "backbone.py", "methods", "training", "formats.py", "contract", "model_family.py"),
         dims=(METHOD,),
     ),
     Stage(
         name="train",
         args=f"--method {{method}} --seed {{seed}} --variants {{variants}} --models models --out {{model}} "
              f"--results {RUN_RESULTS} --lr-selection {{lr_selection}}",
-        inputs={"variants": "data/variants", "base": "models/base", "base_lm": "models/base_lm",
+        inputs={"validated": VALIDATED, "variants": "data/variants", "base": "models/base", "base_lm": "models/base_lm",
                 "lr_selection": LR_SELECTION},
         outputs={
             "model": folder(RUN_MODEL),
-            "train": metric(f"{RUN_RESULTS}/train.json"),
-            "curve": plot(f"{RUN_RESULTS}/train_curve.csv", x="step", y="train_loss"),
+            "train": out(f"{RUN_RESULTS}/train.json"),
+            "curve": git_held(f"{RUN_RESULTS}/train_curve.csv"),     # drawn by TRAINING_CURVE_PLOT
         },
         params=("train", "methods.{method}"),
-        code=("stages/train.py", "backbone.py", "methods", "training", "measure.py", "formats.py", "contract"),
+        code=("stages/train.py", "backbone.py", "methods", "training", "measure.py", "formats.py", "contract",
+              "tracking.py", "model_family.py"),
         dims=RUN_DIMS,
     ),
     Stage(
@@ -176,17 +214,19 @@ STAGES: tuple[Stage, ...] = (
              f"--results {RUN_RESULTS}",
         # The backbones: a method's weights are only its trainable part, loaded onto one of them.
         inputs={
-            "variants": "data/variants", "base": "models/base", "base_lm": "models/base_lm",
+            "validated": VALIDATED, "variants": "data/variants", "base": "models/base", "base_lm": "models/base_lm",
             "model": RUN_MODEL, "train": f"{RUN_RESULTS}/train.json",
             "curve": f"{RUN_RESULTS}/train_curve.csv",
         },
         outputs={
             "predictions": out(f"{RUN_RESULTS}/predictions.jsonl"),
-            "metrics": metric(f"{RUN_RESULTS}/metrics.json"),
+            "metrics": out(f"{RUN_RESULTS}/metrics.json"),             # the full scores, DVC-cached
+            "headline": metric(f"{RUN_RESULTS}/headline.json"),        # the few numbers DVC compares
+            "evaluation_run": untracked(f"{RUN_RESULTS}/evaluation_run.json"),  # commit, machine, speed
         },
         params=("train", "methods.{method}", "evaluate", "tracking"),
         code=("stages/evaluate.py", "stages/train.py", "backbone.py", "methods", "training", "measure.py",
-              "evaluation", "answer_metrics.py", "formats.py", "tracking.py", "contract"),
+              "evaluation", "answer_metrics.py", "formats.py", "tracking.py", "contract", "model_family.py"),
         dims=RUN_DIMS,
     ),
     Stage(
@@ -194,17 +234,19 @@ STAGES: tuple[Stage, ...] = (
         args="--results results --data-stats {stats} --out reports --summary {summary}",
         # Every (method, seed) run's files: the report gathers over both dimensions.
         inputs={
+            "validated": VALIDATED,
             "metrics": f"{RUN_RESULTS}/metrics.json",
             "train": f"{RUN_RESULTS}/train.json",
             "curves": f"{RUN_RESULTS}/train_curve.csv",
             "stats": "data/stats.json",
         },
         outputs={
-            "html": out("reports/index.html", cache=False, caption="report.rst", category="Report"),
-            "markdown": out("reports/report.md", cache=False),
-            **{name: out(f"reports/{name}.png", cache=False, caption=f"{name}.rst", category="Figures")
+            "html": out("reports/index.html", caption="report.rst", category="Report"),
+            "markdown": out("reports/report.md"),
+            **{name: out(f"reports/{name}.png", caption=f"{name}.rst", category="Figures")
                for name in REPORT_FIGURES},
-            "summary": metric("results/summary.json", caption="summary.rst", category="Report"),
+            # Every method's ~60 keys: detail, not what `dvc metrics show` lists.
+            "summary": out("results/summary.json", caption="summary.rst", category="Report"),
         },
         params=("data.source", "pretrain", "seeds", "train", "methods", "tracking", "report"),
         code=("stages/report.py", "report", "statistics.py", "answer_metrics.py", "formats.py", "contract"),

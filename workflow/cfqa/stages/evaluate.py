@@ -11,8 +11,8 @@ import torch
 
 from cfqa.backbone import backbone_dir, build_method_model
 from cfqa.config import Config
-from cfqa.contract import (WEIGHTS, Inference, MethodFiles, MetricsRecord, ResultsError, read_train_record,
-                           write_predictions, write_record)
+from cfqa.contract import (WEIGHTS, Headline, Inference, MethodFiles, MetricsRecord, ResultsError, TrainRecord,
+                           read_train_record, write_metrics, write_predictions, write_record)
 from cfqa.contract.run_info import directory_sha256, files_sha256, run_info
 from cfqa.evaluation.generation import generate_texts
 from cfqa.evaluation.scoring import (baseline_scores, memorization, most_frequent_answers,
@@ -24,6 +24,20 @@ from cfqa.training.batches import variant_rows
 
 log = get_logger(__name__)
 QUESTION_SETS = ("test", "seen")
+HEADLINE_SET = "test"
+
+
+def headline(trained: TrainRecord, metrics: MetricsRecord) -> Headline:
+    """The run's few numbers for `dvc metrics`/`dvc exp show`: contextual EM per test variant,
+    memorization ratio per set, and the training cost train.json measured."""
+    return Headline(
+        test_contextual_em_pct={variant: scores.contextual_em_pct
+                                for variant, scores in metrics.sets[HEADLINE_SET].items()},
+        memorization_ratio_pct={name: cell.memorization_ratio_pct for name, cell in metrics.memorization.items()},
+        trainable_params=trained.params.trainable,
+        peak_memory_bytes=trained.cost.peak_memory_bytes,
+        step_time_s=trained.cost.step_time_s,
+    )
 
 
 def run(cfg: Config, variants: Path, models: Path, model: Path, results: Path, method: str, seed: int) -> None:
@@ -34,7 +48,7 @@ def run(cfg: Config, variants: Path, models: Path, model: Path, results: Path, m
     files = MethodFiles(results)
     weights = model / WEIGHTS
     # Read before any work: a missing or stale train.json fails in a second, not after generating.
-    trained = read_train_record(files.train_record, method)
+    trained = read_train_record(files.train_record, method, seed)
     if (trained.method, trained.seed) != (method, seed):
         raise ResultsError(f"{files.train_record}: records method {trained.method!r} seed {trained.seed}, "
                            f"not {method!r} seed {seed}; pass the results directory of this run")
@@ -84,8 +98,11 @@ def run(cfg: Config, variants: Path, models: Path, model: Path, results: Path, m
         wall_time_s=time.perf_counter() - started,
     )
     write_predictions(files.predictions, records)
-    write_record(files.metrics, metrics)
-    log.info("wrote %s (%d predictions) and %s", files.predictions, len(records), files.metrics)
+    write_metrics(files.metrics, metrics)
+    write_record(files.headline, headline(trained, metrics))
+    log.info("wrote %s (%d predictions), %s, %s and %s", files.predictions, len(records), files.metrics,
+             files.evaluation_run, files.headline)
     from cfqa.tracking import log_results_dir, pipeline_run  # imported here: mlflow takes seconds to import
 
-    log_results_dir(cfg.tracking, results, method=method, pipeline=pipeline_run(cfg))
+    log_results_dir(cfg.tracking, results, method=method, pipeline=pipeline_run(cfg),
+                    datasets={"evaluation": data_files})

@@ -1,0 +1,130 @@
+"""Comparing runs with DVC: the headline files git holds are what `dvc metrics show/diff`
+list, with real old values across commits; `dvc plots show` draws every run's training curve
+in one figure on a page that loads no script from the network. Result files are written by
+the contract's writers into a copy of the project (no pipeline run: seconds)."""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cfqa.contract import CurveRow, Headline, MethodFiles, write_curve, write_record
+from cfqa.dag import RUN_RESULTS
+from pipeline_support import PROJECT, run_tool
+from project_copy import copy_project
+
+METHODS = ("full", "lora")
+SEEDS = (0,)
+GIT = ["git", "-c", "user.email=ci@cfqa", "-c", "user.name=ci"]
+
+
+def headline(em: float, params: int) -> Headline:
+    return Headline(test_contextual_em_pct={"factual": em, "counterfactual": em / 2, "empty": 90.0, "random": 80.0},
+                    memorization_ratio_pct={"test": 12.5, "seen": 40.0}, trainable_params=params,
+                    peak_memory_bytes=1 << 20, step_time_s=0.25)
+
+
+def write_run(root: Path, method: str, seed: int, em: float, loss: float) -> None:
+    files = MethodFiles(root / RUN_RESULTS.format(method=method, seed=seed))
+    files.directory.mkdir(parents=True, exist_ok=True)
+    write_record(files.headline, headline(em, 1000 if method == "lora" else 50000))
+    write_curve(files.train_curve, [CurveRow(step=step, train_loss=loss / step, val_loss=None)
+                                    for step in (1, 2, 3)])
+    # Detail git must not hold (DVC caches it).
+    files.metrics.write_text("{}")
+    files.predictions.write_text("")
+
+
+def commit(root: Path, message: str) -> None:
+    run_tool(GIT + ["add", "-A"], root)
+    run_tool(GIT + ["commit", "-qm", message], root)
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    """Two commits of a two-method project whose results differ: lora's EM 50 -> 75."""
+    root = copy_project(tmp_path_factory.mktemp("compare") / "cfqa")
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["methods"] = {name: params["methods"][name] for name in METHODS}
+    params["seeds"] = list(SEEDS)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run_tool([sys.executable, "-m", "cfqa.dag", "--write", "dvc.yaml"], root)
+    run_tool(["git", "init", "-q"], root)
+    for method in METHODS:
+        write_run(root, method, 0, em=60.0 if method == "full" else 50.0, loss=2.0)
+    commit(root, "first results")
+    write_run(root, "lora", 0, em=75.0, loss=1.0)
+    commit(root, "lora improved")
+    return root
+
+
+def test_git_holds_headlines_and_curves_not_the_detail(project):
+    tracked = set(run_tool(["git", "ls-files", "results"], project).stdout.split())
+    assert tracked == {f"results/{m}/seed0/{name}" for m in METHODS for name in ("headline.json", "train_curve.csv")}
+
+
+def test_metrics_show_lists_only_headline_files(project):
+    shown = json.loads(run_tool(["dvc", "metrics", "show", "--json"], project).stdout)
+    files = shown[""]["data"]          # "": the workspace
+    assert set(files) == {f"results/{m}/seed0/headline.json" for m in METHODS}
+    lora = files["results/lora/seed0/headline.json"]["data"]
+    assert lora["test_contextual_em_pct"]["factual"] == 75.0
+    assert lora["trainable_params"] == 1000
+
+
+def test_metrics_diff_between_commits_has_old_and_new_values(project):
+    diff = json.loads(run_tool(["dvc", "metrics", "diff", "HEAD~1", "HEAD", "--json"], project).stdout)
+    lora = diff["results/lora/seed0/headline.json"]
+    assert lora["test_contextual_em_pct.factual"] == {"old": 50.0, "new": 75.0, "diff": 25.0}
+    assert lora["test_contextual_em_pct.counterfactual"] == {"old": 25.0, "new": 37.5, "diff": 12.5}
+    # Unchanged values are left out of the diff; full's file did not change at all.
+    assert "trainable_params" not in lora
+    assert "results/full/seed0/headline.json" not in diff
+
+
+def test_plots_show_draws_one_offline_figure(project, tmp_path):
+    run_tool(["dvc", "plots", "show", "--out", str(tmp_path / "plots")], project)
+    page = (tmp_path / "plots" / "index.html").read_text()
+    assert not re.search(r"<script[^>]*\bsrc\s*=", page), "a script is loaded from outside the page"
+    assert "cdn.jsdelivr" not in page
+    # The template's inline libraries, and one figure holding every run's curve.
+    assert "vegaEmbed=" in page.replace(" ", "") and page.count("vegaEmbed('#") == 1
+    spec = json.loads(re.search(r"var spec = (\{.*?\});\s*vegaEmbed", page, re.S).group(1))
+    # DVC names each line by its file, less the prefix all share ("results/").
+    sources = {row["filename"] for row in spec["data"]["values"]}
+    assert sources == {f"{m}/seed0/train_curve.csv" for m in METHODS}
+
+
+def test_plots_diff_draws_both_commits(project, tmp_path):
+    run_tool(["dvc", "plots", "diff", "HEAD~1", "HEAD", "--out", str(tmp_path / "plots")], project)
+    page = (tmp_path / "plots" / "index.html").read_text()
+    spec = json.loads(re.search(r"var spec = (\{.*?\});\s*vegaEmbed", page, re.S).group(1))
+    lora = {(row["rev"], row["step"], row["train_loss"]) for row in spec["data"]["values"]
+            if row["filename"] == "lora/seed0/train_curve.csv"}
+    assert {("HEAD~1", "1", "2.0"), ("HEAD", "1", "1.0")} <= lora
+
+
+def test_committed_template_is_the_one_dvc_uses():
+    config = (PROJECT / ".dvc" / "config").read_text()
+    assert re.search(r"html_template = \.\./workflow/dvc_plots/offline\.html", config)
+    template = (PROJECT / "workflow" / "dvc_plots" / "offline.html").read_text()
+    assert "{plot_divs}" in template and "{scripts}" not in template
+    for library in ("vega 5.20.2", "vega-lite 5.2.0", "vega-embed 6.18.2"):
+        assert f"<!-- {library} " in template
+
+
+def test_default_remote_is_a_folder_beside_the_project(project):
+    remotes = run_tool(["dvc", "remote", "list"], project).stdout.split()
+    assert remotes[0] == "local" and Path(remotes[1]).resolve() == (project.parent / "cfqa-dvc-remote")
+    # A checkout points it elsewhere in .dvc/config.local, which git does not hold.
+    run_tool(["dvc", "remote", "modify", "--local", "local", "url", "/elsewhere"], project)
+    try:
+        assert run_tool(["dvc", "remote", "list"], project).stdout.split()[1] == "/elsewhere"
+        assert subprocess.run(["git", "check-ignore", "-q", ".dvc/config.local"], cwd=project).returncode == 0
+    finally:
+        (project / ".dvc" / "config.local").unlink()
