@@ -1,5 +1,6 @@
-"""The embedded base model's parts: the sentencepiece tokenizer, span corruption, packing,
-prefix-LM examples, the tiny T5 config and the pretraining loop."""
+"""The embedded base models' parts: the sentencepiece tokenizer, span corruption, packing,
+prefix-LM examples, the tiny T5 config and the pretraining loop; and the decoder-only path:
+byte-level BPE, next-token examples and the tiny GPT-Neo saved as a causal backbone."""
 from __future__ import annotations
 
 import gzip
@@ -11,12 +12,18 @@ import pytest
 import torch
 
 from cfqa import config as config_module
+from cfqa.backbone import load_backbone
 from cfqa.config import PretrainConfig
+from cfqa.evaluation.generation import generate_texts
 from cfqa.formats import MARKERS, UNANSWERABLE, format_input, format_target
+from cfqa.model_family import ModelFamily
 from cfqa.pretraining import loop
+from cfqa.pretraining.causal_lm import pack_documents, pretrain_causal_lm, tiny_gpt_neo_config
+from cfqa.pretraining.causal_tokenizer import train_bpe_tokenizer
 from cfqa.pretraining.model import new_tiny_t5, tiny_t5_config
 from cfqa.pretraining.span_corruption import corrupt, random_spans_noise_mask
 from cfqa.pretraining.tokenizer import EXTRA_IDS, SPIECE, load_t5_tokenizer, train_sentencepiece
+from cfqa.training.batches import collate
 from cfqa.world.build import write_world
 from cfqa.world.facts import load_countries
 
@@ -216,3 +223,46 @@ def test_pretrain_lowers_the_loss(objective, tokenizer, raw_world):
     # Measured: 6.35 -> 3.79 (span corruption), 6.67 -> 5.04 (prefix LM).
     assert np.mean(losses[-5:]) < 0.85 * np.mean(losses[:5])
     assert not model.training
+
+
+# ---------------------------------------------------------------------------- decoder-only (GPT-Neo)
+
+
+def test_pack_documents_ends_every_sentence_with_eos_and_cuts_evenly():
+    assert pack_documents([[5, 6], [7], [8, 9, 10]], 3, 0) == [[5, 6, 0], [7, 0, 8], [9, 10, 0]]
+    assert pack_documents([[5, 6, 7, 8]], 3, 0) == [[5, 6, 7], [8, 0]]
+
+
+def test_next_token_example_puts_the_loss_on_every_token():
+    batch = collate([loop.next_token_example([5, 6, 7], np.random.default_rng(0))], 1, ModelFamily.CAUSAL)
+    assert batch["input_ids"].tolist() == [[5, 6, 7]] and batch["labels"].tolist() == [[5, 6, 7]]
+
+
+def test_byte_level_vocabulary_below_the_byte_alphabet_is_rejected():
+    with pytest.raises(ValueError, match="pretrain.vocab_size 200 is below the byte-level minimum 258"):
+        train_bpe_tokenizer(["a b c"], 200)
+
+
+def test_tiny_gpt_neo_config_attends_globally_with_room_for_prompt_and_answer():
+    config = tiny_gpt_neo_config(pretrain_config(num_layers=3), 400, eos_id=0, pad_id=1)
+    assert config.attention_layers == ["global"] * 3
+    assert config.hidden_size == 32 and config.num_heads == 4 and config.intermediate_size == 64
+    assert config.max_position_embeddings >= 96 + 40 and not config.is_encoder_decoder
+
+
+def test_causal_lm_pretraining_lowers_the_loss_and_saves_a_causal_backbone(raw_world, tmp_path, qa_texts):
+    record = pretrain_causal_lm(pretrain_config(steps=40, num_layers=2), raw_world / "corpus.txt", tmp_path)
+    assert record["objective"] == "next_token" and record["steps"] == 40
+    assert record["final_loss"] < record["first_loss"] - 0.5
+    assert orjson.loads((tmp_path / "pretrain.json").read_bytes()) == record
+    assert (tmp_path / "model.safetensors").is_file() and not list(tmp_path.glob("*.bin"))
+
+    model, tokenizer = load_backbone(tmp_path)
+    assert type(model).__name__ == "GPTNeoForCausalLM"
+    assert len(tokenizer) == VOCAB == model.config.vocab_size
+    assert tokenizer.pad_token == "<pad>" and tokenizer.pad_token_id != tokenizer.eos_token_id
+    for text in qa_texts[:20]:
+        assert tokenizer.decode(tokenizer(text).input_ids) == text       # byte-level: nothing unknown
+    texts = generate_texts(model, tokenizer, qa_texts[:4:2], batch_size=2, max_input_length=96,
+                           max_new_tokens=5, num_beams=1, device=torch.device("cpu"), desc="test").texts
+    assert len(texts) == 2 and all(isinstance(t, str) for t in texts)

@@ -5,6 +5,8 @@ from pathlib import Path
 
 from cfqa.config import BACKBONE_DIRS, MethodConfig
 from cfqa.methods import get_method
+from cfqa.methods.families import check_method_family
+from cfqa.model_family import family_of
 from cfqa.training.optimization import seed_everything
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
@@ -23,6 +25,10 @@ def load_backbone(directory: Path):
     auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
     model = auto.from_pretrained(directory, use_safetensors=True)
     tokenizer = AutoTokenizer.from_pretrained(directory)
+    if tokenizer.pad_token is None:
+        # GPT-style hub tokenizers have no pad token: pad with eos. Batching and generation
+        # build attention masks from lengths, so an eos used as padding is never attended to.
+        tokenizer.pad_token = tokenizer.eos_token
     model.eval()
     return model, tokenizer
 
@@ -31,5 +37,6 @@ def build_method_model(mcfg: MethodConfig, models_dir: Path):
     """(model, tokenizer, spec): the method's backbone loaded and the method applied."""
     spec = get_method(mcfg.method)
     base, tokenizer = load_backbone(backbone_dir(models_dir, mcfg.backbone))
+    check_method_family(mcfg.method, family_of(base.config))   # e.g. lst on a GPT-Neo: say so before building
     seed_everything(mcfg.train.seed)  # methods initialise their new weights from the global RNG
     return spec.build(base, mcfg.options), tokenizer, spec

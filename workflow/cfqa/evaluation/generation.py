@@ -1,4 +1,11 @@
-"""Batched greedy (or beam) generation, longest inputs first to keep padding small."""
+"""Batched greedy (or beam) generation, longest inputs first to keep padding small.
+
+Both model families return the answer text only. An encoder-decoder reads right-padded inputs
+and generates a separate decoder sequence. A decoder-only LM continues its prompt: prompts are
+padded on the LEFT (so every row's next token follows its own last prompt token), the
+attention mask marks the padding, generation stops at eos, and only the tokens after the
+prompt are decoded.
+"""
 from __future__ import annotations
 
 import time
@@ -6,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from cfqa.model_family import ModelFamily, model_family
 from cfqa.progress import progress
 
 
@@ -15,9 +23,38 @@ class GenerationRun:
     seconds: float
 
 
+def pad_batch(sequences: list[list[int]], pad_id: int, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask); the mask comes from the lengths, since pad_id may equal eos."""
+    width = max(len(s) for s in sequences)
+    input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, sequence in enumerate(sequences):
+        span = slice(width - len(sequence), width) if left else slice(0, len(sequence))
+        input_ids[row, span] = torch.tensor(sequence)
+        attention_mask[row, span] = 1
+    return input_ids, attention_mask
+
+
+@torch.no_grad()
+def generate_ids(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, family: ModelFamily,
+                 pad_id: int, eos_id: int | None, max_new_tokens: int, num_beams: int) -> torch.Tensor:
+    """The generated answer ids per row: for a causal LM the prompt is cut off."""
+    if family is ModelFamily.SEQ2SEQ:   # pad and eos come from the config (LST's generate takes no others)
+        return model.generate(input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=max_new_tokens,
+                              num_beams=num_beams, do_sample=False)
+    generated = model.generate(input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=max_new_tokens,
+                               num_beams=num_beams, do_sample=False, pad_token_id=pad_id, eos_token_id=eos_id)
+    return generated[:, input_ids.shape[1]:]
+
+
 @torch.no_grad()
 def generate_texts(model, tokenizer, inputs: list[str], *, batch_size: int, max_input_length: int,
                    max_new_tokens: int, num_beams: int, device: torch.device, desc: str) -> GenerationRun:
+    family = model_family(model)
+    pad_id = tokenizer.pad_token_id
+    if pad_id is None:
+        raise ValueError(f"{type(tokenizer).__name__} has no pad token; load the backbone with "
+                         f"cfqa.backbone.load_backbone, which sets one")
     encoded = tokenizer(inputs, truncation=True, max_length=max_input_length).input_ids
     order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
     outputs: list[str | None] = [None] * len(encoded)
@@ -25,13 +62,11 @@ def generate_texts(model, tokenizer, inputs: list[str], *, batch_size: int, max_
     bar = progress(total=len(encoded), desc=desc, unit="ex")
     for start in range(0, len(order), batch_size):
         chunk = order[start:start + batch_size]
-        width = max(len(encoded[i]) for i in chunk)
-        input_ids = torch.full((len(chunk), width), tokenizer.pad_token_id, dtype=torch.long)
-        for row, index in enumerate(chunk):
-            input_ids[row, :len(encoded[index])] = torch.tensor(encoded[index])
-        input_ids = input_ids.to(device)
-        generated = model.generate(input_ids=input_ids, attention_mask=(input_ids != tokenizer.pad_token_id).long(),
-                                   max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=False)
+        input_ids, attention_mask = pad_batch([encoded[i] for i in chunk], pad_id,
+                                              left=family is ModelFamily.CAUSAL)
+        generated = generate_ids(model, input_ids.to(device), attention_mask.to(device), family=family,
+                                 pad_id=pad_id, eos_id=tokenizer.eos_token_id,
+                                 max_new_tokens=max_new_tokens, num_beams=num_beams)
         for index, text in zip(chunk, tokenizer.batch_decode(generated, skip_special_tokens=True)):
             outputs[index] = text
         bar.update(len(chunk))

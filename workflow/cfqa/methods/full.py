@@ -6,7 +6,7 @@ from transformers import PretrainedConfig, PreTrainedModel
 
 from cfqa.methods.base import MethodSpec, ParameterCounts
 from cfqa.methods.options import FullOptions
-from cfqa.methods.t5_layout import t5_parameter_count
+from cfqa.methods.layouts import total_parameter_count
 
 
 def build(model: PreTrainedModel, options: FullOptions) -> nn.Module:
@@ -16,7 +16,7 @@ def build(model: PreTrainedModel, options: FullOptions) -> nn.Module:
 
 
 def closed_form_counts(config: PretrainedConfig, options: FullOptions) -> ParameterCounts:
-    total = t5_parameter_count(config)
+    total = total_parameter_count(config, "full")
     return ParameterCounts(trainable=total, total=total)
 
 

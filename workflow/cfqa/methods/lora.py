@@ -1,8 +1,9 @@
 """LoRA (Hu et al., 2021) through peft: a rank-r update B·A beside each targeted linear layer.
 
 B starts at zero, so the wrapped model computes exactly what the base model does until
-the first step. Targets are module names of the backbone (q and v, as in the paper, in
-params.yaml).
+the first step. Targets are module names of the backbone's linear layers, checked against
+the architecture's layout (cfqa.methods.layouts): q and v on T5, as in the paper, in
+params.yaml; q_proj, k_proj, v_proj, out_proj, c_fc, c_proj on GPT-Neo.
 """
 from __future__ import annotations
 
@@ -12,13 +13,13 @@ from transformers import PretrainedConfig, PreTrainedModel
 
 from cfqa.methods.base import MethodSpec, ParameterCounts
 from cfqa.methods.options import LoraOptions
-from cfqa.methods.t5_layout import check_module_names, require_t5, t5_linear_layers, t5_parameter_count
+from cfqa.methods.layouts import check_module_names, layout_for
 from cfqa.methods.peft_backed import peft_task_type
 
 
 def build(model: PreTrainedModel, options: LoraOptions) -> nn.Module:
-    if getattr(model.config, "model_type", None) == "t5":
-        check_module_names(model.config, "lora", options.target_modules)
+    # any peft-supported architecture trains; closed-form counts need a layout
+    check_module_names(model.config, "lora", options.target_modules, require_layout=False)
     return get_peft_model(model, LoraConfig(
         task_type=peft_task_type(model.config),
         r=options.r,
@@ -29,12 +30,12 @@ def build(model: PreTrainedModel, options: LoraOptions) -> nn.Module:
 
 
 def closed_form_counts(config: PretrainedConfig, options: LoraOptions) -> ParameterCounts:
-    require_t5(config, "lora")
-    layers = t5_linear_layers(config)
+    layout = layout_for(config, "lora")
+    layers = layout.linear_layers(config)
     r = options.r
     trainable = sum(layers[name].count * r * (layers[name].in_features + layers[name].out_features)
                     for name in check_module_names(config, "lora", options.target_modules))
-    return ParameterCounts(trainable=trainable, total=t5_parameter_count(config) + trainable)
+    return ParameterCounts(trainable=trainable, total=layout.parameter_count(config) + trainable)
 
 
 SPEC = MethodSpec(

@@ -29,6 +29,8 @@ from transformers import PretrainedConfig, PreTrainedModel, T5ForConditionalGene
 
 from cfqa.methods import prefix_attention
 from cfqa.methods.base import MethodSpec, OptionsError, ParameterCounts, freeze
+from cfqa.methods.families import check_method_family
+from cfqa.model_family import family_of
 from cfqa.methods.options import PREFIX_SITES, PrefixOptions
 from cfqa.methods.t5_layout import t5_parameter_count
 
@@ -113,6 +115,7 @@ def _site_layers(config: PretrainedConfig) -> dict[str, int]:
 def build(model: PreTrainedModel, options: PrefixOptions) -> nn.Module:
     """Freezes `model`, adds the prefixes as `model.prefix_tuning`, switches its attention to the
     prefix-aware version of its current implementation (eager or sdpa) and returns it."""
+    check_method_family("prefix", family_of(model.config))
     if not isinstance(model, T5ForConditionalGeneration):
         raise OptionsError(f"method 'prefix' needs a T5ForConditionalGeneration, got {type(model).__name__}")
     if hasattr(model, PREFIX_ATTRIBUTE):
@@ -159,6 +162,7 @@ def merge_prefix_mlp(model: nn.Module) -> None:
 
 
 def closed_form_counts(config: PretrainedConfig, options: PrefixOptions) -> ParameterCounts:
+    check_method_family("prefix", family_of(config))
     tokens, hidden, d_model = options.num_virtual_tokens, options.mlp_hidden_size, config.d_model
     inner = config.num_heads * config.d_kv
     trainable = 0

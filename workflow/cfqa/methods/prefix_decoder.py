@@ -16,6 +16,8 @@ would assume d_model / heads, wrong for t5-3b and t5-11b).
 `reparameterize` switches on peft's reparameterisation MLP (embedding → Linear → tanh →
 Linear, `mlp_hidden_size` wide); off (peft's default) trains the key/value table directly.
 Option names follow the in-house `prefix` so the two can be configured alike.
+On a decoder-only LM (GPT-Neo) this is plain prefix tuning of every layer's self-attention,
+sized by peft from the config (one key/value pair per layer, hidden_size wide).
 """
 from __future__ import annotations
 
@@ -25,7 +27,9 @@ from transformers import PretrainedConfig, PreTrainedModel
 
 from cfqa.methods.base import MethodSpec, ParameterCounts
 from cfqa.methods.options import PrefixDecoderOptions
-from cfqa.methods.t5_layout import require_t5, t5_parameter_count
+from cfqa.methods.families import check_method_family
+from cfqa.methods.layouts import layout_for
+from cfqa.model_family import family_of
 from cfqa.methods.peft_backed import peft_task_type
 
 
@@ -38,6 +42,7 @@ def _t5_geometry(config: PretrainedConfig) -> dict:
 
 
 def build(model: PreTrainedModel, options: PrefixDecoderOptions) -> nn.Module:
+    check_method_family("prefix_decoder", family_of(model.config))   # peft sizes the prefix from the config
     return get_peft_model(model, PrefixTuningConfig(
         task_type=peft_task_type(model.config),
         num_virtual_tokens=options.num_virtual_tokens,
@@ -48,17 +53,17 @@ def build(model: PreTrainedModel, options: PrefixDecoderOptions) -> nn.Module:
 
 
 def closed_form_counts(config: PretrainedConfig, options: PrefixDecoderOptions) -> ParameterCounts:
-    require_t5(config, "prefix_decoder")
+    layout = layout_for(config, "prefix_decoder")
     tokens, hidden = options.num_virtual_tokens, options.mlp_hidden_size
-    inner = config.num_heads * config.d_kv
-    key_values = config.num_decoder_layers * 2 * inner          # one key and one value per layer
+    inner = layout.attention_width(config)
+    key_values = layout.top_depth(config) * 2 * inner           # one key and one value per layer
     if not options.reparameterize:
         trainable = tokens * key_values
     else:
         trainable = (tokens * inner                                # virtual token embeddings
                      + inner * hidden + hidden                     # first linear with bias
                      + hidden * key_values + key_values)           # second linear with bias
-    return ParameterCounts(trainable=trainable, total=t5_parameter_count(config) + trainable)
+    return ParameterCounts(trainable=trainable, total=layout.parameter_count(config) + trainable)
 
 
 SPEC = MethodSpec(

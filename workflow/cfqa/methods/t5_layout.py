@@ -1,20 +1,30 @@
 """Where T5's weights sit: the linear layers by module name and the size of one block.
 
 Methods that place weights inside T5 (LoRA, (IA)³, Houlsby adapters, last-layer tuning)
-count their parameters in closed form from these facts instead of building a model.
+count their parameters in closed form from these facts instead of building a model; they
+reach them through cfqa.methods.layouts, the per-architecture table.
 `t5_parameter_count` is the whole model's count, built from the same block formulas.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from typing import Iterator
+
+from torch import nn
 from transformers import PretrainedConfig
+from transformers.models.t5.modeling_t5 import T5LayerCrossAttention, T5LayerFF, T5LayerSelfAttention
+
+from cfqa.methods.families import check_method_family
+from cfqa.model_family import family_of
 
 T5_MODEL_TYPES = ("t5",)
 
 
 def require_t5(config: PretrainedConfig, method: str) -> None:
-    """Methods whose placement follows T5's module layout refuse other architectures."""
+    """Methods whose placement follows T5's module layout refuse other architectures (a
+    decoder-only model with the family's message first)."""
+    check_method_family(method, family_of(config))
     model_type = getattr(config, "model_type", None)
     if model_type not in T5_MODEL_TYPES:
         raise ValueError(f"method {method!r} places weights by T5's module layout and supports "
@@ -48,16 +58,20 @@ def t5_linear_layers(config: PretrainedConfig) -> dict[str, LinearLayer]:
     return layers
 
 
-def check_module_names(config: PretrainedConfig, method: str, names) -> list[str]:
-    """The target module names as a list; each must be a T5 linear layer of this config."""
-    if isinstance(names, str) or not all(isinstance(name, str) for name in names):
-        raise ValueError(f"method {method!r}: target modules must be a list of module names, got {names!r}")
-    available = t5_linear_layers(config)
-    unknown = sorted(set(names) - set(available))
-    if unknown:
-        raise ValueError(f"method {method!r}: {unknown} are not linear layers of this T5 "
-                         f"(feed_forward_proj={config.feed_forward_proj!r}); choose from {sorted(available)}")
-    return list(names)
+def t5_sublayers(model: nn.Module) -> Iterator[tuple[nn.Module, nn.Module, str]]:
+    """(sub-layer, its attention or feed-forward module, kind) for every sub-layer of the
+    encoder and decoder blocks; kind is self_attention, cross_attention or feed_forward."""
+    for stack in (model.encoder, model.decoder):
+        for block in stack.block:
+            for layer in block.layer:
+                if isinstance(layer, T5LayerSelfAttention):
+                    yield layer, layer.SelfAttention, "self_attention"
+                elif isinstance(layer, T5LayerCrossAttention):
+                    yield layer, layer.EncDecAttention, "cross_attention"
+                elif isinstance(layer, T5LayerFF):
+                    yield layer, layer.DenseReluDense, "feed_forward"
+                else:
+                    raise ValueError(f"unexpected T5 sub-layer {type(layer).__name__}")
 
 
 def t5_attention_parameter_count(config: PretrainedConfig) -> int:

@@ -1,4 +1,5 @@
-"""Pretraining the tiny T5: span corruption, then prefix-LM continuation (LM adaptation)."""
+"""Pretraining the tiny models: span corruption, then prefix-LM continuation (LM adaptation)
+for T5; next-token prediction for a decoder-only model (see causal_lm.py)."""
 from __future__ import annotations
 
 import time
@@ -10,6 +11,7 @@ from torch import nn
 
 from cfqa.config import PretrainConfig
 from cfqa.logs import get_logger
+from cfqa.model_family import ModelFamily
 from cfqa.pretraining.span_corruption import corrupt, random_spans_noise_mask
 from cfqa.progress import progress
 from cfqa.training.batches import collate
@@ -46,9 +48,17 @@ def prefix_lm_example(sequence: list[int], eos_id: int, rng: np.random.Generator
     return sequence[:split] + [eos_id], sequence[split:] + [eos_id]
 
 
+def next_token_example(sequence: list[int], rng: np.random.Generator) -> Example:
+    """A decoder-only LM's example: no prompt, every token a target (collated as a causal
+    batch, where the model shifts the labels to predict each token from the ones before)."""
+    return [], list(sequence)
+
+
 def pretrain(model: nn.Module, sequences: list[list[int]], make_example: Callable[[list[int], np.random.Generator], Example],
-             *, steps: int, cfg: PretrainConfig, pad_id: int, desc: str) -> list[float]:
-    """Trains `model` for `steps` steps on freshly noised batches; returns the loss curve."""
+             *, steps: int, cfg: PretrainConfig, pad_id: int, desc: str,
+             family: ModelFamily = ModelFamily.SEQ2SEQ) -> list[float]:
+    """Trains `model` for `steps` steps on freshly drawn (and noised) batches collated for
+    the model `family`; returns the loss curve."""
     sequences = [s for s in sequences if len(s) >= 2]
     rng = np.random.default_rng(cfg.seed)
     optimizer = make_optimizer(model.parameters(), "adamw", cfg.lr, 0.0)
@@ -59,7 +69,7 @@ def pretrain(model: nn.Module, sequences: list[list[int]], make_example: Callabl
     bar = progress(range(steps), desc=desc, unit="step")
     for step in bar:
         batch_ids = rng.integers(0, len(sequences), size=cfg.batch_size)
-        batch = collate([make_example(sequences[i], rng) for i in batch_ids], pad_id)
+        batch = collate([make_example(sequences[i], rng) for i in batch_ids], pad_id, family)
         loss = model(**batch).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -1,4 +1,10 @@
-"""Training examples from the variant files, tokenized once, and padded batches."""
+"""Training examples from the variant files, tokenized once, and padded batches.
+
+An example is (input ids, target ids) in both model families; the family decides how a batch
+is laid out (`collate`): an encoder-decoder reads the input and predicts the target as
+`labels`; a decoder-only LM reads input + target as one sequence, with the loss on the target
+tokens only.
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,6 +15,7 @@ import torch
 
 from cfqa.atomic_io import read_jsonl
 from cfqa.formats import format_input, format_target
+from cfqa.model_family import ModelFamily
 
 TokenizedExample = tuple[list[int], list[int]]
 
@@ -39,12 +46,44 @@ def text_pairs(rows: list[dict], target_format: str) -> list[tuple[str, str]]:
 
 
 def tokenize_pairs(tokenizer, pairs: list[tuple[str, str]], max_input: int, max_target: int) -> list[TokenizedExample]:
+    """Every target ends with the tokenizer's eos (at most max_target tokens in all): T5's
+    tokenizer appends it itself, GPT-style tokenizers do not, and without it a decoder-only
+    model never learns where an answer stops."""
     inputs = tokenizer([p[0] for p in pairs], truncation=True, max_length=max_input).input_ids
     targets = tokenizer([p[1] for p in pairs], truncation=True, max_length=max_target).input_ids
+    eos = tokenizer.eos_token_id
+    if eos is None:
+        raise ValueError(f"{type(tokenizer).__name__} has no eos token: targets need one to end")
+    targets = [t if t and t[-1] == eos else t[:max_target - 1] + [eos] for t in targets]
     return list(zip(inputs, targets))
 
 
-def collate(examples: Sequence[TokenizedExample], pad_id: int) -> dict[str, torch.Tensor]:
+def collate(examples: Sequence[TokenizedExample], pad_id: int,
+            family: ModelFamily = ModelFamily.SEQ2SEQ) -> dict[str, torch.Tensor]:
+    """A padded batch for the model family (read it with `cfqa.model_family.model_family`)."""
+    if ModelFamily(family) is ModelFamily.CAUSAL:
+        return collate_causal(examples, pad_id)
+    return collate_seq2seq(examples, pad_id)
+
+
+def collate_causal(examples: Sequence[TokenizedExample], pad_id: int) -> dict[str, torch.Tensor]:
+    """Each row is input + target, padded on the right; labels copy the target tokens and are
+    -100 (ignored by the loss) on the input and the padding, so the loss is on the answer only.
+    The attention mask comes from the lengths, not from comparing with pad_id: GPT-style
+    tokenizers often pad with their eos, which every target ends with."""
+    width = max(len(source) + len(target) for source, target in examples)
+    input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(examples), width), dtype=torch.long)
+    labels = torch.full((len(examples), width), -100, dtype=torch.long)
+    for row, (source, target) in enumerate(examples):
+        length = len(source) + len(target)
+        input_ids[row, :length] = torch.tensor(list(source) + list(target))
+        attention_mask[row, :length] = 1
+        labels[row, len(source):length] = torch.tensor(target)
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+
+def collate_seq2seq(examples: Sequence[TokenizedExample], pad_id: int) -> dict[str, torch.Tensor]:
     """Pads inputs with pad_id and labels with -100 (ignored by the loss)."""
     width_in = max(len(i) for i, _ in examples)
     width_out = max(len(t) for _, t in examples)
@@ -127,7 +166,11 @@ def sequential_batches(examples: Sequence[TokenizedExample], batch_size: int) ->
         yield list(examples[start:start + batch_size])
 
 
-def padding_share(batch: dict[str, torch.Tensor], pad_id: int) -> tuple[int, int]:
-    """(real tokens, padded positions) of a collated batch, inputs and labels together."""
+def padding_share(batch: dict[str, torch.Tensor], pad_id: int,
+                  family: ModelFamily = ModelFamily.SEQ2SEQ) -> tuple[int, int]:
+    """(real tokens, padded positions) of a collated batch: inputs and labels together for a
+    seq2seq batch; the one sequence of input + target for a causal batch."""
+    if ModelFamily(family) is ModelFamily.CAUSAL:
+        return int(batch["attention_mask"].sum()), batch["input_ids"].numel()
     real = int((batch["input_ids"] != pad_id).sum()) + int((batch["labels"] != -100).sum())
     return real, batch["input_ids"].numel() + batch["labels"].numel()
