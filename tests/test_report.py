@@ -28,6 +28,7 @@ from cfqa.report import plots
 from cfqa.report.aggregate import CONVERGED_WELL_FORMED_PCT, REPORT_SEED, aggregate
 from cfqa.report.document import build_document
 from cfqa.report.inputs import load_results
+from cfqa.report.mixtures import mixture_label
 from cfqa.report.render import render_html, render_markdown
 from cfqa.report.tables import mapping_table
 from cfqa.stages import report as report_stage
@@ -38,26 +39,32 @@ pytestmark = pytest.mark.slow   # the stages run once per session (stage_results
 VARIANTS = ("factual", "counterfactual", "empty", "random")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 STALLED = "stalled"             # trained for one step: does not learn the output format
+# stage_results trains on factual + counterfactual; this run of full fine-tuning adds answerability.
+WITH_A = "full_fcfa"
+EXTRA_METHODS = {STALLED: {"method": "lora", "train": {"max_steps": 1, "eval_every": 1}},
+                 WITH_A: {"method": "full", "train": {"mixture": ["factual", "counterfactual", "empty", "random"]}}}
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, stage_results):
-    """stage_results' data, backbones and runs, plus `stalled` (LoRA, one training step) for
-    every seed, trained and evaluated by the real stages."""
+    """stage_results' data, backbones and runs, plus `stalled` (LoRA, one training step) and
+    `full_fcfa` (full fine-tuning with answerability) for every seed, trained and evaluated by
+    the real stages."""
     root = tmp_path_factory.mktemp("report-runs")
     for part in ("data", "results", "models/base", "models/base_lm"):
         shutil.copytree(stage_results.root / part, root / part)
     extra = root / "stalled.yaml"
-    extra.write_text(yaml.safe_dump({"methods": {STALLED: {"method": "lora", "train": {"max_steps": 1, "eval_every": 1}}}}))
+    extra.write_text(yaml.safe_dump({"methods": EXTRA_METHODS}, sort_keys=False))
     params = [stage_results.params, extra]
     with working_directory(root):
-        for seed in stage_results.seeds:
-            model, results = (pattern.format(method=STALLED, seed=seed) for pattern in (RUN_MODEL, RUN_RESULTS))
-            args = ("--params", str(extra), "--method", STALLED, "--seed", str(seed), "--variants", "data/variants",
-                    "--models", "models")
-            stage("train", stage_results.params, *args, "--out", model, "--results", results)
-            stage("evaluate", stage_results.params, *args, "--model", model, "--results", results)
-    methods = (*stage_results.methods, STALLED)
+        for method in EXTRA_METHODS:
+            for seed in stage_results.seeds:
+                model, results = (pattern.format(method=method, seed=seed) for pattern in (RUN_MODEL, RUN_RESULTS))
+                args = ("--params", str(extra), "--method", method, "--seed", str(seed), "--variants",
+                        "data/variants", "--models", "models")
+                stage("train", stage_results.params, *args, "--out", model, "--results", results)
+                stage("evaluate", stage_results.params, *args, "--model", model, "--results", results)
+    methods = (*stage_results.methods, *EXTRA_METHODS)
     return {"root": root, "params": params, "methods": methods, "seeds": stage_results.seeds,
             "results": root / "results", "data_stats": root / "data" / "stats.json"}
 
@@ -209,15 +216,21 @@ def _expected_mark(difference, holm_p) -> str:
 
 def test_paired_differences_with_holm_and_marks(report, rebuilt):
     tables = _tables(report)
+    agg = aggregate(load_results(report["results"], report["methods"], report["seeds"]))
+    # The family: every converged method beside full (`stalled` never converges).
+    family = [m for m in report["methods"] if m != "full" and agg.convergence[m].converged]
+    assert "lora" in family and STALLED not in family
     marks = []
     for set_name in ("test", "seen"):
         rows = tables[f"Each method minus `full` on `{set_name}` (paired by seed and question)"]
         for variant in VARIANTS:
             for metric, array_key in (("contextual EM", "contextual"), ("parametric EM", "parametric")):
-                a, b = rebuilt[("lora", set_name, variant)][array_key], rebuilt[("full", set_name, variant)][array_key]
-                difference = statistics.paired_difference(a, b, seed=REPORT_SEED)
-                # The only converged method beside full: a family of one, Holm changes nothing.
-                holm = statistics.holm_adjust([difference.p_value])[0]
+                b = rebuilt[("full", set_name, variant)][array_key]
+                differences = {m: statistics.paired_difference(rebuilt[(m, set_name, variant)][array_key], b,
+                                                               seed=REPORT_SEED) for m in family}
+                tested = [m for m in family if not np.isnan(differences[m].p_value)]
+                adjusted = dict(zip(tested, statistics.holm_adjust([differences[m].p_value for m in tested])))
+                difference, holm = differences["lora"], adjusted.get("lora")
                 row = _row(rows, method="lora", variant=variant)
                 assert row[f"Δ {metric} (pp)"] == fmt.signed_interval(difference.difference, difference.low,
                                                                       difference.high)
@@ -234,7 +247,7 @@ def test_paired_differences_with_holm_and_marks(report, rebuilt):
 
 
 def test_holm_adjusts_within_each_family(runs, monkeypatch):
-    """With every method counted as converged, `lora` and `stalled` form each family."""
+    """With every method counted as converged, all methods but `full` form each family."""
     monkeypatch.setattr(aggregate_module, "CONVERGED_WELL_FORMED_PCT", -1.0)
     results = load_results(runs["results"], runs["methods"], runs["seeds"])
     agg = aggregate(results)
@@ -242,11 +255,14 @@ def test_holm_adjusts_within_each_family(runs, monkeypatch):
     for comparison in agg.comparisons:
         if comparison.method != "lora":
             continue
-        other = agg.comparison(STALLED, comparison.set, comparison.variant, comparison.metric)
-        if other is None or other.difference is None:
+        others = [agg.comparison(m, comparison.set, comparison.variant, comparison.metric)
+                  for m in (STALLED, WITH_A)]
+        if any(o is None or o.difference is None or np.isnan(o.difference.p_value) for o in others) \
+                or np.isnan(comparison.difference.p_value):
             continue
-        raw = [comparison.difference.p_value, other.difference.p_value]
-        assert [comparison.holm_p, other.holm_p] == pytest.approx(statistics.holm_adjust(raw).tolist())
+        family = [comparison, *others]
+        raw = [c.difference.p_value for c in family]
+        assert [c.holm_p for c in family] == pytest.approx(statistics.holm_adjust(raw).tolist())
         assert comparison.significant == (comparison.holm_p < 0.05 and (comparison.difference.low > 0
                                                                        or comparison.difference.high < 0))
         families += 1
@@ -255,15 +271,21 @@ def test_holm_adjusts_within_each_family(runs, monkeypatch):
 
 def test_type_comparisons_are_marked(report, rebuilt):
     rows = _tables(report)["Factual contextual EM by answer type on `test`: each method minus `full`"]
-    arrays = rebuilt[("lora", "test", "factual")]
-    for answer_type in sorted(set(arrays["types"])):
-        columns = arrays["types"] == answer_type
-        difference = statistics.paired_difference(arrays["contextual"][:, columns],
-                                                  rebuilt[("full", "test", "factual")]["contextual"][:, columns],
-                                                  seed=REPORT_SEED)
+    agg = aggregate(load_results(report["results"], report["methods"], report["seeds"]))
+    family = [m for m in report["methods"] if m != "full" and agg.convergence[m].converged]
+    reference = rebuilt[("full", "test", "factual")]
+    for answer_type in sorted(set(reference["types"])):
+        columns = reference["types"] == answer_type
+        differences = {m: statistics.paired_difference(rebuilt[(m, "test", "factual")]["contextual"][:, columns],
+                                                       reference["contextual"][:, columns], seed=REPORT_SEED)
+                       for m in family}
+        tested = [m for m in family if not np.isnan(differences[m].p_value)]
+        adjusted = dict(zip(tested, statistics.holm_adjust([differences[m].p_value for m in tested])))
+        difference, holm = differences["lora"], adjusted.get("lora")
         row = _row(rows, method="lora", **{"answer type": answer_type})
-        assert row["Holm p"] == fmt.p_value(difference.p_value)
-        assert row["vs `full`"] == _expected_mark(difference, difference.p_value)
+        assert row["Holm p"] == fmt.p_value(holm)
+        if holm is not None:
+            assert row["vs `full`"] == _expected_mark(difference, holm)
         assert _row(rows, method=STALLED, **{"answer type": answer_type})["vs `full`"] == "not converged: not compared"
 
 
@@ -538,3 +560,34 @@ def test_mapping_table_matrix_with_and_without_total():
     assert ints.rows == (("a", "1", "2", "3"), ("b", fmt.MISSING, "5", "5"))
     mixed = mapping_table("rates", "Rates", {"a": {"x": 0.5}})
     assert mixed.headers == ("", "x") and mixed.rows == (("a", "0.5"),)
+
+
+# ---- training mixture -----------------------------------------------------------------------
+
+def test_mixture_table_and_answerability_effect(report, rebuilt):
+    """`full` (f+cf) and `full_fcfa` (f+cf+a) differ only in the mixture: one mixture table, and
+    the effect of answerability as the paired difference of their contextual EM."""
+    tables = _tables(report)
+    mixtures = tables["Training mixture of `full` × `test` variant"]
+    assert [(row["mixture"], row["method"]) for row in mixtures] == [("f+cf", "`full`"), ("f+cf+a", f"`{WITH_A}`")]
+    results = load_results(report["results"], report["methods"], report["seeds"])
+    agg = aggregate(results)
+    for row, method in zip(mixtures, ("full", WITH_A)):
+        cell = agg.accuracy[(method, "test", "counterfactual", "contextual_em")]
+        assert row["counterfactual contextual EM (%)"] == _interval_text(cell)
+    effects = tables["Adding answerability (empty + random) to a mixture of `full`: contextual EM on `test`"]
+    assert [row["variant"] for row in effects] == ["factual", "counterfactual"]
+    for row in effects:
+        with_a, without = (rebuilt[(m, "test", row["variant"])]["contextual"] for m in (WITH_A, "full"))
+        d = statistics.paired_difference(with_a, without, seed=REPORT_SEED)
+        assert d.difference == pytest.approx(100 * float((with_a - without).mean()))
+        assert row["Δ contextual EM (pp)"] == fmt.signed_interval(d.difference, d.low, d.high)
+        assert row["runs compared"] == f"`{WITH_A}` − `full`" and row["seeds"] == str(len(report["seeds"]))
+        assert row["Holm p"] == fmt.p_value(d.p_value)     # one pair per variant: Holm leaves p as it is
+
+
+def test_mixture_labels():
+    assert mixture_label(["factual"]) == "f"
+    assert mixture_label(["factual", "counterfactual", "empty", "random"]) == "f+cf+a"
+    assert mixture_label(["factual", "empty", "random"]) == "f+a"
+    assert mixture_label(["factual", "counterfactual", "empty"]) == "f+cf+e"

@@ -10,6 +10,7 @@ from cfqa.report import formatting as fmt
 from cfqa.report import tables
 from cfqa.report.aggregate import CONVERGED_WELL_FORMED_PCT, Aggregates
 from cfqa.report.inputs import MethodResults
+from cfqa.report.mixtures import mixture_groups
 from cfqa.report.plots import FIGURE_CAPTIONS
 from cfqa.report.tables import Table
 
@@ -187,6 +188,17 @@ def build_document(results: list[MethodResults], agg: Aggregates, stats: dict[st
         tables=tuple(tables.by_type_table(results, agg, s) for s in sets)
         + (tuple(tables.type_comparison_table(agg, s) for s in sets) if agg.reference else ()),
     )
+    groups = mixture_groups(results, agg)
+    mixture = Section(
+        title="Training mixture",
+        paragraphs=(("Runs of one method that differ only in the training mixture, laid out as "
+                     "DisentQA's results table, then the effect of adding answerability.",) if groups else
+                    ("Every run uses one training mixture per method. The mixture ablation (f, f+cf, f+a, "
+                     "f+cf+a for full fine-tuning) runs with the profile workflow/profiles/mixtures/; its "
+                     "report shows the table here.",)),
+        tables=tuple(t for g in groups for t in (tables.mixture_table(g, agg),)
+                     + ((tables.answerability_effect_table(g),) if g.effects else ())),
+    )
     stalled = [r.name for r in results if not agg.convergence[r.name].converged]
     convergence = Section(
         title="Convergence",
@@ -216,5 +228,5 @@ def build_document(results: list[MethodResults], agg: Aggregates, stats: dict[st
     return ReportDocument(
         title="Counterfactual QA: context vs memory, PEFT vs full fine-tuning",
         sections=(intro, findings_section(results, agg), accuracy, comparison, memorization, by_type,
-                  convergence, efficiency, data, limitations),
+                  mixture, convergence, efficiency, data, limitations),
     )

@@ -1,0 +1,129 @@
+"""The training-mixture ablation, as DisentQA reports it: runs of one registry method that
+differ only in `train.mixture` (f = factual, cf = counterfactual, a = answerability: the empty
+and random variants), their accuracies per test variant, and the effect of adding
+answerability to a mixture as a paired difference on the same questions and seeds.
+
+A params.yaml entry such as `full_fcf: {method: full, train: {mixture: [factual,
+counterfactual]}}` is one mixture run; the profile workflow/profiles/mixtures/ adds them.
+Pure: computed from loaded results and the report's aggregates."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from cfqa import statistics
+from cfqa.report.aggregate import CONFIDENCE, REPORT_SEED, Aggregates
+from cfqa.report.inputs import MethodResults
+
+ANSWERABILITY = ("empty", "random")       # DisentQA's "a": no context, another question's context
+ABBREVIATIONS = {"factual": "f", "counterfactual": "cf", "empty": "e", "random": "r"}
+EFFECT_SET = "test"
+EFFECT_VARIANTS = ("factual", "counterfactual")   # answerable contexts: where a could cost accuracy
+
+
+@dataclass(frozen=True)
+class MixtureRun:
+    method: str                    # the params.yaml key
+    mixture: tuple[str, ...]
+    label: str                     # f+cf+a
+    steps: int                     # configured max_steps
+
+
+@dataclass(frozen=True)
+class AnswerabilityEffect:
+    """`with_a` minus `without_a` (the same mixture without empty and random) on one variant."""
+
+    with_a: str
+    without_a: str
+    variant: str
+    difference: statistics.Difference
+    holm_p: float
+
+    @property
+    def significant(self) -> bool:
+        d = self.difference
+        return bool(self.holm_p < 1 - d.confidence and not math.isnan(d.low) and (d.low > 0 or d.high < 0))
+
+
+@dataclass(frozen=True)
+class MixtureGroup:
+    registry_method: str
+    runs: tuple[MixtureRun, ...]
+    effects: tuple[AnswerabilityEffect, ...]
+
+
+def mixture_label(mixture: Sequence[str]) -> str:
+    """f, f+cf, f+a, f+cf+a: DisentQA's names; e or r alone when only one of the pair is in."""
+    parts = [ABBREVIATIONS.get(v, v) for v in mixture if v not in ANSWERABILITY or
+             not set(ANSWERABILITY) <= set(mixture)]
+    if set(ANSWERABILITY) <= set(mixture):
+        parts.append("a")
+    return "+".join(parts)
+
+
+def _train_settings(result: MethodResults) -> dict[str, Any]:
+    return dict(result.runs[0].train.run.params.get("train", {}))
+
+
+# Not compared: the mixture itself, and the learning rate, which `tune` chooses for each run
+# on its own mixture (a mixture is compared at its own best rate, as DisentQA tuned each).
+FREE_SETTINGS = ("mixture", "lr")
+
+
+def _others(result: MethodResults) -> tuple:
+    """Everything that must match for two runs to differ only in their mixture."""
+    params = result.runs[0].train.run.params
+    train = {k: v for k, v in _train_settings(result).items() if k not in FREE_SETTINGS}
+    return (result.registry_method, result.backbone, repr(sorted(train.items())),
+            repr(sorted(params.get("options", {}).items())), result.seeds)
+
+
+def mixture_groups(results: Sequence[MethodResults], agg: Aggregates) -> list[MixtureGroup]:
+    """One group per registry method with runs of at least two different mixtures."""
+    by_method: dict[str, list[MethodResults]] = {}
+    for r in results:
+        by_method.setdefault(r.registry_method, []).append(r)
+    groups = []
+    for registry_method, members in by_method.items():
+        runs = []
+        for r in members:
+            train = _train_settings(r)
+            mixture = tuple(train.get("mixture", ()))
+            runs.append(MixtureRun(method=r.name, mixture=mixture, label=mixture_label(mixture),
+                                   steps=int(train.get("max_steps", r.runs[0].train.steps))))
+        if len({run.mixture for run in runs}) < 2:
+            continue
+        groups.append(MixtureGroup(registry_method=registry_method, runs=tuple(runs),
+                                   effects=_effects(members, runs, agg)))
+    return groups
+
+
+def _effects(members: list[MethodResults], runs: list[MixtureRun], agg: Aggregates) -> tuple[AnswerabilityEffect, ...]:
+    """Paired differences with − without answerability, for every pair that differs in nothing
+    else; Holm within each variant's family."""
+    by_name = {r.name: r for r in members}
+    pairs = []
+    for with_a in runs:
+        if not set(ANSWERABILITY) <= set(with_a.mixture):
+            continue
+        base = tuple(v for v in with_a.mixture if v not in ANSWERABILITY)
+        for without in runs:
+            if without.mixture == base and _others(by_name[with_a.method]) == _others(by_name[without.method]):
+                pairs.append((with_a.method, without.method))
+    if agg.arrays is None:
+        return ()
+    effects = []
+    for variant in EFFECT_VARIANTS:
+        family = []
+        for with_a, without in pairs:
+            a = agg.arrays.outcomes.get((with_a, EFFECT_SET, variant))
+            b = agg.arrays.outcomes.get((without, EFFECT_SET, variant))
+            if a is None or b is None or a.contextual is None or b.contextual is None or a.contextual.shape[1] == 0:
+                continue
+            family.append((with_a, without, statistics.paired_difference(
+                a.contextual, b.contextual, confidence=CONFIDENCE, seed=REPORT_SEED)))
+        adjusted = statistics.holm_adjust([d.p_value for _, _, d in family]).tolist() if family else []
+        effects += [AnswerabilityEffect(with_a=w, without_a=o, variant=variant, difference=d, holm_p=p)
+                    for (w, o, d), p in zip(family, adjusted)]
+    return tuple(effects)
