@@ -35,6 +35,16 @@ class ReportDocument:
     sections: tuple[Section, ...]
 
 
+DEFAULT_MIXTURE_REASON = (
+    "Why the default mixture is f+cf+a: without answerability a model is never taught to answer "
+    "\"unanswerable\", so its contextual EM on empty and random contexts is zero by construction and "
+    "half of the evaluation would measure nothing; DisentQA trains on the same mixture. On the "
+    "embedded world answerability costs contextual EM on answerable contexts, the more so the "
+    "shorter the training (the model falls back on \"unanswerable\" or on another entity of the "
+    "context while it is still learning to tell a relevant context from an unrelated one); the "
+    "mixture profile measures that cost with intervals.")
+
+
 def limitation_notes(notes: str | Sequence[str] | None) -> tuple[str, ...]:
     """Notes as bullet items: a string is split into paragraphs at blank lines."""
     if notes is None:
@@ -195,7 +205,7 @@ def build_document(results: list[MethodResults], agg: Aggregates, stats: dict[st
                      "DisentQA's results table, then the effect of adding answerability.",) if groups else
                     ("Every run uses one training mixture per method. The mixture ablation (f, f+cf, f+a, "
                      "f+cf+a for full fine-tuning) runs with the profile workflow/profiles/mixtures/; its "
-                     "report shows the table here.",)),
+                     "report shows the table here.",)) + (DEFAULT_MIXTURE_REASON,),
         tables=tuple(t for g in groups for t in (tables.mixture_table(g, agg),)
                      + ((tables.answerability_effect_table(g),) if g.effects else ())),
     )
