@@ -312,7 +312,7 @@ def test_gpt_neo_profile_methods_build_on_gpt_neo_with_their_closed_form_counts(
     import yaml
     from cfqa.config import PROJECT_ROOT
 
-    profile = PROJECT_ROOT / "workflow/profiles/gpt-neo-125m/params.pending.yaml"
+    profile = PROJECT_ROOT / "workflow/profiles/gpt-neo-125m/params.yaml"
     raw = yaml.safe_load(profile.read_text(encoding="utf-8"))
     assert raw["pretrain"]["family"] == "gpt_neo"
     kept = {name for name, block in raw["methods"].items() if block is not None}

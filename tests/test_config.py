@@ -212,3 +212,43 @@ def test_memory_knobs_name_the_values_and_the_method_block():
                            f"{train.grad_accum_steps}, train.gradient_checkpointing "
                            f"{str(train.gradient_checkpointing).lower()}: lower train.batch_size")
     assert text.endswith("in methods.lora.train")
+
+
+def test_a_null_method_entry_removes_the_method_after_merging(tmp_path, raw_params):
+    removal = write_yaml(tmp_path / "drop.yaml", {"methods": {"lst": None, "prefix": None}})
+    cfg = load([PARAMS, removal])
+    assert list(cfg.methods) == [m for m in raw_params["methods"] if m not in ("lst", "prefix")]
+    # Snakemake merges --configfile the same way (a null value stays): the same check passes.
+    config_module.validate_config(deep_merge(raw_params, {"methods": {"lst": None}}), [PARAMS])
+    everything = write_yaml(tmp_path / "none.yaml", {"methods": dict.fromkeys(raw_params["methods"])})
+    with pytest.raises(ConfigError, match=r"methods: every method is removed \(null\); keep at least one"):
+        load([PARAMS, everything])
+
+
+def test_pretrain_family_is_required_and_one_of_t5_or_gpt_neo(tmp_path, raw_params):
+    assert load([PARAMS]).pretrain.family == raw_params["pretrain"]["family"] == "t5"
+    bad = write_yaml(tmp_path / "family.yaml", {"pretrain": {"family": "llama"}})
+    with pytest.raises(ConfigError, match=r"family\.yaml: pretrain\.family: 'llama' is not one of \['t5', 'gpt_neo'\]"):
+        load([PARAMS, bad])
+    missing = {**raw_params, "pretrain": {k: v for k, v in raw_params["pretrain"].items() if k != "family"}}
+    with pytest.raises(ConfigError, match=r"pretrain: 'family' is a required property"):
+        config_module.from_dict(missing)
+
+
+def test_a_gpt_neo_backbone_rejects_seq2seq_only_methods_on_their_key(tmp_path):
+    causal = write_yaml(tmp_path / "causal.yaml", {"pretrain": {"family": "gpt_neo", "vocab_size": 300}})
+    with pytest.raises(ConfigError) as caught:
+        load([PARAMS, causal])
+    lines = str(caught.value).splitlines()[1:]
+    assert [line.split(": ")[1] for line in lines] == ["methods.prefix", "methods.lst"]
+    assert lines[0].strip().startswith(f"{PARAMS}: methods.prefix: pretrain.family is gpt_neo: method 'prefix' "
+                                       "cannot be applied to a causal model")
+    dropped = write_yaml(tmp_path / "dropped.yaml", {"methods": {"prefix": None, "lst": None}})
+    assert load([PARAMS, causal, dropped]).pretrain.family == "gpt_neo"
+
+
+def test_an_embedded_gpt_neo_needs_a_byte_level_vocabulary(tmp_path):
+    small = write_yaml(tmp_path / "small.yaml", {"pretrain": {"family": "gpt_neo", "vocab_size": 257},
+                                                 "methods": {"prefix": None, "lst": None}})
+    with pytest.raises(ConfigError, match=r"small\.yaml: pretrain\.vocab_size: .*must be >= 258 .*got 257"):
+        load([PARAMS, small])

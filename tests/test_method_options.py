@@ -46,7 +46,17 @@ def test_params_and_every_profile_load_typed_options(paths):
     cfg = load([PARAMS, *paths])
     for method in cfg.methods.values():
         assert type(method.options) is METHOD_OPTIONS[method.method]
-    assert cfg.methods["lora"].options.target_modules == ("q", "v")
+    # A profile may aim LoRA elsewhere (another architecture's module names) or remove it.
+    profile_lora = (read_params(paths).get("methods") or {}).get("lora", {})
+    if profile_lora is not None and "target_modules" not in (profile_lora.get("options") or {}):
+        assert cfg.methods["lora"].options.target_modules == ("q", "v")
+
+
+def test_gpt_neo_profile_targets_gpt_neo_modules_and_drops_seq2seq_methods():
+    cfg = load([PARAMS, PROJECT_ROOT / "workflow" / "profiles" / "gpt-neo-125m" / "params.yaml"])
+    assert cfg.pretrain.family == "gpt_neo"
+    assert list(cfg.methods) == ["last_layer", "lora", "prompt"]
+    assert cfg.methods["lora"].options.target_modules == ("q_proj", "k_proj", "v_proj", "out_proj", "c_fc", "c_proj")
 
 
 def test_profile_overrides_reach_the_typed_options():

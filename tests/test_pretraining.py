@@ -32,7 +32,7 @@ UNK_ID = 2
 
 
 def pretrain_config(**overrides) -> PretrainConfig:
-    values = dict(hub_id=None, lm_adapted_hub_id=None, seed=0, threads=1, vocab_size=VOCAB, d_model=32,
+    values = dict(family="t5", hub_id=None, lm_adapted_hub_id=None, seed=0, threads=1, vocab_size=VOCAB, d_model=32,
                   num_layers=1, num_decoder_layers=1, num_heads=4, d_ff=64, max_length=32, batch_size=16,
                   steps=30, lr=0.01, noise_density=0.15, mean_noise_span_length=3.0, lm_adapt_steps=0)
     values.update(overrides)

@@ -1,11 +1,11 @@
-"""Scores of one method over hand-built prediction records: per-variant EM/F1, the
+"""Scores of one method over hand-built prediction records: per-variant EM/F1/ROUGE, the
 unanswerable rate, memorization shares and the most-frequent-answer baseline."""
 from __future__ import annotations
 
 import pytest
 
-from cfqa.evaluation.scoring import (baseline_scores, gold_contextual, memorization, most_frequent_answers,
-                                     prediction_record, score_records, score_set)
+from cfqa.evaluation.scoring import (baseline_scores, best_rouge, gold_contextual, memorization,
+                                     most_frequent_answers, prediction_record, score_records, score_set)
 from cfqa.contract import Memorization, PredictionRow, TypeScores
 from cfqa.formats import UNANSWERABLE
 
@@ -55,6 +55,37 @@ def test_score_records_by_hand():
     # A missing parametric answer counts as wrong; "boston" vs "new york" has F1 0.
     assert scores.parametric_em_pct == pytest.approx(50.0)
     assert scores.parametric_f1_pct == pytest.approx(50.0)
+
+
+@pytest.mark.parametrize("prediction, golds, expected", [
+    # tokens [the, lyon] vs [lyon]: unigrams P 1/2 R 1; no gold bigram; LCS 1
+    ("the Lyon", ["Lyon"], (2 / 3, 0.0, 2 / 3)),
+    # best gold "new york": unigrams P 2/3 R 1 (F 0.8); bigrams P 1/2 R 1; LCS 2 (the "york" gold: F1 0.5)
+    ("new york city", ["york", "new york"], (0.8, 2 / 3, 0.8)),
+    # punctuation and case are not tokens
+    ("New York-City", ["new york city"], (1.0, 1.0, 1.0)),
+    # unigrams P 3/4 R 1; bigrams {new york} of 3 and 2: P 1/3 R 1/2; LCS "new york": P 2/4 R 2/3
+    ("city of new york", ["new york city"], (6 / 7, 0.4, 4 / 7)),
+    ("", ["Lyon"], (0.0, 0.0, 0.0)),
+    ("Lyon", [], (0.0, 0.0, 0.0)),
+])
+def test_rouge_f_measure_by_hand(prediction, golds, expected):
+    scores = best_rouge(prediction, golds)
+    assert (scores["rouge1"], scores["rouge2"], scores["rougeL"]) == pytest.approx(expected)
+
+
+def test_rouge_in_percent_averaged_over_records():
+    records = [
+        record("factual", "new york city", None, ["york", "new york"], ["new york"]),
+        record("factual", "city of new york", None, ["new york city"], ["new york city"]),
+        record("empty", "unanswerable", None, [UNANSWERABLE], ["Lyon"]),
+    ]
+    scores = score_records(records, "single")
+    assert scores.contextual_rouge1_pct == pytest.approx(100 * (0.8 + 6 / 7 + 1) / 3)
+    assert scores.contextual_rouge2_pct == pytest.approx(100 * (2 / 3 + 0.4 + 0) / 3)   # one token: no bigram
+    assert scores.contextual_rouge_l_pct == pytest.approx(100 * (0.8 + 4 / 7 + 1) / 3)
+    empty = score_records([], "single")
+    assert (empty.contextual_rouge1_pct, empty.contextual_rouge2_pct, empty.contextual_rouge_l_pct) == (None,) * 3
 
 
 def test_score_records_without_parametric_answers():
@@ -147,3 +178,15 @@ def test_well_formed_share_in_scores():
                           substitute=None)
             for text in ("contextual: Paris parametric: Paris", "A A A", "contextual: x parametric: y", "")]
     assert score_records(rows, "disentangled").well_formed_pct == 50.0
+
+
+def test_variant_scores_written_before_rouge_still_read():
+    import msgspec
+
+    from cfqa.contract import VariantScores
+
+    older = (b'{"n": 2, "contextual_em_pct": 50.0, "contextual_f1_pct": 75.0, "contextual_lenient_pct": 50.0, '
+             b'"unanswerable_pct": 0.0, "well_formed_pct": 100.0, "parametric_em_pct": null, '
+             b'"parametric_f1_pct": null}')
+    scores = msgspec.json.decode(older, type=VariantScores)
+    assert scores.contextual_em_pct == 50.0 and scores.contextual_rouge_l_pct is None

@@ -1,4 +1,4 @@
-"""The fine-tuning loop on a tiny T5: the loss falls, early stopping keeps the best
+"""The fine-tuning loop on a tiny T5 (and a tiny GPT-Neo): the loss falls, early stopping keeps the best
 validation weights, and a run killed after a checkpoint resumes to the same weights as an
 uninterrupted run (a checkpoint with another fingerprint is ignored)."""
 from __future__ import annotations
@@ -149,7 +149,8 @@ def test_the_loop_trains_on_length_grouped_batches_in_their_order(tmp_path, monk
     monkeypatch.setattr(batches_module, "GROUP_BATCHES", 25)
     seen = []
     collate = training_loop.collate
-    monkeypatch.setattr(training_loop, "collate", lambda batch, pad: seen.append(batch) or collate(batch, pad))
+    monkeypatch.setattr(training_loop, "collate",
+                        lambda batch, pad, family: seen.append(batch) or collate(batch, pad, family))
     run(build("full"), data, data[:4], cfg, tmp_path / "ckpt")
     grouped = LengthGroupedBatches(data, cfg.batch_size, cfg.seed)
     assert seen[:8] == [grouped(i) for i in range(8)]
@@ -214,3 +215,35 @@ def test_a_checkpoint_resumes_only_on_the_same_backbone_data_and_seed():
     assert resume_fingerprint(method, "data", "backbone") == same
     assert resume_fingerprint(method, "data", "another backbone") != same
     assert resume_fingerprint(method, "other data", "backbone") != same
+
+
+def tiny_gpt_neo(seed: int = 0):
+    from transformers import GPTNeoConfig, GPTNeoForCausalLM
+
+    torch.manual_seed(seed)
+    config = GPTNeoConfig(vocab_size=100, max_position_embeddings=64, hidden_size=32, num_layers=2, num_heads=4,
+                          attention_types=[[["global"], 2]], intermediate_size=64, embed_dropout=0.0,
+                          attention_dropout=0.0, resid_dropout=0.0, bos_token_id=EOS, eos_token_id=EOS,
+                          pad_token_id=PAD)
+    return GPTNeoForCausalLM(config)
+
+
+def test_a_causal_model_trains_and_validates_on_causal_batches(tmp_path):
+    """A decoder-only model reads input + target as one sequence with the loss on the target:
+    the loop and the validation loss lay batches out by the model's family."""
+    from cfqa.model_family import ModelFamily
+    from cfqa.training.batches import collate
+
+    data = reverse_task()
+    model = tiny_gpt_neo()
+    accelerator = make_accelerator(train_config())
+    with torch.no_grad():
+        batch = collate(data, PAD, ModelFamily.CAUSAL)
+        expected = float(model.eval()(**batch).loss)     # one batch: the mean over every target token
+    assert validation_loss(model, data, len(data), PAD, accelerator) == pytest.approx(expected, rel=1e-5)
+
+    cfg = train_config(max_steps=30, eval_every=10)
+    result = run(model, data, data[:8], cfg, tmp_path / "ckpt")
+    losses = [p["train_loss"] for p in result.state.curve]
+    assert result.state.step == 30 and losses[-1] < 0.8 * losses[0]
+    assert result.state.best_val_loss < expected

@@ -108,9 +108,11 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
             (PREPARED, PathArg("entities", "entities directory (stage entities)", "dir"),
              PathArg("out", "variants directory to write", "out"),
              PathArg("stats", "data statistics JSON to write", "out"))),
-    Command("pretrain", "tokenizer + tiny T5 (or a hub model) saved as safetensors",
-            "Trains the sentencepiece tokenizer and pretrains the tiny T5 with span corruption, then an "
-            "LM-adapted copy; with pretrain.hub_id set, saves those hub models instead.",
+    Command("pretrain", "tokenizer + tiny base model of pretrain.family (or a hub model) saved as safetensors",
+            "pretrain.family t5: trains a sentencepiece tokenizer and pretrains a tiny T5 with span "
+            "corruption, then an LM-adapted copy; gpt_neo: trains a byte-level BPE tokenizer and "
+            "pretrains a tiny GPT-Neo on next-token prediction (its --out-lm directory is a copy). "
+            "With pretrain.hub_id set, saves those hub models instead.",
             (RAW, PathArg("out", "base model directory to write", "out"),
              PathArg("out-lm", "LM-adapted base model directory to write", "out"))),
     Command("tune", "choose one method's learning rate on the validation set (short runs on a grid)",

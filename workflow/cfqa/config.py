@@ -1,14 +1,16 @@
 """The one typed configuration, built from params.yaml (plus optional override files).
 
 Every default lives in params.yaml; this module only types, merges and validates. Files
-given later override earlier ones key by key (a profile's params.yaml on top of the default).
+given later override earlier ones key by key (a profile's params.yaml on top of the default);
+a `methods` entry set to null in a later file removes that method.
 
 Two checks, both when the configuration loads: the JSON schema (the one Snakemake's
 `validate()` uses: shape, names, ranges) and then the typed dataclasses below and each
 method's options class (cfqa.methods.options), validated by pydantic. The second pass is
 what the schema cannot say: an int is not 16.0 or true (JSON Schema counts 16.0 as an
 integer), numbers are finite (it accepts NaN and infinity), and a method's options are the
-ones its class declares. `validate_config` is the entry point for Snakemake's parse.
+ones its class declares, and each method applies to the family of the base model
+(`pretrain.family`). `validate_config` is the entry point for Snakemake's parse.
 """
 from __future__ import annotations
 
@@ -25,7 +27,9 @@ import jsonschema
 import yaml
 from pydantic import StrictBool, StrictInt, StrictStr, TypeAdapter, ValidationError, with_config
 
+from cfqa.methods.families import UnsupportedFamily, check_method_family
 from cfqa.methods.options import METHOD_OPTIONS, TYPED, MethodOptions, Number, options_record
+from cfqa.model_family import ModelFamily
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_PATH = PROJECT_ROOT / "workflow" / "schemas" / "params.schema.yaml"
@@ -35,6 +39,11 @@ DEFAULT_PARAMS = Path("params.yaml")
 # outputs go to models/<method key>/seed<seed>/, so no method key may be one of these directories.
 BACKBONE_DIRS = {"base": "base", "lm_adapted": "base_lm"}
 RESERVED_METHOD_KEYS = tuple(sorted(BACKBONE_DIRS.values()))
+
+# `pretrain.family` -> the model family its base model belongs to.
+PRETRAIN_FAMILIES = {"t5": ModelFamily.SEQ2SEQ, "gpt_neo": ModelFamily.CAUSAL}
+# A byte-level BPE vocabulary holds the 256 bytes, eos and pad before any merge.
+BYTE_LEVEL_MIN_VOCABULARY = 258
 
 Source = str | Callable[[tuple], str]
 
@@ -118,6 +127,7 @@ class CounterfactualConfig:
 @with_config(TYPED)
 @dataclass(frozen=True)
 class PretrainConfig:
+    family: Literal["t5", "gpt_neo"]   # the base model `cfqa pretrain` builds (or hub_id loads)
     hub_id: StrictStr | None
     lm_adapted_hub_id: StrictStr | None
     seed: StrictInt
@@ -430,10 +440,45 @@ def method_configs(raw: dict) -> tuple[dict[str, MethodConfig], list]:
     return methods, errors
 
 
+def without_removed_methods(raw: dict) -> dict:
+    """`raw` without the `methods` entries set to null: a later file (a profile) removes a
+    method of an earlier one that way, after the files are merged."""
+    methods = raw.get("methods")
+    if not isinstance(methods, dict) or all(block is not None for block in methods.values()):
+        return raw
+    return {**raw, "methods": {name: block for name, block in methods.items() if block is not None}}
+
+
+def family_errors(raw: dict) -> list[tuple[tuple, str]]:
+    """What the base model's family rules out: methods that do not apply to it, and (for the
+    embedded GPT-Neo) a vocabulary below byte-level BPE's minimum."""
+    pretrain = raw["pretrain"]
+    family = PRETRAIN_FAMILIES[pretrain["family"]]
+    errors = []
+    for name, block in raw["methods"].items():
+        method = block.get("method", name)
+        if method not in METHOD_OPTIONS:
+            continue                      # reported by _method_config
+        try:
+            check_method_family(method, family)
+        except UnsupportedFamily as error:
+            errors.append((("methods", name), f"pretrain.family is {pretrain['family']}: {error}; remove the "
+                                              f"method (`{name}: null` in a later params file)"))
+    if (family is ModelFamily.CAUSAL and pretrain["hub_id"] is None
+            and pretrain["vocab_size"] < BYTE_LEVEL_MIN_VOCABULARY):
+        errors.append((("pretrain", "vocab_size"),
+                       f"pretrain.family gpt_neo trains a byte-level BPE vocabulary: vocab_size must be >= "
+                       f"{BYTE_LEVEL_MIN_VOCABULARY} (256 bytes + eos + pad), got {pretrain['vocab_size']}"))
+    return errors
+
+
 def from_dict(raw: dict, source: Source = "params") -> Config:
     """The typed configuration; ConfigError listing every problem, each with its file and key."""
     validate(raw, source)
-    sections, errors = {}, []
+    raw = without_removed_methods(raw)
+    if not raw["methods"]:
+        _raise([(("methods",), "every method is removed (null); keep at least one")], source)
+    sections, errors = {}, family_errors(raw)
     for f in dataclasses.fields(Config):
         if f.name not in ("methods", "seeds"):
             cls = typing.get_type_hints(Config)[f.name]

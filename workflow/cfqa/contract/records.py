@@ -134,6 +134,11 @@ class VariantScores(Record):
     well_formed_pct: float | None          # generation has every answer line the target format asks
     parametric_em_pct: float | None
     parametric_f1_pct: float | None
+    # ROUGE F-measure of the contextual answer, best over the gold answers (rouge-score's
+    # tokenizer, no stemming). Defaults keep metrics.json files written before them readable.
+    contextual_rouge1_pct: float | None = None
+    contextual_rouge2_pct: float | None = None
+    contextual_rouge_l_pct: float | None = None
 
 
 class TypeScores(Record):

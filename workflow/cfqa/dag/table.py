@@ -18,7 +18,11 @@ class Dimension:
     prefix: str = ""
 
     def values(self, params: dict) -> list[str]:
-        return [str(value) for value in params[self.params_key]]
+        entries = params[self.params_key]
+        if isinstance(entries, dict):
+            # A null entry is a method a later params file removed: no value of the dimension.
+            return [str(key) for key, value in entries.items() if value is not None]
+        return [str(value) for value in entries]
 
     @property
     def segment(self) -> str:
@@ -125,7 +129,7 @@ PACKAGE = "workflow/cfqa"
 COMMON_CODE: tuple[str, ...] = (
     "__init__.py", "cli.py", "config.py", "atomic_io.py", "logs.py", "progress.py",
     "stages/__init__.py", "../schemas/params.schema.yaml",
-    "methods/__init__.py", "methods/base.py", "methods/options.py",
+    "methods/__init__.py", "methods/base.py", "methods/options.py", "methods/families.py", "model_family.py",
 )
 REPORT_FIGURES = ("contextual_em", "memorization_ratio", "accuracy_vs_cost", "training_curves")
 

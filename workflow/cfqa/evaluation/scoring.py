@@ -3,8 +3,11 @@ counterfactual contexts, and the most-frequent-answer baseline. Pure functions o
 results are the typed records of cfqa.contract, every share in percent (`_pct`)."""
 from __future__ import annotations
 
+import functools
 from collections import Counter, defaultdict
 from typing import Iterable
+
+from rouge_score import rouge_scorer
 
 from cfqa.answer_metrics import (best_f1, exact_match, lenient_match, memorization_class,
                                  memorization_ratio, normalize_answer)
@@ -34,12 +37,32 @@ def _percent(values: list[float]) -> float | None:
     return 100.0 * sum(values) / len(values) if values else None
 
 
+ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
+
+
+@functools.cache
+def _rouge() -> rouge_scorer.RougeScorer:
+    # rouge-score's own tokenizer (lower case; runs of ASCII letters and digits), as published
+    # ROUGE numbers use it; no stemming, so "American" and "Americans" stay different answers.
+    return rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=False)
+
+
+def best_rouge(prediction: str, golds: list[str]) -> dict[str, float]:
+    """ROUGE-1, ROUGE-2 and ROUGE-L F-measures (0-1) of `prediction` against the gold answer
+    that scores best, per type (rouge-score's score_multi); 0 with no gold answer."""
+    if not golds:
+        return dict.fromkeys(ROUGE_TYPES, 0.0)
+    scores = _rouge().score_multi(golds, prediction)
+    return {kind: scores[kind].fmeasure for kind in ROUGE_TYPES}
+
+
 def score_records(records: list[PredictionRow], target_format: str) -> VariantScores:
     has_parametric = any(r.parametric is not None for r in records)
     parametric_em = parametric_f1 = None
     if has_parametric:
         parametric_em = _percent([exact_match(r.parametric or "", r.gold_parametric) for r in records])
         parametric_f1 = _percent([best_f1(r.parametric or "", r.gold_parametric) for r in records])
+    rouge = [best_rouge(r.contextual, r.gold_contextual) for r in records]
     return VariantScores(
         n=len(records),
         contextual_em_pct=_percent([exact_match(r.contextual, r.gold_contextual) for r in records]),
@@ -48,6 +71,9 @@ def score_records(records: list[PredictionRow], target_format: str) -> VariantSc
         unanswerable_pct=_percent([normalize_answer(r.contextual) == UNANSWERABLE for r in records]),
         parametric_em_pct=parametric_em, parametric_f1_pct=parametric_f1,
         well_formed_pct=_percent([is_well_formed(r.prediction, target_format) for r in records]),
+        contextual_rouge1_pct=_percent([scores["rouge1"] for scores in rouge]),
+        contextual_rouge2_pct=_percent([scores["rouge2"] for scores in rouge]),
+        contextual_rouge_l_pct=_percent([scores["rougeL"] for scores in rouge]),
     )
 
 

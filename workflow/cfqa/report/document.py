@@ -162,7 +162,8 @@ def build_document(results: list[MethodResults], agg: Aggregates, stats: dict[st
     intro = Section(
         title="Overview",
         paragraphs=(
-            "Does a fine-tuned T5 answer from the context or from memory, and how do "
+            "Does a fine-tuned language model (T5 or GPT-Neo, see the backbone below) answer from the context "
+            "or from memory, and how do "
             "parameter-efficient methods compare with full fine-tuning? Each question is asked "
             "with its factual context, a counterfactual context (the answer replaced by another "
             "answer of the same type), no context (empty) and another question's context "

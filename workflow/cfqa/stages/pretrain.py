@@ -1,14 +1,17 @@
 """Stage `pretrain`: the base model every method fine-tunes, saved with save_pretrained
 (safetensors) together with its tokenizer.
 
-Embedded default: a sentencepiece tokenizer and a tiny T5 pretrained here with span
-corruption on the world's corpus, then an LM-adapted copy (prefix-LM continuation, as in
-Lester et al.'s prompt-tuning backbone). Real runs: `pretrain.hub_id` (and
-`pretrain.lm_adapted_hub_id`) name hub models instead.
+Embedded default (`pretrain.family`): `t5`, a sentencepiece tokenizer and a tiny T5
+pretrained here with span corruption on the world's corpus, then an LM-adapted copy
+(prefix-LM continuation, as in Lester et al.'s prompt-tuning backbone); `gpt_neo`, a
+byte-level BPE tokenizer and a tiny GPT-Neo pretrained with the next-token objective, whose
+LM-adapted backbone is the same model (a causal LM already is a language model). Real runs:
+`pretrain.hub_id` (and `pretrain.lm_adapted_hub_id`) name hub models instead.
 """
 from __future__ import annotations
 
 import copy
+import shutil
 import time
 from pathlib import Path
 
@@ -16,9 +19,11 @@ import numpy as np
 import torch
 
 from cfqa.atomic_io import atomic_dir, write_json
-from cfqa.config import Config, PretrainConfig
+from cfqa.config import PRETRAIN_FAMILIES, Config, ConfigError, PretrainConfig
 from cfqa.logs import get_logger
+from cfqa.model_family import ModelFamily, family_of
 from cfqa.pretraining import loop
+from cfqa.pretraining.causal_lm import pretrain_causal_lm
 from cfqa.pretraining.model import new_tiny_t5
 from cfqa.pretraining.tokenizer import EXTRA_IDS, load_t5_tokenizer, train_sentencepiece
 from cfqa.training.optimization import seed_everything
@@ -31,17 +36,29 @@ def run(cfg: Config, raw: Path, out: Path, out_lm: Path) -> None:
     torch.set_num_threads(cfg.pretrain.threads)
     if cfg.pretrain.hub_id:
         save_hub_models(cfg.pretrain, out, out_lm)
+    elif cfg.pretrain.family == "gpt_neo":
+        pretrain_embedded_causal(cfg.pretrain, raw / CORPUS, out, out_lm)
     else:
         pretrain_embedded(cfg.pretrain, raw / CORPUS, out, out_lm)
 
 
 def save_hub_models(cfg: PretrainConfig, out: Path, out_lm: Path) -> None:
-    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
     for hub_id, target in ((cfg.hub_id, out), (cfg.lm_adapted_hub_id or cfg.hub_id, out_lm)):
         log.info("loading %s from the hub (safetensors only)", hub_id)
-        model = AutoModelForSeq2SeqLM.from_pretrained(hub_id, use_safetensors=True)
+        # The checkpoint's config says its family; the model name never does.
+        family = family_of(AutoConfig.from_pretrained(hub_id))
+        if family is not PRETRAIN_FAMILIES[cfg.family]:
+            raise ConfigError(f"pretrain.family: {cfg.family} is the {PRETRAIN_FAMILIES[cfg.family].value} family, but "
+                              f"the hub model {hub_id!r} is a {family.value} model (its config says so); set "
+                              f"pretrain.family to match the model")
+        auto = AutoModelForSeq2SeqLM if family is ModelFamily.SEQ2SEQ else AutoModelForCausalLM
+        model = auto.from_pretrained(hub_id, use_safetensors=True)
         tokenizer = AutoTokenizer.from_pretrained(hub_id)
+        if tokenizer.pad_token is None:
+            # GPT-style hub tokenizers have no pad token; batches mask padding by length.
+            tokenizer.pad_token = tokenizer.eos_token
         with atomic_dir(target) as tmp:
             model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
@@ -91,4 +108,22 @@ def pretrain_embedded(cfg: PretrainConfig, corpus: Path, out: Path, out_lm: Path
                 "vocabulary": len(tokenizer),
                 "wall_time_s": time.perf_counter() - started,
             })
+    log.info("wrote %s and %s in %.1f s", out, out_lm, time.perf_counter() - started)
+
+
+def pretrain_embedded_causal(cfg: PretrainConfig, corpus: Path, out: Path, out_lm: Path) -> None:
+    """The tiny GPT-Neo (cfqa.pretraining.causal_lm) in `out`, and the same files in `out_lm`:
+    the lm_adapted backbone of a causal family needs no LM adaptation."""
+    if not corpus.is_file():
+        raise FileNotFoundError(f"{corpus}: the pretraining corpus is missing (data.source "
+                                f"embedded writes it; real data needs pretrain.hub_id)")
+    started = time.perf_counter()
+    with atomic_dir(out) as base_dir, atomic_dir(out_lm) as lm_dir:
+        record = pretrain_causal_lm(cfg, corpus, base_dir)
+        shutil.copytree(base_dir, lm_dir, dirs_exist_ok=True)
+    log.info("next-token pretraining: %d steps, loss %.3f -> %.3f, %d parameters, vocabulary %d", record["steps"],
+             record["first_loss"] or float("nan"), record["final_loss"] or float("nan"), record["parameters"],
+             record["vocabulary"])
+    log.info("a causal LM is already a language model: no LM adaptation (pretrain.lm_adapt_steps unused); "
+             "%s is a copy of %s", out_lm, out)
     log.info("wrote %s and %s in %.1f s", out, out_lm, time.perf_counter() - started)

@@ -28,8 +28,13 @@ def _overview(cfg: Config) -> dict[str, str]:
         model = f"`{cfg.pretrain.hub_id}`"
     else:
         p = cfg.pretrain
-        model = (f"T5 pretrained here (d_model {p.d_model}, {p.num_layers}+{p.num_decoder_layers} "
-                 f"layers, {p.steps} steps)")
+        if p.family == "gpt_neo":
+            layers = f"{p.num_layers} layer" + ("s" if p.num_layers != 1 else "")
+            model = (f"GPT-Neo (decoder-only) pretrained here with next-token prediction (d_model {p.d_model}, "
+                     f"{layers}, {p.steps} steps)")
+        else:
+            model = (f"T5 pretrained here with span corruption (d_model {p.d_model}, "
+                     f"{p.num_layers}+{p.num_decoder_layers} layers, {p.steps} steps)")
     return {
         "data source": f"`{cfg.data.source}`",
         "base model": model,

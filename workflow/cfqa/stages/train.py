@@ -23,6 +23,7 @@ from cfqa.contract.run_info import directory_sha256, files_sha256, run_info
 from cfqa.logs import get_logger
 from cfqa.measure import PeakMemory, StepMemory, training_step_memory
 from cfqa.methods.base import count_parameters, save_trainable
+from cfqa.model_family import model_family
 from cfqa.training.batches import batch_at, collate, text_pairs, tokenize_pairs, variant_rows
 from cfqa.training.checkpoint import remove_checkpoint
 from cfqa.training.loop import fine_tune, make_accelerator
@@ -117,7 +118,8 @@ def train_and_record(mcfg: MethodConfig, variants: Path, models: Path, out: Path
              len(train), len(validation), "+".join(tcfg.mixture), tcfg.target_format, variants)
 
     accelerator = make_accelerator(tcfg)
-    first_batch = collate(batch_at(train, 0, tcfg.batch_size, tcfg.seed), tokenizer.pad_token_id)
+    first_batch = collate(batch_at(train, 0, tcfg.batch_size, tcfg.seed), tokenizer.pad_token_id,
+                          model_family(model))
     memory = measure_step_memory(model, first_batch, mcfg, accelerator)
     log.info("training-step memory, sum of parts: %.2f MB (parameters %.2f, gradients %.2f, "
              "optimizer state %.2f, activations %.2f)", memory.total_bytes / 1e6, memory.parameter_bytes / 1e6,

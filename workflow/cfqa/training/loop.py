@@ -15,6 +15,7 @@ from torch import nn
 from cfqa.config import TrainConfig
 from cfqa.logs import get_logger
 from cfqa.methods.base import trainable_state_dict
+from cfqa.model_family import model_family
 from cfqa.progress import progress
 from cfqa.training.batches import (LengthGroupedBatches, TokenizedExample, collate, length_order,
                                    sequential_batches)
@@ -57,9 +58,10 @@ def validation_loss(model: nn.Module, examples: Sequence[TokenizedExample], batc
     length (little padding); the token-weighted mean does not depend on how they are cut."""
     model.eval()
     total, tokens = 0.0, 0
+    family = model_family(accelerator.unwrap_model(model))
     ordered = [examples[i] for i in length_order(examples)]
     for chunk in sequential_batches(ordered, batch_size):
-        batch = {k: v.to(accelerator.device) for k, v in collate(chunk, pad_id).items()}
+        batch = {k: v.to(accelerator.device) for k, v in collate(chunk, pad_id, family).items()}
         with accelerator.autocast():
             loss = model(**batch).loss
         count = int((batch["labels"] != -100).sum())
@@ -110,6 +112,7 @@ def _fine_tune(model: nn.Module, train: Sequence[TokenizedExample], validation: 
     finished = state.step >= cfg.max_steps or state.stopped_early  # killed after the last checkpoint
     model, optimizer = accelerator.prepare(model, optimizer)
     unwrapped = accelerator.unwrap_model(model)
+    family = model_family(unwrapped)
     parameters = [p for p in model.parameters() if p.requires_grad]
     world, rank = accelerator.num_processes, accelerator.process_index
 
@@ -123,7 +126,7 @@ def _fine_tune(model: nn.Module, train: Sequence[TokenizedExample], validation: 
         step_loss = 0.0
         for micro in range(cfg.grad_accum_steps):
             index = (step * cfg.grad_accum_steps + micro) * world + rank
-            batch = collate(batches(index), pad_id)
+            batch = collate(batches(index), pad_id, family)
             batch = {k: v.to(accelerator.device) for k, v in batch.items()}
             with accelerator.autocast():
                 loss = model(**batch).loss / cfg.grad_accum_steps
