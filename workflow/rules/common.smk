@@ -51,8 +51,8 @@ def dag_inputs(name):
     for key, path in spec.inputs.items():
         gathered = spec.gathered(path)
         values = {dim.name: dim.values(config) for dim in gathered}
-        if path == PARAMS_FILE:
-            inputs[key] = CONFIG_FILES          # params.yaml and any --configfile override
+        if path == PARAMS_FILE:                 # params.yaml and any --configfile override
+            inputs[key] = [ancient(f) for f in CONFIG_FILES] if path in ORDER_ONLY_INPUTS else CONFIG_FILES
         elif path in ORDER_ONLY_INPUTS:
             inputs[key] = ancient(path)
         else:

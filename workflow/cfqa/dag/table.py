@@ -46,8 +46,11 @@ VALIDATED = "results/.validated"
 PARAMS_FILE = "params.yaml"
 # Inputs that order jobs but whose new timestamp does not rerun them (Snakemake's ancient()):
 # the stamp is rewritten whenever params.yaml changes, and each stage already reruns on its
-# own params slice.
-ORDER_ONLY_INPUTS = frozenset({VALIDATED})
+# own params slice. params.yaml too: Snakemake validates the config when it parses the
+# Snakefile, and a validate job rerun by every edit would hide the jobs the edit reruns (a
+# job downstream of one that must run first is not scheduled in the same invocation).
+# DVC keeps params.yaml as validate's dependency: `dvc repro` validates after every edit.
+ORDER_ONLY_INPUTS = frozenset({VALIDATED, PARAMS_FILE})
 
 
 @dataclass(frozen=True)
