@@ -124,7 +124,9 @@ def test_lora_change_reruns_lora_for_every_seed_and_nothing_else(pipeline):
         assert set(changed) == lora_runs
         dry = run_tool(["snakemake", "--cores", "2", "--dry-run"], root).stdout
         stats = job_stats(dry)
-        assert set(stats) == {"validate", "tune", "train", "evaluate", "report", "all"}
+        # Snakemake validates the params when it parses them; its validate job runs only when
+        # the stamp is missing (DVC's reruns on every params.yaml edit).
+        assert set(stats) == {"tune", "train", "evaluate", "report", "all"}
         assert stats["train"] == stats["evaluate"] == len(seeds) and stats["tune"] == 1
         wildcards = set(re.findall(r"wildcards: (.*)", dry))
         assert wildcards == {f"method=lora, seed={seed}" for seed in seeds} | {"method=lora"}
