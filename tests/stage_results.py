@@ -84,11 +84,12 @@ def stage(command: str, params: Path, *args: str) -> None:
         raise AssertionError(f"cfqa {command} {' '.join(args)} exited {code}")
 
 
-def run_stages(root: Path, methods: tuple[str, ...] = TINY_METHODS) -> StageResults:
+def run_stages(root: Path, methods: tuple[str, ...] = TINY_METHODS, values: dict | None = None) -> StageResults:
     """download -> prepare -> entities -> counterfactuals -> pretrain -> train/evaluate per
-    (method, seed)."""
+    (method, seed), on `values` (default: the tiny params of `methods`)."""
     params = root / "params.yaml"
-    values = tiny_params(methods)
+    values = tiny_params(methods) if values is None else values
+    methods = tuple(values["methods"])
     seeds = tuple(values["seeds"])
     params.write_text(yaml.safe_dump(values, sort_keys=False))
     with working_directory(root):

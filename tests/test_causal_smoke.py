@@ -7,7 +7,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import yaml
 from safetensors import safe_open
 
 from cfqa.config import PROJECT_ROOT, load
@@ -15,7 +14,7 @@ from cfqa.contract import read_lr_selection, read_metrics, read_train_record
 from cfqa.contract.files import read_data_stats
 from cfqa.dag import LR_SELECTION, RUN_MODEL, RUN_RESULTS
 from cfqa.model_family import ModelFamily, family_of
-from stage_results import stage, tiny_params, working_directory
+from stage_results import run_stages, stage, tiny_params, working_directory
 
 PROJECT_PARAMS = PROJECT_ROOT / "params.yaml"
 METHODS = ("full", "last_layer", "lora", "prompt")
@@ -37,25 +36,9 @@ def causal_params() -> dict:
 @pytest.fixture(scope="module")
 def causal_run(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("causal-smoke")
-    params = root / "params.yaml"
-    params.write_text(yaml.safe_dump(causal_params(), sort_keys=False))
+    run = run_stages(root, values=causal_params())
     with working_directory(root):
-        stage("download", params, "--out", "data/raw")
-        stage("prepare", params, "--raw", "data/raw", "--out", "data/prepared")
-        stage("entities", params, "--prepared", "data/prepared", "--raw", "data/raw", "--out", "data/entities")
-        stage("counterfactuals", params, "--prepared", "data/prepared", "--entities", "data/entities",
-              "--out", "data/variants", "--stats", "data/stats.json")
-        stage("pretrain", params, "--raw", "data/raw", "--out", "models/base", "--out-lm", "models/base_lm")
-        for method in METHODS:
-            selection = LR_SELECTION.format(method=method)
-            stage("tune", params, "--method", method, "--variants", "data/variants", "--models", "models",
-                  "--out", selection)
-            run = ("--method", method, "--seed", str(SEED), "--variants", "data/variants", "--models", "models")
-            model = RUN_MODEL.format(method=method, seed=SEED)
-            results = RUN_RESULTS.format(method=method, seed=SEED)
-            stage("train", params, *run, "--out", model, "--results", results, "--lr-selection", selection)
-            stage("evaluate", params, *run, "--model", model, "--results", results)
-        stage("report", params, "--results", "results", "--data-stats", "data/stats.json", "--out", "reports",
+        stage("report", run.params, "--results", "results", "--data-stats", "data/stats.json", "--out", "reports",
               "--summary", "results/summary.json")
     return root
 
