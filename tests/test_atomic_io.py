@@ -1,9 +1,13 @@
 """Atomic outputs: a failure leaves neither a target nor a temporary file behind, the old
-output survives a failed rewrite, files get the usual permissions, and JSONL errors name
-the file and line."""
+output survives a failed rewrite, a write refused for lack of space names the output, files
+get the usual permissions, and JSONL errors name the file and line."""
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import resource
+import signal
 import stat
 
 import pytest
@@ -14,8 +18,9 @@ import sys
 import torch
 from safetensors.torch import save_file
 
-from cfqa.atomic_io import (FileFormatError, OutputLocked, atomic_dir, atomic_open, atomic_path, exclusive_outputs,
-                            is_temporary, lock_path, read_json, read_jsonl, remove_debris, write_json, write_jsonl)
+from cfqa.atomic_io import (FileFormatError, NoSpaceError, OutputLocked, atomic_dir, atomic_open, atomic_path,
+                            exclusive_outputs, is_temporary, lock_path, no_space_errno, read_json, read_jsonl,
+                            remove_debris, write_json, write_jsonl)
 
 
 class Interrupted(RuntimeError):
@@ -202,3 +207,82 @@ def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
     with exclusive_outputs([out]):
         pass
     assert not lock_path(out).exists()
+
+
+# ---- writes the filesystem refuses (tests/test_full_disk.py fills a real disk under whole stages)
+
+@contextlib.contextmanager
+def file_size_limit(limit: int):
+    """The kernel's per-process file-size limit (RLIMIT_FSIZE) lowered to `limit` bytes, with
+    SIGXFSZ ignored: a write past it fails with EFBIG, as a write to a full disk fails with
+    ENOSPC, whatever writes it (Python, torch's C++ writer, safetensors' Rust)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous)
+
+
+def test_a_refused_write_names_the_output_and_keeps_the_old_file(tmp_path):
+    target = tmp_path / "rows.jsonl"
+    write_jsonl(target, [{"id": 0}])
+    with file_size_limit(1000), pytest.raises(NoSpaceError) as caught:
+        write_jsonl(target, ({"id": i, "text": "x" * 100} for i in range(100)))
+    assert caught.value.errno == errno.EFBIG and caught.value.filename == str(target)
+    assert str(caught.value).startswith(f"{target}: file too large (EFBIG) while writing it; the partial "
+                                        "write was removed, nothing was replaced: raise the file-size limit")
+    assert list(read_jsonl(target)) == [{"id": 0}]
+    assert [p.name for p in tmp_path.iterdir()] == ["rows.jsonl"]
+
+
+def test_a_refused_write_inside_a_directory_names_the_file_at_its_final_place(tmp_path):
+    target = tmp_path / "variants"
+    with file_size_limit(1000), pytest.raises(NoSpaceError) as caught:
+        with atomic_dir(target) as tmp:
+            write_jsonl(tmp / "train" / "factual.jsonl", ({"id": i, "text": "x" * 100} for i in range(100)))
+    assert caught.value.filename == str(target / "train" / "factual.jsonl")     # not the temporary name
+    with file_size_limit(1000), pytest.raises(NoSpaceError) as caught:
+        with atomic_dir(target) as tmp, open(tmp / "plain.bin", "wb") as handle:  # a writer of its own
+            handle.write(b"x" * 5000)
+    assert caught.value.filename == str(target)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_writers_that_wrap_the_os_error_are_recognized(tmp_path):
+    """safetensors (Rust) keeps the errno only in its message; torch.save into an open file
+    raises a RuntimeError while handling the OSError."""
+    tensors = {"w": torch.zeros(10_000)}
+    with file_size_limit(1000), pytest.raises(NoSpaceError) as caught:
+        with atomic_dir(tmp_path / "model") as tmp:
+            save_file(tensors, str(tmp / "trainable.safetensors"))
+    assert "(os error 27)" in str(caught.value.__cause__) and caught.value.filename == str(tmp_path / "model")
+    with file_size_limit(1000), pytest.raises(NoSpaceError) as caught:
+        with atomic_open(tmp_path / "optimizer.pt", "wb") as handle:
+            torch.save(tensors, handle)
+    assert type(caught.value.__cause__) is RuntimeError and caught.value.filename == str(tmp_path / "optimizer.pt")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_other_failures_pass_unchanged(tmp_path):
+    for error in (ValueError("bad row"), FileNotFoundError(errno.ENOENT, "missing", "x"),
+                  RuntimeError("I/O error: Permission denied (os error 13)")):
+        assert no_space_errno(error) is None
+        with pytest.raises(type(error)) as caught:
+            with atomic_open(tmp_path / "out.json"):
+                raise error
+        assert caught.value is error
+    assert no_space_errno(OSError(errno.ENOSPC, "No space left on device")) == errno.ENOSPC
+    assert no_space_errno(OSError(errno.EDQUOT, "Disk quota exceeded")) == errno.EDQUOT
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_lock_that_cannot_be_written_names_the_lock_and_leaves_none(tmp_path):
+    out = tmp_path / "results"
+    with file_size_limit(8), pytest.raises(NoSpaceError) as caught:
+        with exclusive_outputs([out], holder="a holder line longer than the limit"):
+            pass
+    assert caught.value.filename == str(lock_path(out))
+    assert list(tmp_path.iterdir()) == []

@@ -1,13 +1,16 @@
 """Stage outputs written safely: atomically (temp sibling + rename), by one process at a time,
 with the debris of a killed run removed by the next.
 
-A killed stage therefore never leaves a file that looks complete; rerunning it is safe.
+A killed stage therefore never leaves a file that looks complete; rerunning it is safe. A
+write the filesystem refuses for lack of space (full disk, quota, file-size limit) removes its
+partial file too, and raises NoSpaceError naming the output it was writing.
 Temporary names are `.{target}.{8 random characters}.tmp` next to the target (tempfile's
 naming), so a rerun can tell its own stage's debris from any other file.
 """
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import shutil
@@ -25,6 +28,63 @@ os.umask(_UMASK)
 FILE_MODE = 0o666 & ~_UMASK      # what a plain open() gives
 DIR_MODE = 0o777 & ~_UMASK       # what a plain mkdir() gives
 _TEMP_SUFFIX = r"\.[a-z0-9_]{8}\.tmp"   # tempfile's 8 random characters, then our suffix
+
+
+# What a write fails with when the filesystem takes no more bytes, and what to do about it.
+_NO_SPACE_ADVICE = {
+    errno.ENOSPC: "free space on that filesystem, then rerun",
+    errno.EDQUOT: "free space or raise the disk quota, then rerun",
+    errno.EFBIG: "raise the file-size limit (ulimit -f) or use a filesystem that takes larger files, then rerun",
+}
+# Writers in Rust (safetensors) report an OS error only in their message, in std::io::Error's
+# fixed form "No space left on device (os error 28)".
+_RUST_OS_ERROR = re.compile(r"\(os error (\d+)\)")
+
+
+class NoSpaceError(OSError):
+    """An output could not be written: the filesystem refused more bytes (full, over quota,
+    or over the file-size limit). `filename` is the output, never a temporary name."""
+
+    def __str__(self) -> str:
+        return (f"{self.filename}: {self.strerror.lower()} ({errno.errorcode[self.errno]}) while writing it; "
+                f"the partial write was removed, nothing was replaced: {_NO_SPACE_ADVICE[self.errno]}")
+
+
+def no_space_errno(error: BaseException) -> int | None:
+    """The errno (ENOSPC, EDQUOT or EFBIG) if `error`, or an error it was raised from or while
+    handling, is a write refused for lack of space; None otherwise. Writers that wrap the
+    OSError (torch's zip writer, MLflow) keep it in the chain."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in _NO_SPACE_ADVICE:
+            return current.errno
+        match = _RUST_OS_ERROR.search(str(current))
+        if match and int(match.group(1)) in _NO_SPACE_ADVICE:
+            return int(match.group(1))
+        current = current.__cause__ if current.__cause__ is not None else current.__context__
+    return None
+
+
+@contextlib.contextmanager
+def _naming_no_space(target: Path, tmp: Path | None = None) -> Iterator[None]:
+    """Turns a write refused for lack of space into NoSpaceError naming `target`. A
+    NoSpaceError from a write inside the temporary `tmp` (an atomic_dir's) is renamed to the
+    file's place under `target`; one naming another output passes unchanged."""
+    try:
+        yield
+    except Exception as error:
+        code = no_space_errno(error)
+        if code is None:
+            raise
+        name = target
+        if isinstance(error, NoSpaceError):
+            inner = Path(error.filename)
+            if tmp is None or not inner.is_relative_to(tmp):
+                raise
+            name = target / inner.relative_to(tmp)
+        raise NoSpaceError(code, os.strerror(code), str(name)) from error
 
 
 class FileFormatError(ValueError):
@@ -67,12 +127,14 @@ def _usual_modes(root: Path) -> None:
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yields a temporary path next to `path`; renames it onto `path` only on success."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with _naming_no_space(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
-        yield tmp_path
+        with _naming_no_space(path):
+            yield tmp_path
         _usual_modes(tmp_path)   # after the writer: it may have replaced the file
         os.replace(tmp_path, path)
     finally:
@@ -92,10 +154,12 @@ def atomic_open(path: str | Path, mode: str = "w", **kwargs) -> Iterator[Any]:
 def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yields a temporary directory; it replaces `path` (a directory) only on success."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    with _naming_no_space(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
-        yield tmp
+        with _naming_no_space(path, tmp):
+            yield tmp
         _usual_modes(tmp)
         if path.exists():
             shutil.rmtree(path)
@@ -148,17 +212,21 @@ def exclusive_outputs(paths: Iterable[str | Path], holder: str = "cfqa") -> Iter
     try:
         for path in sorted({Path(p) for p in paths}):
             lock_file = lock_path(path)
-            lock_file.parent.mkdir(parents=True, exist_ok=True)
+            with _naming_no_space(lock_file):
+                lock_file.parent.mkdir(parents=True, exist_ok=True)
             lock = filelock.FileLock(str(lock_file), timeout=0)
             try:
-                lock.acquire()
+                with _naming_no_space(lock_file):
+                    lock.acquire()
             except filelock.Timeout:
                 owner = lock_file.read_text(encoding="utf-8", errors="replace").strip() if lock_file.exists() else ""
                 raise OutputLocked(
                     f"{lock_file}: another run ({owner or 'unknown holder'}) is writing {path}; "
                     f"wait for it to finish or stop it, then rerun") from None
             held.append((lock, lock_file))
-            lock_file.write_text(f"pid {os.getpid()} on {socket.gethostname()}: {holder}\n", encoding="utf-8")
+            with _naming_no_space(lock_file):
+                lock_file.write_text(f"pid {os.getpid()} on {socket.gethostname()}: {holder}\n",
+                                     encoding="utf-8")
         yield
     finally:
         for lock, lock_file in reversed(held):

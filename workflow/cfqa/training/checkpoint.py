@@ -37,8 +37,11 @@ def save_checkpoint(directory: Path, model, optimizer, schedule, state: Training
                     best_weights: dict[str, torch.Tensor], fingerprint: str) -> None:
     with atomic_dir(directory) as tmp:
         save_trainable(model, tmp / "trainable.safetensors")
-        torch.save({"optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
-                    "best": best_weights, "rng": torch.get_rng_state()}, tmp / "optimizer.pt")
+        # An open file, not a path: torch's C++ writer drops the errno (a full disk would read
+        # "unexpected pos 64 vs 0"); Python's file raises the OSError that names the cause.
+        with open(tmp / "optimizer.pt", "wb") as handle:
+            torch.save({"optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+                        "best": best_weights, "rng": torch.get_rng_state()}, handle)
         write_json(tmp / STATE, {"fingerprint": fingerprint, **state.__dict__})
 
 
