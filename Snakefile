@@ -1,6 +1,7 @@
 # cfqa: counterfactual QA with T5 — the whole DAG. Every rule calls one `cfqa` CLI stage
 # declared in workflow/cfqa/dag/table.py; dvc.yaml is generated from the same table
-# (`python -m cfqa.dag --write dvc.yaml`).
+# (`python -m cfqa.dag --write dvc.yaml`). A params profile names its own `run_root`:
+#   snakemake --cores all --configfile workflow/profiles/mixtures/params.yaml   # under runs/mixtures/
 from snakemake.utils import min_version, validate
 
 min_version("9.0")

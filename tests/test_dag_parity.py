@@ -1,6 +1,7 @@
 """One DAG, two engines: dvc.yaml is what the stage table (cfqa.dag) generates, and for a
 two-method, two-seed configuration the Snakemake jobs and the DVC stages have the same names,
-commands, inputs, outputs, params and code."""
+commands, inputs, outputs, params and code. A Snakemake job's shell is DVC's command with its
+stderr and stdout also written to the job's stderr log (cfqa.dag.logged)."""
 from __future__ import annotations
 
 import json
@@ -14,7 +15,7 @@ import yaml
 from dvc.dependency.param import ParamsDependency
 from dvc.repo import Repo
 
-from cfqa.dag import DIMENSIONS, VALIDATED, code_hash, fill, lookup, stage_param_keys
+from cfqa.dag import DIMENSIONS, VALIDATED, code_hash, fill, logged, lookup, stage_param_keys
 from cfqa.dag import stage as stage_spec
 from cfqa.dag.dvc_yaml import render
 from pipeline_support import PROJECT, run_tool
@@ -68,11 +69,11 @@ def snakemake_jobs(root: Path) -> dict[str, dict]:
     for line in out.splitlines():
         stripped = line.strip()
         if match := JOB.match(stripped):
-            current = {"rule": match["rule"], "inputs": set(), "outputs": set(), "wildcards": {}}
+            current = {"rule": match["rule"], "inputs": set(), "outputs": set(), "logs": set(), "wildcards": {}}
             continue
         if current is None:
             continue
-        for field in ("input", "output"):
+        for field in ("input", "output", "log"):
             if stripped.startswith(f"{field}: "):
                 current[f"{field}s"] = {p.strip() for p in stripped[len(field) + 2:].split(",")}
         if stripped.startswith("wildcards: "):
@@ -150,11 +151,15 @@ def test_same_commands_inputs_outputs(both):
     snakemake, dvc = both
     for name, stage in dvc.items():
         job = snakemake[name]
-        assert job["cmd"] == stage["cmd"], name
-        assert job["inputs"] == {p for p in stage["deps"] if not is_code(p)}, name
-        # Snakemake also names the files DVC must not track (commit, machine, timings: new bytes every run).
         rule, _, run = name.partition("@")
         wildcards = dict(zip(("method", "seed"), run.split("-"))) if run else {}
+        spec = stage_spec(rule)
+        cli_log, stderr_log = fill(spec.log, wildcards), fill(spec.stderr_log, wildcards)
+        assert job["cmd"] == logged(stage["cmd"], stderr_log), name
+        assert stage["cmd"].startswith(f"cfqa --log-file {cli_log} {rule} "), name
+        assert job["logs"] == {cli_log, stderr_log}, name
+        assert job["inputs"] == {p for p in stage["deps"] if not is_code(p)}, name
+        # Snakemake also names the files DVC must not track (commit, machine, timings: new bytes every run).
         untracked = {fill(o.path, wildcards) for o in stage_spec(rule).outputs.values() if o.kind == "untracked"}
         assert job["outputs"] == stage["outputs"] | untracked, name
     assert {"models/base", "models/base_lm", "models/lora/seed1"} <= snakemake["evaluate@lora-1"]["inputs"]
@@ -165,6 +170,8 @@ def test_same_commands_inputs_outputs(both):
     assert " --seed 1 " in snakemake["evaluate@lora-1"]["cmd"] + " "
     assert "--model models/lora/seed1 --results results/lora/seed1" in snakemake["evaluate@lora-1"]["cmd"]
     assert "--log-file logs/train/lora/seed1.log" in snakemake["train@lora-1"]["cmd"]
+    assert snakemake["train@lora-1"]["cmd"].endswith(" 2>&1 | tee -i logs/train/lora/seed1.stderr.log >&2")
+    assert "tee" not in dvc["train@lora-1"]["cmd"]
     # The report waits for every (method, seed) run.
     assert {f"results/{m}/seed{seed}/{name}" for m, seed in RUNS
             for name in ("metrics.json", "train.json", "train_curve.csv")} <= snakemake["report"]["inputs"]

@@ -69,3 +69,10 @@ def test_a_seed_in_the_train_block_fails_before_any_job(project):
 def test_repeated_seed_fails_before_any_job(project):
     result = dry_run_with(project, lambda params: params.update(seeds=[1, 1]))
     assert_fails_before_jobs(result, "seeds", "non-unique")
+
+
+@pytest.mark.parametrize("root", ["../elsewhere", "/tmp/run", "results/x", "runs/a b", "runs/x;echo hi"])
+def test_a_run_root_outside_the_project_or_inside_its_outputs_fails_before_any_job(project, root):
+    # The root is joined into every path and shell command: only plain relative folders pass.
+    result = dry_run_with(project, lambda params: params.update(run_root=root))
+    assert_fails_before_jobs(result, "run_root", repr(root))

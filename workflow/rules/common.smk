@@ -8,7 +8,8 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 
 import cfqa.config
-from cfqa.dag import DIMENSIONS, ORDER_ONLY_INPUTS, PARAMS_FILE, code_hash, command, param_slice, stage
+from cfqa.dag import (DIMENSIONS, ORDER_ONLY_INPUTS, PARAMS_FILE, code_hash, command, logged, param_slice, rooted,
+                      run_root, stage)
 
 # Parameter files in order, so the CLI sees exactly the configuration Snakemake sees
 # (params.yaml, then any --configfile overrides).
@@ -32,6 +33,15 @@ PARAMS_ARGS = " ".join(
 CONTAINER = "containers/cfqa-cpu.sif"
 GPU_CONTAINER = "containers/cfqa-cuda.sif"
 PROJECT_ROOT = Path(workflow.basedir)
+# Every path of this run lives under params `run_root` ("." by default; the schema checks it):
+# a profile that names its own root never writes over the default run's files.
+RUN_ROOT = run_root(config)
+ORDER_ONLY = {rooted(path, RUN_ROOT) for path in ORDER_ONLY_INPUTS}
+
+
+def dag_stage(name):
+    """The stage table's entry with its paths under this run's root."""
+    return stage(name).at(RUN_ROOT)
 
 
 wildcard_constraints:
@@ -46,14 +56,14 @@ def method_threads(wildcards):
 
 def dag_inputs(name):
     """Named inputs; a path naming a dimension the stage is not split by is expanded over it."""
-    spec = stage(name)
+    spec = dag_stage(name)
     inputs = {}
     for key, path in spec.inputs.items():
         gathered = spec.gathered(path)
         values = {dim.name: dim.values(config) for dim in gathered}
         if path == PARAMS_FILE:                 # params.yaml and any --configfile override
-            inputs[key] = [ancient(f) for f in CONFIG_FILES] if path in ORDER_ONLY_INPUTS else CONFIG_FILES
-        elif path in ORDER_ONLY_INPUTS:
+            inputs[key] = [ancient(f) for f in CONFIG_FILES] if path in ORDER_ONLY else CONFIG_FILES
+        elif path in ORDER_ONLY:
             inputs[key] = ancient(path)
         else:
             inputs[key] = expand(path, **values, allow_missing=True) if gathered else path
@@ -63,7 +73,7 @@ def dag_inputs(name):
 def dag_outputs(name):
     """Named outputs; folders as directory(), captioned ones in the HTML report."""
     outputs = {}
-    for key, output in stage(name).outputs.items():
+    for key, output in dag_stage(name).outputs.items():
         path = directory(output.path) if output.directory else output.path
         if output.caption:
             # Relative to the rule files in workflow/rules/.
@@ -84,20 +94,24 @@ def dag_params(name):
 
 
 def dag_log(name):
-    return stage(name).log
+    """Two logs: the CLI's (`cli`: its records, tracebacks included) and the job's stderr and
+    stdout (`stderr`: also what the CLI printed outside its records)."""
+    spec = dag_stage(name)
+    return {"cli": spec.log, "stderr": spec.stderr_log}
 
 
 def dag_benchmark(name):
-    return stage(name).benchmark
+    return dag_stage(name).benchmark
 
 
 def dag_shell(name):
-    """The stage's command, the one dvc.yaml runs, with Snakemake's placeholders for paths."""
-    spec = stage(name)
+    """The stage's command, the one dvc.yaml runs, with Snakemake's placeholders for paths,
+    its stderr and stdout also written to the job's `stderr` log (cfqa.dag.logged)."""
+    spec = dag_stage(name)
     paths = {key: f"{{input.{key}}}" for key in spec.inputs if not spec.gathered(spec.inputs[key])}
     paths |= {key: f"{{output.{key}}}" for key in spec.outputs}
     wildcards = {dim.name: f"{{wildcards.{dim.name}}}" for dim in spec.dims}
-    return command(name, "{log}", PARAMS_ARGS, paths, wildcards)
+    return logged(command(spec, "{log.cli}", PARAMS_ARGS, paths, wildcards), "{log.stderr}")
 
 
 localrules:

@@ -7,7 +7,7 @@ rule download:
     params:
         **dag_params("download"),
     log:
-        dag_log("download"),
+        **dag_log("download"),
     container:
         CONTAINER
     shell:
@@ -22,7 +22,7 @@ rule prepare:
     params:
         **dag_params("prepare"),
     log:
-        dag_log("prepare"),
+        **dag_log("prepare"),
     container:
         CONTAINER
     shell:
@@ -37,7 +37,7 @@ rule entities:
     params:
         **dag_params("entities"),
     log:
-        dag_log("entities"),
+        **dag_log("entities"),
     container:
         CONTAINER
     shell:
@@ -52,7 +52,7 @@ rule counterfactuals:
     params:
         **dag_params("counterfactuals"),
     log:
-        dag_log("counterfactuals"),
+        **dag_log("counterfactuals"),
     container:
         CONTAINER
     shell:

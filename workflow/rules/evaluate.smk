@@ -8,7 +8,7 @@ rule evaluate:
         **dag_params("evaluate"),
     threads: config["evaluate"]["threads"]
     log:
-        dag_log("evaluate"),
+        **dag_log("evaluate"),
     benchmark:
         dag_benchmark("evaluate")
     container:

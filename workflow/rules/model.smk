@@ -8,7 +8,7 @@ rule pretrain:
         **dag_params("pretrain"),
     threads: config["pretrain"]["threads"]
     log:
-        dag_log("pretrain"),
+        **dag_log("pretrain"),
     benchmark:
         dag_benchmark("pretrain")
     container:

@@ -7,7 +7,7 @@ rule report:
     params:
         **dag_params("report"),
     log:
-        dag_log("report"),
+        **dag_log("report"),
     container:
         CONTAINER
     shell:

@@ -9,7 +9,7 @@ rule tune:
         **dag_params("tune"),
     threads: method_threads
     log:
-        dag_log("tune"),
+        **dag_log("tune"),
     container:
         GPU_CONTAINER
     shell:
@@ -25,7 +25,7 @@ rule train:
         **dag_params("train"),
     threads: method_threads
     log:
-        dag_log("train"),
+        **dag_log("train"),
     benchmark:
         dag_benchmark("train")
     container:

@@ -8,7 +8,7 @@ rule validate:
     params:
         **dag_params("validate"),
     log:
-        dag_log("validate"),
+        **dag_log("validate"),
     container:
         CONTAINER
     shell:

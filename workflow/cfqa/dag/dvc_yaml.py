@@ -9,7 +9,7 @@ import itertools
 import yaml
 
 from cfqa.dag.code import code_paths
-from cfqa.dag.table import RUN_DIMS, STAGE_BY_NAME, STAGES, TRAINING_CURVE_PLOT, Stage, command, fill
+from cfqa.dag.table import RUN_DIMS, STAGE_BY_NAME, STAGES, TRAINING_CURVE_PLOT, Stage, command, fill, run_root
 
 PARAMS_ARGS = "--params params.yaml"
 HEADER = """\
@@ -66,7 +66,7 @@ def run_paths(template: str, params: dict) -> list[str]:
 def curve_plot(params: dict) -> dict:
     """One figure of every run's training curve: DVC draws each file as its own line."""
     spec = TRAINING_CURVE_PLOT
-    curves = run_paths(STAGE_BY_NAME["train"].outputs["curve"].path, params)
+    curves = run_paths(STAGE_BY_NAME["train"].at(run_root(params)).outputs["curve"].path, params)
     return {spec["name"]: {"template": "linear", "x": spec["x"], "y": {path: spec["y"] for path in curves},
                            "title": spec["title"], "x_label": spec["x"], "y_label": spec["y_label"]}}
 
@@ -74,6 +74,7 @@ def curve_plot(params: dict) -> dict:
 def dvc_document(params: dict, stages_table: tuple[Stage, ...] = STAGES) -> dict:
     stages = {}
     for spec in stages_table:
+        spec = spec.at(run_root(params))
         body = stage_body(spec, params)
         if len(spec.dims) == 1:
             stages[spec.name] = {"foreach": f"${{{spec.dims[0].params_key}}}", "do": body}

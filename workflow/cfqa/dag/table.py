@@ -3,6 +3,8 @@ dimensions and code. dvc.yaml is generated from this table (`python -m cfqa.dag`
 Snakemake rules read it (workflow/rules/*.smk), so the two engines cannot drift."""
 from __future__ import annotations
 
+import dataclasses
+import posixpath
 from dataclasses import dataclass
 from string import Formatter
 from typing import Any, Literal
@@ -44,6 +46,11 @@ LR_SELECTION = f"results/{METHOD.segment}/lr_selection.json"            # one pe
 # so a stamp that changed with each edit would rerun the whole DAG.
 VALIDATED = "results/.validated"
 PARAMS_FILE = "params.yaml"
+# Where a run writes: every path in this table is relative to the run root, params.yaml's
+# `run_root` (a profile names its own, e.g. runs/mixtures, so it never writes over the
+# default run's files). The default "." keeps the paths as they are written here.
+RUN_ROOT_KEY = "run_root"
+DEFAULT_RUN_ROOT = "."
 # Inputs that order jobs but whose new timestamp does not rerun them (Snakemake's ancient()):
 # the stamp is rewritten whenever params.yaml changes, and each stage already reruns on its
 # own params slice. params.yaml too: Snakemake validates the config when it parses the
@@ -104,22 +111,58 @@ class Stage:
     params: tuple[str, ...]
     code: tuple[str, ...]           # paths under workflow/cfqa/ the stage runs, besides COMMON_CODE
     dims: tuple[Dimension, ...] = ()
+    # Paths `args` names that are neither an input nor an output (the folder holding some).
+    dirs: dict[str, str] = dataclasses.field(default_factory=dict)
+    root: str = DEFAULT_RUN_ROOT
+
+    def at(self, root: str) -> Stage:
+        """This stage writing under run root `root`: every path it reads, writes or logs to is
+        moved there, except params.yaml (the project's). The one place a run root applies."""
+        if self.root != DEFAULT_RUN_ROOT:
+            raise ValueError(f"stage {self.name!r} is already under run root {self.root!r}")
+        return dataclasses.replace(
+            self,
+            inputs={key: rooted(path, root) for key, path in self.inputs.items()},
+            outputs={key: dataclasses.replace(o, path=rooted(o.path, root)) for key, o in self.outputs.items()},
+            dirs={key: rooted(path, root) for key, path in self.dirs.items()},
+            root=root,
+        )
+
+    @property
+    def _log_name(self) -> str:
+        return "/".join([self.name, *(d.segment for d in self.dims)])
 
     @property
     def log(self) -> str:
-        if not self.dims:
-            return f"logs/{self.name}.log"
-        return f"logs/{self.name}/" + "/".join(d.segment for d in self.dims) + ".log"
+        """The CLI's `--log-file`: its records, tracebacks included."""
+        return rooted(f"logs/{self._log_name}.log", self.root)
+
+    @property
+    def stderr_log(self) -> str:
+        """A Snakemake job's stderr and stdout as the terminal showed them (see `logged`)."""
+        return rooted(f"logs/{self._log_name}.stderr.log", self.root)
 
     @property
     def benchmark(self) -> str:
         """Snakemake's `benchmark:` file (time and memory of the job), beside the logs."""
-        return "logs/benchmarks/" + self.log.removeprefix("logs/").removesuffix(".log") + ".tsv"
+        return rooted(f"logs/benchmarks/{self._log_name}.tsv", self.root)
 
     def gathered(self, path: str) -> tuple[Dimension, ...]:
         """The dimensions an input path is expanded over (named in it, not splitting the stage)."""
         named = placeholders(path)
         return tuple(d for d in DIMENSIONS if d.name in named and d not in self.dims)
+
+
+def run_root(params: dict) -> str:
+    """The run root params.yaml (merged with any profile) names; "." when it names none."""
+    return params.get(RUN_ROOT_KEY) or DEFAULT_RUN_ROOT
+
+
+def rooted(path: str, root: str) -> str:
+    """`path` under run root `root`; params.yaml stays the project's."""
+    if root == DEFAULT_RUN_ROOT or path == PARAMS_FILE:
+        return path
+    return posixpath.join(root, path)
 
 
 def placeholders(template: str) -> set[str]:
@@ -192,17 +235,18 @@ STAGES: tuple[Stage, ...] = (
     ),
     Stage(
         name="tune",
-        args="--method {method} --variants {variants} --models models --out {selection}",
+        args="--method {method} --variants {variants} --models {models} --out {selection}",
         inputs={"validated": VALIDATED, "variants": "data/variants", "base": "models/base", "base_lm": "models/base_lm"},
         outputs={"selection": out(LR_SELECTION)},
         params=("tune", "train", "methods.{method}"),
         code=("stages/tune.py", "backbone.py", "methods", "training", "formats.py", "contract", "model_family.py"),
         dims=(METHOD,),
+        dirs={"models": "models"},      # the backbones: models/base or models/base_lm, by method
     ),
     Stage(
         name="train",
-        args=f"--method {{method}} --seed {{seed}} --variants {{variants}} --models models --out {{model}} "
-             f"--results {RUN_RESULTS} --lr-selection {{lr_selection}}",
+        args="--method {method} --seed {seed} --variants {variants} --models {models} --out {model} "
+             "--results {results} --lr-selection {lr_selection}",
         inputs={"validated": VALIDATED, "variants": "data/variants", "base": "models/base", "base_lm": "models/base_lm",
                 "lr_selection": LR_SELECTION},
         outputs={
@@ -214,11 +258,12 @@ STAGES: tuple[Stage, ...] = (
         code=("stages/train.py", "backbone.py", "methods", "training", "measure.py", "formats.py", "contract",
               "tracking.py", "model_family.py"),
         dims=RUN_DIMS,
+        dirs={"models": "models", "results": RUN_RESULTS},
     ),
     Stage(
         name="evaluate",
-        args=f"--method {{method}} --seed {{seed}} --variants {{variants}} --models models --model {{model}} "
-             f"--results {RUN_RESULTS}",
+        args="--method {method} --seed {seed} --variants {variants} --models {models} --model {model} "
+             "--results {results}",
         # The backbones: a method's weights are only its trainable part, loaded onto one of them.
         inputs={
             "validated": VALIDATED, "variants": "data/variants", "base": "models/base", "base_lm": "models/base_lm",
@@ -235,10 +280,11 @@ STAGES: tuple[Stage, ...] = (
         code=("stages/evaluate.py", "stages/train.py", "backbone.py", "methods", "training", "measure.py",
               "evaluation", "answer_metrics.py", "formats.py", "tracking.py", "contract", "model_family.py"),
         dims=RUN_DIMS,
+        dirs={"models": "models", "results": RUN_RESULTS},
     ),
     Stage(
         name="report",
-        args="--results results --data-stats {stats} --out reports --summary {summary}",
+        args="--results {results} --data-stats {stats} --out {reports} --summary {summary}",
         # Every (method, seed) run's files: the report gathers over both dimensions.
         inputs={
             "validated": VALIDATED,
@@ -256,7 +302,9 @@ STAGES: tuple[Stage, ...] = (
             "summary": out("results/summary.json", caption="summary.rst", category="Report"),
         },
         params=("data.source", "pretrain", "seeds", "train", "methods", "tracking", "report"),
-        code=("stages/report.py", "report", "statistics.py", "answer_metrics.py", "formats.py", "contract"),
+        # dag: the report finds each job's benchmark record by the table's path.
+        code=("stages/report.py", "report", "statistics.py", "answer_metrics.py", "formats.py", "contract", "dag"),
+        dirs={"results": "results", "reports": "reports"},
     ),
 )
 
@@ -281,7 +329,20 @@ def command(spec: Stage | str, log: str, params_args: str, paths: dict[str, str]
     """The stage's command line. `paths` maps input/output names to what stands for them (a
     path, or Snakemake's `{input.x}`); `wildcards` maps each dimension to its placeholder."""
     spec = stage(spec) if isinstance(spec, str) else spec
-    return f"cfqa --log-file {log} {spec.name} {params_args} {spec.args.format(**paths, **wildcards)}"
+    dirs = {key: fill(path, wildcards) for key, path in spec.dirs.items()}
+    return f"cfqa --log-file {log} {spec.name} {params_args} {spec.args.format(**paths, **dirs, **wildcards)}"
+
+
+def logged(cmd: str, stderr_log: str) -> str:
+    """A Snakemake job's shell: `cmd` with its stderr and stdout written to `stderr_log` and
+    still shown on stderr. A pipe, not bash's `2> >(tee ...)`: the job ends only after tee has
+    written the last line, and Snakemake's bash strict mode (pipefail) keeps cmd's exit status.
+    A second file, not the CLI's --log-file: the CLI truncates that one when it starts and
+    writes at its own offset, which would overwrite what tee appends. DVC's cmd stays `cmd`:
+    DVC runs it with the user's $SHELL, where pipefail may not exist (tee's 0 would hide a
+    failure). `tee -i` outlives a Ctrl-C, so the CLI's "interrupted" line still reaches both.
+    Progress bars stay on when the job's stderr is a terminal: the CLI sees only the pipe."""
+    return f"if [ -t 2 ]; then export CFQA_PROGRESS=1; fi; {cmd} 2>&1 | tee -i {stderr_log} >&2"
 
 
 def stage_param_keys(name: str, method: str | None = None, **wildcards: str) -> list[str]:

@@ -1,0 +1,167 @@
+"""Each params profile writes under its own run root (`run_root`), never over the default run's
+files: the stage table moves every path there, a dry run of each profile lists only paths
+under its root, the default run's paths stay where they were, and a small real run of a
+profile writes nothing outside its root but Snakemake's state and the shared MLflow store."""
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cfqa.config import deep_merge
+from cfqa.dag import METHOD, PARAMS_FILE, RUN_ROOT_KEY, STAGES, rooted, run_root
+from cfqa.dag.dvc_yaml import dvc_document
+from pipeline_support import PROJECT, run_tool, tool_env
+from project_copy import copy_project
+
+PROFILES = sorted(path.parent.name for path in (PROJECT / "workflow" / "profiles").glob("*/params.yaml"))
+# What every run shares, wherever its root: Snakemake's state and the MLflow store (runs are
+# told apart by their experiment, `tracking.experiment`).
+SHARED = (".snakemake/", "mlflow.db", "mlflow.db.lock", "mlartifacts/")
+DEFAULT_FOLDERS = ("data", "models", "results", "reports", "logs")
+
+
+def default_params() -> dict:
+    return yaml.safe_load((PROJECT / PARAMS_FILE).read_text())
+
+
+def profile_params(name: str) -> dict:
+    return yaml.safe_load((PROJECT / "workflow" / "profiles" / name / "params.yaml").read_text())
+
+
+def stage_paths(spec) -> list[str]:
+    return [*spec.inputs.values(), *(o.path for o in spec.outputs.values()), *spec.dirs.values(),
+            spec.log, spec.stderr_log, spec.benchmark]
+
+
+# ---- the stage table -------------------------------------------------------------------
+
+def test_a_run_root_moves_every_path_of_every_stage_but_params_yaml():
+    for spec in STAGES:
+        moved = spec.at("runs/x")
+        for path in stage_paths(moved):
+            assert path == PARAMS_FILE or path.startswith("runs/x/"), (spec.name, path)
+        assert [p.removeprefix("runs/x/") for p in stage_paths(moved)] == stage_paths(spec), spec.name
+
+
+def test_the_default_root_leaves_every_path_as_written():
+    assert run_root(default_params()) == "." and run_root({RUN_ROOT_KEY: "runs/x"}) == "runs/x"
+    for spec in STAGES:
+        assert stage_paths(spec.at(".")) == stage_paths(spec)
+        assert spec.log.startswith("logs/") and spec.benchmark.startswith("logs/benchmarks/")
+    assert rooted(PARAMS_FILE, "runs/x") == PARAMS_FILE
+
+
+def test_dvc_yaml_generated_with_a_run_root_names_only_paths_under_it():
+    params = {**default_params(), RUN_ROOT_KEY: "runs/x"}
+    document = dvc_document(params)
+    for name, entry in document["stages"].items():
+        body = entry.get("do", entry)
+        paths = [*body["deps"], *(next(iter(o)) if isinstance(o, dict) else o
+                                  for section in ("outs", "metrics") for o in body.get(section, []))]
+        for path in paths:
+            assert path.startswith(("runs/x/", "workflow/")) or path == PARAMS_FILE, (name, path)
+        tokens = [t for t in body["cmd"].split() if "/" in t]
+        assert tokens and all(t.startswith("runs/x/") for t in tokens), (name, body["cmd"])
+    (plot,) = document["plots"]
+    assert all(path.startswith("runs/x/results/") for path in plot["training_loss"]["y"])
+
+
+# ---- the profiles ----------------------------------------------------------------------
+
+def test_every_params_profile_has_its_own_root_and_mlflow_experiment():
+    assert {"mixtures", "gpt-neo-125m", "disentqa-t5-large"} <= set(PROFILES)
+    roots = {name: profile_params(name).get(RUN_ROOT_KEY) for name in PROFILES}
+    assert roots == {name: f"runs/{name}" for name in PROFILES}
+    experiments = [deep_merge(default_params(), profile_params(name))["tracking"]["experiment"] for name in PROFILES]
+    assert len(set(experiments)) == len(PROFILES) and default_params()["tracking"]["experiment"] not in experiments
+
+
+def test_the_mixtures_profile_runs_full_fine_tuning_with_four_mixtures_only():
+    merged = deep_merge(default_params(), profile_params("mixtures"))
+    methods = METHOD.values(merged)
+    assert methods == ["full", "full_f", "full_fcf", "full_fa"]
+    mixtures = {m: tuple(((merged["methods"][m].get("train") or {}).get("mixture") or merged["train"]["mixture"]))
+                for m in methods}
+    assert mixtures == {"full": ("factual", "counterfactual", "empty", "random"), "full_f": ("factual",),
+                        "full_fcf": ("factual", "counterfactual"), "full_fa": ("factual", "empty", "random")}
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    return copy_project(tmp_path_factory.mktemp("profiles"))
+
+
+def dry_run_paths(project: Path, *configfiles: str) -> tuple[set[str], list[str]]:
+    """The paths a dry run lists for its jobs (inputs, outputs, logs, benchmarks), and the
+    words of its shell commands that are paths."""
+    args = [arg for f in configfiles for arg in ("--configfile", f)]
+    out = run_tool(["snakemake", "--dry-run", "--forceall", "--printshellcmds", "--cores", "1", *args],
+                   project).stdout
+    paths, words = set(), []
+    for line in out.splitlines():
+        field, _, value = line.strip().partition(": ")
+        if field in ("input", "output", "log", "benchmark"):
+            paths.update(p.strip() for p in value.split(","))
+        elif field == "Shell command":
+            words += [w for w in value.split() if "/" in w]
+    assert words, out[-2000:]
+    return paths, words
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_a_dry_run_of_a_profile_lists_only_paths_under_its_root(project, profile):
+    configfile = f"workflow/profiles/{profile}/params.yaml"
+    paths, words = dry_run_paths(project, configfile)
+    params_files = {PARAMS_FILE, configfile, str(project / configfile)}
+    root = f"runs/{profile}/"
+    assert {p for p in paths if not p.startswith(root)} == params_files & paths
+    assert {w for w in words if not w.startswith(root)} == {configfile}     # `--params` of the CLI
+    for folder in DEFAULT_FOLDERS:
+        assert f"{root}{folder}" in {"/".join(p.split("/")[:3]) for p in paths}, folder
+
+
+def test_the_default_run_keeps_its_paths(project):
+    paths, words = dry_run_paths(project)
+    assert not [p for p in paths | set(words) if p.startswith("runs/")]
+    assert {"data/raw", "models/base", "results/lora/seed0/metrics.json", "reports/index.html",
+            "logs/train/lora/seed0.log", "logs/train/lora/seed0.stderr.log",
+            "logs/benchmarks/train/lora/seed0.tsv"} <= paths
+
+
+# ---- a real run ------------------------------------------------------------------------
+
+def files_under(root: Path) -> dict[str, tuple[int, int]]:
+    return {path.relative_to(root).as_posix(): (path.stat().st_mtime_ns, path.stat().st_size)
+            for path in root.rglob("*") if path.is_file()}
+
+
+@pytest.mark.slow
+def test_a_profile_run_writes_nothing_outside_its_root(tmp_path):
+    """The tiny configuration as params.yaml, a profile with one method and one seed: the
+    whole DAG runs under runs/tiny/."""
+    root = copy_project(tmp_path)
+    tiny = yaml.safe_load((PROJECT / "tests/fixtures/params-tiny.yaml").read_text())
+    (root / PARAMS_FILE).write_text(yaml.safe_dump(deep_merge(default_params(), tiny), sort_keys=False))
+    profile = {RUN_ROOT_KEY: "runs/tiny", "seeds": [0], "tune": {"lr_factors": [1.0]},
+               "tracking": {"experiment": "cfqa-profile-root"},
+               "methods": {name: None for name in default_params()["methods"] if name != "full"}}
+    (root / "tiny.yaml").write_text(yaml.safe_dump(profile))
+    before = files_under(root)
+    result = subprocess.run(["snakemake", "--cores", "2", "--configfile", "tiny.yaml"], cwd=root, env=tool_env(),
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, f"{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
+    after = files_under(root)
+    written = {path for path, stamp in after.items() if before.get(path) != stamp}
+    outside = {p for p in written if not p.startswith("runs/tiny/") and not p.startswith(SHARED)}
+    assert not outside, sorted(outside)
+    assert not [folder for folder in DEFAULT_FOLDERS if (root / folder).exists()]
+    for path in ("runs/tiny/reports/index.html", "runs/tiny/results/full/seed0/metrics.json",
+                 "runs/tiny/models/full/seed0/trainable.safetensors", "runs/tiny/logs/train/full/seed0.stderr.log",
+                 "runs/tiny/logs/benchmarks/train/full/seed0.tsv", "mlflow.db"):
+        assert path in written, path
+    # A second run of the profile has nothing to do.
+    again = run_tool(["snakemake", "--cores", "1", "--configfile", "tiny.yaml", "--dry-run"], root)
+    assert "Nothing to be done" in again.stdout + again.stderr
