@@ -1,7 +1,8 @@
 """The whole DAG on a decoder-only backbone: with `pretrain.family: gpt_neo` the real stages run
 in-process on the tiny configuration (tests/fixtures/params-tiny.yaml) — a tiny GPT-Neo is
 pretrained on the embedded world's corpus, then four methods are tuned, trained and evaluated
-on it, and the report renders their results. Every file is read back through the contract."""
+on it, and the report renders their results. Every file is read back through the contract.
+Beside the T5 runs of the stage_results fixture, the same report sets both families side by side."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,7 +11,7 @@ import pytest
 from safetensors import safe_open
 
 from cfqa.config import PROJECT_ROOT, load
-from cfqa.contract import read_lr_selection, read_metrics, read_train_record
+from cfqa.contract import ResultsError, read_lr_selection, read_metrics, read_train_record
 from cfqa.contract.files import read_data_stats
 from cfqa.dag import LR_SELECTION, RUN_MODEL, RUN_RESULTS
 from cfqa.model_family import ModelFamily, family_of
@@ -100,6 +101,94 @@ def test_the_report_renders_the_causal_runs(causal_run):
     for method in METHODS:
         assert method in report
     assert (causal_run / "reports/index.html").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_every_run_records_its_epoch_times_family_and_target_losses(causal_run):
+    for method in METHODS:
+        results = causal_run / RUN_RESULTS.format(method=method, seed=SEED)
+        metrics = read_metrics(results / "metrics.json", method, SEED)
+        assert metrics.family == "gpt_neo"
+        for set_name in ("test", "seen"):
+            for scores in metrics.sets[set_name].values():
+                assert scores.target_loss_nats is not None and scores.target_loss_nats > 0
+
+
+def _markdown_tables(text: str) -> dict[str, list[dict[str, str]]]:
+    """Every `### title` followed by a pipe table, as rows keyed by header."""
+    import re
+
+    tables = {}
+    for block in re.split(r"^### ", text, flags=re.MULTILINE)[1:]:
+        title, *lines = block.splitlines()
+        rows = [[cell.strip() for cell in re.split(r"(?<!\\)\|", line.strip())[1:-1]]
+                for line in lines if line.startswith("|")]
+        if rows:
+            tables[title.strip()] = [dict(zip(rows[0], row)) for row in rows[2:]]
+    return tables
+
+
+@pytest.mark.slow
+def test_a_report_sets_the_t5_and_gpt_neo_families_side_by_side(causal_run, stage_results):
+    """The T5 runs (stage_results: full and lora) and the GPT-Neo runs of this module in one
+    report: a family column, rows by family then method, and each family's methods compared
+    with its own full fine-tuning, exactly as when the family is reported alone."""
+    import msgspec
+
+    from cfqa.report.aggregate import aggregate
+    from cfqa.report.document import build_document
+    from cfqa.report.inputs import load_report_results, load_results
+    from cfqa.report.render import render_markdown
+
+    t5 = load_results(stage_results.results, stage_results.methods, stage_results.seeds)
+    neo = load_results(causal_run / "results", METHODS, (SEED,))
+    results = load_report_results(stage_results.results, stage_results.methods, stage_results.seeds,
+                                  others=[causal_run / "results"])
+    assert [(r.family, r.name) for r in results] == ([("gpt_neo", m) for m in sorted(METHODS)]
+                                                     + [("t5", m) for m in sorted(stage_results.methods)])
+    agg = aggregate(results)
+    for family, alone in (("t5", aggregate(t5)), ("gpt_neo", aggregate(neo))):
+        assert alone.comparisons
+        for single in alone.comparisons:
+            both = agg.comparison(f"{family}/{single.method}", single.set, single.variant, single.metric)
+            assert both is not None and agg.reference_of(both.method) == f"{family}/full"
+            # The same paired difference and Holm p: the other family's methods are not in its Holm family.
+            assert repr((both.difference, both.holm_p)) == repr((single.difference, single.holm_p))
+        for key, interval in alone.accuracy.items():
+            assert repr(agg.accuracy[(f"{family}/{key[0]}", *key[1:])]) == repr(interval)
+    assert len(agg.comparisons) == sum(len(a.comparisons) for a in (aggregate(t5), aggregate(neo)))
+
+    stats = msgspec.to_builtins(read_data_stats(stage_results.data_stats))
+    stats.pop("schema_version")
+    markdown = render_markdown(build_document(results, agg, stats, {"data source": "`embedded`"}))
+    tables = _markdown_tables(markdown)
+    accuracy = tables["Accuracy on `test` by method and context variant"]
+    assert list(accuracy[0])[:3] == ["family", "method", "variant"]
+    order = [(row["family"], row["method"]) for row in accuracy]
+    assert order == sorted(order, key=lambda pair: (pair[0], pair[1])) and {f for f, _ in order} == {"gpt_neo", "t5"}
+    lora = agg.accuracy[("gpt_neo/lora", "test", "factual", "contextual_em")]
+    row = next(r for r in accuracy if (r["family"], r["method"], r["variant"]) == ("gpt_neo", "lora", "factual"))
+    assert row["seeds"] == "1" and row["questions"] == f"{lora.n_questions:,}"
+    comparison = tables["Each method minus `full` of the same family on `test` (paired by seed and question)"]
+    assert sorted({(r["family"], r["method"]) for r in comparison}) == [
+        ("gpt_neo", "last_layer"), ("gpt_neo", "lora"), ("gpt_neo", "prompt"), ("t5", "lora")]
+    memory = tables["Training memory by part"]
+    assert [r["sum / full"] for r in memory if r["method"] == "full"] == ["1.00", "1.00"]
+    efficiency = tables["Cost of each method"]
+    assert [(r["family"], r["method"]) for r in efficiency] == [(r.family, r.name) for r in results]
+    assert "Model families side by side: `gpt_neo`, `t5`." in markdown
+
+    # The same runs twice would be one key twice: refused, naming both directories.
+    with pytest.raises(ResultsError, match=r"results/full and .*results/full: both hold method 'full' of family t5"):
+        load_report_results(stage_results.results, stage_results.methods, stage_results.seeds,
+                            others=[stage_results.results])
+    with pytest.raises(ResultsError, match=r"nowhere/results: missing; expected the results directory"):
+        load_report_results(stage_results.results, stage_results.methods, stage_results.seeds,
+                            others=[causal_run / "nowhere/results"])
+
+    # One family alone keeps the default report's shape: no family column.
+    alone = _markdown_tables(render_markdown(build_document(t5, aggregate(t5), stats, {})))
+    assert list(alone["Accuracy on `test` by method and context variant"][0])[0] == "method"
 
 
 def test_a_causal_hub_model_is_saved_as_a_causal_lm_padded_with_eos(tmp_path):

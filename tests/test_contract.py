@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 
 from cfqa.config import PROJECT_ROOT
 from cfqa.contract import (SCHEMA_VERSION, ResultsError, read_data_stats, read_metrics, read_predictions,
@@ -15,7 +16,7 @@ from cfqa.contract import (SCHEMA_VERSION, ResultsError, read_data_stats, read_m
 from cfqa.contract import records as records_module
 
 PACKAGE = PROJECT_ROOT / "workflow" / "cfqa"
-UNIT_SUFFIXES = ("_pct", "_bytes", "_s", "_per_s", "_ms")
+UNIT_SUFFIXES = ("_pct", "_bytes", "_s", "_per_s", "_ms", "_nats")
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -61,6 +62,11 @@ def test_every_stage_file_reads_back_through_the_contract(stage_results, tmp_pat
         predictions = read_predictions(directory / "predictions.jsonl")
         assert train.schema_version == metrics.schema_version == SCHEMA_VERSION
         assert (train.method, train.seed) == (metrics.method, metrics.seed) == (method, seed)
+        # The train stage records each complete epoch's time (steps x batch over the examples).
+        batch_size = yaml.safe_load(stage_results.params.read_text())["train"]["batch_size"]
+        epochs = train.steps * batch_size // train.train_examples
+        assert len(train.cost.epoch_times_s) == epochs > 0
+        assert train.cost.max_epoch_time_s == max(train.cost.epoch_times_s) > 0
         n = sum(cell.n for cell_set in metrics.sets.values() for cell in cell_set.values())
         assert len(predictions) == n
         # Written again by the writers, the files are byte-identical (one encoding, fields in declaration order).
@@ -175,3 +181,53 @@ def _trained(peak: int, step_time_s: float, trainable: int):
                        run=evaluation.run, params=ParameterCounts(trainable=trainable, total=10000, trainable_pct=12.34),
                        cost=cost, steps=10, best_step=10, best_val_loss=1.0, stopped_early=False,
                        resumed_from_step=None, train_examples=100, validation_examples=10)
+
+
+# Snakemake 9's benchmark file: a header and one row per repetition (BenchmarkRecord.to_tsv).
+BENCHMARK_HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+
+
+def test_a_snakemake_benchmark_file_reads_as_seconds_bytes_and_cpu_seconds(tmp_path):
+    from cfqa.contract import BenchmarkRow, read_benchmark
+
+    path = tmp_path / "seed0.tsv"
+    path.write_text(BENCHMARK_HEADER + "42.1234\t0:00:42\t512.50\t900.00\t500.00\t505.00\t1.00\t2.00\t95.00\t40.12\n"
+                    "3.0000\t0:00:03\tNA\tNA\tNA\tNA\tNA\tNA\tNA\tNA\n")
+    assert read_benchmark(path) == [
+        BenchmarkRow(wall_time_s=42.1234, max_rss_bytes=round(512.5 * 1024 * 1024), cpu_time_s=40.12),
+        BenchmarkRow(wall_time_s=3.0, max_rss_bytes=None, cpu_time_s=None)]   # NA: nothing was sampled
+
+
+@pytest.mark.parametrize("text, message", [
+    (BENCHMARK_HEADER + "12.0\t0:00:12\tlots\t1\t1\t1\t1\t1\t1\t1\n",
+     r"seed0\.tsv:2: column 'max_rss': expected a number or NA, got 'lots'"),
+    (BENCHMARK_HEADER + "1.0\t0:00:01\t1\t1\t1\t1\t1\t1\t1\t1\nNA\t-\t1\t1\t1\t1\t1\t1\t1\t1\n",
+     r"seed0\.tsv:3: column 's': expected the job's seconds, got 'NA'"),
+    (BENCHMARK_HEADER + "1.0\t0:00:01\t1\t1\t1\t1\t1\t1\t1\t1\textra\n", r"seed0\.tsv:2: 11 fields, the header has 10"),
+    ("seconds\tmax_rss\n1\t2\n", r"seed0\.tsv:1: expected Snakemake's benchmark columns .* missing \['s', 'cpu_time'\]"),
+    (BENCHMARK_HEADER, r"seed0\.tsv:2: expected a row of measurements after the header"),
+])
+def test_a_malformed_benchmark_file_is_named_with_its_line(tmp_path, text, message):
+    from cfqa.contract import read_benchmark
+
+    (tmp_path / "seed0.tsv").write_text(text)
+    with pytest.raises(ResultsError, match=message):
+        read_benchmark(tmp_path / "seed0.tsv")
+    with pytest.raises(ResultsError, match=r"missing\.tsv: missing; Snakemake writes it"):
+        read_benchmark(tmp_path / "missing.tsv")
+
+
+def test_a_snakemake_benchmark_is_read_back_as_snakemake_writes_it(tmp_path):
+    """The reader against Snakemake's own writer, not a hand-written copy of its format."""
+    from snakemake.benchmark import BenchmarkRecord, write_benchmark_records
+
+    from cfqa.contract import read_benchmark
+
+    measured = BenchmarkRecord(max_rss=300.0, cpu_time=2.5)
+    measured.running_time, measured.data_collected = 4.25, True
+    unsampled = BenchmarkRecord()
+    unsampled.running_time = 0.5
+    write_benchmark_records([measured, unsampled], str(tmp_path / "b.tsv"), False)
+    rows = read_benchmark(tmp_path / "b.tsv")
+    assert [(r.wall_time_s, r.max_rss_bytes, r.cpu_time_s) for r in rows] == [
+        (4.25, 300 * 1024 * 1024, 2.5), (0.5, None, None)]

@@ -397,6 +397,58 @@ def test_memory_shows_the_sum_of_parts_and_a_measured_peak(report):
     assert _row(tables["Training memory by part"], method="lora")["sum / full"] == f"{sums['lora'] / sums['full']:.2f}"
 
 
+def test_target_loss_is_the_seed_mean_of_each_variant_s_loss(report):
+    rows = _tables(report)["Accuracy on `test` by method and context variant"]
+    for method in report["methods"]:
+        for variant in VARIANTS:
+            losses = [_metrics(report, method, s).sets["test"][variant].target_loss_nats for s in report["seeds"]]
+            assert all(loss is not None and loss > 0 for loss in losses)
+            row = _row(rows, method=method, variant=variant)
+            assert row["target loss (nats/token)"] == fmt.decimal(np.mean(losses), 3)
+
+
+def test_efficiency_reads_snakemake_benchmarks_where_they_exist(tmp_path, runs, cfg, report):
+    """Snakemake's benchmark files (written here by Snakemake's own writer) fill the Snakemake
+    columns of the runs that have them; a run made without Snakemake shows a dash."""
+    from snakemake.benchmark import BenchmarkRecord, write_benchmark_records
+
+    from cfqa.report.inputs import benchmark_path
+
+    root = tmp_path / "run"
+    shutil.copytree(runs["results"], root / "results")
+    seconds = {0: 40.0, 1: 50.0}
+    for seed, wall in seconds.items():
+        for stage_name, rss in (("train", 600.0), ("evaluate", 400.0)):
+            record = BenchmarkRecord(max_rss=rss + seed, cpu_time=wall / 2)
+            record.running_time, record.data_collected = wall, True
+            path = benchmark_path(root, stage_name, "full", seed)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_benchmark_records([record], str(path), False)
+    assert benchmark_path(root, "train", "full", 1) == root / "logs/benchmarks/train/full/seed1.tsv"
+    pretrain = BenchmarkRecord(max_rss=1024.0, cpu_time=100.0)
+    pretrain.running_time, pretrain.data_collected = 123.4, True
+    write_benchmark_records([pretrain], str(root / "logs/benchmarks/pretrain.tsv"), False)
+    report_stage.run(cfg, results=root / "results", data_stats=runs["data_stats"], out=tmp_path / "reports",
+                     summary=tmp_path / "summary.json")
+    text = (tmp_path / "reports/report.md").read_text()
+    assert "Pretraining job (Snakemake's benchmark): 123.4 s, max RSS 1.0 GiB." in text
+    assert "Pretraining job" not in _text(report)     # made without Snakemake: no benchmark record
+    rows = markdown_tables(text)["Cost of each method"]
+    full = _row(rows, method="full")
+    assert full["train job (Snakemake)"] == full["evaluate job (Snakemake)"] == fmt.seconds(45.0)
+    assert full["train job max RSS (Snakemake)"] == fmt.bytes_size(600.5 * 1024 * 1024)
+    assert full["evaluate job max RSS (Snakemake)"] == fmt.bytes_size(400.5 * 1024 * 1024)
+    lora = _row(rows, method="lora")
+    assert lora["train job (Snakemake)"] == lora["evaluate job max RSS (Snakemake)"] == fmt.MISSING
+    for method in runs["methods"]:
+        # The seed mean of train.json's longest epoch; a dash where no run recorded one.
+        longest = [read_train_record(root / "results" / method / f"seed{s}" / "train.json").cost.max_epoch_time_s
+                   for s in runs["seeds"]]
+        present = [value for value in longest if value is not None]
+        expected = fmt.seconds(np.mean(present)) if present else fmt.MISSING
+        assert _row(rows, method=method)["max epoch time"] == expected
+
+
 def test_data_statistics_tables(report):
     tables = _tables(report)
     stats = read_data_stats(report["data_stats"])
@@ -454,7 +506,7 @@ def test_summary_holds_seed_means_and_intervals(report, rebuilt):
         trains = [_train(report, method, s) for s in report["seeds"]]
         assert values["trainable_params"] == trains[0].params.trainable
         assert values["step_time_s"] == pytest.approx(np.mean([t.cost.step_time_s for t in trains]))
-        assert all(key == "n_seeds" or re.search(r"_(pct|bytes|s|ms|params|loss)(_low|_high)?$", key)
+        assert all(key == "n_seeds" or re.search(r"_(pct|bytes|s|ms|nats|params|loss)(_low|_high)?$", key)
                    for key in values), values
 
 

@@ -485,3 +485,25 @@ def test_the_stages_log_one_run_from_training_start_to_its_evaluation(stage_resu
             history = client.get_metric_history(run.info.run_id, "train_loss")
             assert sorted(m.step for m in history) == [row.step for row in read_curve(results / "train_curve.csv")]
             assert run.data.params["train.lr"] == str(train.lr)
+
+
+def test_a_store_whose_creation_is_cut_short_leaves_no_database(tmp_path, monkeypatch):
+    """The schema of a new SQLite store is built aside and renamed in complete: a creation that
+    fails half-way (a full disk, a kill) leaves no database that later runs could not open."""
+    import mlflow
+
+    monkeypatch.chdir(tmp_path)
+    built = mlflow.MlflowClient.search_experiments
+
+    def fail_while_building(self, *args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(mlflow.MlflowClient, "search_experiments", fail_while_building)
+    with pytest.raises(OSError, match=r"mlflow\.db: no space left on device \(ENOSPC\)"):
+        tracking.open_experiment(TRACKING)
+    assert not (tmp_path / "mlflow.db").exists()
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".mlflow.db")]
+    monkeypatch.setattr(mlflow.MlflowClient, "search_experiments", built)
+    client, experiment_id = tracking.open_experiment(TRACKING)
+    assert (tmp_path / "mlflow.db").exists()
+    assert client.get_experiment(experiment_id).name == TRACKING.experiment

@@ -160,6 +160,33 @@ def test_the_loop_trains_on_length_grouped_batches_in_their_order(tmp_path, monk
     assert widths == [by_length[3], by_length[7], by_length[11], by_length[15]]
 
 
+def test_epoch_times_sum_the_steps_of_each_complete_epoch():
+    steps = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]
+    # 3 sampler batches per epoch, one per step: epochs 0-2, 3-5 complete; step 6 starts a third.
+    assert training_loop.epoch_times(steps, 1, 3) == (6.0, 15.0)
+    # Two micro-batches per step (accumulation or processes): step s starts at batch 2s, so
+    # steps 0 and 1 (batches 0-3, the second starting in epoch 0) make epoch 0, step 2
+    # (batch 4) epoch 1, steps 3 and 4 (batches 6, 8) epoch 2, step 5 (batch 10) epoch 3;
+    # step 6 starts epoch 4, which the 14 batches do not complete.
+    assert training_loop.epoch_times(steps, 2, 3) == (1.0 + 2.0, 3.0, 4.0 + 5.0, 6.0)
+    assert training_loop.epoch_times(steps[:2], 1, 3) == ()
+    with pytest.raises(ValueError, match="batches per epoch"):
+        training_loop.epoch_times(steps, 1, 0)
+
+
+def test_the_loop_records_each_epoch_s_training_time(tmp_path, monkeypatch):
+    """12 steps over 16 examples in batches of 4 are three epochs of four steps; an epoch's
+    time is the sum of its steps' times, the ones step_time_s averages."""
+    data = varied_task()
+    result = run(build("full"), data, data[:4], train_config(), tmp_path / "ckpt")
+    seconds = result.state.step_seconds
+    assert len(seconds) == 12
+    assert result.epoch_times_s == pytest.approx((sum(seconds[0:4]), sum(seconds[4:8]), sum(seconds[8:12])))
+    assert result.max_epoch_time_s == max(result.epoch_times_s)
+    short = run(build("full"), data, data[:4], train_config(max_steps=3), tmp_path / "short")
+    assert short.epoch_times_s == () and short.max_epoch_time_s is None
+
+
 def test_validation_loss_is_the_token_weighted_mean_whatever_the_batch_size():
     data = varied_task()
     model = build("full")

@@ -49,6 +49,7 @@ from filelock import FileLock
 
 import msgspec
 
+from cfqa.atomic_io import atomic_path
 from cfqa.config import Config, TrackingConfig
 from cfqa.contract import MethodFiles, read_curve, read_metrics, read_train_record
 from cfqa.contract.run_info import git_commit, git_dirty
@@ -248,6 +249,14 @@ def open_experiment(tracking: TrackingConfig) -> tuple[MlflowClient, str]:
     _quiet_mlflow()
     name, uri = tracking.experiment, resolved_uri(tracking.uri)
     with _store_lock(uri):
+        database = sqlite_database_path(uri)
+        if database is not None and not database.exists():
+            # A new store's schema is built by many migrations; one cut short (a full disk, a
+            # kill) leaves a database no later run can open. Build it aside, rename it complete.
+            with atomic_path(database) as fresh:
+                store = MlflowClient(tracking_uri=f"sqlite:///{fresh}")
+                store.search_experiments()
+                store._tracking_client.store.engine.dispose()
         client = with_lock_retry(lambda: MlflowClient(tracking_uri=uri), "open tracking store")
         experiment = with_lock_retry(lambda: client.get_experiment_by_name(name), "get experiment")
         if experiment is None:
@@ -706,6 +715,8 @@ def log_results_dir(tracking: TrackingConfig, results_dir: Path, *, method: str,
             "git_commit": train.run.git_commit, MLFLOW_GIT_COMMIT: train.run.git_commit}
     if train.run.git_dirty is not None:
         tags["git_dirty"] = tags[MLFLOW_GIT_DIRTY] = str(train.run.git_dirty).lower()
+    if metrics.family is not None:
+        tags["family"] = metrics.family     # t5 | gpt_neo: to put families side by side in the MLflow UI
     run_id = None
     if pipeline is not None:
         identity = run_identity(pipeline, method, train.seed, train.run.params)

@@ -10,6 +10,7 @@
 | `results/{method}/seed{seed}/evaluation_run.json` | `EvaluationRun` (provenance, speed) | evaluate | report, tracking |
 | `results/{method}/seed{seed}/headline.json` | `Headline` | evaluate | `dvc metrics`, `dvc exp show` |
 | `results/summary.json` | `Summary` | report | `dvc metrics` |
+| `logs/benchmarks/{stage}/{method}/seed{seed}.tsv` | `BenchmarkRow` rows | Snakemake (`benchmark:`) | report |
 | `results/{method}/lr_selection.json` | `LrSelection` | tune | train, report |
 | `models/{method}/seed{seed}/trainable.safetensors` | the trainable weights | train | evaluate |
 
@@ -20,10 +21,10 @@ joined with evaluation_run.json (a `MetricsRecord`); they are two files so that 
 tracks holds no timing, commit or machine, and an identical rerun writes the same bytes.
 """
 from cfqa.contract.files import (HEADLINE, LR_SELECTION, METRICS, PREDICTIONS, EVALUATION_RUN, TRAIN_CURVE, TRAIN_RECORD,
-                                 WEIGHTS, MethodFiles, ResultsError, read_curve, read_data_stats, read_headline,
+                                 WEIGHTS, MethodFiles, ResultsError, read_benchmark, read_curve, read_data_stats, read_headline,
                                  read_lr_selection, read_metrics, read_predictions, read_summary, read_train_record,
                                  write_curve, write_metrics, write_predictions, write_record)
-from cfqa.contract.records import (SCHEMA_VERSION, CurveRow, DataStats, EvaluationRun, Hardware, Headline,
+from cfqa.contract.records import (SCHEMA_VERSION, BenchmarkRow, CurveRow, DataStats, EvaluationRun, Hardware, Headline,
                                    Inference, LrSelection, LrTrial, Memorization, MetricsFile, MetricsRecord,
                                    ParameterCounts, PredictionRow, RunInfo, SeenStats, StepMemoryParts, Summary,
                                    TrainCost, TrainRecord, TypeScores, VariantScores)
@@ -31,7 +32,7 @@ from cfqa.contract.records import (SCHEMA_VERSION, CurveRow, DataStats, Evaluati
 __all__ = [
     "HEADLINE", "EVALUATION_RUN", "EvaluationRun", "Headline", "MetricsFile", "read_headline", "write_metrics",
     "LR_SELECTION", "LrSelection", "LrTrial", "read_lr_selection", "METRICS", "PREDICTIONS", "TRAIN_CURVE", "TRAIN_RECORD", "WEIGHTS", "MethodFiles", "ResultsError",
-    "read_curve", "read_data_stats", "read_metrics", "read_predictions", "read_summary",
+    "BenchmarkRow", "read_benchmark", "read_curve", "read_data_stats", "read_metrics", "read_predictions", "read_summary",
     "read_train_record", "write_curve", "write_predictions", "write_record", "SCHEMA_VERSION",
     "CurveRow", "DataStats", "Hardware", "Inference", "Memorization", "MetricsRecord", "ParameterCounts",
     "PredictionRow", "RunInfo", "SeenStats", "StepMemoryParts", "Summary", "TrainCost", "TrainRecord",

@@ -16,8 +16,9 @@ from typing import Iterable, TypeVar
 import msgspec
 
 from cfqa.atomic_io import atomic_open, write_jsonl
-from cfqa.contract.records import (SCHEMA_VERSION, CurveRow, DataStats, EvaluationRun, Headline, LrSelection,
-                                   MetricsFile, MetricsRecord, PredictionRow, Record, Summary, TrainRecord)
+from cfqa.contract.records import (SCHEMA_VERSION, BenchmarkRow, CurveRow, DataStats, EvaluationRun, Headline,
+                                   LrSelection, MetricsFile, MetricsRecord, PredictionRow, Record, Summary,
+                                   TrainRecord)
 
 # File names inside a run's results/{method}/seed{seed}/ and models/{method}/seed{seed}/.
 TRAIN_RECORD = "train.json"
@@ -210,4 +211,53 @@ def read_predictions(path: str | Path) -> list[PredictionRow]:
                 rows.append(decoder.decode(line))
             except msgspec.DecodeError as error:
                 raise ResultsError(f"{path}:{number}: {error} (expected a PredictionRow)") from None
+    return rows
+
+
+# ---- logs/benchmarks/.../*.tsv (written by Snakemake, read by the report) --------------
+
+# Snakemake's BenchmarkRecord columns this project reads; the file has more (h:m:s, max_vms,
+# io_in, ...), and `benchmark_extended` adds some: they are ignored.
+BENCHMARK_COLUMNS = ("s", "max_rss", "cpu_time")
+_MIB = 1024 * 1024
+_NOT_MEASURED = ("NA", "-", "")
+
+
+def _benchmark_number(text: str | None, path: Path, line: int, column: str) -> float | None:
+    if text is None or text.strip() in _NOT_MEASURED:
+        return None
+    try:
+        number = float(text)
+    except ValueError:
+        raise ResultsError(f"{path}:{line}: column {column!r}: expected a number or NA, got {text!r}") from None
+    if not math.isfinite(number) or number < 0:
+        raise ResultsError(f"{path}:{line}: column {column!r}: expected a finite number >= 0, got {text!r}")
+    return number
+
+
+def read_benchmark(path: str | Path) -> list[BenchmarkRow]:
+    """The rows of a Snakemake benchmark TSV (one per repetition; one without `repeat()`).
+    Snakemake writes max_rss in MiB; the row holds bytes."""
+    path = Path(path)
+    if not path.is_file():
+        raise ResultsError(f"{path}: missing; Snakemake writes it for a rule with `benchmark:`")
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle, delimiter="\t")
+        missing = [c for c in BENCHMARK_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ResultsError(f"{path}:1: expected Snakemake's benchmark columns {list(BENCHMARK_COLUMNS)}, "
+                               f"missing {missing}")
+        rows = []
+        for line, row in enumerate(reader, start=2):
+            if None in row:
+                raise ResultsError(f"{path}:{line}: {len(reader.fieldnames) + len(row[None])} fields, "
+                                   f"the header has {len(reader.fieldnames)}")
+            seconds = _benchmark_number(row["s"], path, line, "s")
+            if seconds is None:
+                raise ResultsError(f"{path}:{line}: column 's': expected the job's seconds, got {row['s']!r}")
+            rss = _benchmark_number(row["max_rss"], path, line, "max_rss")
+            rows.append(BenchmarkRow(wall_time_s=seconds, max_rss_bytes=None if rss is None else round(rss * _MIB),
+                                     cpu_time_s=_benchmark_number(row["cpu_time"], path, line, "cpu_time")))
+    if not rows:
+        raise ResultsError(f"{path}:2: expected a row of measurements after the header, found none")
     return rows

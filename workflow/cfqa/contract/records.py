@@ -1,6 +1,7 @@
 """The typed records of every result file the stages hand on.
 
-Each field carries its unit in its name: `_pct` (0-100), `_bytes`, `_s` (seconds), `_per_s`.
+Each field carries its unit in its name: `_pct` (0-100), `_bytes`, `_s` (seconds), `_per_s`,
+`_nats` (a mean cross-entropy per target token, natural log).
 Counts are plain integers. A field that can be absent (a score on an empty set, a measure
 only CUDA has) is `| None`; non-finite numbers are written as null. msgspec checks every
 field's type on read, so a file of the wrong shape fails with the field's JSON path.
@@ -78,6 +79,11 @@ class TrainCost(Record):
     train_time_s: float
     wall_time_s: float
     processes: int
+    # Training time of each complete pass over the training examples (the sum of its optimizer
+    # steps' times; validation and checkpoints excluded), and the longest of them. None: not
+    # recorded (files written before these fields); an empty list: no epoch was completed.
+    epoch_times_s: list[float] | None = None
+    max_epoch_time_s: float | None = None
 
 
 class TrainRecord(Record, kw_only=True):
@@ -139,6 +145,9 @@ class VariantScores(Record):
     contextual_rouge1_pct: float | None = None
     contextual_rouge2_pct: float | None = None
     contextual_rouge_l_pct: float | None = None
+    # Mean cross-entropy per target token of the trained model, teacher-forced on the target the
+    # training format defines (as the validation loss of training). None: not measured.
+    target_loss_nats: float | None = None
 
 
 class TypeScores(Record):
@@ -176,6 +185,9 @@ class MetricsFile(Record, kw_only=True):
     by_type: dict[str, dict[str, dict[str, TypeScores]]]       # set -> variant -> answer type
     memorization: dict[str, Memorization]                      # set
     most_frequent_em_pct: dict[str, dict[str, float | None]]   # set -> answer type (and "all")
+    # The base model's family (params `pretrain.family`: t5 | gpt_neo); the report sets families
+    # side by side. None in files written before it was recorded.
+    family: str | None = None
 
 
 class EvaluationRun(Record, kw_only=True):
@@ -204,6 +216,7 @@ class MetricsRecord(Record, kw_only=True):
     most_frequent_em_pct: dict[str, dict[str, float | None]]
     inference: Inference
     wall_time_s: float
+    family: str | None = None
 
 
 # ---- results/{method}/seed{seed}/headline.json ----------------------------------------
@@ -265,6 +278,18 @@ class DataStats(Record, kw_only=True):
     partial_mentions: dict[str, dict[str, int]]         # split -> what was left unreplaced
     seen: SeenStats
     prepare: dict[str, Any] | None                      # data/prepared/stats.json, as written
+
+
+# ---- logs/benchmarks/{stage}/{method}/seed{seed}.tsv (Snakemake's `benchmark:`) -------
+
+class BenchmarkRow(Record):
+    """One row of a Snakemake benchmark file: what the job took, measured by Snakemake from
+    outside the process (it samples the job's process tree; "NA" where nothing was sampled,
+    e.g. a job faster than the sampling interval)."""
+
+    wall_time_s: float               # column `s`: wall-clock seconds of the job
+    max_rss_bytes: int | None        # peak resident memory (Snakemake writes MiB)
+    cpu_time_s: float | None         # CPU seconds of the job's processes
 
 
 # ---- results/summary.json ---------------------------------------------------------------

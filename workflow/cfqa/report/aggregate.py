@@ -1,7 +1,13 @@
 """Every number the report compares, computed once with cfqa.statistics from the aligned
 seeds × questions arrays: accuracy intervals per cell, paired differences against full
-fine-tuning (Holm-adjusted within each family), memorization ratios and seen − test, and which
-methods did not converge. Pure: the same results give the same numbers, bit for bit."""
+fine-tuning (Holm-adjusted within each family of comparisons), memorization ratios and
+seen − test, and which methods did not converge. Pure: the same results give the same numbers,
+bit for bit.
+
+Results of several model families (T5, GPT-Neo) are aggregated family by family: each family's
+runs are aligned on their own questions, and each family's methods are compared with that
+family's full fine-tuning; the numbers are keyed by `MethodResults.key`, unique across
+families."""
 from __future__ import annotations
 
 import math
@@ -39,6 +45,13 @@ class Convergence:
     converged: bool
 
 
+def significant(difference: statistics.Difference | None, holm_p: float | None) -> bool:
+    """The report's one rule for calling a paired difference a difference: a Holm-adjusted p
+    below 1 − confidence and an interval that excludes 0."""
+    return bool(difference is not None and holm_p is not None and holm_p < 1 - difference.confidence
+                and not math.isnan(difference.low) and (difference.low > 0 or difference.high < 0))
+
+
 @dataclass(frozen=True)
 class Comparison:
     """One method minus the reference on one family member; `difference` None when excluded."""
@@ -54,10 +67,7 @@ class Comparison:
 
     @property
     def significant(self) -> bool:
-        """Holm-adjusted p below 1 − confidence and an interval that excludes 0."""
-        d = self.difference
-        return bool(d is not None and self.holm_p is not None and self.holm_p < 1 - d.confidence
-                    and not math.isnan(d.low) and (d.low > 0 or d.high < 0))
+        return significant(self.difference, self.holm_p)
 
 
 @dataclass(frozen=True)
@@ -84,10 +94,20 @@ class Aggregates:
     memorization: dict[tuple[str, str], MemorizationCell]         # (method, set)
     seen_minus_test: dict[str, statistics.Difference]             # method
     convergence: dict[str, Convergence]
-    reference: str | None                                         # the full fine-tuning method
+    reference: str | None                                         # the full fine-tuning method (first family's)
     comparisons: tuple[Comparison, ...] = ()
     type_comparisons: tuple[Comparison, ...] = ()
-    arrays: QuestionArrays | None = field(default=None, compare=False, repr=False)
+    arrays: tuple[QuestionArrays, ...] = field(default=(), compare=False, repr=False)   # one per family
+    references: dict[str, str] = field(default_factory=dict)      # method key -> its family's reference
+
+    def reference_of(self, method: str) -> str | None:
+        """The full fine-tuning run `method` is compared with: its own family's."""
+        return self.references.get(method)
+
+    def outcomes(self, method: str, set_name: str, variant: str):
+        """The seeds × questions outcomes of one method on one (set, variant), or None."""
+        return next((a.outcomes[(method, set_name, variant)] for a in self.arrays
+                     if (method, set_name, variant) in a.outcomes), None)
 
     def comparison(self, method: str, set_name: str, variant: str, metric: str,
                    answer_type: str | None = None) -> Comparison | None:
@@ -109,8 +129,16 @@ def convergence(result: MethodResults) -> Convergence:
 
 
 def reference_method(results: Sequence[MethodResults]) -> str | None:
-    """The first method whose registry method is full fine-tuning."""
-    return next((r.name for r in results if r.registry_method == "full"), None)
+    """The first method whose registry method is full fine-tuning (its key)."""
+    return next((r.key for r in results if r.registry_method == "full"), None)
+
+
+def family_groups(results: Sequence[MethodResults]) -> list[list[MethodResults]]:
+    """The results split by model family, families and methods in the order given."""
+    groups: dict[str | None, list[MethodResults]] = {}
+    for r in results:
+        groups.setdefault(r.family, []).append(r)
+    return list(groups.values())
 
 
 def _ordered_variants(present: set[str]) -> tuple[str, ...]:
@@ -159,14 +187,15 @@ def _memorization_cell(classes) -> MemorizationCell:
                             other=int(classes.is_original.size) - original - substitute)
 
 
-def aggregate(results: Sequence[MethodResults]) -> Aggregates:
+def _aggregate_family(results: Sequence[MethodResults]) -> Aggregates:
+    """The aggregates of one model family's methods."""
     arrays = question_arrays(results)
-    methods = tuple(r.name for r in results)
+    methods = tuple(r.key for r in results)
     sets_present = {s for s, _ in arrays.ids}
     sets = tuple(s for s in ("test", "seen") if s in sets_present) + tuple(sorted(sets_present - {"test", "seen"}))
     variants = {s: _ordered_variants({v for t, v in arrays.ids if t == s}) for s in sets}
     answer_types = {s: tuple(arrays.types_in(s, TYPE_COMPARISON_VARIANT)) for s in sets}
-    convergence_of = {r.name: convergence(r) for r in results}
+    convergence_of = {r.key: convergence(r) for r in results}
     reference = reference_method(results)
 
     accuracy, by_type = {}, {}
@@ -216,4 +245,34 @@ def aggregate(results: Sequence[MethodResults]) -> Aggregates:
     return Aggregates(methods=methods, seeds=results[0].seeds if results else (), sets=sets, variants=variants,
                       answer_types=answer_types, accuracy=accuracy, by_type=by_type, memorization=memorization,
                       seen_minus_test=seen_minus_test, convergence=convergence_of, reference=reference,
-                      comparisons=tuple(comparisons), type_comparisons=tuple(type_comparisons), arrays=arrays)
+                      comparisons=tuple(comparisons), type_comparisons=tuple(type_comparisons), arrays=(arrays,),
+                      references={m: reference for m in methods if reference is not None and m != reference})
+
+
+def _union(groups: Sequence[Sequence[str]], preferred: Sequence[str] = ()) -> tuple[str, ...]:
+    present = {item for group in groups for item in group}
+    return tuple(p for p in preferred if p in present) + tuple(sorted(present - set(preferred)))
+
+
+def aggregate(results: Sequence[MethodResults]) -> Aggregates:
+    """Every family aggregated on its own (`_aggregate_family`), merged: keys are unique across
+    families, and sets, variants and answer types are the union of the families'."""
+    if not results:
+        raise ValueError("expected at least one method's results")
+    parts = [_aggregate_family(group) for group in family_groups(results)]
+    if len(parts) == 1:
+        return parts[0]
+    sets = _union([p.sets for p in parts], ("test", "seen"))
+    merged: dict[str, dict] = {name: {} for name in ("accuracy", "by_type", "memorization", "seen_minus_test",
+                                                    "convergence", "references")}
+    for part in parts:
+        for name, values in merged.items():
+            values.update(getattr(part, name))
+    return Aggregates(
+        methods=tuple(m for p in parts for m in p.methods), seeds=parts[0].seeds, sets=sets,
+        variants={s: _union([p.variants.get(s, ()) for p in parts], VARIANTS) for s in sets},
+        answer_types={s: _union([p.answer_types.get(s, ()) for p in parts]) for s in sets},
+        reference=next((p.reference for p in parts if p.reference is not None), None),
+        comparisons=tuple(c for p in parts for c in p.comparisons),
+        type_comparisons=tuple(c for p in parts for c in p.type_comparisons),
+        arrays=tuple(a for p in parts for a in p.arrays), **merged)

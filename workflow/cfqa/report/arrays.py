@@ -130,7 +130,7 @@ def question_arrays(results: Sequence[MethodResults]) -> QuestionArrays:
     outcomes: dict[tuple[str, str, str], Outcomes] = {}
     for method in results:
         for key, key_ids in ids.items():
-            outcomes[(method.name, *key)] = _outcomes(
+            outcomes[(method.key, *key)] = _outcomes(
                 [[grouped[(method.name, run.seed)][key][i] for i in key_ids] for run in method.runs])
 
     memorization_ids = {set_name: tuple(i for i, row in rows.items() if row.substitute)
@@ -141,7 +141,7 @@ def question_arrays(results: Sequence[MethodResults]) -> QuestionArrays:
             labels = np.array([_classes(run, [grouped[(method.name, run.seed)][(set_name, "counterfactual")][i]
                                               for i in key_ids]) for run in method.runs])
             labels = labels.reshape(len(method.runs), len(key_ids))
-            memorization[(method.name, set_name)] = Classes(is_original=(labels == "original").astype(float),
+            memorization[(method.key, set_name)] = Classes(is_original=(labels == "original").astype(float),
                                                             is_substitute=(labels == "substitute").astype(float))
     return QuestionArrays(ids=ids, answer_types=answer_types, outcomes=outcomes,
                           memorization_ids=memorization_ids, memorization=memorization)

@@ -89,31 +89,32 @@ def _versus_reference(agg: Aggregates, method: str) -> str:
     if comparison is None or comparison.difference is None:
         return ""
     d = comparison.difference
+    reference = agg.reference_of(method)
     difference = f"{fmt.signed_interval(d.difference, d.low, d.high)} pp, Holm p {fmt.p_value(comparison.holm_p)}"
     if comparison.significant:
         verdict = "higher than" if d.difference > 0 else "lower than"
-        return f"; {verdict} `{agg.reference}` ({difference})"
-    return f"; not significantly different from `{agg.reference}` ({difference}, n.s.)"
+        return f"; {verdict} `{reference}` ({difference})"
+    return f"; not significantly different from `{reference}` ({difference}, n.s.)"
 
 
 def findings_section(results: list[MethodResults], agg: Aggregates) -> Section:
     """Sentences with numbers, all computed from this run's results (never typed by hand)."""
     bullets = []
     for r in results:
-        factual = agg.accuracy.get((r.name, "test", "factual", "contextual_em"))
+        factual = agg.accuracy.get((r.key, "test", "factual", "contextual_em"))
         if factual is None:
             continue
         baseline = tables.run_mean(r, lambda run: run.metrics.most_frequent_em_pct.get("test", {}).get("all"))
         memorized = [f"{_interval_text(cell.interval)} on `{s}`" for s in agg.sets
-                     if (cell := agg.memorization.get((r.name, s))) is not None]
-        state = agg.convergence[r.name]
+                     if (cell := agg.memorization.get((r.key, s))) is not None]
+        state = agg.convergence[r.key]
         converged = "" if state.converged else (
             f" Not converged: {fmt.percent(state.mean_pct)} % well-formed answers on factual `test` "
             f"(below {CONVERGED_WELL_FORMED_PCT:.0f} %), so it is not ranked.")
         bullets.append(
-            f"`{r.name}` ({_seeds_text(factual.n_seeds)}): contextual EM on factual `test` contexts "
+            f"`{r.key}` ({_seeds_text(factual.n_seeds)}): contextual EM on factual `test` contexts "
             f"{_interval_text(factual)} (always the most frequent training answer: "
-            f"{fmt.percent(baseline)} %){_versus_reference(agg, r.name)}; memorization ratio "
+            f"{fmt.percent(baseline)} %){_versus_reference(agg, r.key)}; memorization ratio "
             + (", ".join(memorized) or fmt.MISSING) + "." + converged)
     return Section(
         title="This run in numbers",
@@ -132,10 +133,10 @@ def run_facts(results: list[MethodResults]) -> tuple[str, ...]:
         return ()
     seeds = sorted({run.seed for run in runs})
     machines: dict[tuple[str, str, str, str], list[str]] = {}
-    for run in runs:
+    for r, run in ((r, run) for r in results for run in r.runs):
         for stage, hardware in (("train", run.train.run.hardware), ("evaluate", run.metrics.run.hardware)):
             key = (hardware.cpu_model, hardware.cpu_capability, hardware.blas, hardware.gpu or "no GPU")
-            label = f"{run.method}/seed{run.seed}"
+            label = f"{r.key}/seed{run.seed}"
             if label not in machines.setdefault(key, []):
                 machines[key].append(label)
     where = [f"{cpu} (capability {capability}, BLAS {blas}, {gpu}): "
@@ -144,6 +145,22 @@ def run_facts(results: list[MethodResults]) -> tuple[str, ...]:
     return (f"{len(results)} methods × {len(seeds)} seeds ({', '.join(map(str, seeds))}) = {len(runs)} "
             f"training runs, on {len(machines)} distinct machine{'s' if len(machines) != 1 else ''}: "
             + "; ".join(where) + ".", SINGLE_RUNS_DIFFER)
+
+
+def pretrain_jobs(results: list[MethodResults]) -> tuple[str, ...]:
+    """The pretrain job as Snakemake's benchmark measured it, once per family (every method of
+    a run shares its backbone); nothing where Snakemake wrote no record."""
+    sentences, seen = [], set()
+    for r in results:
+        if not r.pretrain_benchmark or r.family in seen:
+            continue
+        seen.add(r.family)
+        seconds = tables.seed_mean([row.wall_time_s for row in r.pretrain_benchmark])
+        rss = tables.seed_mean([row.max_rss_bytes for row in r.pretrain_benchmark])
+        family = "" if r.family is None else f" of family `{r.family}`"
+        sentences.append(f"Pretraining job{family} (Snakemake's benchmark): {fmt.seconds(seconds)}, "
+                         f"max RSS {fmt.bytes_size(rss)}.")
+    return tuple(sentences)
 
 
 def _statistics_note(agg: Aggregates) -> str:
@@ -157,8 +174,10 @@ def _statistics_note(agg: Aggregates) -> str:
 def build_document(results: list[MethodResults], agg: Aggregates, stats: dict[str, Any],
                    overview: dict[str, str], notes: str | Sequence[str] | None = None) -> ReportDocument:
     sets = list(agg.sets)
-    methods = tuple(f"method `{r.name}`: registry method `{r.registry_method}`, backbone `{r.backbone}`, "
-                    f"seeds {', '.join(map(str, r.seeds))}" for r in results)
+    methods = tuple(f"method `{r.name}`{'' if r.family is None else f' of family `{r.family}`'}: registry method "
+                    f"`{r.registry_method}`, backbone `{r.backbone}`, seeds {', '.join(map(str, r.seeds))}"
+                    for r in results)
+    families = sorted({r.family for r in results if r.family is not None})
     intro = Section(
         title="Overview",
         paragraphs=(
@@ -170,7 +189,11 @@ def build_document(results: list[MethodResults], agg: Aggregates, stats: dict[st
             "(random). The model answers twice: the contextual answer (what the context says, "
             "\"unanswerable\" without one) and the parametric answer (what it memorized).",
             SINGLE_RUNS_DIFFER,
-        ),
+        ) + ((f"Model families side by side: {', '.join(f'`{f}`' for f in families)}. Every per-method table "
+              "has a family column and lists each family's methods together; each family is aggregated on "
+              "its own questions and compared with its own full fine-tuning, so numbers of two families are "
+              "set side by side, not tested against each other. The base model below is this run's; the "
+              "others' runs record theirs.",) if families else ()),
         bullets=tuple(f"{key}: {value}" for key, value in overview.items())
         + tuple(SET_DESCRIPTIONS.get(s, f"`{s}`") for s in sets) + methods,
     )
@@ -180,11 +203,16 @@ def build_document(results: list[MethodResults], agg: Aggregates, stats: dict[st
         figures=(_figure("contextual_em"),),
     )
     if agg.reference is not None:
+        reference = tables.reference_label(results, agg)
+        without = [f"`{f}`" for f in families if not any(r.family == f and r.key in agg.references.values()
+                                                         for r in results)]
         comparison = Section(
             title="Compared with full fine-tuning",
-            paragraphs=(f"Each method minus `{agg.reference}` on the same questions and seeds. Methods "
-                        "marked n.s. are not distinguishable from it here and are not ranked.",),
-            tables=tuple(tables.comparison_table(agg, s) for s in sets),
+            paragraphs=(f"Each method minus {reference} on the same questions and seeds. Methods "
+                        "marked n.s. are not distinguishable from it here and are not ranked.",)
+            + ((f"No full fine-tuning run in family {', '.join(without)}: its methods are not compared.",)
+               if without else ()),
+            tables=tuple(tables.comparison_table(results, agg, s) for s in sets),
         )
     else:
         comparison = Section(title="Compared with full fine-tuning",
@@ -197,7 +225,7 @@ def build_document(results: list[MethodResults], agg: Aggregates, stats: dict[st
     by_type = Section(
         title="By answer type",
         tables=tuple(tables.by_type_table(results, agg, s) for s in sets)
-        + (tuple(tables.type_comparison_table(agg, s) for s in sets) if agg.reference else ()),
+        + (tuple(tables.type_comparison_table(results, agg, s) for s in sets) if agg.reference else ()),
     )
     groups = mixture_groups(results, agg)
     mixture = Section(
@@ -205,12 +233,12 @@ def build_document(results: list[MethodResults], agg: Aggregates, stats: dict[st
         paragraphs=(("Runs of one method that differ only in the training mixture, laid out as "
                      "DisentQA's results table, then the effect of adding answerability.",) if groups else
                     ("Every run uses one training mixture per method. The mixture ablation (f, f+cf, f+a, "
-                     "f+cf+a for full fine-tuning) runs with the profile workflow/profiles/mixtures/; its "
-                     "report shows the table here.",)) + (DEFAULT_MIXTURE_REASON,),
+                     "f+cf+a for full fine-tuning) runs with the profile workflow/profiles/mixtures/ under "
+                     "runs/mixtures/; its report (runs/mixtures/reports/index.html) shows the table.",)) + (DEFAULT_MIXTURE_REASON,),
         tables=tuple(t for g in groups for t in (tables.mixture_table(g, agg),)
                      + ((tables.answerability_effect_table(g),) if g.effects else ())),
     )
-    stalled = [r.name for r in results if not agg.convergence[r.name].converged]
+    stalled = [r.key for r in results if not agg.convergence[r.key].converged]
     convergence = Section(
         title="Convergence",
         paragraphs=((f"Not converged (fewer than {CONVERGED_WELL_FORMED_PCT:.0f} % well-formed answers on "
@@ -225,6 +253,7 @@ def build_document(results: list[MethodResults], agg: Aggregates, stats: dict[st
     lr_table = tables.lr_selection_table(results)
     efficiency = Section(
         title="Efficiency",
+        paragraphs=pretrain_jobs(results),
         tables=(tables.efficiency_table(results), tables.memory_table(results), tables.training_table(results))
         + ((lr_table,) if lr_table else ()),
         figures=(_figure("accuracy_vs_cost"), _figure("training_curves")),

@@ -1,15 +1,24 @@
 """The report's inputs: every method's runs (one per seed), read through cfqa.contract from
-results/{method}/seed{seed}/, and the method's learning-rate selection when the `tune` stage
-wrote one (results/{method}/lr_selection.json)."""
+results/{method}/seed{seed}/, the method's learning-rate selection when the `tune` stage
+wrote one (results/{method}/lr_selection.json), and the Snakemake benchmark records of the
+run's train and evaluate jobs when Snakemake wrote them (logs/benchmarks/..., beside results/).
+
+Results of other runs (another params file, e.g. the GPT-Neo profile's `runs/<name>/results`)
+join the report through `load_report_results`: when they hold more than one model family, every
+method carries its family and the report sets the families side by side."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from cfqa.contract import (LR_SELECTION, CurveRow, LrSelection, MethodFiles, MetricsRecord, PredictionRow,
-                           ResultsError, TrainRecord, read_curve, read_lr_selection, read_metrics,
-                           read_predictions, read_train_record)
+import dataclasses
+import re
+
+from cfqa.contract import (LR_SELECTION, BenchmarkRow, CurveRow, LrSelection, MethodFiles, MetricsRecord,
+                           PredictionRow, ResultsError, TrainRecord, read_benchmark, read_curve, read_lr_selection,
+                           read_metrics, read_predictions, read_train_record)
+from cfqa.dag import stage as dag_stage
 
 
 @dataclass(frozen=True)
@@ -23,6 +32,9 @@ class RunResults:
     metrics: MetricsRecord
     predictions: tuple[PredictionRow, ...]
     curve: tuple[CurveRow, ...] = ()   # empty when train_curve.csv is absent
+    # Snakemake's benchmark rows of this run's jobs, by stage (train, evaluate); a stage is
+    # absent when its file is (runs made by DVC or by hand have none).
+    benchmarks: dict[str, tuple[BenchmarkRow, ...]] = field(default_factory=dict)
 
     @property
     def predictions_path(self) -> Path:
@@ -36,6 +48,16 @@ class MethodResults:
     name: str
     runs: tuple[RunResults, ...]
     lr_selection: LrSelection | None = field(default=None)
+    # The model family, set only when the report holds several (see `with_families`).
+    family: str | None = None
+    # Snakemake's benchmark rows of the run's pretrain job (one per run root, shared by its
+    # methods); empty without the file.
+    pretrain_benchmark: tuple[BenchmarkRow, ...] = ()
+
+    @property
+    def key(self) -> str:
+        """Unique among the report's methods: the name, prefixed by the family when set."""
+        return self.name if self.family is None else f"{self.family}/{self.name}"
 
     @property
     def seeds(self) -> tuple[int, ...]:
@@ -54,8 +76,28 @@ def seed_directory(results: Path, method: str, seed: int) -> Path:
     return Path(results) / method / f"seed{seed}"
 
 
+BENCHMARKED_STAGES = ("train", "evaluate")
+
+
+def benchmark_path(run_root: Path, stage_name: str, method: str, seed: int) -> Path:
+    """Where Snakemake's `benchmark:` puts a job's record: the DAG table's path under the run's
+    root (the directory holding results/ and logs/)."""
+    return Path(run_root) / dag_stage(stage_name).benchmark.format(method=method, seed=seed)
+
+
+def load_pretrain_benchmark(run_root: Path) -> tuple[BenchmarkRow, ...]:
+    path = Path(run_root) / dag_stage("pretrain").benchmark
+    return tuple(read_benchmark(path)) if path.is_file() else ()
+
+
+def load_benchmarks(run_root: Path, method: str, seed: int) -> dict[str, tuple[BenchmarkRow, ...]]:
+    paths = {name: benchmark_path(run_root, name, method, seed) for name in BENCHMARKED_STAGES}
+    return {name: tuple(read_benchmark(path)) for name, path in paths.items() if path.is_file()}
+
+
 def load_run(directory: Path, method: str, seed: int) -> RunResults:
-    """One run; train.json, metrics.json and predictions.jsonl are required, the curve optional."""
+    """One run; train.json, metrics.json and predictions.jsonl are required, the curve and the
+    benchmark records optional (the run's root is three levels above results/{method}/seed{seed})."""
     files = MethodFiles(Path(directory))
     train = read_train_record(files.train_record, method)
     metrics = read_metrics(files.metrics, method)
@@ -65,7 +107,8 @@ def load_run(directory: Path, method: str, seed: int) -> RunResults:
     predictions = tuple(read_predictions(files.predictions))
     curve = tuple(read_curve(files.train_curve)) if files.train_curve.is_file() else ()
     return RunResults(method=method, seed=seed, directory=Path(directory), train=train, metrics=metrics,
-                      predictions=predictions, curve=curve)
+                      predictions=predictions, curve=curve,
+                      benchmarks=load_benchmarks(Path(directory).parent.parent.parent, method, seed))
 
 
 def load_method(results: Path, method: str, seeds: Sequence[int]) -> MethodResults:
@@ -75,11 +118,71 @@ def load_method(results: Path, method: str, seeds: Sequence[int]) -> MethodResul
     runs = tuple(load_run(seed_directory(results, method, seed), method, seed) for seed in seeds)
     selection_path = Path(results) / method / LR_SELECTION
     selection = read_lr_selection(selection_path, method) if selection_path.is_file() else None
-    return MethodResults(name=method, runs=runs, lr_selection=selection)
+    return MethodResults(name=method, runs=runs, lr_selection=selection,
+                         pretrain_benchmark=load_pretrain_benchmark(Path(results).parent))
 
 
 def load_results(results: Path, methods: Sequence[str], seeds: Sequence[int]) -> list[MethodResults]:
     return [load_method(results, method, seeds) for method in methods]
+
+
+_SEED_DIRECTORY = re.compile(r"seed(\d+)")
+
+
+def discovered_runs(results: Path) -> dict[str, tuple[int, ...]]:
+    """Every (method, seeds) with an evaluated run under results/{method}/seed{seed}/, for a
+    results root whose params file the report does not read (another run's)."""
+    results = Path(results)
+    if not results.is_dir():
+        raise ResultsError(f"{results}: missing; expected the results directory of a pipeline run")
+    found = {}
+    for method in sorted(p for p in results.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        seeds = sorted(int(m.group(1)) for d in method.iterdir()
+                       if d.is_dir() and (m := _SEED_DIRECTORY.fullmatch(d.name)) and (d / "metrics.json").is_file())
+        if seeds:
+            found[method.name] = tuple(seeds)
+    if not found:
+        raise ResultsError(f"{results}: no evaluated run (expected {{method}}/seed{{seed}}/metrics.json)")
+    return found
+
+
+def family_of(result: MethodResults) -> str:
+    """The model family every run of a method was evaluated with (metrics.json `family`)."""
+    families = {run.metrics.family or "unknown" for run in result.runs}
+    if len(families) != 1:
+        paths = ", ".join(f"{MethodFiles(run.directory).metrics} ({run.metrics.family})" for run in result.runs)
+        raise ResultsError(f"{result.name}: its seeds were evaluated with different model families: {paths}; "
+                           "expected one family per method")
+    return families.pop()
+
+
+def with_families(results: Sequence[MethodResults]) -> list[MethodResults]:
+    """Unchanged when every method has one model family (the default report). Otherwise each
+    method carries its family, sorted by family, then method; two methods of one name and
+    family (the same run included twice) are an error."""
+    families = {id(r): family_of(r) for r in results}
+    tagged = list(results)
+    if len(set(families.values())) > 1:
+        tagged = sorted((dataclasses.replace(r, family=families[id(r)]) for r in results),
+                        key=lambda r: (r.family, r.name))
+    seen: dict[str, MethodResults] = {}
+    for r in tagged:
+        if r.key in seen:
+            raise ResultsError(f"{r.runs[0].directory.parent} and {seen[r.key].runs[0].directory.parent}: both hold "
+                               f"method {r.name!r} of family {families[id(r)]}; a report holds each (family, "
+                               "method) once: include each run's results once")
+        seen[r.key] = r
+    return tagged
+
+
+def load_report_results(results: Path, methods: Sequence[str], seeds: Sequence[int],
+                        others: Sequence[Path] = ()) -> list[MethodResults]:
+    """This run's methods and seeds (from its params) and every evaluated run under each of
+    `others` (other runs' results directories), families set side by side (`with_families`)."""
+    loaded = load_results(results, methods, seeds)
+    for other in others:
+        loaded += [load_method(other, method, found) for method, found in discovered_runs(other).items()]
+    return with_families(loaded)
 
 
 PREFERRED_SETS = ("test", "seen")

@@ -8,12 +8,11 @@ counterfactual]}}` is one mixture run; the profile workflow/profiles/mixtures/ a
 Pure: computed from loaded results and the report's aggregates."""
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Sequence
 
 from cfqa import statistics
-from cfqa.report.aggregate import CONFIDENCE, REPORT_SEED, Aggregates
+from cfqa.report.aggregate import CONFIDENCE, REPORT_SEED, Aggregates, significant
 from cfqa.report.inputs import MethodResults
 
 ANSWERABILITY = ("empty", "random")       # DisentQA's "a": no context, another question's context
@@ -25,6 +24,7 @@ EFFECT_VARIANTS = ("factual", "counterfactual")   # answerable contexts: where a
 @dataclass(frozen=True)
 class MixtureRun:
     method: str                    # the params.yaml key
+    key: str                       # MethodResults.key: the method, with its family when several are reported
     mixture: tuple[str, ...]
     label: str                     # f+cf+a
     steps: int                     # configured max_steps
@@ -32,7 +32,8 @@ class MixtureRun:
 
 @dataclass(frozen=True)
 class AnswerabilityEffect:
-    """`with_a` minus `without_a` (the same mixture without empty and random) on one variant."""
+    """`with_a` minus `without_a` (the same mixture without empty and random) on one variant;
+    both are MethodResults keys."""
 
     with_a: str
     without_a: str
@@ -42,13 +43,13 @@ class AnswerabilityEffect:
 
     @property
     def significant(self) -> bool:
-        d = self.difference
-        return bool(self.holm_p < 1 - d.confidence and not math.isnan(d.low) and (d.low > 0 or d.high < 0))
+        return significant(self.difference, self.holm_p)
 
 
 @dataclass(frozen=True)
 class MixtureGroup:
     registry_method: str
+    family: str | None             # set when the report holds several model families
     runs: tuple[MixtureRun, ...]
     effects: tuple[AnswerabilityEffect, ...]
 
@@ -80,21 +81,22 @@ def _others(result: MethodResults) -> tuple:
 
 
 def mixture_groups(results: Sequence[MethodResults], agg: Aggregates) -> list[MixtureGroup]:
-    """One group per registry method with runs of at least two different mixtures."""
-    by_method: dict[str, list[MethodResults]] = {}
+    """One group per (model family and) registry method with runs of at least two different
+    mixtures: mixtures are compared within a family."""
+    by_method: dict[tuple[str | None, str], list[MethodResults]] = {}
     for r in results:
-        by_method.setdefault(r.registry_method, []).append(r)
+        by_method.setdefault((r.family, r.registry_method), []).append(r)
     groups = []
-    for registry_method, members in by_method.items():
+    for (family, registry_method), members in by_method.items():
         runs = []
         for r in members:
             train = _train_settings(r)
             mixture = tuple(train.get("mixture", ()))
-            runs.append(MixtureRun(method=r.name, mixture=mixture, label=mixture_label(mixture),
+            runs.append(MixtureRun(method=r.name, key=r.key, mixture=mixture, label=mixture_label(mixture),
                                    steps=int(train.get("max_steps", r.runs[0].train.steps))))
         if len({run.mixture for run in runs}) < 2:
             continue
-        groups.append(MixtureGroup(registry_method=registry_method, runs=tuple(runs),
+        groups.append(MixtureGroup(registry_method=registry_method, family=family, runs=tuple(runs),
                                    effects=_effects(members, runs, agg)))
     return groups
 
@@ -102,23 +104,21 @@ def mixture_groups(results: Sequence[MethodResults], agg: Aggregates) -> list[Mi
 def _effects(members: list[MethodResults], runs: list[MixtureRun], agg: Aggregates) -> tuple[AnswerabilityEffect, ...]:
     """Paired differences with − without answerability, for every pair that differs in nothing
     else; Holm within each variant's family."""
-    by_name = {r.name: r for r in members}
+    by_key = {r.key: r for r in members}
     pairs = []
     for with_a in runs:
         if not set(ANSWERABILITY) <= set(with_a.mixture):
             continue
         base = tuple(v for v in with_a.mixture if v not in ANSWERABILITY)
         for without in runs:
-            if without.mixture == base and _others(by_name[with_a.method]) == _others(by_name[without.method]):
-                pairs.append((with_a.method, without.method))
-    if agg.arrays is None:
-        return ()
+            if without.mixture == base and _others(by_key[with_a.key]) == _others(by_key[without.key]):
+                pairs.append((with_a.key, without.key))
     effects = []
     for variant in EFFECT_VARIANTS:
         family = []
         for with_a, without in pairs:
-            a = agg.arrays.outcomes.get((with_a, EFFECT_SET, variant))
-            b = agg.arrays.outcomes.get((without, EFFECT_SET, variant))
+            a = agg.outcomes(with_a, EFFECT_SET, variant)
+            b = agg.outcomes(without, EFFECT_SET, variant)
             if a is None or b is None or a.contextual is None or b.contextual is None or a.contextual.shape[1] == 0:
                 continue
             family.append((with_a, without, statistics.paired_difference(

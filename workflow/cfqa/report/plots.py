@@ -35,7 +35,7 @@ def png_bytes(figure: Figure) -> bytes:
 
 def method_colors(results: Sequence[MethodResults]) -> dict[str, str]:
     """One colour per method, the same in every figure even where a method has no data."""
-    return {r.name: f"C{index % 10}" for index, r in enumerate(results)}
+    return {r.key: f"C{index % 10}" for index, r in enumerate(results)}
 
 
 def _no_data(axes: Axes, message: str) -> None:
@@ -76,7 +76,7 @@ def contextual_em_figure(results: Sequence[MethodResults], agg: Aggregates) -> F
             _no_data(axes, f"no `{set_name}` results")
             continue
         _grouped_bars(axes, variants, {
-            r.name: [_bar(agg.accuracy.get((r.name, set_name, v, "contextual_em"))) for v in variants]
+            r.key: [_bar(agg.accuracy.get((r.key, set_name, v, "contextual_em"))) for v in variants]
             for r in results}, method_colors(results))
         axes.set_title(f"contextual EM on {set_name}")
         axes.set_ylabel("EM (%), seed mean and 95 % interval")
@@ -88,13 +88,13 @@ def contextual_em_figure(results: Sequence[MethodResults], agg: Aggregates) -> F
 def memorization_figure(results: Sequence[MethodResults], agg: Aggregates) -> Figure:
     figure = Figure(figsize=(max(4.5, 0.9 * len(results) + 2), 3.6), layout="constrained")
     axes = figure.subplots()
-    sets = [s for s in agg.sets if any((r.name, s) in agg.memorization for r in results)]
-    series = {s: [_bar(getattr(agg.memorization.get((r.name, s)), "interval", None)) for r in results]
+    sets = [s for s in agg.sets if any((r.key, s) in agg.memorization for r in results)]
+    series = {s: [_bar(getattr(agg.memorization.get((r.key, s)), "interval", None)) for r in results]
               for s in sets}
     if not any(v is not None for values in series.values() for v in values):
         _no_data(axes, "no memorization ratios")
         return figure
-    _grouped_bars(axes, [r.name for r in results], series)
+    _grouped_bars(axes, [r.key for r in results], series)
     axes.set_ylabel("memorization ratio M_R (%)")
     axes.set_ylim(0, 100)
     axes.set_title("memorization ratio on counterfactual contexts (95 % interval)")
@@ -303,12 +303,12 @@ def accuracy_vs_cost_figure(results: Sequence[MethodResults], agg: Aggregates, s
              lambda r: (run_mean(r, lambda run: run.train.cost.step_memory.sum_bytes) or 0) / _MIB)):
         points = []
         for r in results:
-            bar, x = _bar(agg.accuracy.get((r.name, set_name, variant, "contextual_em"))), cost(r)
+            bar, x = _bar(agg.accuracy.get((r.key, set_name, variant, "contextual_em"))), cost(r)
             if bar is None or not x or x <= 0:
                 continue
             estimate, low, high = (value if value == value else bar[0] for value in bar)  # no interval: none drawn
-            points.append(CostPoint(r.name, float(x), estimate, low, high, color=colors[r.name],
-                                    converged=agg.convergence[r.name].converged))
+            points.append(CostPoint(r.key, float(x), estimate, low, high, color=colors[r.key],
+                                    converged=agg.convergence[r.key].converged))
         panels.append((xlabel, f"contextual EM, {set_name} {variant} (%)", points))
     return cost_figure(panels)
 
@@ -336,12 +336,12 @@ def training_curves_figure(results: Sequence[MethodResults]) -> Figure:
                 points = [(row.step, getattr(row, column)) for row in run.curve if getattr(row, column) is not None]
                 if points:
                     steps, values = zip(*points)
-                    axes.plot(steps, values, color=colors[r.name], linewidth=0.6, alpha=0.45)
+                    axes.plot(steps, values, color=colors[r.key], linewidth=0.6, alpha=0.45)
                     drawn = True
             steps, means = _seed_mean_curve(r, column)
             if steps:
-                axes.plot(steps, means, marker="." if column == "val_loss" else None, label=r.name,
-                          color=colors[r.name], linewidth=1.6)
+                axes.plot(steps, means, marker="." if column == "val_loss" else None, label=r.key,
+                          color=colors[r.key], linewidth=1.6)
         if not drawn:
             _no_data(axes, "no training curves")
             continue

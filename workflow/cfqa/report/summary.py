@@ -12,7 +12,7 @@ from cfqa.report.aggregate import METRICS, Aggregates
 from cfqa.report.inputs import MethodResults
 from cfqa.report.tables import run_mean
 
-SEED_MEAN_SCORES = ("contextual_f1_pct", "well_formed_pct")
+SEED_MEAN_SCORES = ("contextual_f1_pct", "well_formed_pct", "target_loss_nats")
 
 
 def _usable(value: object) -> bool:
@@ -33,20 +33,21 @@ def _same_or_mean(result: MethodResults, value) -> float | int | None:
 
 
 def method_summary(result: MethodResults, agg: Aggregates) -> dict[str, float | int]:
-    """`{set}_{variant}_{score}` (+ `_low`/`_high` for EM), `{set}_memorization_ratio_pct`
+    """Keyed by MethodResults.key (`family/method` when several families are reported):
+    `{set}_{variant}_{score}` (+ `_low`/`_high` for EM), `{set}_memorization_ratio_pct`
     (+ interval), the cost keys and `n_seeds`; absent or non-finite values are left out
     rather than written as null."""
     values: dict[str, float | int | None] = {}
     for set_name in agg.sets:
         for variant in agg.variants[set_name]:
             for metric in METRICS:
-                interval = agg.accuracy.get((result.name, set_name, variant, metric))
+                interval = agg.accuracy.get((result.key, set_name, variant, metric))
                 if interval is not None:
                     _with_interval(values, f"{set_name}_{variant}_{metric}_pct", interval)
             for score in SEED_MEAN_SCORES:
                 values[f"{set_name}_{variant}_{score}"] = run_mean(
                     result, lambda run: getattr(run.metrics.sets.get(set_name, {}).get(variant), score, None))
-        cell = agg.memorization.get((result.name, set_name))
+        cell = agg.memorization.get((result.key, set_name))
         if cell is not None:
             _with_interval(values, f"{set_name}_memorization_ratio_pct", cell.interval)
     mean = lambda value: run_mean(result, value)
@@ -59,6 +60,7 @@ def method_summary(result: MethodResults, agg: Aggregates) -> dict[str, float | 
         "step_time_s": mean(lambda run: run.train.cost.step_time_s),
         "train_examples_per_s": mean(lambda run: run.train.cost.train_examples_per_s),
         "train_wall_time_s": mean(lambda run: run.train.cost.wall_time_s),
+        "max_epoch_time_s": mean(lambda run: run.train.cost.max_epoch_time_s),
         "best_val_loss": mean(lambda run: run.train.best_val_loss),
         "inference_per_example_ms": mean(lambda run: run.metrics.inference.per_example_ms),
         "n_seeds": len(result.runs),
@@ -67,4 +69,4 @@ def method_summary(result: MethodResults, agg: Aggregates) -> dict[str, float | 
 
 
 def build_summary(results: Sequence[MethodResults], agg: Aggregates) -> Summary:
-    return Summary(methods={r.name: method_summary(r, agg) for r in results})
+    return Summary(methods={r.key: method_summary(r, agg) for r in results})

@@ -1,7 +1,12 @@
 """The report's tables as plain data (headers and already formatted cells), built by pure
 functions from loaded results and their aggregates (cfqa.report.aggregate); rendering to
 Markdown or HTML is elsewhere. Accuracies are seed means with 95 % intervals; comparisons
-with full fine-tuning are paired differences with Holm-adjusted p-values."""
+with full fine-tuning are paired differences with Holm-adjusted p-values.
+
+When the results hold several model families (MethodResults.family set), every per-method
+table starts with a family column and its rows run by family, then method; the paired
+comparisons stay within a family (each family's methods minus that family's full fine-tuning).
+With one family the column is left out: the default report stays as it was."""
 from __future__ import annotations
 
 import json
@@ -41,17 +46,34 @@ def run_mean(result: MethodResults, value: Callable[[RunResults], Any]) -> float
     return seed_mean([value(run) for run in result.runs])
 
 
+def families_shown(results: Sequence[MethodResults]) -> bool:
+    return any(r.family is not None for r in results)
+
+
+def method_headers(results: Sequence[MethodResults]) -> tuple[str, ...]:
+    """The leading columns that name a method: its family too when several are reported."""
+    return ("family", "method") if families_shown(results) else ("method",)
+
+
+def method_cells(r: MethodResults) -> tuple[str, ...]:
+    return (r.name,) if r.family is None else (r.family, r.name)
+
+
 def _cell(interval) -> str:
     return fmt.MISSING if interval is None else fmt.interval(interval.estimate, interval.low, interval.high)
 
 
+def direction_mark(difference, significant: bool) -> str:
+    """'higher' / 'lower' only where a difference is significant after Holm, else 'n.s.'."""
+    if not significant:
+        return NOT_SIGNIFICANT
+    return "higher" if difference.difference > 0 else "lower"
+
+
 def significance_mark(comparison: Comparison) -> str:
-    """'higher' / 'lower' only where the difference is significant after Holm, else 'n.s.'."""
     if comparison.difference is None:
         return comparison.excluded or fmt.MISSING
-    if not comparison.significant:
-        return NOT_SIGNIFICANT
-    return "higher" if comparison.difference.difference > 0 else "lower"
+    return direction_mark(comparison.difference, comparison.significant)
 
 
 def _comparison_cells(comparison: Comparison | None) -> tuple[str, str, str]:
@@ -72,22 +94,23 @@ def accuracy_table(results: Sequence[MethodResults], agg: Aggregates, set_name: 
     rows = []
     for r in results:
         for variant in agg.variants.get(set_name, ()):
-            contextual = agg.accuracy.get((r.name, set_name, variant, "contextual_em"))
-            parametric = agg.accuracy.get((r.name, set_name, variant, "parametric_em"))
+            contextual = agg.accuracy.get((r.key, set_name, variant, "contextual_em"))
+            parametric = agg.accuracy.get((r.key, set_name, variant, "parametric_em"))
             if contextual is None:
                 continue
-            rows.append((r.name, variant, fmt.count(contextual.n_questions), fmt.count(contextual.n_seeds),
+            rows.append((*method_cells(r), variant, fmt.count(contextual.n_questions), fmt.count(contextual.n_seeds),
                          _cell(contextual), fmt.percent(contextual.seed_sd), _cell(parametric),
                          fmt.percent(_variant_cell(r, set_name, variant, "contextual_f1_pct")),
                          fmt.percent(_variant_cell(r, set_name, variant, "contextual_lenient_pct")),
                          fmt.percent(_variant_cell(r, set_name, variant, "unanswerable_pct")),
-                         fmt.percent(_variant_cell(r, set_name, variant, "well_formed_pct"))))
+                         fmt.percent(_variant_cell(r, set_name, variant, "well_formed_pct")),
+                         fmt.decimal(_variant_cell(r, set_name, variant, "target_loss_nats"), 3)))
     return Table(
         key=f"accuracy-{set_name}",
         title=f"Accuracy on `{set_name}` by method and context variant",
-        headers=("method", "variant", "questions", "seeds", "contextual EM (%)", "seed SD (pp)",
+        headers=(*method_headers(results), "variant", "questions", "seeds", "contextual EM (%)", "seed SD (pp)",
                  "parametric EM (%)", "contextual F1 (%)", "contextual lenient (%)", "unanswerable (%)",
-                 "well-formed (%)"),
+                 "well-formed (%)", "target loss (nats/token)"),
         rows=tuple(rows),
         caption="EM: mean over seeds with its 95 % interval [low, high], which covers both the "
                 "spread between seeds and the sampling of questions (hierarchical bootstrap). Seed "
@@ -95,31 +118,45 @@ def accuracy_table(results: Sequence[MethodResults], agg: Aggregates, set_name: 
                 "well-formed: seed means. Contextual: the answer the context supports "
                 "(\"unanswerable\" for empty and random contexts). Parametric: the original answer. "
                 "Lenient: EM, or one answer's tokens contain the other's. Well-formed: the generation "
-                "has every answer line the target format asks for.",
+                "has every answer line the target format asks for. Target loss: the trained model's mean "
+                "cross-entropy per target token, teacher-forced on the target it was trained to "
+                "generate (as the validation loss of training), seed mean.",
     )
 
 
-def comparison_table(agg: Aggregates, set_name: str) -> Table:
+def reference_label(results: Sequence[MethodResults], agg: Aggregates) -> str:
+    """`full`, or with several families `full` of the same family (each family's own run)."""
+    if not families_shown(results):
+        return f"`{agg.reference}`"
+    names = sorted({r.name for r in results if r.key in agg.references.values()})
+    return (" / ".join(f"`{n}`" for n in names) or "full fine-tuning") + " of the same family"
+
+
+def compared(results: Sequence[MethodResults], agg: Aggregates) -> list[MethodResults]:
+    """The methods with a reference of their family to be compared with."""
+    return [r for r in results if agg.reference_of(r.key) is not None]
+
+
+def comparison_table(results: Sequence[MethodResults], agg: Aggregates, set_name: str) -> Table:
     rows = []
-    for method in agg.methods:
-        if method == agg.reference:
-            continue
+    for r in compared(results, agg):
         for variant in agg.variants.get(set_name, ()):
             cells = []
             seeds = fmt.MISSING
             for metric in METRICS:
-                comparison = agg.comparison(method, set_name, variant, metric)
+                comparison = agg.comparison(r.key, set_name, variant, metric)
                 cells += _comparison_cells(comparison)
                 if comparison is not None and comparison.difference is not None:
                     seeds = fmt.count(comparison.difference.n_seeds)
-            rows.append((method, variant, seeds, *cells))
-    headers = ["method", "variant", "seeds"]
+            rows.append((*method_cells(r), variant, seeds, *cells))
+    reference = reference_label(results, agg)
+    headers = [*method_headers(results), "variant", "seeds"]
     for metric in METRICS:
         title = METRIC_TITLES[metric]
-        headers += [f"Δ {title} (pp)", f"{title} Holm p", f"{title} vs `{agg.reference}`"]
+        headers += [f"Δ {title} (pp)", f"{title} Holm p", f"{title} vs {reference}"]
     return Table(
         key=f"comparison-{set_name}",
-        title=f"Each method minus `{agg.reference}` on `{set_name}` (paired by seed and question)",
+        title=f"Each method minus {reference} on `{set_name}` (paired by seed and question)",
         headers=tuple(headers),
         rows=tuple(rows),
         caption="Δ: mean paired difference in percentage points with its 95 % interval. Holm p: "
@@ -127,13 +164,15 @@ def comparison_table(agg: Aggregates, set_name: str) -> Table:
                 "methods compared. A difference is called higher or lower only when the adjusted p is "
                 f"below 0.05 and the interval excludes 0; otherwise it is marked {NOT_SIGNIFICANT} "
                 "(not significant): those methods are not ranked against each other. Methods that did "
-                "not converge are not compared.",
+                "not converge are not compared."
+                + (" Each family's methods are compared with its own full fine-tuning, and Holm's "
+                   "adjustment runs within a family." if families_shown(results) else ""),
     )
 
 
 def memorization_table(results: Sequence[MethodResults], agg: Aggregates) -> Table:
-    sets = [s for s in agg.sets if any((r.name, s) in agg.memorization for r in results)]
-    headers = ["method", "seeds"] + [f"M_R {s} (%)" for s in sets]
+    sets = [s for s in agg.sets if any((r.key, s) in agg.memorization for r in results)]
+    headers = [*method_headers(results), "seeds"] + [f"M_R {s} (%)" for s in sets]
     with_difference = "seen" in sets and "test" in sets
     if with_difference:
         headers += ["M_R seen − test (pp)", "seen − test p"]
@@ -141,10 +180,10 @@ def memorization_table(results: Sequence[MethodResults], agg: Aggregates) -> Tab
         headers += [f"p_o {s} (%)", f"p_s {s} (%)", f"other {s} (%)", f"questions {s}"]
     rows = []
     for r in results:
-        cells = [agg.memorization.get((r.name, s)) for s in sets]
-        row = [r.name, fmt.count(len(r.runs))] + [_cell(c.interval if c else None) for c in cells]
+        cells = [agg.memorization.get((r.key, s)) for s in sets]
+        row = [*method_cells(r), fmt.count(len(r.runs))] + [_cell(c.interval if c else None) for c in cells]
         if with_difference:
-            d = agg.seen_minus_test.get(r.name)
+            d = agg.seen_minus_test.get(r.key)
             row += ([fmt.signed_interval(d.difference, d.low, d.high), fmt.p_value(d.p_value)]
                     if d else [fmt.MISSING] * 2)
         for c in cells:
@@ -168,7 +207,7 @@ def memorization_table(results: Sequence[MethodResults], agg: Aggregates) -> Tab
 
 def by_type_table(results: Sequence[MethodResults], agg: Aggregates, set_name: str) -> Table:
     variants = [v for v in TYPE_VARIANTS if v in agg.variants.get(set_name, ())]
-    headers = ["method", "answer type", "questions", "most-frequent EM (%)"]
+    headers = [*method_headers(results), "answer type", "questions", "most-frequent EM (%)"]
     for variant in variants:
         headers += [f"{variant} contextual EM (%)", f"{variant} parametric EM (%)"]
     rows = []
@@ -177,11 +216,12 @@ def by_type_table(results: Sequence[MethodResults], agg: Aggregates, set_name: s
             # The "all" row takes the overall numbers of the set, so it matches the accuracy table.
             def interval(variant: str, metric: str):
                 if answer_type == "all":
-                    return agg.accuracy.get((r.name, set_name, variant, metric))
-                return agg.by_type.get((r.name, set_name, variant, answer_type, metric))
+                    return agg.accuracy.get((r.key, set_name, variant, metric))
+                return agg.by_type.get((r.key, set_name, variant, answer_type, metric))
             first = interval(variants[0], "contextual_em") if variants else None
             baseline = run_mean(r, lambda run: run.metrics.most_frequent_em_pct.get(set_name, {}).get(answer_type))
-            row = [r.name, answer_type, fmt.count(first.n_questions if first else None), fmt.percent(baseline)]
+            row = [*method_cells(r), answer_type, fmt.count(first.n_questions if first else None),
+                   fmt.percent(baseline)]
             for variant in variants:
                 row += [_cell(interval(variant, "contextual_em")), _cell(interval(variant, "parametric_em"))]
             rows.append(tuple(row))
@@ -196,21 +236,23 @@ def by_type_table(results: Sequence[MethodResults], agg: Aggregates, set_name: s
     )
 
 
-def type_comparison_table(agg: Aggregates, set_name: str) -> Table:
+def type_comparison_table(results: Sequence[MethodResults], agg: Aggregates, set_name: str) -> Table:
     rows = []
-    for method in agg.methods:
-        if method == agg.reference:
-            continue
+    for r in compared(results, agg):
         for answer_type in agg.answer_types.get(set_name, ()):
-            comparison = agg.comparison(method, set_name, TYPE_COMPARISON_VARIANT, "contextual_em", answer_type)
+            comparison = agg.comparison(r.key, set_name, TYPE_COMPARISON_VARIANT, "contextual_em", answer_type)
+            if comparison is None:
+                continue   # a type only another family's questions have
             questions = fmt.MISSING
-            if comparison is not None and comparison.difference is not None:
+            if comparison.difference is not None:
                 questions = fmt.count(comparison.difference.n_questions_a)
-            rows.append((method, answer_type, questions, *_comparison_cells(comparison)))
+            rows.append((*method_cells(r), answer_type, questions, *_comparison_cells(comparison)))
+    reference = reference_label(results, agg)
     return Table(
         key=f"type-comparison-{set_name}",
-        title=f"Factual contextual EM by answer type on `{set_name}`: each method minus `{agg.reference}`",
-        headers=("method", "answer type", "questions", "Δ contextual EM (pp)", "Holm p", f"vs `{agg.reference}`"),
+        title=f"Factual contextual EM by answer type on `{set_name}`: each method minus {reference}",
+        headers=(*method_headers(results), "answer type", "questions", "Δ contextual EM (pp)", "Holm p",
+                 f"vs {reference}"),
         rows=tuple(rows),
         caption="Paired differences per answer type; Holm's adjustment within each answer type over "
                 f"the methods compared. {NOT_SIGNIFICANT}: not significant, not ranked.",
@@ -220,17 +262,18 @@ def type_comparison_table(agg: Aggregates, set_name: str) -> Table:
 def convergence_table(results: Sequence[MethodResults], agg: Aggregates) -> Table:
     rows = []
     for r in results:
-        state = agg.convergence[r.name]
+        state = agg.convergence[r.key]
         if state.converged:
             continue
         for run, share in zip(r.runs, state.well_formed_pct):
             curve = ", ".join(f"{row.step}: {row.val_loss:.3f}" for row in run.curve if row.val_loss is not None)
-            rows.append((r.name, fmt.text(run.seed), fmt.percent(share), fmt.count(run.train.steps),
+            rows.append((*method_cells(r), fmt.text(run.seed), fmt.percent(share), fmt.count(run.train.steps),
                          curve or fmt.MISSING))
     return Table(
         key="not-converged",
         title="Methods that did not converge",
-        headers=("method", "seed", "well-formed on factual test (%)", "steps", "validation loss by step"),
+        headers=(*method_headers(results), "seed", "well-formed on factual test (%)", "steps",
+                 "validation loss by step"),
         rows=tuple(rows),
         caption=f"A method whose mean share of well-formed generations on factual `test` contexts is "
                 f"below {CONVERGED_WELL_FORMED_PCT:.0f} % has not learned the output format: it is "
@@ -239,12 +282,18 @@ def convergence_table(results: Sequence[MethodResults], agg: Aggregates) -> Tabl
     )
 
 
+def benchmark_mean(run: RunResults, stage: str, field: str) -> float | None:
+    """The mean over a Snakemake benchmark file's rows (one per `repeat()`), None without it."""
+    return seed_mean([getattr(row, field) for row in run.benchmarks.get(stage, ())])
+
+
 def efficiency_table(results: Sequence[MethodResults]) -> Table:
     rows = []
     for r in results:
         params = r.runs[0].train.params
         mean = lambda value: run_mean(r, value)
-        rows.append((r.name, fmt.count(params.trainable), fmt.share(params.trainable_pct),
+        job = lambda stage, field: run_mean(r, lambda run: benchmark_mean(run, stage, field))
+        rows.append((*method_cells(r), fmt.count(params.trainable), fmt.share(params.trainable_pct),
                      fmt.count(params.total), fmt.bytes_size(mean(lambda x: x.train.cost.checkpoint_bytes)),
                      fmt.bytes_size(mean(lambda x: x.train.cost.step_memory.sum_bytes)),
                      fmt.bytes_size(mean(lambda x: x.train.cost.peak_memory_bytes)),
@@ -252,16 +301,27 @@ def efficiency_table(results: Sequence[MethodResults]) -> Table:
                      fmt.decimal(mean(lambda x: x.train.cost.train_examples_per_s), 1),
                      fmt.decimal(mean(lambda x: x.metrics.inference.per_example_ms), 2),
                      fmt.decimal(mean(lambda x: x.metrics.inference.examples_per_s), 1),
-                     fmt.seconds(mean(lambda x: x.train.cost.wall_time_s))))
+                     fmt.seconds(mean(lambda x: x.train.cost.wall_time_s)),
+                     fmt.seconds(mean(lambda x: x.train.cost.max_epoch_time_s)),
+                     fmt.seconds(job("train", "wall_time_s")), fmt.bytes_size(job("train", "max_rss_bytes")),
+                     fmt.seconds(job("evaluate", "wall_time_s")), fmt.bytes_size(job("evaluate", "max_rss_bytes"))))
     return Table(
         key="efficiency",
         title="Cost of each method",
-        headers=("method", "trainable params", "trainable %", "total params", "checkpoint",
+        headers=(*method_headers(results), "trainable params", "trainable %", "total params", "checkpoint",
                  "step memory (sum of parts)", "measured peak memory", "step time",
-                 "train examples/s", "inference ms/example", "inference examples/s", "wall time"),
+                 "train examples/s", "inference ms/example", "inference examples/s", "wall time",
+                 "max epoch time", "train job (Snakemake)", "train job max RSS (Snakemake)",
+                 "evaluate job (Snakemake)", "evaluate job max RSS (Snakemake)"),
         rows=tuple(rows),
         caption="Means over seeds. Checkpoint: the saved trainable weights only. Step time and "
-                "examples/s: training. Memory: see the next table.",
+                "examples/s: training. Wall time: the train stage, as it measured itself. Max epoch "
+                "time: the longest complete pass over the training examples (training steps only; "
+                f"{fmt.MISSING} when no epoch was completed or train.json does not record it). Memory: see the next table. Snakemake "
+                "columns: the job as Snakemake's `benchmark:` measured it from outside (wall-clock "
+                "seconds, including the process's start and imports, and the peak resident memory "
+                f"of its processes); {fmt.MISSING} where the run was not made by Snakemake (DVC or by "
+                "hand) or the job ended before Snakemake sampled it.",
     )
 
 
@@ -279,20 +339,21 @@ def memory_table(results: Sequence[MethodResults]) -> Table:
     def peak_mean(r: MethodResults) -> float | None:
         return run_mean(r, lambda run: run.train.cost.peak_memory_bytes)
 
-    full = next((r for r in results if r.registry_method == "full"), None)
-    full_sum = parts_mean(full, "sum_bytes") if full else None
-    full_peak = peak_mean(full) if full else None
     rows = []
     for r in results:
+        # Each family's methods against its own full fine-tuning.
+        full = next((f for f in results if f.registry_method == "full" and f.family == r.family), None)
+        full_sum = parts_mean(full, "sum_bytes") if full else None
+        full_peak = peak_mean(full) if full else None
         total, peak = parts_mean(r, "sum_bytes"), peak_mean(r)
-        rows.append((r.name, *(fmt.bytes_size(parts_mean(r, name)) for name in MEMORY_PARTS),
+        rows.append((*method_cells(r), *(fmt.bytes_size(parts_mean(r, name)) for name in MEMORY_PARTS),
                      fmt.bytes_size(total), _ratio_to(total, full_sum),
                      fmt.bytes_size(peak), _ratio_to(peak, full_peak)))
     measures = sorted({run.train.cost.peak_memory_measure for r in results for run in r.runs})
     return Table(
         key="memory",
         title="Training memory by part",
-        headers=("method", "parameters", "gradients", "optimizer state", "activations",
+        headers=(*method_headers(results), "parameters", "gradients", "optimizer state", "activations",
                  "sum of parts", "sum / full", "measured peak", "peak / full"),
         rows=tuple(rows),
         caption="Means over seeds. Sum of parts: what one training step holds that a method "
@@ -313,7 +374,7 @@ def training_table(results: Sequence[MethodResults]) -> Table:
     for r in results:
         for run in r.runs:
             t = run.train
-            rows.append((r.name, fmt.text(run.seed), fmt.text(t.registry_method), fmt.text(t.backbone),
+            rows.append((*method_cells(r), fmt.text(run.seed), fmt.text(t.registry_method), fmt.text(t.backbone),
                          fmt.text(t.run.status), fmt.count(t.steps), fmt.count(t.best_step),
                          fmt.decimal(t.best_val_loss, 4), fmt.scalar(float(t.lr)),
                          "tune stage" if t.lr_selected else "params.yaml",
@@ -321,7 +382,7 @@ def training_table(results: Sequence[MethodResults]) -> Table:
     return Table(
         key="training",
         title="Training runs",
-        headers=("method", "seed", "registry method", "backbone", "status", "steps", "best step",
+        headers=(*method_headers(results), "seed", "registry method", "backbone", "status", "steps", "best step",
                  "best val loss", "lr", "lr from", "options"),
         rows=tuple(rows),
         caption="One row per training run. lr: the learning rate the run trained with; from the "
@@ -340,7 +401,7 @@ def lr_selection_table(results: Sequence[MethodResults]) -> Table | None:
         if selection is None:
             continue
         for trial in selection.trials:
-            rows.append((r.name, fmt.scalar(float(trial.lr)), fmt.count(trial.steps),
+            rows.append((*method_cells(r), fmt.scalar(float(trial.lr)), fmt.count(trial.steps),
                          fmt.decimal(trial.best_val_loss, 4), fmt.text(trial.status),
                          "chosen" if trial.lr == selection.chosen_lr else ""))
     if not rows:
@@ -349,7 +410,7 @@ def lr_selection_table(results: Sequence[MethodResults]) -> Table | None:
     return Table(
         key="lr-selection",
         title="Learning-rate selection",
-        headers=("method", "lr", "steps", "best val loss", "status", "chosen"),
+        headers=(*method_headers(results), "lr", "steps", "best val loss", "status", "chosen"),
         rows=tuple(rows),
         caption=f"Short runs of the `tune` stage on a grid of learning rates, one seed each; criterion: "
                 f"{'; '.join(criteria)}. A diverged trial has no validation loss.",
@@ -424,19 +485,27 @@ MIXTURE_COLUMNS = (("factual", "contextual_em"), ("factual", "parametric_em"), (
                    ("counterfactual", "parametric_em"), ("empty", "contextual_em"), ("random", "contextual_em"))
 
 
+def _group_slug(group: MixtureGroup) -> str:
+    return group.registry_method if group.family is None else f"{group.family}-{group.registry_method}"
+
+
+def _of_family(group: MixtureGroup) -> str:
+    return "" if group.family is None else f" ({group.family})"
+
+
 def mixture_table(group: MixtureGroup, agg: Aggregates) -> Table:
     """DisentQA's results table: training mixture × test variant, both answer heads."""
     rows = []
     for run in group.runs:
-        cells = [_cell(agg.accuracy.get((run.method, EFFECT_SET, variant, metric))) for variant, metric in MIXTURE_COLUMNS]
-        any_cell = agg.accuracy.get((run.method, EFFECT_SET, "factual", "contextual_em"))
+        cells = [_cell(agg.accuracy.get((run.key, EFFECT_SET, variant, metric))) for variant, metric in MIXTURE_COLUMNS]
+        any_cell = agg.accuracy.get((run.key, EFFECT_SET, "factual", "contextual_em"))
         rows.append((run.label, f"`{run.method}`", fmt.count(run.steps),
                      fmt.count(any_cell.n_seeds if any_cell else None), *cells))
     headers = ["mixture", "method", "steps", "seeds"] + [
         f"{variant} {METRIC_TITLES[metric]} (%)" for variant, metric in MIXTURE_COLUMNS]
     return Table(
-        key=f"mixture-{group.registry_method}",
-        title=f"Training mixture of `{group.registry_method}` × `{EFFECT_SET}` variant",
+        key=f"mixture-{_group_slug(group)}",
+        title=f"Training mixture of `{group.registry_method}`{_of_family(group)} × `{EFFECT_SET}` variant",
         headers=tuple(headers),
         rows=tuple(rows),
         caption="Mixtures as in DisentQA: f factual, cf counterfactual, a answerability (empty and "
@@ -450,12 +519,12 @@ def answerability_effect_table(group: MixtureGroup) -> Table:
     rows = []
     for effect in group.effects:
         d = effect.difference
-        mark = NOT_SIGNIFICANT if not effect.significant else ("higher" if d.difference > 0 else "lower")
+        mark = direction_mark(d, effect.significant)
         rows.append((f"`{effect.with_a}` − `{effect.without_a}`", effect.variant, fmt.count(d.n_seeds),
                      fmt.signed_interval(d.difference, d.low, d.high), fmt.p_value(effect.holm_p), mark))
     return Table(
-        key=f"answerability-{group.registry_method}",
-        title=f"Adding answerability (empty + random) to a mixture of `{group.registry_method}`: "
+        key=f"answerability-{_group_slug(group)}",
+        title=f"Adding answerability (empty + random) to a mixture of `{group.registry_method}`{_of_family(group)}: "
               f"contextual EM on `{EFFECT_SET}`",
         headers=("runs compared", "variant", "seeds", "Δ contextual EM (pp)", "Holm p", "with a"),
         rows=tuple(rows),

@@ -1,12 +1,13 @@
 """Stage `evaluate`: one trained (method, seed) run generates on the `test` (unseen questions)
-and `seen` (training questions with fresh contexts) sets in all four variants; score; log the
-run to MLflow."""
+and `seen` (training questions with fresh contexts) sets in all four variants; score, and
+measure the model's loss on each variant's targets; log the run to MLflow."""
 from __future__ import annotations
 
 import dataclasses
 import time
 from pathlib import Path
 
+import msgspec
 import torch
 
 from cfqa.backbone import backbone_dir, build_method_model
@@ -20,7 +21,8 @@ from cfqa.evaluation.scoring import (baseline_scores, memorization, most_frequen
 from cfqa.formats import VARIANTS, format_input
 from cfqa.logs import get_logger
 from cfqa.methods.base import load_trainable
-from cfqa.training.batches import variant_rows
+from cfqa.training.batches import text_pairs, tokenize_pairs, variant_rows
+from cfqa.training.loop import make_accelerator, validation_loss
 
 log = get_logger(__name__)
 QUESTION_SETS = ("test", "seen")
@@ -38,6 +40,20 @@ def headline(trained: TrainRecord, metrics: MetricsRecord) -> Headline:
         peak_memory_bytes=trained.cost.peak_memory_bytes,
         step_time_s=trained.cost.step_time_s,
     )
+
+
+def target_losses(network, tokenizer, rows: list[dict], mcfg, batch_size: int) -> dict[str, float]:
+    """Per variant: the mean loss per target token, teacher-forced on the target the training
+    format defines, computed as training computes its validation loss (same tokenization,
+    truncation, batching and autocast)."""
+    accelerator = make_accelerator(mcfg.train)
+    losses = {}
+    for variant in sorted({row["variant"] for row in rows}):
+        chosen = [row for row in rows if row["variant"] == variant]
+        examples = tokenize_pairs(tokenizer, text_pairs(chosen, mcfg.train.target_format),
+                                  mcfg.train.max_input_length, mcfg.train.max_target_length)
+        losses[variant] = validation_loss(network, examples, batch_size, tokenizer.pad_token_id, accelerator)
+    return losses
 
 
 def run(cfg: Config, variants: Path, models: Path, model: Path, results: Path, method: str, seed: int) -> None:
@@ -78,6 +94,9 @@ def run(cfg: Config, variants: Path, models: Path, model: Path, results: Path, m
         set_records = [prediction_record(r, set_name, text) for r, text in zip(rows, run_.texts)]
         records.extend(set_records)
         sets[set_name], by_type[set_name] = score_set(set_records, mcfg.train.target_format)
+        losses = target_losses(network, tokenizer, rows, mcfg, ecfg.batch_size)
+        sets[set_name] = {variant: msgspec.structs.replace(scores, target_loss_nats=losses.get(variant))
+                          for variant, scores in sets[set_name].items()}
         memorized[set_name] = memorization(set_records)
         generated, seconds = generated + len(rows), seconds + run_.seconds
         log.info("%s: %d examples; contextual EM %s", set_name, len(rows),
@@ -96,6 +115,7 @@ def run(cfg: Config, variants: Path, models: Path, model: Path, results: Path, m
         inference=Inference(examples_per_s=generated / seconds, per_example_ms=1000 * seconds / generated,
                             batch_size=ecfg.batch_size, num_beams=ecfg.num_beams),
         wall_time_s=time.perf_counter() - started,
+        family=cfg.pretrain.family,
     )
     write_predictions(files.predictions, records)
     write_metrics(files.metrics, metrics)

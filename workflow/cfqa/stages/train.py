@@ -155,6 +155,7 @@ def train_and_record(mcfg: MethodConfig, variants: Path, models: Path, out: Path
             step_time_s=result.step_time_s, train_examples_per_s=result.examples_per_s,
             checkpoint_bytes=checkpoint_bytes, train_time_s=state.train_seconds,
             wall_time_s=time.perf_counter() - started, processes=accelerator.num_processes,
+            epoch_times_s=list(result.epoch_times_s), max_epoch_time_s=result.max_epoch_time_s,
         ),
         steps=state.step, best_step=state.best_step, best_val_loss=state.best_val_loss,
         stopped_early=result.stopped_early, resumed_from_step=result.resumed_from_step,

@@ -45,10 +45,33 @@ class FineTuneResult:
     step_time_s: float
     examples_per_s: float
     resumed_from_step: int
+    epoch_times_s: tuple[float, ...] = ()   # each complete pass over the training examples (epoch_times)
+
+    @property
+    def max_epoch_time_s(self) -> float | None:
+        return max(self.epoch_times_s) if self.epoch_times_s else None
 
 
 def make_accelerator(cfg: TrainConfig) -> Accelerator:
     return Accelerator(mixed_precision="bf16" if cfg.bf16 else "no", cpu=not torch.cuda.is_available())
+
+
+def epoch_times(step_seconds: Sequence[float], micro_steps_per_step: int, batches_per_epoch: int) -> tuple[float, ...]:
+    """The training time of each complete epoch (one pass of the sampler over the examples):
+    the sum of the times of the optimizer steps that start in it. An optimizer step consumes
+    `micro_steps_per_step` consecutive sampler batches (gradient accumulation × processes), so
+    a step that straddles an epoch boundary counts for the epoch it starts in. Computed after
+    training from the per-step times the loop records anyway: the loop adds no work per step."""
+    if micro_steps_per_step < 1 or batches_per_epoch < 1:
+        raise ValueError(f"expected positive counts, got {micro_steps_per_step} micro-steps per step and "
+                         f"{batches_per_epoch} batches per epoch")
+    complete = len(step_seconds) * micro_steps_per_step // batches_per_epoch
+    totals = [0.0] * complete
+    for step, seconds in enumerate(step_seconds):
+        epoch = step * micro_steps_per_step // batches_per_epoch
+        if epoch < complete:
+            totals[epoch] += seconds
+    return tuple(totals)
 
 
 @torch.no_grad()
@@ -180,4 +203,6 @@ def _fine_tune(model: nn.Module, train: Sequence[TokenizedExample], validation: 
     step_time = sum(warm) / len(warm)
     examples_per_step = cfg.batch_size * cfg.grad_accum_steps * world
     return FineTuneResult(state=state, stopped_early=state.stopped_early, step_time_s=step_time,
-                          examples_per_s=examples_per_step / step_time, resumed_from_step=resumed_from)
+                          examples_per_s=examples_per_step / step_time, resumed_from_step=resumed_from,
+                          epoch_times_s=epoch_times(state.step_seconds, cfg.grad_accum_steps * world,
+                                                    batches.per_epoch))
