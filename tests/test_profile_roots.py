@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from cfqa.config import deep_merge
-from cfqa.dag import METHOD, PARAMS_FILE, RUN_ROOT_KEY, STAGES, rooted, run_root
+from cfqa.dag import METHOD, PARAMS_FILE, RUN_ROOT_KEY, STAGES, compared_summaries, rooted, run_root
 from cfqa.dag.dvc_yaml import dvc_document
 from pipeline_support import PROJECT, run_tool, tool_env
 from project_copy import copy_project
@@ -52,6 +52,17 @@ def test_the_default_root_leaves_every_path_as_written():
         assert stage_paths(spec.at(".")) == stage_paths(spec)
         assert spec.log.startswith("logs/") and spec.benchmark.startswith("logs/benchmarks/")
     assert rooted(PARAMS_FILE, "runs/x") == PARAMS_FILE
+
+
+def test_the_report_waits_for_the_runs_it_compares_never_its_own():
+    params = {**default_params(), RUN_ROOT_KEY: "runs/x",
+              "report": {"notes": [], "compare_runs": [".", "runs/x", "runs/other"]}}
+    assert compared_summaries(params) == ["results/summary.json", "runs/other/results/summary.json"]
+    assert compared_summaries(default_params()) == []
+    deps = dvc_document(params)["stages"]["report"]["deps"]
+    assert {"results/summary.json", "runs/other/results/summary.json"} <= set(deps)
+    assert "runs/x/results/summary.json" not in deps
+    assert "results/summary.json" not in dvc_document(default_params())["stages"]["report"]["deps"]
 
 
 def test_dvc_yaml_generated_with_a_run_root_names_only_paths_under_it():
@@ -114,10 +125,15 @@ def dry_run_paths(project: Path, *configfiles: str) -> tuple[set[str], list[str]
 @pytest.mark.parametrize("profile", PROFILES)
 def test_a_dry_run_of_a_profile_lists_only_paths_under_its_root(project, profile):
     configfile = f"workflow/profiles/{profile}/params.yaml"
+    # A run the profile's report sets beside its own must have finished: it is read, never written.
+    compared = set(compared_summaries(deep_merge(default_params(), profile_params(profile))))
+    for path in compared:
+        (project / path).parent.mkdir(parents=True, exist_ok=True)
+        (project / path).write_text("{}")
     paths, words = dry_run_paths(project, configfile)
     params_files = {PARAMS_FILE, configfile, str(project / configfile)}
     root = f"runs/{profile}/"
-    assert {p for p in paths if not p.startswith(root)} == params_files & paths
+    assert {p for p in paths if not p.startswith(root)} == (params_files & paths) | compared
     assert {w for w in words if not w.startswith(root)} == {configfile}     # `--params` of the CLI
     for folder in DEFAULT_FOLDERS:
         assert f"{root}{folder}" in {"/".join(p.split("/")[:3]) for p in paths}, folder

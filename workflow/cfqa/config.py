@@ -226,6 +226,9 @@ class TrackingConfig:
 @dataclass(frozen=True)
 class ReportConfig:
     notes: tuple[StrictStr, ...]     # the report's "Limitations" bullets
+    # Other runs' roots (e.g. a profile's runs/gpt-neo-embedded, or "." for the default run)
+    # whose results the report shows beside this run's: another model family side by side.
+    compare_runs: tuple[StrictStr, ...] = ()
 
 
 @dataclass(frozen=True)

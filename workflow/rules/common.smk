@@ -8,8 +8,8 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 
 import cfqa.config
-from cfqa.dag import (DIMENSIONS, ORDER_ONLY_INPUTS, PARAMS_FILE, code_hash, command, logged, param_slice, rooted,
-                      run_root, stage)
+from cfqa.dag import (DIMENSIONS, ORDER_ONLY_INPUTS, PARAMS_FILE, code_hash, command, compared_summaries, logged,
+                      param_slice, rooted, run_root, stage)
 
 # Parameter files in order, so the CLI sees exactly the configuration Snakemake sees
 # (params.yaml, then any --configfile overrides).
@@ -67,6 +67,8 @@ def dag_inputs(name):
             inputs[key] = ancient(path)
         else:
             inputs[key] = expand(path, **values, allow_missing=True) if gathered else path
+    if name == "report" and compared_summaries(config):
+        inputs["compared"] = compared_summaries(config)
     return inputs
 
 

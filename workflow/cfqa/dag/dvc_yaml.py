@@ -9,7 +9,8 @@ import itertools
 import yaml
 
 from cfqa.dag.code import code_paths
-from cfqa.dag.table import RUN_DIMS, STAGE_BY_NAME, STAGES, TRAINING_CURVE_PLOT, Stage, command, fill, run_root
+from cfqa.dag.table import (RUN_DIMS, STAGE_BY_NAME, STAGES, TRAINING_CURVE_PLOT, Stage, command, compared_summaries,
+                            fill, run_root)
 
 PARAMS_ARGS = "--params params.yaml"
 HEADER = """\
@@ -41,7 +42,9 @@ def stage_body(spec: Stage, params: dict) -> dict:
              if not spec.gathered(path)}
     body: dict = {
         "cmd": command(spec, fill(spec.log, wildcards), PARAMS_ARGS, paths, wildcards),
-        "deps": list(dict.fromkeys([*expanded_inputs(spec, wildcards, params), *code_paths(spec)])),
+        "deps": list(dict.fromkeys([*expanded_inputs(spec, wildcards, params),
+                                    *(compared_summaries(params) if spec.name == "report" else []),
+                                    *code_paths(spec)])),
         **({"params": [fill(key, wildcards) for key in spec.params]} if spec.params else {}),
     }
     # "untracked" outputs (provenance, timings) are Snakemake's only: DVC would call every rerun modified.

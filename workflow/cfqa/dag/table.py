@@ -165,6 +165,19 @@ def rooted(path: str, root: str) -> str:
     return posixpath.join(root, path)
 
 
+def compared_summaries(params: dict) -> list[str]:
+    """The `results/summary.json` of every run root `report.compare_runs` names: the report reads
+    those runs' results beside its own (another model family), so it waits for and reruns after
+    their reports. A root's own results are never "other"."""
+    own = run_root(params)
+    roots = (params.get("report") or {}).get("compare_runs") or []
+    return [rooted(COMPARED_SUMMARY, root) for root in roots if root != own]
+
+
+# What a compared run must hold: its report's summary is written after all its results.
+COMPARED_SUMMARY = "results/summary.json"
+
+
 def placeholders(template: str) -> set[str]:
     return {name for _, name, _, _ in Formatter().parse(template) if name}
 

@@ -16,7 +16,7 @@ from cfqa.logs import get_logger
 from cfqa.report import plots
 from cfqa.report.aggregate import aggregate
 from cfqa.report.document import build_document
-from cfqa.report.inputs import load_results
+from cfqa.report.inputs import load_report_results
 from cfqa.report.render import render_html, render_markdown
 from cfqa.report.summary import build_summary
 
@@ -52,8 +52,12 @@ def write_report(cfg: Config, results: Path, data_stats: Path, out: Path, summar
                  seeds: Sequence[int], report_notes: str | Sequence[str] | None = None) -> None:
     results, data_stats, out, summary = map(Path, (results, data_stats, out, summary))
     started = time.perf_counter()
-    method_results = load_results(results, list(cfg.methods), seeds)
-    log.info("read %d methods x %d seeds from %s/{method}/seed{seed}/", len(method_results), len(seeds), results)
+    # Other runs whose results stand beside this run's (report.compare_runs), never this run's own.
+    others = [Path(root) / "results" for root in cfg.report.compare_runs
+              if (Path(root) / "results").resolve() != results.resolve()]
+    method_results = load_report_results(results, list(cfg.methods), seeds, others=others)
+    log.info("read %d methods x %d seeds from %s/{method}/seed{seed}/%s", len(method_results), len(seeds), results,
+             "".join(f" and every evaluated run under {other}/" for other in others))
     stats = msgspec.to_builtins(read_data_stats(data_stats))
     stats.pop("schema_version")
     log.info("read %s", data_stats)
