@@ -4,24 +4,68 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install reproduce test test-fast lint clean image dvc.yaml ui browser dvc-commit
+.PHONY: install install-executors lock reproduce test test-fast lint clean image dvc.yaml ui browser dvc-commit
 
 install: $(STAMP)
 
-# torch is installed first and alone: the pinned CPU build must be in place before any
-# package that depends on torch, or pip resolves an unpinned CUDA build.
-$(STAMP): requirements.lock pyproject.toml
+# Every pin of requirements.lock carries the sha256 of each file PyPI has for it, and pip
+# installs it with --require-hashes: a file whose hash is not listed is refused, and so is any
+# requirement the lock leaves unpinned. torch is the CPU build (2.13.0+cpu, its CPU wheel's
+# hash), which pip finds through this machine's pip configuration (find-links) or, elsewhere,
+# `make install TORCH_FIND_LINKS=https://download.pytorch.org/whl/cpu/torch/`. The lock pins
+# torch itself, so nothing can pull a CUDA build in: no separate torch step is needed.
+# Three pins have no wheel (antlr4-python3-runtime, connection-pool, rouge-score): pip builds
+# them without build isolation, with the hashed setuptools of requirements-build.lock, since
+# an isolated build would fetch its own setuptools unchecked.
+TORCH_FIND_LINKS ?=
+find_links = $(if $(TORCH_FIND_LINKS),--find-links $(TORCH_FIND_LINKS))
+$(STAMP): requirements.lock requirements-build.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -r requirements.lock
+	$(BIN)/pip install --quiet --require-hashes -r requirements-build.lock
+	$(BIN)/pip install --quiet --require-hashes --no-build-isolation $(find_links) -r requirements.lock
 	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	$(BIN)/dvc config --local core.analytics false 2>/dev/null || true
 	touch $(STAMP)
 
+# `make install-executors`: the SLURM and Kubernetes executor plugins (pyproject.toml's `slurm`
+# and `kubernetes` extras) for workflow/profiles/slurm and workflow/profiles/kubernetes, from
+# their own hashed lock, compiled with requirements.lock as constraint: they only add packages.
+EXECUTORS_STAMP := $(VENV)/.executors-installed
+install-executors: $(EXECUTORS_STAMP)
+$(EXECUTORS_STAMP): $(STAMP) requirements-executors.lock
+	$(BIN)/pip install --quiet --require-hashes --no-build-isolation $(find_links) -r requirements-executors.lock
+	$(BIN)/pip check
+	touch $(EXECUTORS_STAMP)
+
+# `make lock`: the three locks again with uv (in its own venv, at a pinned version), hashes
+# included. Versions already in a lock stay; delete the lock, or a line, to move it on.
+# torch is held to the CPU build of LOCK_TORCH (the locked release unless given): the CPU wheel
+# comes from pip's configured find-links, else the PyTorch CPU index; PyPI's own torch is the
+# CUDA build, with gigabytes of NVIDIA packages.
+UV_VERSION := 0.13.9
+LOCK_TOOLS := $(VENV)/lock-tools
+UV := $(LOCK_TOOLS)/bin/uv
+LOCK_TORCH ?= $(LOCKED_TORCH)
+# --no-strip-extras: pip's hash-checking mode rejects a dependency with extras (weasel's
+# `smart-open[http]>=5.2.1`) unless the lock pins that very requirement, extras included.
+UV_COMPILE = $(UV) pip compile --quiet --generate-hashes --no-strip-extras --python-version 3.11 \
+	--python-platform x86_64-manylinux_2_28 --custom-compile-command "make lock" \
+	--find-links "$${links:-$(TORCH_INDEX_URL)/torch/}"
+lock:
+	test -x $(UV) || { $(PYTHON) -m venv $(LOCK_TOOLS) && $(LOCK_TOOLS)/bin/pip install --quiet uv==$(UV_VERSION); }
+	@test -n "$(LOCK_TORCH)" || { echo "make lock: no torch pin in requirements.lock; name one: make lock LOCK_TORCH=2.13.0" >&2; exit 2; }
+	echo "torch==$(LOCK_TORCH)+cpu" >$(LOCK_TOOLS)/torch-cpu.txt
+	links=$${TORCH_FIND_LINKS:-$$($(PYTHON) -m pip config get global.find-links 2>/dev/null)}; \
+	$(UV_COMPILE) --extra test --constraint $(LOCK_TOOLS)/torch-cpu.txt --output-file requirements.lock pyproject.toml && \
+	$(UV_COMPILE) --all-extras --constraint requirements.lock --output-file requirements-executors.lock pyproject.toml && \
+	echo setuptools | $(UV_COMPILE) --constraint requirements.lock --output-file requirements-build.lock -
+
 reproduce: install
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/snakemake --cores all
 
-test: install
+# The suite dry-runs the SLURM and Kubernetes profiles with their real plugins (about a minute
+# of install once, then a stamp), so `make test` installs them; `make test-fast` does not.
+test: install-executors
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/pytest -q
 
 test-fast: install
@@ -53,7 +97,7 @@ lint: install
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/snakemake --lint
 
 clean:
-	rm -rf data models results reports logs mlflow.db mlflow.db.lock mlruns mlartifacts .snakemake
+	rm -rf data models results reports logs runs mlflow.db mlflow.db.lock mlruns mlartifacts .snakemake
 
 # `make image`: the CPU image from containers/Dockerfile.cpu, built by podman without a daemon
 # (RUN steps need chroot isolation here). Each input falls back to what this machine has: the
@@ -67,7 +111,8 @@ IMAGE_TOOLS := podman buildah mmdebstrap
 IMAGE_PACKAGES := $(IMAGE_TOOLS) uidmap fuse-overlayfs curl
 TORCH_INDEX_URL := https://download.pytorch.org/whl/cpu
 SPACY_MODEL_URL := https://github.com/explosion/spacy-models/releases/download/en_core_web_sm-3.8.0/en_core_web_sm-3.8.0-py3-none-any.whl
-LOCKED_TORCH = $(shell sed -n 's/^torch==//p' requirements.lock)
+# The lock pins the CPU build (2.13.0+cpu): the release, without its local label.
+LOCKED_TORCH = $(shell sed -n -E 's/^torch==([^ +]+).*/\1/p' requirements.lock)
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 reachable = curl --silent --fail --head --location --output /dev/null --max-time 15 $(1)
 

@@ -4,9 +4,12 @@
 #   check_lock.sh LOCK            every locked package is installed at its locked version
 #   check_lock.sh LOCK --exact    ... and nothing else is installed (the CPU image)
 #
-# Local build labels are ignored (torch 2.13.0+cpu or +cu130 satisfies torch==2.13.0, as
-# PEP 440 says); editable installs (the project itself) are left out. The Python used is
-# $PYTHON, or `python` on PATH. The images run it while building, the .def's %test after.
+# LOCK is pip's requirements format as `make lock` writes it: `name[extras]==version \`, then
+# its `--hash=` lines and `#` comments. Names are compared normalized (PEP 503: PyYAML is
+# pyyaml, smart_open is smart-open), extras dropped. Local build labels are ignored (torch
+# 2.13.0+cpu or +cu130 satisfies torch==2.13.0+cpu, the CPU build the lock was resolved with);
+# editable installs (the project itself) and pip are left out. The Python used is $PYTHON, or
+# `python` on PATH. The images run it while building, the .def's %test after.
 set -eu
 
 if [ $# -lt 1 ] || [ $# -gt 2 ] || { [ $# -eq 2 ] && [ "$2" != "--exact" ]; }; then
@@ -23,10 +26,14 @@ fi
 workdir=$(mktemp -d)
 trap 'rm -rf "$workdir"' EXIT
 
-# Local labels dropped on both sides; `comm` needs both sorted the same way: byte order.
-strip_local_label() { sed -E 's/\+[A-Za-z0-9.]+$//'; }
-"${PYTHON:-python}" -m pip freeze --exclude-editable | strip_local_label | LC_ALL=C sort >"$workdir/installed"
-grep -Ev '^[[:space:]]*(#|$)' "$lock" | strip_local_label | LC_ALL=C sort >"$workdir/locked"
+# One `name==version` per package, normalized; `comm` needs both sides sorted the same way:
+# byte order. setuptools is locked, so freeze lists it too (--all); pip is not.
+normalize() {
+    sed -E 's/[[:space:]]*\\?$//; s/\[[^]]*\]//; s/\+[A-Za-z0-9.]+$//' |
+        awk -F'==' '{ name = tolower($1); gsub(/[-_.]+/, "-", name); print name "==" $2 }' | LC_ALL=C sort
+}
+"${PYTHON:-python}" -m pip freeze --all --exclude-editable | grep -Ev '^pip==' | normalize >"$workdir/installed"
+grep -E '^[A-Za-z0-9]' "$lock" | normalize >"$workdir/locked"
 
 LC_ALL=C comm -23 "$workdir/locked" "$workdir/installed" >"$workdir/missing"
 LC_ALL=C comm -13 "$workdir/locked" "$workdir/installed" >"$workdir/extra"

@@ -63,7 +63,8 @@ def first_run(steps: list[tuple[str, str]], *needles: str) -> int:
 
 
 def lock_pins() -> dict[str, str]:
-    return dict(line.split("==") for line in LOCK.read_text().split() if "==" in line)
+    """name -> version of each pin (the lock's hash and comment lines skipped, extras dropped)."""
+    return dict(re.findall(r"(?m)^([A-Za-z0-9._-]+)(?:\[[^]]*\])?==(\S+)", LOCK.read_text()))
 
 
 def definition_sections(path: Path) -> tuple[list[str], dict[str, list[str]]]:
@@ -84,16 +85,23 @@ def test_torch_is_installed_alone_before_the_lock_at_the_locked_version(image):
     steps = instructions(DOCKERFILES[image])
     defaults = arg_defaults(steps)
     torch_run = first_run(steps, "pip install", "torch==${TORCH_VERSION}")
-    lock_run = first_run(steps, "requirements", "pip install -r")
+    lock_run = first_run(steps, "pip install --require-hashes --no-build-isolation -r")
     assert torch_run < lock_run
     torch_command = runs(steps)[torch_run]
-    assert "requirements" not in torch_command and "download.pytorch.org/whl/" in expand_args(torch_command, defaults)
-    assert defaults["TORCH_VERSION"] == lock_pins()["torch"]
+    assert "download.pytorch.org/whl/" in expand_args(torch_command, defaults)
+    # The lock pins the CPU build; TORCH_VERSION is its release.
+    release, _, label = lock_pins()["torch"].partition("+")
+    assert defaults["TORCH_VERSION"] == release and label == "cpu"
     if image == "cpu":
         assert defaults["TORCH_INDEX_URL"].endswith("/whl/cpu")
+        # torch alone: the lock's torch entry (pin and hashes) only, its requirements left to the lock.
+        assert "awk '/^torch==/ {entry = 1} entry {print}" in torch_command
+        assert torch_command.count("pip install --require-hashes --no-deps ") == 2  # index and wheels
+        assert 'grep -q "^torch==${TORCH_VERSION}+cpu " /tmp/torch.lock' in torch_command
     else:
-        # The lock was frozen on CPU: its torch line must not reach pip in the CUDA image.
-        assert "grep -v '^torch=='" in runs(steps)[lock_run]
+        # The lock was frozen on CPU: its torch entry must not reach pip in the CUDA image.
+        assert "requirements" not in torch_command
+        assert "awk '/^torch==/ {skip = 1; next} skip && /^[[:space:]]/ {next}" in runs(steps)[lock_run]
         assert re.fullmatch(r"cu\d+", defaults["TORCH_CUDA"])
 
 
@@ -103,7 +111,7 @@ def test_images_verify_the_lock_and_carry_the_spacy_model_for_the_locked_spacy(i
     defaults = arg_defaults(steps)
     copied = " ".join(a for k, a in steps if k == "COPY")
     assert "requirements.lock" in copied and "containers/check_lock.sh" in copied
-    lock_run = runs(steps)[first_run(steps, "requirements", "pip install -r")]
+    lock_run = runs(steps)[first_run(steps, "pip install --require-hashes --no-build-isolation -r")]
     assert "check_lock.sh /opt/cfqa/requirements.lock" in lock_run
     assert ("--exact" in lock_run) == (image == "cpu")  # CUDA adds torch's NVIDIA packages
     model_version = re.search(r"en_core_web_sm-(\d+\.\d+)\.\d+-py3", defaults["SPACY_MODEL_URL"])[1]
@@ -167,7 +175,7 @@ def test_cpu_image_takes_torch_from_the_index_or_a_wheel_in_the_context():
     torch_command = runs(steps)[first_run(steps, "pip install", "torch==${TORCH_VERSION}")]
     assert defaults["TORCH_SOURCE"] == "index"
     mount = re.search(r"--mount=type=bind,source=(\S+),target=(\S+)", torch_command)
-    assert mount and f"--find-links {mount[2]} \"torch==${{TORCH_VERSION}}+cpu\"" in torch_command
+    assert mount and f"--no-index --find-links {mount[2]} -r /tmp/torch.lock" in torch_command
     wheels = PROJECT / mount[1]
     assert wheels.is_dir()  # a tracked file keeps the mounted folder in every checkout
     tracked = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", str(wheels)], cwd=PROJECT, capture_output=True, text=True, check=True)
@@ -241,7 +249,7 @@ def test_lock_check_passes_on_this_environment_and_names_what_differs(tmp_path):
     short.write_text("\n".join(line for line in installed if not line.startswith("PyYAML==")) + "\n")
     assert check(short).returncode == 0  # a subset is fine without --exact
     result = check(short, "--exact")
-    assert result.returncode == 1 and "PyYAML==" in result.stderr
+    assert result.returncode == 1 and "pyyaml==" in result.stderr  # names as PEP 503 normalizes them
 
 
 @pytest.mark.parametrize("profile", ["default", "slurm", "kubernetes"])
@@ -281,7 +289,7 @@ def test_cluster_profile_resources_reach_the_jobs(profile, tmp_path):
 def test_default_profile_runs_the_disentqa_overrides():
     out = run_tool(["snakemake", "--dry-run", "--forceall", "--nolock", "--profile", str(PROFILES / "default"),
                     "--configfile", str(DISENTQA_PARAMS)], PROJECT).stdout
-    train_commands = [line for line in out.splitlines() if "cfqa --log-file logs/train/" in line]
+    train_commands = [line for line in out.splitlines() if re.search(r"cfqa --log-file \S*logs/train/", line)]
     cfg = load([PROJECT / "params.yaml", DISENTQA_PARAMS])
     assert len(train_commands) == len(cfg.methods) * len(cfg.seeds)         # one job per (method, seed)
     assert all(re.search(r"--params \S*workflow/profiles/disentqa-t5-large/params\.yaml ", line)
