@@ -91,7 +91,10 @@ def test_an_interrupted_job_still_logs_its_last_line(tmp_path):
     (tmp_path / "job.py").write_text(script)
     log = tmp_path / "job.log"
     shell = "set -euo pipefail; " + logged(f"{sys.executable} {tmp_path / 'job.py'}", str(log))
-    job = subprocess.Popen(["bash", "-c", shell], start_new_session=True, stderr=subprocess.PIPE, text=True)
+    # SIGINT's default action in the job, as a terminal gives it: a child inherits an ignored
+    # SIGINT, and a library imported earlier in the test session may have set one in this process.
+    job = subprocess.Popen(["bash", "-c", shell], start_new_session=True, stderr=subprocess.PIPE, text=True,
+                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 60
     while "started" not in (log.read_text() if log.exists() else "") and time.monotonic() < deadline:
         time.sleep(0.05)
