@@ -8,7 +8,6 @@ import contextlib
 import hashlib
 import json
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,25 +18,17 @@ import yaml
 from cfqa.config import deep_merge
 from cfqa.contract import read_metrics, read_train_record
 from pipeline_support import PROJECT, run_tool, tool_env
+from project_copy import copy_project
 
 pytestmark = pytest.mark.slow
 RUN_FILES = ("train.json", "train_curve.csv", "predictions.jsonl", "metrics.json")
-
-
-def project_files() -> list[str]:
-    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-                            cwd=PROJECT, capture_output=True, text=True, check=True).stdout.split("\n")
-    return [name for name in listed if name and (PROJECT / name).is_file()]
 
 
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     """The project run by Snakemake, and that run's result. --keep-going: every job that can
     run does, so a failure in one stage leaves the other stages' checks meaningful."""
-    root = tmp_path_factory.mktemp("cfqa")
-    for name in project_files():
-        (root / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(PROJECT / name, root / name)
+    root = copy_project(tmp_path_factory.mktemp("cfqa"))
     params = yaml.safe_load((PROJECT / "params.yaml").read_text())
     tiny = yaml.safe_load((PROJECT / "tests/fixtures/params-tiny.yaml").read_text())
     (root / "params.yaml").write_text(yaml.safe_dump(deep_merge(params, tiny), sort_keys=False))
