@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install install-executors lock reproduce test test-fast lint clean image dvc.yaml ui browser dvc-commit
+.PHONY: install install-executors lock reproduce smoke test test-fast lint clean image dvc.yaml ui browser dvc-commit
 
 install: $(STAMP)
 
@@ -62,6 +62,12 @@ lock:
 
 reproduce: install
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/snakemake --cores all
+
+# `make smoke`: the whole DAG on the test suite's tiny configuration (full and lora, one seed) in
+# this checkout, about a minute and a half of CPU: CI runs it before the tests, so a test that
+# picks up a run's outputs fails there.
+smoke: install
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/snakemake --cores all --configfile tests/fixtures/params-tiny.yaml tests/fixtures/params-smoke.yaml
 
 # The suite dry-runs the SLURM and Kubernetes profiles with their real plugins (about a minute
 # of install once, then a stamp), so `make test` installs them; `make test-fast` does not.

@@ -23,6 +23,7 @@ import yaml
 
 import cfqa.stages.train as train_stage
 from pipeline_support import tool_env
+from required_tools import missing
 from stage_results import tiny_params
 from test_kill import COUNTERFACTUALS, TRAIN, debris, files, stage
 
@@ -49,12 +50,12 @@ def can_mount(tmp_path_factory) -> None:
     """Skips unless this machine lets the tests mount a tmpfs: root with CAP_SYS_ADMIN, as
     the project's CI machine runs them; an unprivileged user or container skips."""
     if shutil.which("mount") is None or shutil.which("umount") is None:
-        pytest.skip("full-disk tests mount a tmpfs: `mount`/`umount` are not installed")
+        missing("full-disk tests mount a tmpfs: `mount`/`umount` are not installed")
     probe = tmp_path_factory.mktemp("mount-probe")
     result = _mount(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(probe)])
     if result.returncode != 0:
-        pytest.skip(f"full-disk tests mount a tmpfs, which this machine refuses (uid {os.geteuid()}): "
-                    f"{result.stderr.strip() or result.returncode}")
+        missing(f"full-disk tests mount a tmpfs, which this machine refuses (uid {os.geteuid()}): "
+                f"{result.stderr.strip() or result.returncode}")
     _unmount(probe)
 
 

@@ -4,13 +4,12 @@ once in .venv and once inside the image, writes sha256-identical data files and 
 weights and predictions (same CPU, same torch build, same thread counts).
 
 Needs podman and buildah (no Docker daemon): `buildah run --isolation chroot` runs commands in
-the image with the run's directory bound to /work. Skipped where buildah is missing, unless
-CFQA_IMAGE_TESTS=1 asks for it (then a missing tool fails)."""
+the image with the run's directory bound to /work. Skipped where buildah is missing, except in
+CI, where a missing buildah fails (tests/required_tools.py)."""
 from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -19,13 +18,12 @@ import yaml
 
 from cfqa.config import deep_merge
 from pipeline_support import PROJECT, VENV_BIN, run_tool, tool_env
+from required_tools import require_executable
 
 pytestmark = [pytest.mark.slow, pytest.mark.image]
 
 IMAGE = os.environ.get("CFQA_IMAGE", "cfqa-cpu:0.1.0")
-if shutil.which("buildah") is None and os.environ.get("CFQA_IMAGE_TESTS") != "1":
-    pytest.skip("buildah is not installed (`make image` installs it; CFQA_IMAGE_TESTS=1 runs these tests anyway)",
-                allow_module_level=True)
+require_executable("buildah", "`make image` installs it with podman", module=True)
 
 # download -> prepare -> entities -> counterfactuals -> pretrain -> train -> evaluate, one
 # method, one seed: the arguments Snakemake's rules pass (workflow/rules/*.smk).

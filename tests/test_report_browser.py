@@ -17,7 +17,6 @@ import html
 import json
 import os
 import re
-import shutil
 import subprocess
 from collections import Counter, defaultdict
 
@@ -31,14 +30,11 @@ from cfqa.report.document import build_document
 from cfqa.report.inputs import load_results
 from cfqa.report.render import WIDE_COLUMNS
 from cfqa.stages import report as report_stage
+from required_tools import require_executable
 
 pytestmark = pytest.mark.slow   # the stages run once per session (stage_results fixture)
 
-CHROMIUM = os.environ.get("CFQA_CHROMIUM") or next(
-    (path for name in ("chromium", "chromium-browser", "google-chrome") if (path := shutil.which(name))), None)
-if CHROMIUM is None and os.environ.get("CFQA_BROWSER_TESTS") != "1":
-    pytest.skip("chromium is not installed (`make browser` installs it; CFQA_BROWSER_TESTS=1 runs these tests "
-                "anyway)", allow_module_level=True)
+CHROMIUM = require_executable("chromium", "`make browser` installs it", module=True, env_override="CFQA_CHROMIUM")
 
 # Narrower than the page's 1200px column: the widest tables must scroll inside their box.
 WINDOW = (1024, 768)
