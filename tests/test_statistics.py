@@ -387,3 +387,14 @@ def test_seeds_needed_is_the_first_seed_count_that_detects_the_difference():
     assert seeds_needed(2.0, seed_sd=5.0, question_se=3.0, max_seeds=200) is None
     with pytest.raises(ValueError, match="positive difference"):
         seeds_needed(0.0, seed_sd=5.0)
+
+
+def test_comparisons_without_any_spread_or_difference_do_not_count_in_the_family():
+    # Two methods that never answer an empty context: p = 1 at any level, so (as in Tarone's
+    # procedure) they do not enlarge the family; their adjusted p is 1.
+    silent = paired_difference(np.zeros((3, 20)), np.zeros((3, 20)))
+    family = _family(np.random.default_rng(19), 3)
+    decisions = decide(family + [silent, silent])
+    assert [d.family_size for d in decisions] == [3] * 5
+    np.testing.assert_allclose([d.holm_p for d in decisions[:3]], holm_adjust([d.p_value for d in family]))
+    assert [d.holm_p for d in decisions[3:]] == [1.0, 1.0] and not any(d.significant for d in decisions[3:])

@@ -36,13 +36,14 @@ class EndpointComparison:
         """higher / lower where Holm calls the difference; "smaller than detectable" where the
         interval lies inside ± the detectable difference (the run rules out what it could
         have seen); "not resolved" where the interval spans 0 and reaches the detectable
-        difference."""
+        difference, or where nothing is detectable (a detectable difference at or beyond the
+        largest possible one, 100 points)."""
         if self.decision is None:
             return self.excluded or fmt.MISSING
         d = self.decision.difference
         if self.decision.significant:
             return "higher" if d.difference > 0 else "lower"
-        if math.isnan(d.low) or math.isnan(self.detectable):
+        if math.isnan(d.low) or not self.detectable < d.bounds[1]:
             return NOT_RESOLVED
         return RESOLVED_BELOW if -self.detectable < d.low and d.high < self.detectable else NOT_RESOLVED
 

@@ -254,7 +254,7 @@ def by_type_table(results: Sequence[MethodResults], agg: Aggregates, set_name: s
         title=f"Accuracy on `{set_name}` by answer type",
         headers=tuple(headers),
         rows=tuple(rows),
-        caption=f"Seed means with {MEAN_INTERVAL}s. Most-frequent EM: exact match of always answering "
+        caption=f"Seed means, each with its {MEAN_INTERVAL}. Most-frequent EM: exact match of always answering "
                 "the most frequent training answer of that type, the floor a model without knowledge "
                 "or reading reaches.",
     )
@@ -535,7 +535,7 @@ def mixture_table(group: MixtureGroup, agg: Aggregates) -> Table:
         headers=tuple(headers),
         rows=tuple(rows),
         caption="Mixtures as in DisentQA: f factual, cf counterfactual, a answerability (empty and "
-                f"random contexts, answer \"unanswerable\"). Seed means with {MEAN_INTERVAL}s. The "
+                f"random contexts, answer \"unanswerable\"). Seed means, each with its {MEAN_INTERVAL}. The "
                 "contextual answer on empty and random contexts is right only when it is "
                 "\"unanswerable\", which a mixture without a never teaches.",
     )
