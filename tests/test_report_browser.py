@@ -42,8 +42,8 @@ WINDOW = (1024, 768)
 # columns name one row. Comparisons with full fine-tuning have a row for every other method.
 GROUP_COLUMNS = {"accuracy-": ("variant",), "comparison-": ("variant",), "memorization": (),
                  "by-type-": ("answer type",), "type-comparison-": ("answer type",), "efficiency": (),
-                 "memory": (), "training": ("seed",), "lr-selection": ("lr",)}
-COMPARISONS = ("comparison-", "type-comparison-")
+                 "memory": (), "training": ("seed",), "lr-selection": ("lr",), "primary-endpoint": ()}
+COMPARISONS = ("comparison-", "type-comparison-", "primary-endpoint")
 
 MEASURE = """<script>
 // A PNG cut short still reports its header's size: count the pixels it really decoded to.
@@ -172,7 +172,8 @@ def test_each_table_has_one_row_per_method_in_each_group(rendered, report):
     grouped = {t["key"]: _groups(t, columns) for t in rendered["tables"]
                for prefix, columns in GROUP_COLUMNS.items() if t["key"].startswith(prefix)}
     assert {"accuracy-test", "accuracy-seen", "comparison-test", "comparison-seen", "memorization", "by-type-test",
-            "type-comparison-test", "efficiency", "memory", "training", "lr-selection"} <= set(grouped)
+            "type-comparison-test", "efficiency", "memory", "training", "lr-selection",
+            "primary-endpoint"} <= set(grouped)
     for key, groups in grouped.items():
         expected = [m for m in methods if m != "full"] if key.startswith(COMPARISONS) else methods
         assert groups, key

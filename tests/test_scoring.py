@@ -17,8 +17,9 @@ def variant_row(variant: str, answers=("Paris",), substitute=None, answer_type="
             "answer_type": answer_type, "substitute": substitute}
 
 
-def record(variant, contextual, parametric, gold_contextual, gold_parametric, substitute=None, answer_type="LOCATION"):
-    return PredictionRow(id="x", set="test", variant=variant, answer_type=answer_type, prediction="",
+def record(variant, contextual, parametric, gold_contextual, gold_parametric, substitute=None, answer_type="LOCATION",
+           question="x"):
+    return PredictionRow(id=question, set="test", variant=variant, answer_type=answer_type, prediction="",
                          contextual=contextual, parametric=parametric, gold_contextual=gold_contextual,
                          gold_parametric=gold_parametric, substitute=substitute)
 
@@ -110,7 +111,23 @@ def test_memorization_shares():
     assert result.memorization_ratio_pct == pytest.approx(100 / 3)  # p_o / (p_o + p_s) = 1 / 3
     empty = memorization([records[4]])
     assert empty == Memorization(n=0, original_pct=None, substitute_pct=None, other_pct=None,
-                                 memorization_ratio_pct=None)
+                                 memorization_ratio_pct=None, known_n=0, known_memorization_ratio_pct=None)
+
+
+def test_memorization_ratio_on_the_questions_the_model_knew():
+    # q1 and q2 were answered correctly on their factual context, q3 was not, q4 has none.
+    records = [
+        record("factual", "Paris", "Paris", ["Paris"], ["Paris"], question="q1"),
+        record("factual", "Rome", "Rome", ["Rome"], ["Rome"], question="q2"),
+        record("factual", "Oslo", "Oslo", ["Bern"], ["Bern"], question="q3"),
+        record("counterfactual", "Paris", "Paris", ["Lyon"], ["Paris"], substitute="Lyon", question="q1"),  # original
+        record("counterfactual", "Milan", "Rome", ["Milan"], ["Rome"], substitute="Milan", question="q2"),  # substitute
+        record("counterfactual", "Bern", "Bern", ["Basel"], ["Bern"], substitute="Basel", question="q3"),   # original
+        record("counterfactual", "Bern", "Bern", ["Basel"], ["Bern"], substitute="Basel", question="q4"),   # original
+    ]
+    result = memorization(records)
+    assert result.memorization_ratio_pct == pytest.approx(75.0)          # 3 original, 1 substitute
+    assert result.known_n == 2 and result.known_memorization_ratio_pct == pytest.approx(50.0)
 
 
 def test_most_frequent_answers_and_baseline():

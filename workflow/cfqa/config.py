@@ -224,11 +224,24 @@ class TrackingConfig:
 
 @with_config(TYPED)
 @dataclass(frozen=True)
+class PrimaryEndpoint:
+    """The one comparison the report resolves (each method − full fine-tuning on this question
+    set, context variant and answer): its minimum detectable difference and verdicts; every
+    other number is descriptive."""
+
+    set: Literal["test", "seen"] = "test"
+    variant: Literal["factual", "counterfactual", "empty", "random"] = "counterfactual"
+    metric: Literal["contextual_em", "parametric_em"] = "contextual_em"
+
+
+@with_config(TYPED)
+@dataclass(frozen=True)
 class ReportConfig:
     notes: tuple[StrictStr, ...]     # the report's "Limitations" bullets
     # Other runs' roots (e.g. a profile's runs/gpt-neo-embedded, or "." for the default run)
     # whose results the report shows beside this run's: another model family side by side.
     compare_runs: tuple[StrictStr, ...] = ()
+    primary_endpoint: PrimaryEndpoint = PrimaryEndpoint()
 
 
 @dataclass(frozen=True)

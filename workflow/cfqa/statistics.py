@@ -1,84 +1,88 @@
-"""Across-seed statistics for comparing fine-tuning methods: intervals, paired tests, Holm.
+"""Seed-level statistics for comparing fine-tuning methods: intervals, tests, Holm, power.
 
 Every method is trained with several seeds and every trained model answers the same questions,
-so results come as seeds × questions arrays. The same seed does not reproduce across machines
-(floating-point differences are amplified by training), so one run says little: each number
-the report shows is a mean over seeds with an interval that covers both seed variance and the
-sampling of questions, and each method is compared with full fine-tuning as a paired
-difference on the same questions and seeds.
+so results come as seeds × questions arrays. The seed is the unit of replication: a training
+run is one draw of everything that varies between runs (initialisation, data order, floating-
+point differences between machines), and what one run does says little about the next. Each
+number the report shows is a mean over seeds with an interval whose small-sample behaviour is
+right with three seeds, and each comparison with full fine-tuning is paired on seeds and
+questions.
 
-Design choices (shared by every function below):
+Design (shared by every function below; chosen by the simulation tests in
+tests/test_statistics_coverage.py, which draw seeds × questions 0/1 arrays from a logit model
+with question difficulty, method × question and seed × answer-type effects):
 
-* Hierarchical bootstrap: each resample draws seeds with replacement and, independently,
-  question indices with replacement, and the SAME question indices are used for every seed.
-  Seeds and questions are crossed, not nested: question q is the same item under every seed,
-  and a hard question is hard for every seed. Drawing questions separately per seed would
-  treat that shared difficulty as independent noise and shrink the interval by up to
-  √(n_seeds) on the question component. Joint drawing is Owen's (2007) "pigeonhole"
-  bootstrap for crossed designs; it is conservative for cell-level noise (which enters both
-  the seed and the question draws), while with few seeds the seed component is under-covered
-  (a bootstrap over 3 values cannot know the spread it has not seen). Measured coverage of
-  the 95 % interval of the mean, 3 seeds × 250 questions, 300 simulated experiments of a
-  logit model with question difficulty SD 2 logits: 97–99 % without seed effects (width
-  ~1.5× what cell noise alone needs), 96 % with a seed SD of 2.8 accuracy points, 91 % at
-  5.8 points, 82 % at 11 points; with 10 seeds 94 % and 91 % at 5.8 and 11 points. Report
-  `seed_sd` beside each interval; when it is large, more seeds are the only remedy.
-* Percentile intervals, not BCa: the statistics are means and pooled ratios of many 0/1
-  cells, close to symmetric and unbiased; BCa's jackknife acceleration has no single
-  leave-one-out unit in a two-factor design and is unstable with 3 seeds; percentile limits
-  stay inside the statistic's range (0–100 %) and are transformation-respecting.
-* Resamples are drawn as multiplicity weights (how often each seed and question was drawn),
-  so a resample's statistic is w_seedᵀ · cells · w_question: one matrix product per block of
-  resamples instead of a Python loop.
-* Pairing: seed i of method a is paired with seed i of method b, and question j with
-  question j; paired resamples apply the same seed and question weights to both methods.
-* p-values come from a sign-flip permutation test at the question level: under the null
-  the labels a/b of one question are exchangeable, and they are swapped for all seeds of that
-  question at once, because a question's differences are correlated across seeds (flipping
-  cells independently would make the null distribution too narrow). The test is conditional
-  on the trained models: it covers question sampling, not seed variance (with 3 seeds a
-  seed-level permutation has only 8 sign patterns, so p could never go below 0.25). A
-  difference is therefore called `significant` only when p < 1 − confidence AND the
-  hierarchical interval, which does cover seed variance, excludes 0.
-* Randomized p-values are (1 + #{|T*| ≥ |T|}) / (1 + permutations) (never 0, valid at any
-  number of permutations); when all sign patterns (or set splits) fit in `permutations`
-  they are enumerated and the p-value is exact.
+* The estimand is a method's expected score over new seeds AND new questions of the same kind.
+  A statistic that is a mean over the cells of seeds × questions arrays has, in the crossed
+  random-effects model (seed effect, question effect, residual), the variance
+  Var = σ²_seed / S + σ²_question / Q + σ²_residual / (S·Q). With the two-way ANOVA mean
+  squares of the array (MS_s seeds, MS_q questions, MS_e residual) it is estimated without
+  bias by MS_s / (S·Q) + (MS_q − MS_e) / (S·Q) = var(per-seed means) / S + σ̂²_question / Q: the
+  variance of the per-seed values (which already holds the residual) plus the question-
+  sampling component the seeds share (truncated at 0). This is the method-of-moments
+  (balanced-design REML) estimate of the crossed mixed model, in closed form: no iterative
+  fit, and exact for any number of seeds ≥ 2.
+* Degrees of freedom S − 1, the seed term's, whatever the question term adds. Satterthwaite's
+  degrees of freedom for the sum (what lmerTest would use) were tried and rejected by the
+  simulation: with 3 seeds the estimated degrees of freedom jump up whenever the seed
+  variance happens to come out small, so 95 % intervals of means covered 92 % at a seed SD of
+  5–9 points, and eight null methods compared with full fine-tuning gave a family-wise
+  false-positive rate of 6–11 % under Holm. S − 1 is the conservative bound of Hsu (1938) and
+  Mickey & Brown (1966) for a sum of independent variance estimates: it covered 95.6–99.9 % in
+  every simulated case, widest (too wide) for single-method means with 3 seeds and a small
+  seed spread, where question sampling dominates; the family-wise rate stayed at 1–3 %. With
+  one seed there is no seed-level interval: the estimate comes alone (low, high and p NaN).
+* Pairing: seed i of method a is paired with seed i of method b, and question j with question
+  j. Seeds of different methods share the data order but not the initialisation; the
+  simulation compared the paired interval (S − 1 degrees of freedom on per-seed differences)
+  with an unpaired Welch interval on the seed means: Welch–Satterthwaite is less conservative
+  when seeds are independent, but its family-wise false-positive rate reached 8 % when full
+  fine-tuning was precise and the other methods noisy (seed SD 2 against 9 points); with
+  Hsu's S − 1 degrees of freedom it almost never rejected (0–1 %). The paired test is valid
+  whether or not seed i of two methods is correlated (the per-seed differences are independent
+  across seeds either way) and gains when it is. Numbers: benchmarks/results/statistics_coverage.json.
+* Memorization ratios M_R = Σ original / Σ (original + substitute) are ratios of cell sums: they
+  are linearised (delta method) into per-cell influence values
+  z = (o − M_R · (o + s)) / mean(o + s), whose cell mean has the ratio's first-order sampling
+  variance, and z goes through the same crossed variance.
+* Multiplicity: a table declares one family of comparisons; `decide` runs Holm over it and
+  gives every comparison its interval at the level Holm's step-down applies to it,
+  1 − α · p / p_Holm (1 − α/m for the smallest p, never below 1 − α/m nor above 1 − α), so
+  "the interval excludes 0" and "Holm-adjusted p < α" are the same statement: one predicate,
+  `Decision.significant`. The intervals are not simultaneous (the family-wise guarantee is the
+  decisions'); the Bonferroni level 1 − α/m is the widest any of them gets.
+* Power: `minimum_detectable_difference` inverts the two-sided t-test's power with the exact
+  noncentral t distribution (not the normal approximation (t_{1−α/2} + z_power) · SE, which is
+  optimistic with few degrees of freedom), at the per-comparison level α/m of the first Holm
+  step; `seeds_needed` finds the seed count at which a given difference becomes detectable.
 
-Inputs are seeds × questions arrays; everything is pure (no I/O) and reproducible: pass an
-int seed or a numpy Generator as `seed`.
+Inputs are seeds × questions arrays; everything is pure (no I/O) and deterministic.
 """
 from __future__ import annotations
 
-import itertools
+import dataclasses
 import math
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
+from scipy import optimize, special
 
-DEFAULT_RESAMPLES = 2000
-DEFAULT_PERMUTATIONS = 2000
-# Cells per block of resamples (resamples × questions). Blocks of ~0.5 MB are reused by the
-# allocator; one block of all 2,000 × 250 resamples (4 MB per array) was ~5× slower here,
-# paying fresh page faults on every call.
-_BLOCK_CELLS = 1 << 16
-# Ties between permuted and observed statistics are decided with this relative tolerance, so
-# that float summation order does not split values that are equal in exact arithmetic.
-_TIE_TOLERANCE = 1e-9
-
-SeedLike = int | np.random.Generator | None
+DEFAULT_CONFIDENCE = 0.95
+DEFAULT_ALPHA = 0.05
+DEFAULT_POWER = 0.8
 
 
 @dataclass(frozen=True)
 class Interval:
-    """A statistic over seeds × questions with its hierarchical bootstrap interval.
+    """A seed-level statistic over seeds × questions with its t interval (S − 1 df).
 
     `estimate` is the mean over seeds of the per-seed mean (× scale), or for a ratio the
-    pooled memorization ratio in percent. `skipped_resamples` counts resamples where the
-    statistic was undefined (ratio with no original and no substitute answer); the interval
-    comes from the others. `seed_variance_covered` is False with one seed: the interval then
-    covers question sampling only. `seed_sd` is the standard deviation (ddof 1) of the
-    per-seed statistics, NaN with one seed: a spread large against the interval's width says
-    the seeds, not the questions, dominate the uncertainty (see the module docstring).
+    pooled memorization ratio in percent. `per_seed` holds each seed's own value (the dots of
+    the figures; NaN for a ratio where that seed gave no original and no substitute answer),
+    `seed_sd` their standard deviation (ddof 1, NaN with one seed). The standard error is
+    hypot(`seed_se`, `question_se`): the spread of the per-seed values and the question-sampling
+    component; `df` is S − 1. With one seed `low`, `high` and the standard errors are NaN.
     """
 
     estimate: float
@@ -87,38 +91,65 @@ class Interval:
     n_seeds: int
     n_questions: int
     confidence: float
-    resamples: int
-    seed_variance_covered: bool
+    standard_error: float
+    seed_se: float
+    question_se: float
+    df: int
     seed_sd: float
-    skipped_resamples: int = 0
+    per_seed: tuple[float, ...]
+    bounds: tuple[float, float] = (-math.inf, math.inf)
+
+    @property
+    def seed_variance_covered(self) -> bool:
+        return self.n_seeds > 1
 
 
 @dataclass(frozen=True)
 class Difference:
-    """a − b with its hierarchical bootstrap interval and a permutation p-value.
+    """a − b with its seed-level t interval and two-sided t-test p-value (S − 1 df).
 
-    For paired comparisons n_questions_a == n_questions_b. `exact_permutation` is True when
-    every sign pattern (or set split) was enumerated. `skipped_permutations` counts permuted
-    statistics that were undefined (ratios only) and left out of the p-value. `seed_sd` is
-    the standard deviation (ddof 1) of the per-seed differences, NaN with one seed.
+    Paired comparisons have n_questions_a == n_questions_b. `per_seed` holds each seed's own
+    difference, `seed_sd` their standard deviation. `at_level` gives the same difference with
+    its interval at another confidence level (what `decide` does for Holm).
     """
 
     difference: float
     low: float
     high: float
     p_value: float
-    significant: bool
     n_seeds: int
     n_questions_a: int
     n_questions_b: int
     confidence: float
-    resamples: int
-    permutations: int
-    exact_permutation: bool
-    seed_variance_covered: bool
+    standard_error: float
+    seed_se: float
+    question_se: float
+    df: int
     seed_sd: float
-    skipped_resamples: int = 0
-    skipped_permutations: int = 0
+    per_seed: tuple[float, ...]
+    bounds: tuple[float, float] = (-math.inf, math.inf)
+
+    def at_level(self, confidence: float) -> Difference:
+        _check_confidence(confidence)
+        low, high = _limits(self.difference, self.standard_error, self.df, confidence, self.bounds)
+        return dataclasses.replace(self, low=low, high=high, confidence=confidence)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One comparison of a declared family after Holm: `difference` carries its interval at
+    the level that matches the decision (see `decide`), so it excludes 0 exactly where
+    `significant` is True. An untestable comparison (one seed) has `holm_p` NaN."""
+
+    difference: Difference
+    holm_p: float
+    family_size: int
+    alpha: float
+
+    @property
+    def significant(self) -> bool:
+        """The one rule that calls a difference a difference: Holm-adjusted p below α."""
+        return not math.isnan(self.holm_p) and self.holm_p < self.alpha
 
 
 # --------------------------------------------------------------------------- validation
@@ -167,298 +198,207 @@ def _same_shape(a: np.ndarray, b: np.ndarray, what: str) -> None:
                          "seeds × questions (seed i and question j of a paired with those of b)")
 
 
-def _check_options(confidence: float, resamples: int, permutations: int | None = None) -> None:
+def _check_confidence(confidence: float) -> None:
     if not 0 < confidence < 1:
         raise ValueError(f"confidence: expected a value in (0, 1), got {confidence}")
-    if int(resamples) != resamples or resamples < 1:
-        raise ValueError(f"resamples: expected a positive integer, got {resamples}")
-    if permutations is not None and (int(permutations) != permutations or permutations < 1):
-        raise ValueError(f"permutations: expected a positive integer, got {permutations}")
 
 
-# --------------------------------------------------------------------------- resampling
+# --------------------------------------------------------------------------- the crossed variance
 
 
-def _counts(rng: np.random.Generator, rows: int, n: int) -> np.ndarray:
-    """rows × n multiplicities of n draws with replacement from n items (one row per resample)."""
-    draws = rng.integers(0, n, size=(rows, n)) + n * np.arange(rows)[:, None]
-    return np.bincount(draws.ravel(), minlength=rows * n).reshape(rows, n).astype(float)
+@dataclass(frozen=True)
+class _Crossed:
+    estimate: float
+    per_seed: np.ndarray       # the statistic's per-seed values (mean of cells, summed over groups)
+    seed_se: float
+    question_se: float
+    n_seeds: int
+
+    @property
+    def standard_error(self) -> float:
+        return math.hypot(self.seed_se, self.question_se)
+
+    @property
+    def df(self) -> int:
+        return self.n_seeds - 1
 
 
-def _blocks(total: int, n_questions: int) -> list[int]:
-    size = max(1, _BLOCK_CELLS // max(1, n_questions))
-    return [min(size, total - start) for start in range(0, total, size)]
+def _question_variance(cells: np.ndarray) -> float:
+    """σ̂²_question / Q of one seeds × questions array: (MS_q − MS_e) / (S·Q), at least 0.
+    Sums of squares by the two-way identity SS_total = SS_seeds + SS_questions + SS_residual."""
+    n_seeds, n_questions = cells.shape
+    if n_seeds < 2 or n_questions < 2:
+        return 0.0
+    centred = cells - cells.mean()
+    seed_part = centred.mean(axis=1)
+    question_part = centred.mean(axis=0)
+    ss_seeds = n_questions * float(seed_part @ seed_part)
+    ss_questions = n_seeds * float(question_part @ question_part)
+    ss_residual = max(0.0, float(np.vdot(centred, centred)) - ss_seeds - ss_questions)
+    ms_questions = ss_questions / (n_questions - 1)
+    ms_residual = ss_residual / ((n_seeds - 1) * (n_questions - 1))
+    return max(0.0, ms_questions - ms_residual) / (n_seeds * n_questions)
 
 
-def _weighted_sums(seed_weights: np.ndarray, cells: np.ndarray, question_weights: np.ndarray) -> np.ndarray:
-    """Per resample: Σ_s Σ_q w_s · cells[s, q] · v_q."""
-    return np.einsum("bq,bq->b", seed_weights @ cells, question_weights)
+def _crossed(groups: Sequence[np.ndarray]) -> _Crossed:
+    """Σ_g mean(groups[g]) with its crossed standard error; every group is seeds × its own
+    questions, row i of each = the same seed (the groups' seed terms add up per seed)."""
+    per_seed = sum(g.mean(axis=1) for g in groups)
+    n_seeds = per_seed.size
+    if n_seeds < 2:
+        return _Crossed(estimate=float(per_seed.mean()), per_seed=per_seed, seed_se=math.nan,
+                        question_se=math.nan, n_seeds=n_seeds)
+    deviations = per_seed - per_seed.mean()
+    seed_variance = float(deviations @ deviations) / (n_seeds - 1) / n_seeds
+    question_variance = sum(_question_variance(g) for g in groups)
+    return _Crossed(estimate=float(per_seed.mean()), per_seed=per_seed, seed_se=math.sqrt(seed_variance),
+                    question_se=math.sqrt(question_variance), n_seeds=n_seeds)
+
+
+def _limits(estimate: float, standard_error: float, df: int, confidence: float,
+            bounds: tuple[float, float]) -> tuple[float, float]:
+    """estimate ± t_{(1+confidence)/2, df} · SE, clipped to the statistic's range (a true value
+    lies inside it, so clipping changes no coverage and no decision about 0)."""
+    if df < 1 or math.isnan(standard_error) or math.isnan(estimate):
+        return math.nan, math.nan
+    half = float(special.stdtrit(df, 0.5 + confidence / 2)) * standard_error
+    return max(bounds[0], estimate - half), min(bounds[1], estimate + half)
+
+
+def _p_value(estimate: float, standard_error: float, df: int) -> float:
+    """Two-sided t-test of 0; with no spread at all, 1 for an estimate of 0 and 0 otherwise."""
+    if df < 1 or math.isnan(standard_error) or math.isnan(estimate):
+        return math.nan
+    if standard_error == 0:
+        return 1.0 if estimate == 0 else 0.0
+    return float(2 * special.stdtr(df, -abs(estimate) / standard_error))
 
 
 def _seed_sd(per_seed: np.ndarray) -> float:
-    defined = per_seed[~np.isnan(per_seed)]
-    return float(np.std(defined, ddof=1)) if defined.size > 1 else math.nan
+    defined = [float(v) for v in per_seed if not math.isnan(v)]
+    if len(defined) < 2:
+        return math.nan
+    mean = sum(defined) / len(defined)
+    return math.sqrt(sum((v - mean) ** 2 for v in defined) / (len(defined) - 1))
 
 
-def _percentile(values: np.ndarray, confidence: float) -> tuple[float, float]:
-    if values.size == 0:
-        return math.nan, math.nan
-    tail = (1 - confidence) / 2
-    low, high = np.quantile(values, [tail, 1 - tail])
-    return float(low), float(high)
+def _interval(crossed: _Crossed, *, estimate: float, per_seed: np.ndarray, n_questions: int, confidence: float,
+              bounds: tuple[float, float]) -> Interval:
+    low, high = _limits(estimate, crossed.standard_error, crossed.df, confidence, bounds)
+    return Interval(estimate=estimate, low=low, high=high, n_seeds=crossed.n_seeds, n_questions=n_questions,
+                    confidence=confidence, standard_error=crossed.standard_error, seed_se=crossed.seed_se,
+                    question_se=crossed.question_se, df=crossed.df, seed_sd=_seed_sd(per_seed),
+                    per_seed=tuple(float(v) for v in per_seed), bounds=bounds)
 
 
-def _ratio(original: np.ndarray, substitute: np.ndarray) -> np.ndarray:
-    """100 · o / (o + s) elementwise; NaN where o + s = 0."""
-    total = original + substitute
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(total > 0, 100.0 * original / np.where(total > 0, total, 1.0), np.nan)
-
-
-def _bootstrap(rng: np.random.Generator, resamples: int, n_seeds: int, question_sets: list[int],
-               statistic) -> np.ndarray:
-    """Statistic per resample; `statistic(seed_weights, [question_weights per set])`.
-
-    Seed weights are shared by every question set (the same seeds answered every set);
-    each set gets its own question weights.
-    """
-    out = []
-    for block in _blocks(resamples, max(question_sets)):
-        seed_weights = _counts(rng, block, n_seeds)
-        question_weights = [_counts(rng, block, n) for n in question_sets]
-        out.append(statistic(seed_weights, question_weights))
-    return np.concatenate(out)
-
-
-# --------------------------------------------------------------------------- permutation
-
-
-def _sign_patterns(rng: np.random.Generator, permutations: int, n_questions: int):
-    """Blocks of {0, 1} swap masks (questions whose labels are swapped) and whether exact."""
-    if n_questions < 63 and 2 ** n_questions <= permutations:
-        patterns = ((np.arange(2 ** n_questions)[:, None] >> np.arange(n_questions)) & 1).astype(float)
-        return [patterns], True
-    # One random bit per question, drawn as packed bytes (8× fewer draws than integers(0, 2)).
-    bytes_per_row = (n_questions + 7) // 8
-    return [np.unpackbits(rng.integers(0, 256, size=(block, bytes_per_row), dtype=np.uint8),
-                          axis=1, count=n_questions).astype(float)
-            for block in _blocks(permutations, n_questions)], False
-
-
-def _split_patterns(rng: np.random.Generator, permutations: int, n_a: int, n_b: int):
-    """Blocks of {0, 1} masks over the pooled n_a + n_b questions, 1 = assigned to set a."""
-    n = n_a + n_b
-    if math.comb(n, n_a) <= permutations:
-        masks = np.zeros((math.comb(n, n_a), n))
-        for row, chosen in enumerate(itertools.combinations(range(n), n_a)):
-            masks[row, list(chosen)] = 1.0
-        return [masks], True
-    blocks = []
-    for block in _blocks(permutations, n):
-        base = np.zeros((block, n))
-        base[:, :n_a] = 1.0
-        blocks.append(rng.permuted(base, axis=1))
-    return blocks, False
-
-
-def _p_value(null: np.ndarray, observed: float, exact: bool, scale: float) -> float:
-    threshold = abs(observed) - _TIE_TOLERANCE * max(scale, abs(observed))
-    extreme = int(np.count_nonzero(np.abs(null) >= threshold))
-    if exact:
-        return extreme / null.size
-    return (extreme + 1) / (null.size + 1)
-
-
-def _difference(difference: float, interval: tuple[float, float], null: np.ndarray, exact: bool,
-                scale: float, *, per_seed: np.ndarray, n_seeds: int, n_a: int, n_b: int, confidence: float, resamples: int,
-                permutations: int, skipped_resamples: int, skipped_permutations: int) -> Difference:
-    low, high = interval
-    if math.isnan(difference) or null.size == 0:
-        p_value = math.nan
-    else:
-        p_value = _p_value(null, difference, exact, scale)
-    excludes_zero = not math.isnan(low) and (low > 0 or high < 0)
-    significant = bool(not math.isnan(p_value) and p_value < 1 - confidence and excludes_zero)
-    return Difference(difference=difference, low=low, high=high, p_value=p_value,
-                      significant=significant, n_seeds=n_seeds, n_questions_a=n_a,
-                      n_questions_b=n_b, confidence=confidence, resamples=int(resamples),
-                      permutations=int(null.size), exact_permutation=exact,
-                      seed_variance_covered=n_seeds > 1, seed_sd=_seed_sd(per_seed),
-                      skipped_resamples=skipped_resamples,
-                      skipped_permutations=skipped_permutations)
+def _difference(crossed: _Crossed, *, estimate: float, per_seed: np.ndarray, n_a: int, n_b: int,
+                confidence: float, bounds: tuple[float, float]) -> Difference:
+    low, high = _limits(estimate, crossed.standard_error, crossed.df, confidence, bounds)
+    return Difference(difference=estimate, low=low, high=high,
+                      p_value=_p_value(estimate, crossed.standard_error, crossed.df), n_seeds=crossed.n_seeds,
+                      n_questions_a=n_a, n_questions_b=n_b, confidence=confidence,
+                      standard_error=crossed.standard_error, seed_se=crossed.seed_se,
+                      question_se=crossed.question_se, df=crossed.df, seed_sd=_seed_sd(per_seed),
+                      per_seed=tuple(float(v) for v in per_seed), bounds=bounds)
 
 
 # --------------------------------------------------------------------------- means
 
 
-def mean_interval(scores, *, confidence: float = 0.95, resamples: int = DEFAULT_RESAMPLES,
-                  seed: SeedLike = 0, scale: float = 100.0) -> Interval:
+def mean_interval(scores, *, confidence: float = DEFAULT_CONFIDENCE, scale: float = 100.0) -> Interval:
     """Mean over seeds of the per-seed mean of `scores` (seeds × questions), × `scale`.
 
     Per-question values are 0/1 correctness or floats (e.g. token F1) in [0, 1]; the default
-    scale reports percent. The interval is the hierarchical percentile bootstrap described in
-    the module docstring; with one seed it resamples questions only
-    (`seed_variance_covered=False`).
+    scale reports percent, and the interval is clipped to [0, scale].
     """
-    _check_options(confidence, resamples)
-    values = _scores(scores, "scores")
-    n_seeds, n_questions = values.shape
-    rng = np.random.default_rng(seed)
-    # Every resample has n_seeds · n_questions cells, so the weighted sum over that is the
-    # mean over seeds of per-seed means.
-    cells = values * (scale / (n_seeds * n_questions))
-    boot = _bootstrap(rng, resamples, n_seeds, [n_questions],
-                      lambda ws, wq: _weighted_sums(ws, cells, wq[0]))
-    low, high = _percentile(boot, confidence)
-    return Interval(estimate=float(values.mean() * scale), low=low, high=high, n_seeds=n_seeds,
-                    n_questions=n_questions, confidence=confidence, resamples=int(resamples),
-                    seed_variance_covered=n_seeds > 1, seed_sd=_seed_sd(values.mean(axis=1) * scale))
+    _check_confidence(confidence)
+    values = _scores(scores, "scores") * scale
+    crossed = _crossed([values])
+    return _interval(crossed, estimate=crossed.estimate, per_seed=crossed.per_seed, n_questions=values.shape[1],
+                     confidence=confidence, bounds=(0.0, scale))
 
 
-def paired_difference(a, b, *, confidence: float = 0.95, resamples: int = DEFAULT_RESAMPLES,
-                      permutations: int = DEFAULT_PERMUTATIONS, seed: SeedLike = 0,
-                      scale: float = 100.0) -> Difference:
-    """Mean of a − b (× scale) for two methods' seeds × questions arrays on the same questions.
-
-    Seed i of `a` is paired with seed i of `b`, question j with question j. The interval is
-    the hierarchical bootstrap of the per-cell differences; the p-value is the two-sided
-    sign-flip test on per-question differences averaged over seeds.
-    """
-    _check_options(confidence, resamples, permutations)
+def paired_difference(a, b, *, confidence: float = DEFAULT_CONFIDENCE, scale: float = 100.0) -> Difference:
+    """Mean of a − b (× scale) for two methods' seeds × questions arrays on the same questions,
+    seed i of `a` paired with seed i of `b` and question j with question j."""
+    _check_confidence(confidence)
     first, second = _scores(a, "a"), _scores(b, "b")
     _same_shape(first, second, "paired_difference")
-    n_seeds, n_questions = first.shape
-    rng = np.random.default_rng(seed)
-    cells = (first - second) * (scale / (n_seeds * n_questions))
-    boot = _bootstrap(rng, resamples, n_seeds, [n_questions],
-                      lambda ws, wq: _weighted_sums(ws, cells, wq[0]))
-    per_question = cells.sum(axis=0)              # each question's share of the mean difference
-    observed = float(per_question.sum())
-    blocks, exact = _sign_patterns(rng, permutations, n_questions)
-    # Swapping a question's labels flips its sign: T* = Σ_q (1 − 2 m_q) d_q.
-    null = np.concatenate([(1.0 - 2.0 * mask) @ per_question for mask in blocks])
-    return _difference(observed, _percentile(boot, confidence), null, exact,
-                       float(np.abs(per_question).sum()),
-                       per_seed=(first - second).mean(axis=1) * scale, n_seeds=n_seeds, n_a=n_questions,
-                       n_b=n_questions, confidence=confidence, resamples=resamples,
-                       permutations=permutations, skipped_resamples=0, skipped_permutations=0)
+    crossed = _crossed([(first - second) * scale])
+    return _difference(crossed, estimate=crossed.estimate, per_seed=crossed.per_seed, n_a=first.shape[1],
+                       n_b=first.shape[1], confidence=confidence, bounds=(-scale, scale))
 
 
 # --------------------------------------------------------------------------- memorization ratio
 
 
-def ratio_interval(is_original, is_substitute, *, confidence: float = 0.95,
-                   resamples: int = DEFAULT_RESAMPLES, seed: SeedLike = 0) -> Interval:
+def _ratio(original, substitute):
+    """100 · o / (o + s) elementwise; NaN where o + s = 0."""
+    original, substitute = np.asarray(original, dtype=float), np.asarray(substitute, dtype=float)
+    total = original + substitute
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, 100.0 * original / np.where(total > 0, total, 1.0), np.nan)
+
+
+def _influence(original: np.ndarray, substitute: np.ndarray) -> tuple[float, np.ndarray]:
+    """The pooled ratio (percent) and its per-cell influence values: M_R − M_R(true) ≈ mean(z)."""
+    counted = original + substitute
+    ratio = float(_ratio(original.sum(), substitute.sum()))
+    if math.isnan(ratio):
+        return ratio, np.full(original.shape, math.nan)
+    return ratio, (100.0 * original - ratio * counted) / counted.mean()
+
+
+def ratio_interval(is_original, is_substitute, *, confidence: float = DEFAULT_CONFIDENCE) -> Interval:
     """Memorization ratio M_R = 100 · Σ original / (Σ original + Σ substitute), pooled over cells.
 
-    `is_original` and `is_substitute` are seeds × questions 0/1 arrays (a cell is at most
-    one of them; "other" answers are 0 in both). Resamples with no original and no substitute
-    answer are skipped and counted; an undefined estimate gives NaN throughout.
+    `is_original` and `is_substitute` are seeds × questions 0/1 arrays (a cell is at most one
+    of them; "other" answers, and cells left out of the ratio, are 0 in both). An undefined
+    ratio (no original and no substitute answer) gives NaN throughout.
     """
-    _check_options(confidence, resamples)
+    _check_confidence(confidence)
     original, substitute = _classes(is_original, is_substitute, "ratio_interval")
-    n_seeds, n_questions = original.shape
-    rng = np.random.default_rng(seed)
-    boot = _bootstrap(rng, resamples, n_seeds, [n_questions],
-                      lambda ws, wq: _ratio(_weighted_sums(ws, original, wq[0]),
-                                            _weighted_sums(ws, substitute, wq[0])))
-    defined = boot[~np.isnan(boot)]
-    low, high = _percentile(defined, confidence)
-    estimate = float(_ratio(original.sum(), substitute.sum()))
-    return Interval(estimate=estimate, low=low, high=high, n_seeds=n_seeds,
-                    n_questions=n_questions, confidence=confidence, resamples=int(resamples),
-                    seed_variance_covered=n_seeds > 1,
-                    seed_sd=_seed_sd(_ratio(original.sum(axis=1), substitute.sum(axis=1))),
-                    skipped_resamples=int(boot.size - defined.size))
+    ratio, influence = _influence(original, substitute)
+    crossed = _crossed([influence])
+    return _interval(crossed, estimate=ratio, per_seed=_ratio(original.sum(axis=1), substitute.sum(axis=1)),
+                     n_questions=original.shape[1], confidence=confidence, bounds=(0.0, 100.0))
 
 
 def paired_ratio_difference(is_original_a, is_substitute_a, is_original_b, is_substitute_b, *,
-                            confidence: float = 0.95, resamples: int = DEFAULT_RESAMPLES,
-                            permutations: int = DEFAULT_PERMUTATIONS,
-                            seed: SeedLike = 0) -> Difference:
-    """M_R(a) − M_R(b) in percentage points, two methods on the same seeds × questions.
-
-    Paired like `paired_difference`: each bootstrap resample applies the same seed and
-    question draws to both methods; the permutation swaps the a/b labels of a question for
-    all its seeds at once.
-    """
-    _check_options(confidence, resamples, permutations)
+                            confidence: float = DEFAULT_CONFIDENCE) -> Difference:
+    """M_R(a) − M_R(b) in percentage points, two methods on the same seeds × questions."""
+    _check_confidence(confidence)
     orig_a, subst_a = _classes(is_original_a, is_substitute_a, "a")
     orig_b, subst_b = _classes(is_original_b, is_substitute_b, "b")
     _same_shape(orig_a, orig_b, "paired_ratio_difference")
-    n_seeds, n_questions = orig_a.shape
-    rng = np.random.default_rng(seed)
-
-    def statistic(ws, wq):
-        first = _ratio(_weighted_sums(ws, orig_a, wq[0]), _weighted_sums(ws, subst_a, wq[0]))
-        second = _ratio(_weighted_sums(ws, orig_b, wq[0]), _weighted_sums(ws, subst_b, wq[0]))
-        return first - second
-
-    boot = _bootstrap(rng, resamples, n_seeds, [n_questions], statistic)
-    # Per-question totals over seeds; swapping question q moves its counts between a and b.
-    oa, sa, ob, sb = (x.sum(axis=0) for x in (orig_a, subst_a, orig_b, subst_b))
-    blocks, exact = _sign_patterns(rng, permutations, n_questions)
-    null = np.concatenate([
-        _ratio(oa.sum() + mask @ (ob - oa), sa.sum() + mask @ (sb - sa))
-        - _ratio(ob.sum() + mask @ (oa - ob), sb.sum() + mask @ (sa - sb))
-        for mask in blocks])
-    return _ratio_difference((orig_a, subst_a, orig_b, subst_b), boot, null, exact, confidence=confidence,
-                             resamples=resamples, permutations=permutations)
+    ratio_a, influence_a = _influence(orig_a, subst_a)
+    ratio_b, influence_b = _influence(orig_b, subst_b)
+    crossed = _crossed([influence_a - influence_b])
+    per_seed = _ratio(orig_a.sum(axis=1), subst_a.sum(axis=1)) - _ratio(orig_b.sum(axis=1), subst_b.sum(axis=1))
+    return _difference(crossed, estimate=ratio_a - ratio_b, per_seed=per_seed, n_a=orig_a.shape[1],
+                       n_b=orig_b.shape[1], confidence=confidence, bounds=(-100.0, 100.0))
 
 
 def unpaired_ratio_difference(is_original_a, is_substitute_a, is_original_b, is_substitute_b, *,
-                              confidence: float = 0.95, resamples: int = DEFAULT_RESAMPLES,
-                              permutations: int = DEFAULT_PERMUTATIONS,
-                              seed: SeedLike = 0) -> Difference:
+                              confidence: float = DEFAULT_CONFIDENCE) -> Difference:
     """M_R(a) − M_R(b) for two different question sets answered by the same seeds.
 
     E.g. the `seen` vs the `test` set: a is seeds × n_a, b is seeds × n_b, and row i of both
-    is the same trained model. Each bootstrap resample draws one set of seed indices for
-    both sides (the same models answered both sets) and question indices independently per
-    side. The p-value comes from a permutation test of set membership: the pooled questions
-    are split at random into sets of n_a and n_b (all seeds of a question move together).
+    is the same trained model, so the seed term is that of the per-seed differences and each
+    set adds its own question-sampling component.
     """
-    _check_options(confidence, resamples, permutations)
+    _check_confidence(confidence)
     orig_a, subst_a = _classes(is_original_a, is_substitute_a, "a")
     orig_b, subst_b = _classes(is_original_b, is_substitute_b, "b")
     if orig_a.shape[0] != orig_b.shape[0]:
         raise ValueError(f"unpaired_ratio_difference: a has {orig_a.shape[0]} seeds but b has "
                          f"{orig_b.shape[0]}; expected the same seeds (row i = the same trained model)")
-    n_seeds, n_a = orig_a.shape
-    n_b = orig_b.shape[1]
-    rng = np.random.default_rng(seed)
-
-    def statistic(ws, wq):
-        first = _ratio(_weighted_sums(ws, orig_a, wq[0]), _weighted_sums(ws, subst_a, wq[0]))
-        second = _ratio(_weighted_sums(ws, orig_b, wq[1]), _weighted_sums(ws, subst_b, wq[1]))
-        return first - second
-
-    boot = _bootstrap(rng, resamples, n_seeds, [n_a, n_b], statistic)
-    pooled_original = np.concatenate([orig_a.sum(axis=0), orig_b.sum(axis=0)])
-    pooled_substitute = np.concatenate([subst_a.sum(axis=0), subst_b.sum(axis=0)])
-    blocks, exact = _split_patterns(rng, permutations, n_a, n_b)
-    null = np.concatenate([
-        _ratio(mask @ pooled_original, mask @ pooled_substitute)
-        - _ratio((1 - mask) @ pooled_original, (1 - mask) @ pooled_substitute)
-        for mask in blocks])
-    return _ratio_difference((orig_a, subst_a, orig_b, subst_b), boot, null, exact, confidence=confidence,
-                             resamples=resamples, permutations=permutations)
-
-
-def _ratio_difference(classes, boot: np.ndarray, null: np.ndarray, exact: bool, *, confidence: float,
-                      resamples: int, permutations: int) -> Difference:
-    """The Difference of M_R(a) − M_R(b) from its bootstrap and permutation draws; draws where a
-    ratio is undefined (no original and no substitute answer) are left out and counted."""
-    orig_a, subst_a, orig_b, subst_b = classes
-    defined, kept = boot[~np.isnan(boot)], null[~np.isnan(null)]
-    observed = float(_ratio(orig_a.sum(), subst_a.sum()) - _ratio(orig_b.sum(), subst_b.sum()))
-    per_seed = (_ratio(orig_a.sum(axis=1), subst_a.sum(axis=1))
-                - _ratio(orig_b.sum(axis=1), subst_b.sum(axis=1)))
-    return _difference(observed, _percentile(defined, confidence), kept, exact, 100.0,
-                       per_seed=per_seed, n_seeds=orig_a.shape[0], n_a=orig_a.shape[1], n_b=orig_b.shape[1],
-                       confidence=confidence, resamples=resamples, permutations=permutations,
-                       skipped_resamples=int(boot.size - defined.size),
-                       skipped_permutations=int(null.size - kept.size))
+    ratio_a, influence_a = _influence(orig_a, subst_a)
+    ratio_b, influence_b = _influence(orig_b, subst_b)
+    crossed = _crossed([influence_a, -influence_b])
+    per_seed = _ratio(orig_a.sum(axis=1), subst_a.sum(axis=1)) - _ratio(orig_b.sum(axis=1), subst_b.sum(axis=1))
+    return _difference(crossed, estimate=ratio_a - ratio_b, per_seed=per_seed, n_a=orig_a.shape[1],
+                       n_b=orig_b.shape[1], confidence=confidence, bounds=(-100.0, 100.0))
 
 
 # --------------------------------------------------------------------------- multiplicity
@@ -469,14 +409,9 @@ def holm_adjust(p_values) -> np.ndarray:
 
     Sorted ascending, p_(i) is multiplied by (m − i + 1), capped at 1, and made monotone with a
     running maximum; rejecting where the adjusted p < α controls the family-wise error rate
-    at α under any dependence between the tests.
-
-    The report should use it for each family of comparisons against full fine-tuning (all
-    methods vs full for one set, context variant and metric): those comparisons share the
-    full fine-tuning runs, so they are dependent, which Holm allows and Benjamini–Hochberg
-    (`scipy.stats.false_discovery_control`) only partly does, and the headline claim "method X
-    differs from full fine-tuning" is a per-method claim where one false call matters. Holm
-    is uniformly more powerful than plain Bonferroni at the same guarantee.
+    at α under any dependence between the tests (comparisons with full fine-tuning share its
+    runs, so they are dependent). Holm is uniformly more powerful than plain Bonferroni at the
+    same guarantee.
     """
     values = np.asarray(p_values, dtype=float)
     if values.ndim != 1:
@@ -489,3 +424,106 @@ def holm_adjust(p_values) -> np.ndarray:
     adjusted = np.empty(m)
     adjusted[order] = np.maximum.accumulate(scaled)
     return adjusted
+
+
+def decide(differences: Sequence[Difference], *, alpha: float = DEFAULT_ALPHA) -> tuple[Decision, ...]:
+    """Holm over one declared family; each comparison's interval at the level that matches.
+
+    The family is every difference with a p-value (one-seed differences have none and are not
+    tested). A difference with no spread and no effect at all (every seed and question agrees:
+    p = 1 at any level, e.g. two methods that never answer an empty context) cannot be rejected
+    and is left out of the family size, as in Tarone's (1990) procedure for tests that cannot
+    reach significance; its adjusted p is 1. A comparison with raw p and Holm-adjusted p̃ gets
+    its interval at confidence 1 − α · p / p̃: the interval of a t-test excludes 0 exactly when
+    p < α · p / p̃, that is when p̃ < α. Returned in the input order.
+    """
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha: expected a value in (0, 1), got {alpha}")
+
+    def degenerate(d: Difference) -> bool:
+        return d.standard_error == 0 and d.difference == 0
+
+    tested = [i for i, d in enumerate(differences) if not math.isnan(d.p_value) and not degenerate(d)]
+    adjusted = dict(zip(tested, holm_adjust([differences[i].p_value for i in tested]).tolist()))
+    size = len(tested)
+    decisions = []
+    for index, difference in enumerate(differences):
+        holm = adjusted.get(index, 1.0 if not math.isnan(difference.p_value) else math.nan)
+        if index in adjusted:
+            share = difference.p_value / holm if holm > 0 else 1.0 / size
+            difference = difference.at_level(1 - alpha * share)
+        decisions.append(Decision(difference=difference, holm_p=holm, family_size=size, alpha=alpha))
+    return tuple(decisions)
+
+
+# --------------------------------------------------------------------------- power
+
+
+def t_test_power(difference: float, standard_error: float, df: float, *, alpha: float = DEFAULT_ALPHA,
+                 tests: int = 1) -> float:
+    """Power of the two-sided t-test at level α / tests (Bonferroni, Holm's first step) to
+    detect a true `difference` with this standard error: P(|T| > t_crit), T noncentral t."""
+    if df < 1 or not standard_error > 0:
+        return math.nan
+    critical = float(special.stdtrit(df, 1 - alpha / (2 * tests)))
+    noncentrality = abs(difference) / standard_error
+    return 1 - _noncentral_t_cdf(df, noncentrality, critical) + _noncentral_t_cdf(df, noncentrality, -critical)
+
+
+def _noncentral_t_cdf(df: float, noncentrality: float, t: float) -> float:
+    """scipy's nctdtr, which returns NaN instead of a probability below ~1e-180 in the far
+    tails (seen at df 17, noncentrality 41): there the probability is 0 to double precision."""
+    value = float(special.nctdtr(df, noncentrality, t))
+    return 0.0 if math.isnan(value) else value
+
+
+def minimum_detectable_difference(standard_error: float, df: float, *, alpha: float = DEFAULT_ALPHA,
+                                  power: float = DEFAULT_POWER, tests: int = 1) -> float:
+    """The smallest true difference the two-sided t-test (df degrees of freedom, level
+    α / tests) detects with probability `power`, given the standard error: noncentrality from
+    the exact noncentral t, times the standard error. NaN without degrees of freedom or spread."""
+    if not 0 < power < 1:
+        raise ValueError(f"power: expected a value in (0, 1), got {power}")
+    if tests < 1:
+        raise ValueError(f"tests: expected at least 1, got {tests}")
+    if df < 1 or not standard_error > 0 or math.isinf(standard_error):
+        return math.nan
+    def shortfall(delta: float) -> float:
+        return t_test_power(delta, 1.0, df, alpha=alpha, tests=tests) - power
+
+    # Power rises monotonically with the noncentrality; it is about 1/2 at the critical value,
+    # so the root lies above 0 and below a bound found by doubling from there.
+    upper = float(special.stdtrit(df, 1 - alpha / (2 * tests))) + 1.0
+    while shortfall(upper) < 0:
+        upper *= 2
+    return float(optimize.brentq(shortfall, 0.0, upper, xtol=1e-10) * standard_error)
+
+
+def seeds_needed(difference: float, *, seed_sd: float, question_se: float = 0.0, alpha: float = DEFAULT_ALPHA,
+                 power: float = DEFAULT_POWER, tests: int = 1, max_seeds: int = 1000) -> int | None:
+    """The fewest seeds with which a paired comparison detects `difference` at `power`.
+
+    `seed_sd` is the standard deviation of the per-seed statistic (e.g. per-seed differences
+    with full fine-tuning, residual noise included) and `question_se` the question-sampling
+    standard error, which more seeds do not shrink; the test has S − 1 degrees of freedom at
+    level α / tests. None when even `max_seeds` are not enough.
+    """
+    if not difference > 0 or not seed_sd >= 0:
+        raise ValueError(f"expected a positive difference and a non-negative seed_sd, got {difference}, {seed_sd}")
+
+    def detects(n_seeds: int) -> bool:
+        standard_error = math.hypot(seed_sd / math.sqrt(n_seeds), question_se)
+        return standard_error == 0 or minimum_detectable_difference(
+            standard_error, n_seeds - 1, alpha=alpha, power=power, tests=tests) <= difference
+
+    # The detectable difference shrinks with every seed (smaller standard error, more degrees
+    # of freedom): double until it is small enough, then bisect.
+    low, high = 1, 2
+    while not detects(high):
+        if high >= max_seeds:
+            return None
+        low, high = high, min(2 * high, max_seeds)
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (low, middle) if detects(middle) else (middle, high)
+    return high

@@ -158,13 +158,19 @@ class TypeScores(Record):
 
 class Memorization(Record):
     """Longpre et al. on counterfactual contexts: shares of contextual answers that give the
-    original answer (p_o), the substitute (p_s) or neither; ratio p_o / (p_o + p_s)."""
+    original answer (p_o), the substitute (p_s) or neither; ratio p_o / (p_o + p_s) pooled over
+    every counterfactual question, and `known_memorization_ratio_pct` over the `known_n`
+    questions whose factual version this run answered correctly (Longpre et al.'s subset: a
+    knowledge conflict needs the knowledge). The known fields are None in files written
+    before they were recorded."""
 
     n: int
     original_pct: float | None
     substitute_pct: float | None
     other_pct: float | None
     memorization_ratio_pct: float | None
+    known_n: int | None = None
+    known_memorization_ratio_pct: float | None = None
 
 
 class Inference(Record):

@@ -79,15 +79,23 @@ def score_records(records: list[PredictionRow], target_format: str) -> VariantSc
 
 def memorization(records: list[PredictionRow]) -> Memorization:
     """Longpre et al. on counterfactual contexts: does the contextual answer follow the
-    substitute (the context), the original (memory), or neither?"""
-    classes = Counter(memorization_class(r.contextual, r.gold_parametric, r.substitute)
-                      for r in records if r.variant == "counterfactual" and r.substitute)
+    substitute (the context), the original (memory), or neither? The ratio pooled over every
+    counterfactual question, and over those whose factual version (the same question id, in
+    `records`) was answered correctly."""
+    labelled = [(r.id, memorization_class(r.contextual, r.gold_parametric, r.substitute))
+                for r in records if r.variant == "counterfactual" and r.substitute]
+    classes = Counter(label for _, label in labelled)
     total = sum(classes.values())
     share = {name: (100.0 * classes[name] / total if total else None) for name in ("original", "substitute", "other")}
     ratio = memorization_ratio(classes["original"], classes["substitute"])
+    known_ids = {r.id for r in records if r.variant == "factual" and exact_match(r.contextual, r.gold_contextual)}
+    known = Counter(label for question, label in labelled if question in known_ids)
+    known_ratio = memorization_ratio(known["original"], known["substitute"])
     return Memorization(n=total, original_pct=share["original"], substitute_pct=share["substitute"],
                         other_pct=share["other"],
-                        memorization_ratio_pct=None if ratio is None else 100.0 * ratio)
+                        memorization_ratio_pct=None if ratio is None else 100.0 * ratio,
+                        known_n=sum(known.values()),
+                        known_memorization_ratio_pct=None if known_ratio is None else 100.0 * known_ratio)
 
 
 def most_frequent_answers(training_rows: Iterable[dict]) -> dict[str, str]:

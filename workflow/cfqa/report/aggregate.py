@@ -1,15 +1,21 @@
 """Every number the report compares, computed once with cfqa.statistics from the aligned
 seeds × questions arrays: accuracy intervals per cell, paired differences against full
-fine-tuning (Holm-adjusted within each family of comparisons), memorization ratios and
-seen − test, and which methods did not converge. Pure: the same results give the same numbers,
-bit for bit.
+fine-tuning, memorization ratios (pooled, and on the questions the model knew) and seen − test,
+and which methods did not converge. Pure: the same results give the same numbers, bit for bit.
 
-Results of several model families (T5, GPT-Neo) are aggregated family by family: each family's
-runs are aligned on their own questions, and each family's methods are compared with that
-family's full fine-tuning; the numbers are keyed by `MethodResults.key`, unique across
-families."""
+Multiplicity: each table declares one family of comparisons and Holm runs over it
+(`statistics.decide`): the comparisons with full fine-tuning on one question set (every method,
+variant and metric of that table), the answer-type comparisons on one set, and the seen − test
+differences of the memorization table. `Comparison.significant` is `Decision.significant`, the
+one rule.
+
+Results of several model families (T5, GPT-Neo) are aggregated family by family: each
+family's runs are aligned on their own questions, and each family's methods are compared with
+that family's full fine-tuning; the numbers are keyed by `MethodResults.key`, unique across
+families. A table's Holm family spans every model family it shows."""
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -21,10 +27,8 @@ from cfqa.formats import VARIANTS
 from cfqa.report.arrays import QuestionArrays, question_arrays
 from cfqa.report.inputs import MethodResults
 
-# One fixed random seed for every bootstrap and permutation: the report is byte-identical on a
-# rerun, and every cell is resampled with the same draws (common random numbers).
-REPORT_SEED = 0
-CONFIDENCE = 0.95
+CONFIDENCE = statistics.DEFAULT_CONFIDENCE      # descriptive intervals (means, ratios)
+ALPHA = statistics.DEFAULT_ALPHA                # Holm's family-wise level for every declared family
 # A method whose mean share of well-formed generations on factual `test` contexts is below this
 # has not learned the output format: most of its "wrong answers" are unparseable text, so its
 # accuracy measures the format, not context use, and a comparison with full fine-tuning would
@@ -45,29 +49,31 @@ class Convergence:
     converged: bool
 
 
-def significant(difference: statistics.Difference | None, holm_p: float | None) -> bool:
-    """The report's one rule for calling a paired difference a difference: a Holm-adjusted p
-    below 1 − confidence and an interval that excludes 0."""
-    return bool(difference is not None and holm_p is not None and holm_p < 1 - difference.confidence
-                and not math.isnan(difference.low) and (difference.low > 0 or difference.high < 0))
-
-
 @dataclass(frozen=True)
 class Comparison:
-    """One method minus the reference on one family member; `difference` None when excluded."""
+    """One method minus the reference on one member of a table; `decision` None when excluded
+    (then `excluded` says why). The difference carries its interval at the level of its Holm
+    decision (see statistics.decide)."""
 
     method: str
     set: str
     variant: str
     metric: str
     answer_type: str | None
-    difference: statistics.Difference | None
-    holm_p: float | None
+    decision: statistics.Decision | None
     excluded: str | None = None                # why no difference was computed
 
     @property
+    def difference(self) -> statistics.Difference | None:
+        return None if self.decision is None else self.decision.difference
+
+    @property
+    def holm_p(self) -> float | None:
+        return None if self.decision is None or math.isnan(self.decision.holm_p) else self.decision.holm_p
+
+    @property
     def significant(self) -> bool:
-        return significant(self.difference, self.holm_p)
+        return self.decision is not None and self.decision.significant
 
 
 @dataclass(frozen=True)
@@ -76,6 +82,10 @@ class MemorizationCell:
     original: int          # pooled over seeds and questions
     substitute: int
     other: int
+    # The same ratio on the cells whose factual version the same run answered correctly
+    # (Longpre et al.'s: a knowledge conflict needs knowledge); None without factual rows.
+    known: statistics.Interval | None = None
+    known_cells: int = 0
 
     @property
     def cells(self) -> int:
@@ -92,7 +102,7 @@ class Aggregates:
     accuracy: dict[tuple[str, str, str, str], statistics.Interval]  # (method, set, variant, metric)
     by_type: dict[tuple[str, str, str, str, str], statistics.Interval]  # (method, set, variant, type, metric)
     memorization: dict[tuple[str, str], MemorizationCell]         # (method, set)
-    seen_minus_test: dict[str, statistics.Difference]             # method
+    seen_minus_test: dict[str, statistics.Decision]               # method (Holm over the table's methods)
     convergence: dict[str, Convergence]
     reference: str | None                                         # the full fine-tuning method (first family's)
     comparisons: tuple[Comparison, ...] = ()
@@ -146,7 +156,7 @@ def _ordered_variants(present: set[str]) -> tuple[str, ...]:
 
 
 def _interval(scores: np.ndarray) -> statistics.Interval:
-    return statistics.mean_interval(scores, confidence=CONFIDENCE, seed=REPORT_SEED)
+    return statistics.mean_interval(scores, confidence=CONFIDENCE)
 
 
 def _metric_array(outcomes, metric: str) -> np.ndarray | None:
@@ -154,40 +164,57 @@ def _metric_array(outcomes, metric: str) -> np.ndarray | None:
     return None if array is None or array.shape[1] == 0 else array
 
 
-def _family(pairs: list[tuple[str, np.ndarray | None, np.ndarray | None]], reference: str,
-            convergence_of: dict[str, Convergence], set_name: str, variant: str, metric: str,
-            answer_type: str | None) -> list[Comparison]:
-    """Every method against the reference on one (set, variant, metric[, type]); Holm over
-    the methods that were compared."""
-    out: list[tuple[str, statistics.Difference | None, str | None]] = []
+def _candidates(pairs: list[tuple[str, np.ndarray | None, np.ndarray | None]], reference: str,
+                convergence_of: dict[str, Convergence], set_name: str, variant: str, metric: str,
+                answer_type: str | None) -> list[tuple[Comparison, statistics.Difference | None]]:
+    """Every method against the reference on one (set, variant, metric[, type]), undecided:
+    the Holm decision is taken over the whole table (`_decide`)."""
+    out = []
     for method, a, b in pairs:
         if method == reference:
             continue
+        excluded, difference = None, None
         if not convergence_of[method].converged:
-            out.append((method, None, "not converged: not compared"))
+            excluded = "not converged: not compared"
         elif a is None or b is None:
-            out.append((method, None, "no scores"))
+            excluded = "no scores"
         else:
-            out.append((method, statistics.paired_difference(a, b, confidence=CONFIDENCE, seed=REPORT_SEED), None))
-    tested = [d.p_value for _, d, _ in out if d is not None and not math.isnan(d.p_value)]
-    adjusted = iter(statistics.holm_adjust(tested).tolist())
-    comparisons = []
-    for method, d, reason in out:
-        holm = next(adjusted) if d is not None and not math.isnan(d.p_value) else None
-        comparisons.append(Comparison(method=method, set=set_name, variant=variant, metric=metric,
-                                      answer_type=answer_type, difference=d, holm_p=holm, excluded=reason))
-    return comparisons
+            difference = statistics.paired_difference(a, b, confidence=CONFIDENCE)
+        out.append((Comparison(method=method, set=set_name, variant=variant, metric=metric, answer_type=answer_type,
+                               decision=None, excluded=excluded), difference))
+    return out
+
+
+def _decide(candidates: Sequence[tuple[Comparison, statistics.Difference | None]]) -> list[Comparison]:
+    """Holm over one table's comparisons: the declared family."""
+    decisions = iter(statistics.decide([d for _, d in candidates if d is not None], alpha=ALPHA))
+    return [dataclasses.replace(c, decision=next(decisions)) if d is not None else c for c, d in candidates]
 
 
 def _memorization_cell(classes) -> MemorizationCell:
-    interval = statistics.ratio_interval(classes.is_original, classes.is_substitute, confidence=CONFIDENCE,
-                                         seed=REPORT_SEED)
+    interval = statistics.ratio_interval(classes.is_original, classes.is_substitute, confidence=CONFIDENCE)
     original, substitute = int(classes.is_original.sum()), int(classes.is_substitute.sum())
-    return MemorizationCell(interval=interval, original=original, substitute=substitute,
-                            other=int(classes.is_original.size) - original - substitute)
+    known = classes.known()
+    return MemorizationCell(
+        interval=interval, original=original, substitute=substitute,
+        other=int(classes.is_original.size) - original - substitute,
+        known=None if known is None else statistics.ratio_interval(known.is_original, known.is_substitute,
+                                                                   confidence=CONFIDENCE),
+        known_cells=0 if known is None else int(known.factual_correct.sum()))
 
 
-def _aggregate_family(results: Sequence[MethodResults]) -> Aggregates:
+@dataclass(frozen=True)
+class _Undecided:
+    """One model family's aggregates with its comparisons not yet decided: Holm runs over a
+    whole table, which may hold several model families."""
+
+    aggregates: Aggregates
+    comparisons: list[tuple[Comparison, statistics.Difference | None]]
+    type_comparisons: list[tuple[Comparison, statistics.Difference | None]]
+    seen_minus_test: dict[str, statistics.Difference]
+
+
+def _aggregate_family(results: Sequence[MethodResults]) -> _Undecided:
     """The aggregates of one model family's methods."""
     arrays = question_arrays(results)
     methods = tuple(r.key for r in results)
@@ -223,30 +250,31 @@ def _aggregate_family(results: Sequence[MethodResults]) -> Aggregates:
         seen, test = arrays.memorization.get((method, "seen")), arrays.memorization.get((method, "test"))
         if seen is not None and test is not None and seen.is_original.shape[1] and test.is_original.shape[1]:
             seen_minus_test[method] = statistics.unpaired_ratio_difference(
-                seen.is_original, seen.is_substitute, test.is_original, test.is_substitute,
-                confidence=CONFIDENCE, seed=REPORT_SEED)
+                seen.is_original, seen.is_substitute, test.is_original, test.is_substitute, confidence=CONFIDENCE)
 
-    comparisons: list[Comparison] = []
-    type_comparisons: list[Comparison] = []
+    comparisons: list[tuple[Comparison, statistics.Difference | None]] = []
+    type_comparisons: list[tuple[Comparison, statistics.Difference | None]] = []
     if reference is not None:
         for s in sets:
             for v in variants[s]:
                 for metric in METRICS:
                     base = _metric_array(arrays.outcomes[(reference, s, v)], metric)
                     pairs = [(m, _metric_array(arrays.outcomes[(m, s, v)], metric), base) for m in methods]
-                    comparisons += _family(pairs, reference, convergence_of, s, v, metric, None)
+                    comparisons += _candidates(pairs, reference, convergence_of, s, v, metric, None)
             if TYPE_COMPARISON_VARIANT in variants[s]:
                 for t in answer_types[s]:
                     base = _metric_array(arrays.of_type(reference, s, TYPE_COMPARISON_VARIANT, t), "contextual_em")
                     pairs = [(m, _metric_array(arrays.of_type(m, s, TYPE_COMPARISON_VARIANT, t), "contextual_em"), base)
                              for m in methods]
-                    type_comparisons += _family(pairs, reference, convergence_of, s, TYPE_COMPARISON_VARIANT,
-                                                "contextual_em", t)
-    return Aggregates(methods=methods, seeds=results[0].seeds if results else (), sets=sets, variants=variants,
-                      answer_types=answer_types, accuracy=accuracy, by_type=by_type, memorization=memorization,
-                      seen_minus_test=seen_minus_test, convergence=convergence_of, reference=reference,
-                      comparisons=tuple(comparisons), type_comparisons=tuple(type_comparisons), arrays=(arrays,),
-                      references={m: reference for m in methods if reference is not None and m != reference})
+                    type_comparisons += _candidates(pairs, reference, convergence_of, s, TYPE_COMPARISON_VARIANT,
+                                                    "contextual_em", t)
+    return _Undecided(
+        aggregates=Aggregates(methods=methods, seeds=results[0].seeds if results else (), sets=sets,
+                              variants=variants, answer_types=answer_types, accuracy=accuracy, by_type=by_type,
+                              memorization=memorization, seen_minus_test={}, convergence=convergence_of,
+                              reference=reference, arrays=(arrays,),
+                              references={m: reference for m in methods if reference is not None and m != reference}),
+        comparisons=comparisons, type_comparisons=type_comparisons, seen_minus_test=seen_minus_test)
 
 
 def _union(groups: Sequence[Sequence[str]], preferred: Sequence[str] = ()) -> tuple[str, ...]:
@@ -254,17 +282,32 @@ def _union(groups: Sequence[Sequence[str]], preferred: Sequence[str] = ()) -> tu
     return tuple(p for p in preferred if p in present) + tuple(sorted(present - set(preferred)))
 
 
+def _by_set(candidates: Sequence[tuple[Comparison, statistics.Difference | None]]) -> tuple[Comparison, ...]:
+    """Decided per table: one table per question set."""
+    sets = list(dict.fromkeys(c.set for c, _ in candidates))
+    decided = {s: iter(_decide([(c, d) for c, d in candidates if c.set == s])) for s in sets}
+    return tuple(next(decided[c.set]) for c, _ in candidates)
+
+
 def aggregate(results: Sequence[MethodResults]) -> Aggregates:
     """Every family aggregated on its own (`_aggregate_family`), merged: keys are unique across
-    families, and sets, variants and answer types are the union of the families'."""
+    families, and sets, variants and answer types are the union of the families'. Holm then runs
+    over each table: the comparisons of one set, the type comparisons of one set, and the
+    seen − test differences."""
     if not results:
         raise ValueError("expected at least one method's results")
-    parts = [_aggregate_family(group) for group in family_groups(results)]
+    undecided = [_aggregate_family(group) for group in family_groups(results)]
+    parts = [u.aggregates for u in undecided]
+    seen_minus_test = {m: d for u in undecided for m, d in u.seen_minus_test.items()}
+    decided = dict(zip(seen_minus_test, statistics.decide(list(seen_minus_test.values()), alpha=ALPHA)))
+    comparisons = _by_set([c for u in undecided for c in u.comparisons])
+    type_comparisons = _by_set([c for u in undecided for c in u.type_comparisons])
     if len(parts) == 1:
-        return parts[0]
+        return dataclasses.replace(parts[0], comparisons=comparisons, type_comparisons=type_comparisons,
+                                   seen_minus_test=decided)
     sets = _union([p.sets for p in parts], ("test", "seen"))
-    merged: dict[str, dict] = {name: {} for name in ("accuracy", "by_type", "memorization", "seen_minus_test",
-                                                    "convergence", "references")}
+    merged: dict[str, dict] = {name: {} for name in ("accuracy", "by_type", "memorization", "convergence",
+                                                    "references")}
     for part in parts:
         for name, values in merged.items():
             values.update(getattr(part, name))
@@ -273,6 +316,5 @@ def aggregate(results: Sequence[MethodResults]) -> Aggregates:
         variants={s: _union([p.variants.get(s, ()) for p in parts], VARIANTS) for s in sets},
         answer_types={s: _union([p.answer_types.get(s, ()) for p in parts]) for s in sets},
         reference=next((p.reference for p in parts if p.reference is not None), None),
-        comparisons=tuple(c for p in parts for c in p.comparisons),
-        type_comparisons=tuple(c for p in parts for c in p.type_comparisons),
+        comparisons=comparisons, type_comparisons=type_comparisons, seen_minus_test=decided,
         arrays=tuple(a for p in parts for a in p.arrays), **merged)

@@ -35,14 +35,26 @@ class Outcomes:
 
 @dataclass(frozen=True)
 class Classes:
-    """Memorization classes on counterfactual contexts with a substitute: seeds × questions."""
+    """Memorization classes on counterfactual contexts with a substitute: seeds × questions.
+    `factual_correct` marks, per seed, the questions whose factual version that run answered
+    correctly (contextual EM; None when the set has no factual rows)."""
 
     is_original: np.ndarray
     is_substitute: np.ndarray
+    factual_correct: np.ndarray | None = None
 
     @property
     def is_other(self) -> np.ndarray:
         return 1.0 - self.is_original - self.is_substitute
+
+    def known(self) -> Classes | None:
+        """Only the cells whose factual version the same run answered correctly (the others
+        count in neither class): the questions where the model knew the original answer."""
+        if self.factual_correct is None:
+            return None
+        return Classes(is_original=self.is_original * self.factual_correct,
+                       is_substitute=self.is_substitute * self.factual_correct,
+                       factual_correct=self.factual_correct)
 
 
 @dataclass(frozen=True)
@@ -111,6 +123,22 @@ def _classes(run: RunResults, rows: list[PredictionRow]) -> np.ndarray:
     return np.array(labels)
 
 
+def _factual_correct(ids: dict[GroupKey, tuple[str, ...]], outcomes: dict[tuple[str, str, str], Outcomes],
+                     method: str, set_name: str, key_ids: Sequence[str]) -> np.ndarray | None:
+    """Seeds × `key_ids`: 1 where that seed answered the question's factual version correctly;
+    None without factual rows (a question without one counts as not known)."""
+    factual_ids = ids.get((set_name, "factual"))
+    if factual_ids is None:
+        return None
+    column = {question: index for index, question in enumerate(factual_ids)}
+    correct = outcomes[(method, set_name, "factual")].contextual
+    known = np.zeros((correct.shape[0], len(key_ids)))
+    for position, question in enumerate(key_ids):
+        if question in column:
+            known[:, position] = correct[:, column[question]]
+    return known
+
+
 def question_arrays(results: Sequence[MethodResults]) -> QuestionArrays:
     """Aligned outcome arrays for every method, set and variant (rows in the seed order)."""
     runs = [run for method in results for run in method.runs]
@@ -141,7 +169,8 @@ def question_arrays(results: Sequence[MethodResults]) -> QuestionArrays:
             labels = np.array([_classes(run, [grouped[(method.name, run.seed)][(set_name, "counterfactual")][i]
                                               for i in key_ids]) for run in method.runs])
             labels = labels.reshape(len(method.runs), len(key_ids))
-            memorization[(method.key, set_name)] = Classes(is_original=(labels == "original").astype(float),
-                                                            is_substitute=(labels == "substitute").astype(float))
+            memorization[(method.key, set_name)] = Classes(
+                is_original=(labels == "original").astype(float), is_substitute=(labels == "substitute").astype(float),
+                factual_correct=_factual_correct(ids, outcomes, method.key, set_name, key_ids))
     return QuestionArrays(ids=ids, answer_types=answer_types, outcomes=outcomes,
                           memorization_ids=memorization_ids, memorization=memorization)

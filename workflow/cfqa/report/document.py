@@ -6,12 +6,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from cfqa.config import PrimaryEndpoint
 from cfqa.report import formatting as fmt
 from cfqa.report import tables
 from cfqa.report.aggregate import CONVERGED_WELL_FORMED_PCT, Aggregates
 from cfqa.report.inputs import MethodResults
-from cfqa.report.mixtures import mixture_groups
+from cfqa.report.mixtures import MixtureGroup, mixture_groups
 from cfqa.report.plots import FIGURE_CAPTIONS
+from cfqa.report.resolution import Resolution, endpoint_title, resolution_paragraphs, resolution_table, resolve
 from cfqa.report.tables import Table
 
 @dataclass(frozen=True)
@@ -35,14 +37,28 @@ class ReportDocument:
     sections: tuple[Section, ...]
 
 
-DEFAULT_MIXTURE_REASON = (
+MIXTURE_REASON = (
     "Why the default mixture is f+cf+a: without answerability a model is never taught to answer "
     "\"unanswerable\", so its contextual EM on empty and random contexts is zero by construction and "
-    "half of the evaluation would measure nothing; DisentQA trains on the same mixture. On the "
-    "embedded world answerability costs contextual EM on answerable contexts, the more so the "
-    "shorter the training (the model falls back on \"unanswerable\" or on another entity of the "
-    "context while it is still learning to tell a relevant context from an unrelated one); the "
-    "mixture profile measures that cost with intervals.")
+    "half of the evaluation would measure nothing; DisentQA trains on the same mixture.")
+
+
+def mixture_cost(groups: Sequence[MixtureGroup]) -> str:
+    """What answerability cost on answerable contexts, from this run's mixture runs (never typed
+    by hand); where the run has none, where it is measured."""
+    effects = [e for g in groups for e in g.effects]
+    if not effects:
+        return ("What answerability costs on answerable contexts is measured by the mixture profile "
+                "(workflow/profiles/mixtures/, f, f+cf, f+a and f+cf+a of full fine-tuning); this run has no "
+                "pair of runs that differ only in it.")
+    parts = []
+    for e in effects:
+        d = e.difference
+        verdict = ("higher" if d.difference > 0 else "lower") if e.significant else "not resolved"
+        parts.append(f"`{e.with_a}` − `{e.without_a}` on {e.variant} contexts "
+                     f"{fmt.signed_interval(d.difference, d.low, d.high)} pp ({verdict}, {d.n_seeds} seeds)")
+    return ("In this run, adding answerability changed contextual EM on answerable `test` contexts by: "
+            + "; ".join(parts) + " (Holm over the pairs and variants of the answerability table).")
 
 
 def limitation_notes(notes: str | Sequence[str] | None) -> tuple[str, ...]:
@@ -84,20 +100,22 @@ def _seeds_text(n: int) -> str:
     return f"{n} seed{'s' if n != 1 else ''}"
 
 
-def _versus_reference(agg: Aggregates, method: str) -> str:
-    comparison = agg.comparison(method, "test", "factual", "contextual_em")
-    if comparison is None or comparison.difference is None:
+def _versus_reference(resolution: Resolution | None, method: str) -> str:
+    """The method's primary-endpoint comparison with its verdict."""
+    comparison = next((c for c in resolution.comparisons if c.method == method), None) if resolution else None
+    if comparison is None or comparison.decision is None:
         return ""
-    d = comparison.difference
-    reference = agg.reference_of(method)
-    difference = f"{fmt.signed_interval(d.difference, d.low, d.high)} pp, Holm p {fmt.p_value(comparison.holm_p)}"
-    if comparison.significant:
+    d = comparison.decision.difference
+    difference = (f"{fmt.signed_interval(d.difference, d.low, d.high)} pp, Holm p "
+                  f"{fmt.p_value(comparison.decision.holm_p)}")
+    where = f"on the primary endpoint ({endpoint_title(resolution.endpoint)})"
+    if comparison.decision.significant:
         verdict = "higher than" if d.difference > 0 else "lower than"
-        return f"; {verdict} `{reference}` ({difference})"
-    return f"; not significantly different from `{reference}` ({difference}, n.s.)"
+        return f"; {verdict} `{comparison.reference}` {where} ({difference})"
+    return f"; {comparison.verdict} against `{comparison.reference}` {where} ({difference}, n.s.)"
 
 
-def findings_section(results: list[MethodResults], agg: Aggregates) -> Section:
+def findings_section(results: list[MethodResults], agg: Aggregates, resolution: Resolution | None = None) -> Section:
     """Sentences with numbers, all computed from this run's results (never typed by hand)."""
     bullets = []
     for r in results:
@@ -114,14 +132,14 @@ def findings_section(results: list[MethodResults], agg: Aggregates) -> Section:
         bullets.append(
             f"`{r.key}` ({_seeds_text(factual.n_seeds)}): contextual EM on factual `test` contexts "
             f"{_interval_text(factual)} (always the most frequent training answer: "
-            f"{fmt.percent(baseline)} %){_versus_reference(agg, r.key)}; memorization ratio "
+            f"{fmt.percent(baseline)} %){_versus_reference(resolution, r.key)}; memorization ratio "
             + (", ".join(memorized) or fmt.MISSING) + "." + converged)
     return Section(
         title="This run in numbers",
-        paragraphs=("Each number is a mean over seeds with its 95 % interval [low, high] and the number "
-                    "of seeds behind it. A method is called higher or lower than full fine-tuning only "
-                    "where the paired difference is significant after Holm's adjustment; otherwise the "
-                    "two are not ranked.",),
+        paragraphs=("Each number is a mean over seeds with its 95 % t interval over seeds [low, high] and the "
+                    "number of seeds behind it. A method is called higher or lower than full fine-tuning only on "
+                    "the primary endpoint and only where Holm's adjustment over its family calls the paired "
+                    "difference; otherwise the two are not ranked.",),
         bullets=tuple(bullets),
     )
 
@@ -164,16 +182,29 @@ def pretrain_jobs(results: list[MethodResults]) -> tuple[str, ...]:
 
 
 def _statistics_note(agg: Aggregates) -> str:
-    one_seed = " With one seed the intervals cover question sampling only." if len(agg.seeds) == 1 else ""
-    return ("Intervals: hierarchical percentile bootstrap over seeds and questions (the same question "
-            "draws for every seed); p-values: sign-flip permutation tests over questions, Holm-adjusted "
-            "within each family of comparisons with full fine-tuning (one set, variant and metric); "
-            "fixed random seed, so the report is the same on a rerun." + one_seed)
+    one_seed = (" With one seed there is no seed-level interval: estimates stand alone and nothing is compared."
+                if len(agg.seeds) == 1 else "")
+    return ("The seed is the unit of replication. Intervals: t intervals on S − 1 degrees of freedom whose "
+            "standard error is the spread of the per-seed values plus the sampling of questions (crossed "
+            "seeds × questions); with few seeds and a small seed spread they are conservative (simulated "
+            "coverage of 95 % intervals above 95 %). Comparisons with full fine-tuning: paired t-tests on the "
+            "same seeds and questions, Holm over each table's declared family, each interval at the level of "
+            "its Holm step; memorization ratios linearised per cell (delta method). No random numbers: the "
+            "report is the same on a rerun." + one_seed)
+
+
+def resolution_section(results: list[MethodResults], agg: Aggregates, resolution: Resolution) -> Section:
+    """What this run can resolve on its primary endpoint; the rest of the report is descriptive."""
+    return Section(title="What this run can resolve",
+                   paragraphs=resolution_paragraphs(resolution, len(agg.seeds)),
+                   tables=(resolution_table(results, resolution),) if resolution.comparisons else ())
 
 
 def build_document(results: list[MethodResults], agg: Aggregates, stats: dict[str, Any],
-                   overview: dict[str, str], notes: str | Sequence[str] | None = None) -> ReportDocument:
+                   overview: dict[str, str], notes: str | Sequence[str] | None = None,
+                   endpoint: PrimaryEndpoint = PrimaryEndpoint()) -> ReportDocument:
     sets = list(agg.sets)
+    resolution = resolve(agg, endpoint)
     methods = tuple(f"method `{r.name}`{'' if r.family is None else f' of family `{r.family}`'}: registry method "
                     f"`{r.registry_method}`, backbone `{r.backbone}`, seeds {', '.join(map(str, r.seeds))}"
                     for r in results)
@@ -208,8 +239,10 @@ def build_document(results: list[MethodResults], agg: Aggregates, stats: dict[st
                                                          for r in results)]
         comparison = Section(
             title="Compared with full fine-tuning",
-            paragraphs=(f"Each method minus {reference} on the same questions and seeds. Methods "
-                        "marked n.s. are not distinguishable from it here and are not ranked.",)
+            paragraphs=(f"Descriptive: each method minus {reference} on the same questions and seeds, every "
+                        "variant and answer. Methods marked n.s. are not distinguishable from it here and are "
+                        "not ranked; the one claim of this report is the primary endpoint's (What this run can "
+                        "resolve).",)
             + ((f"No full fine-tuning run in family {', '.join(without)}: its methods are not compared.",)
                if without else ()),
             tables=tuple(tables.comparison_table(results, agg, s) for s in sets),
@@ -234,7 +267,8 @@ def build_document(results: list[MethodResults], agg: Aggregates, stats: dict[st
                      "DisentQA's results table, then the effect of adding answerability.",) if groups else
                     ("Every run uses one training mixture per method. The mixture ablation (f, f+cf, f+a, "
                      "f+cf+a for full fine-tuning) runs with the profile workflow/profiles/mixtures/ under "
-                     "runs/mixtures/; its report (runs/mixtures/reports/index.html) shows the table.",)) + (DEFAULT_MIXTURE_REASON,),
+                     "runs/mixtures/; its report (runs/mixtures/reports/index.html) shows the table.",))
+        + (MIXTURE_REASON, mixture_cost(groups)),
         tables=tuple(t for g in groups for t in (tables.mixture_table(g, agg),)
                      + ((tables.answerability_effect_table(g),) if g.effects else ())),
     )
@@ -267,6 +301,6 @@ def build_document(results: list[MethodResults], agg: Aggregates, stats: dict[st
                           bullets=run_facts(results) + (_statistics_note(agg),) + limitation_notes(notes))
     return ReportDocument(
         title="Counterfactual QA: context vs memory, PEFT vs full fine-tuning",
-        sections=(intro, findings_section(results, agg), accuracy, comparison, memorization, by_type,
-                  mixture, convergence, efficiency, data, limitations),
+        sections=(intro, findings_section(results, agg, resolution), resolution_section(results, agg, resolution),
+                  accuracy, comparison, memorization, by_type, mixture, convergence, efficiency, data, limitations),
     )

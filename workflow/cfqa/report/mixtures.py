@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from cfqa import statistics
-from cfqa.report.aggregate import CONFIDENCE, REPORT_SEED, Aggregates, significant
+from cfqa.report.aggregate import ALPHA, CONFIDENCE, Aggregates
 from cfqa.report.inputs import MethodResults
 
 ANSWERABILITY = ("empty", "random")       # DisentQA's "a": no context, another question's context
@@ -33,17 +33,25 @@ class MixtureRun:
 @dataclass(frozen=True)
 class AnswerabilityEffect:
     """`with_a` minus `without_a` (the same mixture without empty and random) on one variant;
-    both are MethodResults keys."""
+    both are MethodResults keys. Decided by Holm over the group's table (every pair and
+    variant), the difference's interval at the matching level."""
 
     with_a: str
     without_a: str
     variant: str
-    difference: statistics.Difference
-    holm_p: float
+    decision: statistics.Decision
+
+    @property
+    def difference(self) -> statistics.Difference:
+        return self.decision.difference
+
+    @property
+    def holm_p(self) -> float:
+        return self.decision.holm_p
 
     @property
     def significant(self) -> bool:
-        return significant(self.difference, self.holm_p)
+        return self.decision.significant
 
 
 @dataclass(frozen=True)
@@ -103,7 +111,8 @@ def mixture_groups(results: Sequence[MethodResults], agg: Aggregates) -> list[Mi
 
 def _effects(members: list[MethodResults], runs: list[MixtureRun], agg: Aggregates) -> tuple[AnswerabilityEffect, ...]:
     """Paired differences with − without answerability, for every pair that differs in nothing
-    else; Holm within each variant's family."""
+    else (f+a − f and f+cf+a − f+cf when those runs exist); Holm over all of them, every pair
+    and variant: the family of the group's table."""
     by_key = {r.key: r for r in members}
     pairs = []
     for with_a in runs:
@@ -113,17 +122,15 @@ def _effects(members: list[MethodResults], runs: list[MixtureRun], agg: Aggregat
         for without in runs:
             if without.mixture == base and _others(by_key[with_a.key]) == _others(by_key[without.key]):
                 pairs.append((with_a.key, without.key))
-    effects = []
+    family = []
     for variant in EFFECT_VARIANTS:
-        family = []
         for with_a, without in pairs:
             a = agg.outcomes(with_a, EFFECT_SET, variant)
             b = agg.outcomes(without, EFFECT_SET, variant)
             if a is None or b is None or a.contextual is None or b.contextual is None or a.contextual.shape[1] == 0:
                 continue
-            family.append((with_a, without, statistics.paired_difference(
-                a.contextual, b.contextual, confidence=CONFIDENCE, seed=REPORT_SEED)))
-        adjusted = statistics.holm_adjust([d.p_value for _, _, d in family]).tolist() if family else []
-        effects += [AnswerabilityEffect(with_a=w, without_a=o, variant=variant, difference=d, holm_p=p)
-                    for (w, o, d), p in zip(family, adjusted)]
-    return tuple(effects)
+            family.append((with_a, without, variant,
+                           statistics.paired_difference(a.contextual, b.contextual, confidence=CONFIDENCE)))
+    decisions = statistics.decide([d for *_, d in family], alpha=ALPHA)
+    return tuple(AnswerabilityEffect(with_a=w, without_a=o, variant=v, decision=decision)
+                 for (w, o, v, _), decision in zip(family, decisions))

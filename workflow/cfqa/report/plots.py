@@ -1,6 +1,7 @@
 """The report's figures, built from loaded results and their aggregates as matplotlib Figures
-(no pyplot: no global state, no interactive backend), and their PNG bytes. Bars are seed means
-with error bars at the 95 % interval."""
+(no pyplot: no global state, no interactive backend), and their PNG bytes. Bars and points are
+seed means with error bars at the 95 % t interval over seeds, and every mean has its seeds' own
+values drawn as dots beside it: with three seeds the dots say more than the bar."""
 from __future__ import annotations
 
 import io
@@ -13,7 +14,7 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.transforms import Bbox
+from matplotlib.transforms import Bbox, ScaledTranslation
 
 from cfqa.report.aggregate import Aggregates
 from cfqa.report.inputs import MethodResults
@@ -22,7 +23,9 @@ from cfqa.report.tables import run_mean
 
 _MIB = 1024 * 1024
 
-Bar = tuple[float, float, float] | None        # (estimate, low, high)
+Bar = tuple[float, float, float, tuple[float, ...]] | None        # (estimate, low, high, per-seed values)
+SEED_DOTS = "per-seed"         # gid of the dots that show each seed's value
+SEED_DOT_OFFSET_PT = 6         # dots sit this far right of their mean's error bar
 
 
 def png_bytes(figure: Figure) -> bytes:
@@ -47,7 +50,19 @@ def _no_data(axes: Axes, message: str) -> None:
 def _bar(interval) -> Bar:
     if interval is None or interval.estimate != interval.estimate:
         return None
-    return interval.estimate, interval.low, interval.high
+    return interval.estimate, interval.low, interval.high, tuple(v for v in interval.per_seed if v == v)
+
+
+def seed_dots(axes: Axes, x: Sequence[float], values: Sequence[Sequence[float]]) -> None:
+    """Each seed's value as a small dot beside its mean (offset in points, so on a log axis
+    too); one artist per axes, gid SEED_DOTS."""
+    xs = [position for position, seeds in zip(x, values) for _ in seeds]
+    ys = [value for seeds in values for value in seeds]
+    if not ys:
+        return
+    shift = ScaledTranslation(SEED_DOT_OFFSET_PT / 72, 0, axes.figure.dpi_scale_trans)
+    axes.plot(xs, ys, linestyle="none", marker="o", markersize=2.5, markerfacecolor="0.1", markeredgewidth=0,
+              alpha=0.8, zorder=5, gid=SEED_DOTS, transform=axes.transData + shift)
 
 
 def _grouped_bars(axes: Axes, groups: list[str], series: dict[str, list[Bar]],
@@ -56,13 +71,18 @@ def _grouped_bars(axes: Axes, groups: list[str], series: dict[str, list[Bar]],
     values leave a gap."""
     width = 0.8 / max(len(series), 1)
     positions = np.arange(len(groups))
+    dots_x, dots = [], []
     for index, (label, values) in enumerate(series.items()):
         heights = np.array([np.nan if v is None else v[0] for v in values])
         low = np.array([0.0 if v is None or v[1] != v[1] else v[0] - v[1] for v in values])
         high = np.array([0.0 if v is None or v[2] != v[2] else v[2] - v[0] for v in values])
-        axes.bar(positions + (index - (len(series) - 1) / 2) * width, heights, width, label=label,
+        x = positions + (index - (len(series) - 1) / 2) * width
+        axes.bar(x, heights, width, label=label,
                  color=(colors or {}).get(label, f"C{index % 10}"), yerr=np.vstack([low, high]),
                  error_kw={"elinewidth": 0.8, "capsize": 2, "ecolor": "0.2"})
+        dots_x += list(x)
+        dots += [() if v is None else v[3] for v in values]
+    seed_dots(axes, dots_x, dots)
     axes.set_xticks(positions, groups)
 
 
@@ -79,7 +99,7 @@ def contextual_em_figure(results: Sequence[MethodResults], agg: Aggregates) -> F
             r.key: [_bar(agg.accuracy.get((r.key, set_name, v, "contextual_em"))) for v in variants]
             for r in results}, method_colors(results))
         axes.set_title(f"contextual EM on {set_name}")
-        axes.set_ylabel("EM (%), seed mean and 95 % interval")
+        axes.set_ylabel("EM (%): seed mean, 95 % interval, seeds")
         axes.set_ylim(0, 100)
     axes_list[-1].legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return figure
@@ -97,7 +117,7 @@ def memorization_figure(results: Sequence[MethodResults], agg: Aggregates) -> Fi
     _grouped_bars(axes, [r.key for r in results], series)
     axes.set_ylabel("memorization ratio M_R (%)")
     axes.set_ylim(0, 100)
-    axes.set_title("memorization ratio on counterfactual contexts (95 % interval)")
+    axes.set_title("memorization ratio on counterfactual contexts (95 % interval, dots: seeds)")
     axes.legend(fontsize="small")
     return figure
 
@@ -112,6 +132,7 @@ class CostPoint:
     high: float
     color: str
     converged: bool = True      # a method that did not converge is drawn but not ranked
+    per_seed: tuple[float, ...] = ()   # each seed's value, drawn as dots beside the point
 
 
 FRONT_LABEL = "Pareto front: no other converged method is better on EM or cost\nwithout being worse on the other"
@@ -149,6 +170,7 @@ def cost_panel(axes: Axes, points: Sequence[CostPoint], xlabel: str, ylabel: str
     for p in points:
         axes.errorbar([p.cost], [p.accuracy], yerr=[[p.accuracy - p.low], [p.high - p.accuracy]], fmt="o",
                       color=p.color, capsize=2, zorder=2, markerfacecolor=p.color if p.converged else "white")
+    seed_dots(axes, [p.cost for p in points], [p.per_seed for p in points])
     by_name = {p.method: p for p in points}
     front = [by_name[name] for name, _, _ in
              pareto_front([(p.method, p.cost, p.accuracy) for p in points if p.converged])]
@@ -306,9 +328,9 @@ def accuracy_vs_cost_figure(results: Sequence[MethodResults], agg: Aggregates, s
             bar, x = _bar(agg.accuracy.get((r.key, set_name, variant, "contextual_em"))), cost(r)
             if bar is None or not x or x <= 0:
                 continue
-            estimate, low, high = (value if value == value else bar[0] for value in bar)  # no interval: none drawn
+            estimate, low, high = (value if value == value else bar[0] for value in bar[:3])  # no interval: none
             points.append(CostPoint(r.key, float(x), estimate, low, high, color=colors[r.key],
-                                    converged=agg.convergence[r.key].converged))
+                                    converged=agg.convergence[r.key].converged, per_seed=bar[3]))
         panels.append((xlabel, f"contextual EM, {set_name} {variant} (%)", points))
     return cost_figure(panels)
 
@@ -355,11 +377,13 @@ def training_curves_figure(results: Sequence[MethodResults]) -> Figure:
 # File name (without .png) -> caption. The names are fixed so that the workflow can
 # declare every plot as an output; a plot without data says so instead of being absent.
 FIGURE_CAPTIONS = {
-    "contextual_em": "Contextual exact match per method and context variant: seed means with 95 % "
-                     "intervals (error bars).",
+    "contextual_em": "Contextual exact match per method and context variant: seed means with 95 % t "
+                     "intervals over seeds (error bars) and each seed's own EM (dots).",
     "memorization_ratio": "Memorization ratio M_R (%) on counterfactual contexts, unseen (test) vs seen "
-                          "questions: pooled over seeds, with 95 % intervals (error bars).",
-    "accuracy_vs_cost": "Contextual EM on counterfactual test contexts (seed mean, 95 % interval) against "
+                          "questions: pooled over seeds, with 95 % intervals (error bars) and each seed's own "
+                          "ratio (dots).",
+    "accuracy_vs_cost": "Contextual EM on counterfactual test contexts (seed mean, 95 % interval, each seed "
+                        "as a dot beside it) against "
                         "trainable share and training-step memory (sum of parts). Ringed and joined by the "
                         "dashed step line: the Pareto front, the converged methods that no other converged "
                         "method beats on seed-mean EM or on cost without being worse on the other. The front "

@@ -1,7 +1,8 @@
 """The report's tables as plain data (headers and already formatted cells), built by pure
 functions from loaded results and their aggregates (cfqa.report.aggregate); rendering to
-Markdown or HTML is elsewhere. Accuracies are seed means with 95 % intervals; comparisons
-with full fine-tuning are paired differences with Holm-adjusted p-values.
+Markdown or HTML is elsewhere. Accuracies are seed means with 95 % t intervals over seeds;
+comparisons with full fine-tuning are paired differences decided by Holm over each table's
+declared family, each interval at the level of its Holm step.
 
 When the results hold several model families (MethodResults.family set), every per-method
 table starts with a family column and its rows run by family, then method; the paired
@@ -76,6 +77,18 @@ def significance_mark(comparison: Comparison) -> str:
     return direction_mark(comparison.difference, comparison.significant)
 
 
+MEAN_INTERVAL = ("95 % t interval over seeds (S − 1 degrees of freedom; its standard error adds the sampling "
+                 "of questions to the spread of the per-seed values; none with one seed)")
+
+
+def family_note(decisions, what: str) -> str:
+    """The caption sentence that declares a table's Holm family."""
+    size = next((d.family_size for d in decisions if d is not None), 0)
+    return (f"One declared family: {what} ({size} comparison{'s' if size != 1 else ''} with a spread), Holm at 5 %; "
+            "each interval is at the level of its Holm step (95 % up to 1 − 0.05 / family size), so it "
+            "excludes 0 exactly where the difference is marked higher or lower.")
+
+
 def _comparison_cells(comparison: Comparison | None) -> tuple[str, str, str]:
     if comparison is None:
         return fmt.MISSING, fmt.MISSING, fmt.MISSING
@@ -112,8 +125,7 @@ def accuracy_table(results: Sequence[MethodResults], agg: Aggregates, set_name: 
                  "parametric EM (%)", "contextual F1 (%)", "contextual lenient (%)", "unanswerable (%)",
                  "well-formed (%)", "target loss (nats/token)"),
         rows=tuple(rows),
-        caption="EM: mean over seeds with its 95 % interval [low, high], which covers both the "
-                "spread between seeds and the sampling of questions (hierarchical bootstrap). Seed "
+        caption=f"EM: mean over seeds with its {MEAN_INTERVAL}. Seed "
                 "SD: standard deviation of the per-seed contextual EM. F1, lenient, unanswerable and "
                 "well-formed: seed means. Contextual: the answer the context supports "
                 "(\"unanswerable\" for empty and random contexts). Parametric: the original answer. "
@@ -154,43 +166,51 @@ def comparison_table(results: Sequence[MethodResults], agg: Aggregates, set_name
     for metric in METRICS:
         title = METRIC_TITLES[metric]
         headers += [f"Δ {title} (pp)", f"{title} Holm p", f"{title} vs {reference}"]
+    decisions = [c.decision for c in agg.comparisons if c.set == set_name]
     return Table(
         key=f"comparison-{set_name}",
         title=f"Each method minus {reference} on `{set_name}` (paired by seed and question)",
         headers=tuple(headers),
         rows=tuple(rows),
-        caption="Δ: mean paired difference in percentage points with its 95 % interval. Holm p: "
-                "the permutation p-value adjusted (Holm) within each set, variant and metric over the "
-                "methods compared. A difference is called higher or lower only when the adjusted p is "
-                f"below 0.05 and the interval excludes 0; otherwise it is marked {NOT_SIGNIFICANT} "
-                "(not significant): those methods are not ranked against each other. Methods that did "
-                "not converge are not compared."
-                + (" Each family's methods are compared with its own full fine-tuning, and Holm's "
-                   "adjustment runs within a family." if families_shown(results) else ""),
+        caption="Descriptive (the primary endpoint's table is the one claim). Δ: mean paired difference in "
+                "percentage points (seed i with seed i, question j with question j) with its t interval on "
+                "S − 1 degrees of freedom. Holm p: the paired t-test's p-value adjusted by Holm. "
+                + family_note(decisions, "every method, variant and metric of this table") +
+                f" {NOT_SIGNIFICANT}: not significant, those methods are not ranked against each other. Methods "
+                "that did not converge are not compared."
+                + (" Each model family's methods are compared with its own full fine-tuning; the Holm family "
+                   "spans the model families of this table." if families_shown(results) else ""),
     )
 
 
 def memorization_table(results: Sequence[MethodResults], agg: Aggregates) -> Table:
     sets = [s for s in agg.sets if any((r.key, s) in agg.memorization for r in results)]
-    headers = [*method_headers(results), "seeds"] + [f"M_R {s} (%)" for s in sets]
+    headers = [*method_headers(results), "seeds"]
+    for s in sets:
+        headers += [f"M_R {s}, all (%)", f"M_R {s}, known (%)"]
     with_difference = "seen" in sets and "test" in sets
     if with_difference:
-        headers += ["M_R seen − test (pp)", "seen − test p"]
+        headers += ["M_R seen − test, all (pp)", "seen − test Holm p"]
     for s in sets:
-        headers += [f"p_o {s} (%)", f"p_s {s} (%)", f"other {s} (%)", f"questions {s}"]
+        headers += [f"p_o {s} (%)", f"p_s {s} (%)", f"other {s} (%)", f"questions {s}", f"known {s} (%)"]
     rows = []
     for r in results:
         cells = [agg.memorization.get((r.key, s)) for s in sets]
-        row = [*method_cells(r), fmt.count(len(r.runs))] + [_cell(c.interval if c else None) for c in cells]
+        row = [*method_cells(r), fmt.count(len(r.runs))]
+        for c in cells:
+            row += [_cell(c.interval if c else None), _cell(c.known if c else None)]
         if with_difference:
-            d = agg.seen_minus_test.get(r.key)
-            row += ([fmt.signed_interval(d.difference, d.low, d.high), fmt.p_value(d.p_value)]
+            decision = agg.seen_minus_test.get(r.key)
+            d = decision.difference if decision else None
+            row += ([fmt.signed_interval(d.difference, d.low, d.high), fmt.p_value(decision.holm_p)]
                     if d else [fmt.MISSING] * 2)
         for c in cells:
             row += ([fmt.percent(100 * c.original / c.cells), fmt.percent(100 * c.substitute / c.cells),
-                     fmt.percent(100 * c.other / c.cells), fmt.count(c.interval.n_questions)]
-                    if c and c.cells else [fmt.MISSING] * 4)
+                     fmt.percent(100 * c.other / c.cells), fmt.count(c.interval.n_questions),
+                     fmt.percent(100 * c.known_cells / c.cells if c.known is not None else None)]
+                    if c and c.cells else [fmt.MISSING] * 5)
         rows.append(tuple(row))
+    decisions = list(agg.seen_minus_test.values())
     return Table(
         key="memorization",
         title="Memorization on counterfactual contexts",
@@ -198,10 +218,14 @@ def memorization_table(results: Sequence[MethodResults], agg: Aggregates) -> Tab
         rows=tuple(rows),
         caption="On counterfactual contexts, the share of contextual predictions equal to the "
                 "original answer (p_o), to the substituted answer (p_s) or to neither (other), pooled "
-                "over seeds and questions; memorization ratio M_R = p_o / (p_o + p_s) (Longpre et al., "
-                "2021) with its 95 % interval over seeds and questions. All in percent. Lower M_R means "
-                "the model follows the context. Seen − test: the same models on training questions "
-                "minus unseen ones, with interval and a permutation p-value of set membership.",
+                "over seeds and questions; memorization ratio M_R = p_o / (p_o + p_s), lower when the model "
+                "follows the context. All: pooled over every counterfactual question. Known: only the "
+                "questions whose factual version the same run answered correctly (the share of cells in "
+                "`known`) — Longpre et al. (2021) measure M_R on those, since a model that did not know the "
+                "original answer has no knowledge in conflict. Intervals: the ratio linearised per cell "
+                f"(delta method) with a {MEAN_INTERVAL}. Seen − test: the same models on training questions "
+                "minus unseen ones, paired by seed. "
+                + (family_note(decisions, "every method's seen − test difference") if decisions else ""),
     )
 
 
@@ -230,7 +254,7 @@ def by_type_table(results: Sequence[MethodResults], agg: Aggregates, set_name: s
         title=f"Accuracy on `{set_name}` by answer type",
         headers=tuple(headers),
         rows=tuple(rows),
-        caption="Seed means with 95 % intervals. Most-frequent EM: exact match of always answering "
+        caption=f"Seed means, each with its {MEAN_INTERVAL}. Most-frequent EM: exact match of always answering "
                 "the most frequent training answer of that type, the floor a model without knowledge "
                 "or reading reaches.",
     )
@@ -248,14 +272,16 @@ def type_comparison_table(results: Sequence[MethodResults], agg: Aggregates, set
                 questions = fmt.count(comparison.difference.n_questions_a)
             rows.append((*method_cells(r), answer_type, questions, *_comparison_cells(comparison)))
     reference = reference_label(results, agg)
+    decisions = [c.decision for c in agg.type_comparisons if c.set == set_name]
     return Table(
         key=f"type-comparison-{set_name}",
         title=f"Factual contextual EM by answer type on `{set_name}`: each method minus {reference}",
         headers=(*method_headers(results), "answer type", "questions", "Δ contextual EM (pp)", "Holm p",
                  f"vs {reference}"),
         rows=tuple(rows),
-        caption="Paired differences per answer type; Holm's adjustment within each answer type over "
-                f"the methods compared. {NOT_SIGNIFICANT}: not significant, not ranked.",
+        caption="Descriptive. Paired differences per answer type, t intervals on S − 1 degrees of freedom. "
+                + family_note(decisions, "every method and answer type of this table")
+                + f" {NOT_SIGNIFICANT}: not significant, not ranked.",
     )
 
 
@@ -509,8 +535,8 @@ def mixture_table(group: MixtureGroup, agg: Aggregates) -> Table:
         headers=tuple(headers),
         rows=tuple(rows),
         caption="Mixtures as in DisentQA: f factual, cf counterfactual, a answerability (empty and "
-                "random contexts, answer \"unanswerable\"). Seed means with 95 % intervals over seeds and "
-                "questions. The contextual answer on empty and random contexts is right only when it is "
+                f"random contexts, answer \"unanswerable\"). Seed means, each with its {MEAN_INTERVAL}. The "
+                "contextual answer on empty and random contexts is right only when it is "
                 "\"unanswerable\", which a mixture without a never teaches.",
     )
 
@@ -529,7 +555,9 @@ def answerability_effect_table(group: MixtureGroup) -> Table:
         headers=("runs compared", "variant", "seeds", "Δ contextual EM (pp)", "Holm p", "with a"),
         rows=tuple(rows),
         caption="Paired by seed and question: each run with empty and random contexts in its mixture "
-                "minus the run with the same mixture and settings without them. DisentQA (T5-11B) found "
-                "that answerability costs factual contextual EM at most a few points and raises "
-                "counterfactual contextual EM. Holm within each variant.",
+                "minus the run with the same mixture and settings without them (f+a − f and f+cf+a − f+cf "
+                "where those runs exist), t intervals on S − 1 degrees of freedom. "
+                + family_note([e.decision for e in group.effects], "every pair and variant of this table")
+                + " DisentQA (T5-11B) found that answerability costs factual contextual EM at most a few "
+                "points and raises counterfactual contextual EM.",
     )

@@ -66,7 +66,7 @@ def write_report(cfg: Config, results: Path, data_stats: Path, out: Path, summar
 
     images = {name: plots.png_bytes(figure) for name, figure in plots.build_figures(method_results, agg).items()}
     notes = report_notes if report_notes is not None else (list(cfg.report.notes) or None)
-    document = build_document(method_results, agg, stats, _overview(cfg), notes)
+    document = build_document(method_results, agg, stats, _overview(cfg), notes, endpoint=cfg.report.primary_endpoint)
     markdown, page = render_markdown(document), render_html(document, images)
     # Everything is computed before the first write: a failure leaves no partial report.
     for name, data in images.items():
