@@ -26,13 +26,16 @@ from cfqa.contract import (ResultsError, read_curve, read_data_stats, read_lr_se
 from cfqa.dag import RUN_MODEL, RUN_RESULTS
 from cfqa.report import aggregate as aggregate_module
 from cfqa.report import formatting as fmt
+from cfqa.methods.options import METHOD_DESCRIPTIONS
 from cfqa.report import plots
 from cfqa.report.aggregate import CONVERGED_WELL_FORMED_PCT, aggregate
 from cfqa.report.document import build_document
+from cfqa.report.figures import FIGURE_NAMES, build_figures
+from cfqa.report.headline import HEADLINE, POINT
 from cfqa.report.inputs import load_results
 from cfqa.report.mixtures import mixture_label
 from cfqa.report.render import render_html, render_markdown
-from cfqa.report.tables import mapping_table
+from cfqa.report.tables import mapping_table, measured_cell
 from cfqa.stages import report as report_stage
 from stage_results import stage, working_directory
 
@@ -424,6 +427,71 @@ def test_every_mean_in_the_figures_has_its_seeds_as_dots(report, rebuilt):
                     for set_name in ("test", "seen")
                     for o, s in zip(*rebuilt[(method, set_name)]) if o.sum() + s.sum() > 0)
     assert dots(plots.memorization_figure(results, agg)) == ratios
+    # The headline: each compared method's per-seed differences from full on every `test` variant.
+    converged = [m for m in report["methods"] if m != "full" and agg.convergence[m].converged]
+    differences = sorted(round(100 * v, 6) for method in converged for variant in VARIANTS
+                         for v in (rebuilt[(method, "test", variant)]["contextual"]
+                                   - rebuilt[("full", "test", variant)]["contextual"]).mean(axis=1))
+    headline = build_figures(results, agg)[HEADLINE]
+    across = sorted(round(x, 6) for axes in headline.axes for line in axes.get_lines()
+                    if line.get_gid() == plots.SEED_DOTS for x in line.get_xdata())     # methods as rows
+    assert across == differences
+
+
+def test_the_report_leads_with_the_headline_drawn_from_the_comparison_table(report):
+    """The first section and figure is the headline; each point and bar is the cell of the
+    comparison table on `test` (same family, same Holm-level interval), filled where it is marked."""
+    text = _text(report)
+    assert text.index("## At a glance") < text.index("## Overview") < text.index("\n### Method keys")
+    assert text.index(f"({HEADLINE}.png)") < min(text.index(f"({name}.png)") for name in FIGURE_NAMES[1:])
+    assert text.index(f"({HEADLINE}.png)") < text.index("\n|")          # above the first table
+    rows = _tables(report)["Each method minus `full` on `test` (paired by seed and question)"]
+    results = load_results(report["results"], report["methods"], report["seeds"])
+    figure = build_figures(results, aggregate(results))[HEADLINE]
+    labels = [t.get_text() for t in figure.axes[0].get_yticklabels()]
+    assert labels == [m for m in report["methods"] if m != "full"]
+    assert [a.get_title() for a in figure.axes] == ["factual", "counterfactual (primary endpoint)", "empty", "random"]
+    shown = 0
+    for axes in figure.axes:
+        variant = axes.get_title().split(" ")[0]
+        texts = {round(t.get_position()[1]): t.get_text() for t in axes.texts}
+        for container in axes.containers:
+            line, _, bars = container.lines
+            assert line.get_gid() == POINT
+            method = labels[round(line.get_ydata()[0])]
+            row = _row(rows, method=method, variant=variant)
+            if bars:
+                (segment,) = bars[0].get_segments()
+                cell = fmt.signed_interval(line.get_xdata()[0], segment[0][0], segment[1][0])
+            else:
+                cell = fmt.signed_interval(line.get_xdata()[0], None, None)
+            assert cell == row["Δ contextual EM (pp)"]
+            assert (line.get_markerfacecolor() != "white") == (row["contextual EM vs `full`"] in ("higher", "lower"))
+            shown += 1
+        assert texts == {labels.index(STALLED): "not converged: not compared"}
+    assert shown == 4 * (len(report["methods"]) - 2)
+
+
+def test_glossary_names_each_key_with_the_registry_description(report, cfg):
+    rows = _tables(report)["Method keys"]
+    assert [row["method"] for row in rows] == list(report["methods"])
+    for row in rows:
+        registry = cfg.methods[row["method"]].method
+        assert row["registry method"] == f"`{registry}`"
+        assert row["what it trains"] == METHOD_DESCRIPTIONS[registry]
+        assert row["seeds"] == ", ".join(map(str, report["seeds"]))
+    assert _row(rows, method=STALLED)["registry method"] == "`lora`"
+    assert "r 8" in _row(rows, method="lora")["options"]
+    caption = _text(report).split("### Method keys", 1)[1].split("\n### ", 1)[0]
+    assert "`methods:` in params.yaml" in caption and f"`prefix`: {METHOD_DESCRIPTIONS['prefix']}" in caption
+
+
+def test_every_figure_has_a_heading_and_a_caption(report):
+    text = _text(report)
+    for name in FIGURE_NAMES:
+        heading, image, caption = re.search(rf"### (.+)\n\n(!\[.+\]\({name}\.png\))\n\n_(.+)_", text).groups()
+        assert heading and len(caption) > 40
+    assert "### Contextual EM against training cost" in text
 
 
 # ---- convergence, training, learning rates -------------------------------------------------------
@@ -484,8 +552,11 @@ def test_memory_shows_the_sum_of_parts_and_a_measured_peak(report):
             for m in report["methods"]}
     for method in report["methods"]:
         row = _row(tables["Training memory by part"], method=method)
-        assert row["sum of parts"] == fmt.bytes_size(sums[method])
+        per_seed = [_train(report, method, s).cost.step_memory.sum_bytes for s in report["seeds"]]
+        assert row["sum of parts"] == measured_cell(per_seed, fmt.bytes_size)
         assert _row(tables["Cost of each method"], method=method)["step memory (sum of parts)"] == row["sum of parts"]
+        peaks = [_train(report, method, s).cost.peak_memory_bytes for s in report["seeds"]]
+        assert row["measured peak"] == measured_cell(peaks, fmt.bytes_size)
     assert _row(tables["Training memory by part"], method="full")["sum / full"] == "1.00"
     assert _row(tables["Training memory by part"], method="lora")["sum / full"] == f"{sums['lora'] / sums['full']:.2f}"
 
@@ -528,18 +599,27 @@ def test_efficiency_reads_snakemake_benchmarks_where_they_exist(tmp_path, runs, 
     assert "Pretraining job" not in _text(report)     # made without Snakemake: no benchmark record
     rows = markdown_tables(text)["Cost of each method"]
     full = _row(rows, method="full")
-    assert full["train job (Snakemake)"] == full["evaluate job (Snakemake)"] == fmt.seconds(45.0)
-    assert full["train job max RSS (Snakemake)"] == fmt.bytes_size(600.5 * 1024 * 1024)
-    assert full["evaluate job max RSS (Snakemake)"] == fmt.bytes_size(400.5 * 1024 * 1024)
+    # Seeds 0 and 1 measured 40 and 50 s: the seed mean with its t interval on 1 degree of freedom.
+    jobs = statistics.seed_interval([40.0, 50.0])
+    assert full["train job (Snakemake)"] == full["evaluate job (Snakemake)"] == \
+        f"45.0 s [{fmt.seconds(jobs.low)}, {fmt.seconds(jobs.high)}]"
+    assert jobs.low == 0.0 and jobs.high == pytest.approx(45.0 + 12.7062 * 5.0, abs=1e-3)
+    rss = statistics.seed_interval([600.0 * 1024 * 1024, 601.0 * 1024 * 1024])
+    assert full["train job max RSS (Snakemake)"] == (f"{fmt.bytes_size(rss.estimate)} [{fmt.bytes_size(rss.low)}, "
+                                                     f"{fmt.bytes_size(rss.high)}]")
     lora = _row(rows, method="lora")
     assert lora["train job (Snakemake)"] == lora["evaluate job max RSS (Snakemake)"] == fmt.MISSING
     for method in runs["methods"]:
         # The seed mean of train.json's longest epoch; a dash where no run recorded one.
         longest = [read_train_record(root / "results" / method / f"seed{s}" / "train.json").cost.max_epoch_time_s
                    for s in runs["seeds"]]
-        present = [value for value in longest if value is not None]
-        expected = fmt.seconds(np.mean(present)) if present else fmt.MISSING
-        assert _row(rows, method=method)["max epoch time"] == expected
+        assert _row(rows, method=method)["max epoch time"] == measured_cell(longest, fmt.seconds)
+        steps = [read_train_record(root / "results" / method / f"seed{s}" / "train.json").cost.step_time_s
+                 for s in runs["seeds"]]
+        if len(set(steps)) > 1:      # measured times differ by seed: an interval over seeds
+            interval = statistics.seed_interval(steps)
+            assert _row(rows, method=method)["step time"] == \
+                f"{fmt.seconds(interval.estimate)} [{fmt.seconds(interval.low)}, {fmt.seconds(interval.high)}]"
 
 
 def test_data_statistics_tables(report):
@@ -623,9 +703,9 @@ def test_html_is_self_contained(report):
     assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", page)
     assert "@import" not in page and "url(" not in page
     images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
-    assert len(images) == 4
+    assert len(images) == 5
     assert all(base64.b64decode(data).startswith(PNG_SIGNATURE) for data in images)
-    for name in ("contextual_em", "memorization_ratio", "accuracy_vs_cost", "training_curves"):
+    for name in ("headline", "contextual_em", "memorization_ratio", "accuracy_vs_cost", "training_curves"):
         assert (report["out"] / f"{name}.png").read_bytes().startswith(PNG_SIGNATURE)
         assert f"({name}.png)" in _text(report)
 
@@ -633,7 +713,7 @@ def test_html_is_self_contained(report):
 def test_html_escapes_text_from_params(report, runs):
     results = load_results(runs["results"], runs["methods"], runs["seeds"])
     document = build_document(results, aggregate(results), {}, {"note": "<b>bold</b>"}, notes=["<i>x</i>"])
-    images = {name: (report["out"] / f"{name}.png").read_bytes() for name in plots.FIGURE_CAPTIONS}
+    images = {name: (report["out"] / f"{name}.png").read_bytes() for name in FIGURE_NAMES}
     page = render_html(document, images)
     assert "<b>bold</b>" not in page and "&lt;b&gt;bold&lt;/b&gt;" in page
     assert "<i>x</i>" not in page

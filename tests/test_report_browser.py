@@ -1,8 +1,12 @@
 """The report stage's index.html, built from real stage results, as headless Chromium renders
-it: every figure loads and decodes in full (naturalWidth > 0, every pixel drawn), every table
+it: the headline figure is the page's first figure, above the first table and whole in the
+first screen, and every figure has a heading and a caption; every figure loads and decodes in
+full (naturalWidth > 0, every pixel drawn), every table
 shows exactly the rows of the report's document model with one row per method in each group
 (variant, seed, answer type, lr), and wide tables scroll inside their own box with the method
-column kept in view while the page itself does not scroll sideways.
+column kept in view while the page itself does not scroll sideways. A screenshot of the top of
+the page (report-top.png in the module's temporary folder, its path printed) shows what a reader
+sees first.
 
 `chromium --headless --dump-dom` prints the DOM after the load event; a copy of the page gets
 one script that measures it on load and writes its findings into the DOM as JSON (the
@@ -40,7 +44,7 @@ CHROMIUM = require_executable("chromium", "`make browser` installs it", module=T
 WINDOW = (1024, 768)
 # Tables (by key prefix) with one row per method in each group: the method and the group's
 # columns name one row. Comparisons with full fine-tuning have a row for every other method.
-GROUP_COLUMNS = {"accuracy-": ("variant",), "comparison-": ("variant",), "memorization": (),
+GROUP_COLUMNS = {"methods": (), "accuracy-": ("variant",), "comparison-": ("variant",), "memorization": (),
                  "by-type-": ("answer type",), "type-comparison-": ("answer type",), "efficiency": (),
                  "memory": (), "training": ("seed",), "lr-selection": ("lr",), "primary-endpoint": ()}
 COMPARISONS = ("comparison-", "type-comparison-", "primary-endpoint")
@@ -60,8 +64,21 @@ function opaquePixels(image) {
 }
 window.addEventListener("load", () => {
   const box = element => element.getBoundingClientRect();
+  const edges = element => { const b = box(element); return {top: b.top, bottom: b.bottom, left: b.left, right: b.right}; };
+  const figures = [...document.querySelectorAll("figure")];
+  const firstTable = document.querySelector("table");
   const found = {
-    page: {scrollWidth: document.documentElement.scrollWidth, innerWidth: window.innerWidth},
+    page: {scrollWidth: document.documentElement.scrollWidth, innerWidth: window.innerWidth,
+           innerHeight: window.innerHeight},
+    lead: {
+      figures: figures.map(figure => figure.id),
+      firstFigure: edges(figures[0]), firstImage: edges(figures[0].querySelector("img")),
+      firstTable: edges(firstTable),
+      // Node.DOCUMENT_POSITION_FOLLOWING: the table comes after the figure in the page's order.
+      tableFollowsFigure: Boolean(figures[0].compareDocumentPosition(firstTable) & Node.DOCUMENT_POSITION_FOLLOWING),
+      headings: figures.map(figure => ({
+        heading: (figure.querySelector("h3.figure-title") || {}).textContent || "",
+        caption: (figure.querySelector("figcaption") || {}).textContent || ""}))},
     images: [...document.images].map(image => ({
       figure: image.closest("figure").id, complete: image.complete,
       naturalWidth: image.naturalWidth, naturalHeight: image.naturalHeight, shownWidth: box(image).width,
@@ -136,7 +153,7 @@ def rendered(report, tmp_path_factory) -> dict:
 def test_every_figure_loads_and_decodes(rendered, report):
     images = rendered["images"]
     assert [image["figure"] for image in images] == [f"figure-{name}" for name in report["figures"]]
-    assert len(images) == 4
+    assert len(images) == 5
     for image in images:
         assert image["complete"] and image["naturalWidth"] > 0 and image["naturalHeight"] > 0, image
         # The figures are saved on an opaque white background: every pixel decoded is opaque.
@@ -173,7 +190,7 @@ def test_each_table_has_one_row_per_method_in_each_group(rendered, report):
                for prefix, columns in GROUP_COLUMNS.items() if t["key"].startswith(prefix)}
     assert {"accuracy-test", "accuracy-seen", "comparison-test", "comparison-seen", "memorization", "by-type-test",
             "type-comparison-test", "efficiency", "memory", "training", "lr-selection",
-            "primary-endpoint"} <= set(grouped)
+            "primary-endpoint", "methods"} <= set(grouped)
     for key, groups in grouped.items():
         expected = [m for m in methods if m != "full"] if key.startswith(COMPARISONS) else methods
         assert groups, key
@@ -198,14 +215,32 @@ def test_wide_tables_scroll_in_their_box_with_the_first_column_in_view(rendered)
         assert abs(table["firstColumnMoved"]) <= 1.5, table["key"]
 
 
-def test_screenshot_is_drawn(report, tmp_path):
-    """The page as pixels: a PNG of the window's size that is not blank."""
+def test_the_headline_figure_comes_first_above_every_table_in_the_first_screen(rendered, report):
+    lead, page = rendered["lead"], rendered["page"]
+    assert lead["figures"][0] == "figure-headline" and report["figures"][0] == "headline"
+    assert lead["tableFollowsFigure"]
+    assert lead["firstFigure"]["bottom"] <= lead["firstTable"]["top"]
+    # Whole in the first screen: the reader sees the answer before scrolling.
+    image = lead["firstImage"]
+    assert 0 <= image["top"] and image["bottom"] <= page["innerHeight"] and image["right"] <= page["innerWidth"]
+    assert image["bottom"] - image["top"] > 0.3 * page["innerHeight"]      # drawn at a readable size
+    for figure in lead["headings"]:
+        assert figure["heading"].strip() and len(figure["caption"]) > 40, figure
+
+
+def test_screenshot_of_the_top_shows_the_headline(report, rendered):
+    """The top of the page as pixels (report-top.png, kept for a person to look at): the size
+    of the window, and the headline figure's area is drawn, not blank."""
     from matplotlib import image as mpimg
 
-    shot = tmp_path / "report.png"
-    done = subprocess.run([*_chromium_args(tmp_path), f"--screenshot={shot}", report["page"].as_uri()],
+    shot = report["root"] / "report-top.png"
+    done = subprocess.run([*_chromium_args(report["root"]), f"--screenshot={shot}", report["page"].as_uri()],
                           capture_output=True, text=True, timeout=180)
     assert done.returncode == 0 and shot.is_file(), done.stderr[-2000:]
+    print(f"screenshot of the top of the report: {shot}")
     pixels = mpimg.imread(shot)
     assert pixels.shape[:2] == (WINDOW[1], WINDOW[0])
     assert pixels[..., :3].std() > 0.05
+    image = rendered["lead"]["firstImage"]
+    area = pixels[int(image["top"]):int(image["bottom"]), int(image["left"]):int(image["right"]), :3]
+    assert area.size and area.std() > 0.05 and (area < 0.5).mean() > 0.01     # lines and text, not a blank box

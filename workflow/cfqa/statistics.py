@@ -318,6 +318,18 @@ def mean_interval(scores, *, confidence: float = DEFAULT_CONFIDENCE, scale: floa
                      confidence=confidence, bounds=(0.0, scale))
 
 
+def seed_interval(values: Sequence[float], *, confidence: float = DEFAULT_CONFIDENCE,
+                  bounds: tuple[float, float] = (0.0, math.inf)) -> Interval:
+    """Mean of one measurement per seed (a cost: seconds, bytes, examples per second) with its
+    t interval on S − 1 degrees of freedom: the seeds × questions interval above with a single
+    "question", whose question term is 0. Clipped to `bounds` (costs are not negative)."""
+    _check_confidence(confidence)
+    per_seed = _scores(np.asarray(values, dtype=float).reshape(-1, 1), "values")
+    crossed = _crossed([per_seed])
+    return _interval(crossed, estimate=crossed.estimate, per_seed=crossed.per_seed, n_questions=1,
+                     confidence=confidence, bounds=bounds)
+
+
 def paired_difference(a, b, *, confidence: float = DEFAULT_CONFIDENCE, scale: float = 100.0) -> Difference:
     """Mean of a − b (× scale) for two methods' seeds × questions arrays on the same questions,
     seed i of `a` paired with seed i of `b` and question j with question j."""

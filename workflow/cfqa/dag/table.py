@@ -190,7 +190,7 @@ COMMON_CODE: tuple[str, ...] = (
     "stages/__init__.py", "../schemas/params.schema.yaml",
     "methods/__init__.py", "methods/base.py", "methods/options.py", "methods/families.py", "model_family.py",
 )
-REPORT_FIGURES = ("contextual_em", "memorization_ratio", "accuracy_vs_cost", "training_curves")
+REPORT_FIGURES = ("headline", "contextual_em", "memorization_ratio", "accuracy_vs_cost", "training_curves")
 
 # The per-run training curves `dvc plots show/diff` draw in one figure (dvc.yaml's top-level
 # `plots:`): x and y columns of train_curve.csv.

@@ -104,7 +104,6 @@ def closed_form_counts(config: PretrainedConfig, options: AdapterOptions) -> Par
 
 SPEC = MethodSpec(
     name="adapter",
-    description="Houlsby bottleneck adapters after every attention and feed-forward sub-layer",
     build=build,
     closed_form_counts=closed_form_counts,
 )

@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 
-from cfqa.methods.options import MethodOptions
+from cfqa.methods.options import METHOD_DESCRIPTIONS, MethodOptions
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,6 @@ class ParameterCounts:
 @dataclass(frozen=True)
 class MethodSpec:
     name: str
-    description: str
     build: Callable[[PreTrainedModel, MethodOptions], nn.Module]
     # Closed-form trainable and total parameter counts from the model config and options,
     # written out by hand per method; tests compare it with the built model.
@@ -45,6 +44,12 @@ class MethodSpec:
     # Turns a trained model into its inference form in place, outputs unchanged (e.g. prefix
     # tuning's reparameterization MLP folded into fixed keys/values); None: nothing to do.
     prepare_for_inference: Callable[[nn.Module], None] | None = None
+
+    @property
+    def description(self) -> str:
+        """What the method trains, from the light registry (the report's glossary reads it there
+        without importing torch)."""
+        return METHOD_DESCRIPTIONS[self.name]
 
 
 class OptionsError(ValueError):

@@ -22,7 +22,6 @@ def closed_form_counts(config: PretrainedConfig, options: FullOptions) -> Parame
 
 SPEC = MethodSpec(
     name="full",
-    description="all weights",
     build=build,
     closed_form_counts=closed_form_counts,
 )

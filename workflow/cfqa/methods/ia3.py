@@ -42,7 +42,6 @@ def closed_form_counts(config: PretrainedConfig, options: IA3Options) -> Paramet
 
 SPEC = MethodSpec(
     name="ia3",
-    description="learned rescaling of keys, values and feed-forward activations (peft)",
     build=build,
     closed_form_counts=closed_form_counts,
 )

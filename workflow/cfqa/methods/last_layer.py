@@ -75,7 +75,6 @@ def closed_form_counts(config: PretrainedConfig, options: LastLayerOptions) -> P
 
 SPEC = MethodSpec(
     name="last_layer",
-    description="top block(s) under the head, the final norm and an untied output head",
     build=build,
     closed_form_counts=closed_form_counts,
 )

@@ -40,7 +40,6 @@ def closed_form_counts(config: PretrainedConfig, options: LoraOptions) -> Parame
 
 SPEC = MethodSpec(
     name="lora",
-    description="low-rank updates B·A beside the targeted linear layers (peft)",
     build=build,
     closed_form_counts=closed_form_counts,
 )

@@ -317,7 +317,6 @@ def build(model: PreTrainedModel, options: LstOptions) -> nn.Module:
 
 SPEC = MethodSpec(
     name="lst",
-    description="Ladder Side Tuning: a pruned side network of width d_model/r on a frozen, graph-free backbone",
     build=build,
     closed_form_counts=closed_form_counts,
 )

@@ -130,6 +130,20 @@ METHOD_OPTIONS: dict[str, type] = {
     "lst": LstOptions,
 }
 
+# What each method trains, one line per registry name: the report's glossary of method keys
+# and MethodSpec.description read it here (light: no torch import for the report).
+METHOD_DESCRIPTIONS: dict[str, str] = {
+    "full": "every weight of the backbone (the reference the other methods are compared with)",
+    "last_layer": "the top decoder block(s) under the head, the final norm and an untied copy of the output head",
+    "lora": "low-rank updates B·A beside the targeted linear layers (peft); the backbone frozen",
+    "ia3": "learned rescaling vectors of keys, values and feed-forward activations ((IA)³, peft)",
+    "prompt": "learned input embeddings prepended to the encoder input (prompt tuning, peft)",
+    "prefix": "prefix keys and values in encoder, decoder and cross-attention (Li & Liang 2021)",
+    "prefix_decoder": "peft's prefix tuning: prefix keys and values in decoder self-attention only",
+    "adapter": "Houlsby bottleneck adapters after every attention and feed-forward sub-layer",
+    "lst": "Ladder Side Tuning: a side network of width d_model/r reading the frozen backbone's states",
+}
+
 MethodOptions = Union[FullOptions, LastLayerOptions, LoraOptions, IA3Options, PromptOptions, PrefixOptions,
                       PrefixDecoderOptions, AdapterOptions, LstOptions]
 

@@ -181,7 +181,6 @@ def closed_form_counts(config: PretrainedConfig, options: PrefixOptions) -> Para
 
 SPEC = MethodSpec(
     name="prefix",
-    description="prefix tuning (Li & Liang 2021): encoder, decoder and cross-attention prefixes",
     build=build,
     closed_form_counts=closed_form_counts,
     prepare_for_inference=merge_prefix_mlp,

@@ -68,7 +68,6 @@ def closed_form_counts(config: PretrainedConfig, options: PrefixDecoderOptions) 
 
 SPEC = MethodSpec(
     name="prefix_decoder",
-    description="peft prefix tuning (reaches decoder self-attention only)",
     build=build,
     closed_form_counts=closed_form_counts,
 )

@@ -69,7 +69,6 @@ def closed_form_counts(config: PretrainedConfig, options: PromptOptions) -> Para
 
 SPEC = MethodSpec(
     name="prompt",
-    description="learned input embeddings prepended to the encoder input (peft)",
     build=build,
     closed_form_counts=closed_form_counts,
 )

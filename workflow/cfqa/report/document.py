@@ -12,7 +12,9 @@ from cfqa.report import tables
 from cfqa.report.aggregate import CONVERGED_WELL_FORMED_PCT, Aggregates
 from cfqa.report.inputs import MethodResults
 from cfqa.report.mixtures import MixtureGroup, mixture_groups
-from cfqa.report.plots import FIGURE_CAPTIONS
+from cfqa.report.glossary import glossary_table
+from cfqa.report.headline import HEADLINE, headline, headline_caption, headline_title
+from cfqa.report.plots import FIGURE_CAPTIONS, FIGURE_TITLES
 from cfqa.report.resolution import Resolution, endpoint_title, resolution_paragraphs, resolution_table, resolve
 from cfqa.report.tables import Table
 
@@ -20,6 +22,7 @@ from cfqa.report.tables import Table
 class FigureRef:
     name: str          # the PNG's file stem in the reports directory
     caption: str
+    title: str         # the heading above the figure
 
 
 @dataclass(frozen=True)
@@ -73,7 +76,14 @@ def limitation_notes(notes: str | Sequence[str] | None) -> tuple[str, ...]:
 
 
 def _figure(name: str) -> FigureRef:
-    return FigureRef(name=name, caption=FIGURE_CAPTIONS[name])
+    return FigureRef(name=name, caption=FIGURE_CAPTIONS[name], title=FIGURE_TITLES[name])
+
+
+def headline_section(results: list[MethodResults], agg: Aggregates, endpoint: PrimaryEndpoint) -> Section:
+    """The answer first: each method against full fine-tuning, before any table."""
+    answer = headline(results, agg, endpoint)
+    return Section(title="At a glance",
+                   figures=(FigureRef(name=HEADLINE, title=headline_title(answer), caption=headline_caption(answer)),))
 
 
 SET_DESCRIPTIONS = {
@@ -205,9 +215,6 @@ def build_document(results: list[MethodResults], agg: Aggregates, stats: dict[st
                    endpoint: PrimaryEndpoint = PrimaryEndpoint()) -> ReportDocument:
     sets = list(agg.sets)
     resolution = resolve(agg, endpoint)
-    methods = tuple(f"method `{r.name}`{'' if r.family is None else f' of family `{r.family}`'}: registry method "
-                    f"`{r.registry_method}`, backbone `{r.backbone}`, seeds {', '.join(map(str, r.seeds))}"
-                    for r in results)
     families = sorted({r.family for r in results if r.family is not None})
     intro = Section(
         title="Overview",
@@ -226,7 +233,8 @@ def build_document(results: list[MethodResults], agg: Aggregates, stats: dict[st
               "set side by side, not tested against each other. The base model below is this run's; the "
               "others' runs record theirs.",) if families else ()),
         bullets=tuple(f"{key}: {value}" for key, value in overview.items())
-        + tuple(SET_DESCRIPTIONS.get(s, f"`{s}`") for s in sets) + methods,
+        + tuple(SET_DESCRIPTIONS.get(s, f"`{s}`") for s in sets),
+        tables=(glossary_table(results),),
     )
     accuracy = Section(
         title="Context or memory",
@@ -301,6 +309,6 @@ def build_document(results: list[MethodResults], agg: Aggregates, stats: dict[st
                           bullets=run_facts(results) + (_statistics_note(agg),) + limitation_notes(notes))
     return ReportDocument(
         title="Counterfactual QA: context vs memory, PEFT vs full fine-tuning",
-        sections=(intro, findings_section(results, agg, resolution), resolution_section(results, agg, resolution),
+        sections=(headline_section(results, agg, endpoint), intro, findings_section(results, agg, resolution), resolution_section(results, agg, resolution),
                   accuracy, comparison, memorization, by_type, mixture, convergence, efficiency, data, limitations),
     )

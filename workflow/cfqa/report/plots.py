@@ -41,7 +41,7 @@ def method_colors(results: Sequence[MethodResults]) -> dict[str, str]:
     return {r.key: f"C{index % 10}" for index, r in enumerate(results)}
 
 
-def _no_data(axes: Axes, message: str) -> None:
+def no_data(axes: Axes, message: str) -> None:
     axes.text(0.5, 0.5, message, ha="center", va="center", transform=axes.transAxes, color="0.4")
     axes.set_xticks([])
     axes.set_yticks([])
@@ -53,14 +53,20 @@ def _bar(interval) -> Bar:
     return interval.estimate, interval.low, interval.high, tuple(v for v in interval.per_seed if v == v)
 
 
-def seed_dots(axes: Axes, x: Sequence[float], values: Sequence[Sequence[float]]) -> None:
+def seed_dots(axes: Axes, x: Sequence[float], values: Sequence[Sequence[float]], along: str = "y") -> None:
     """Each seed's value as a small dot beside its mean (offset in points, so on a log axis
-    too); one artist per axes, gid SEED_DOTS."""
-    xs = [position for position, seeds in zip(x, values) for _ in seeds]
-    ys = [value for seeds in values for value in seeds]
-    if not ys:
+    too); one artist per axes, gid SEED_DOTS. `along` is the axis the values lie on: "y" puts
+    the dots right of a vertical interval, "x" (methods as rows, values across) just below a
+    horizontal one."""
+    positions = [position for position, seeds in zip(x, values) for _ in seeds]
+    seeds = [value for per_seed in values for value in per_seed]
+    if not seeds:
         return
-    shift = ScaledTranslation(SEED_DOT_OFFSET_PT / 72, 0, axes.figure.dpi_scale_trans)
+    if along == "y":
+        xs, ys, offset = positions, seeds, (SEED_DOT_OFFSET_PT / 72, 0)
+    else:
+        xs, ys, offset = seeds, positions, (0, -SEED_DOT_OFFSET_PT / 72)
+    shift = ScaledTranslation(*offset, axes.figure.dpi_scale_trans)
     axes.plot(xs, ys, linestyle="none", marker="o", markersize=2.5, markerfacecolor="0.1", markeredgewidth=0,
               alpha=0.8, zorder=5, gid=SEED_DOTS, transform=axes.transData + shift)
 
@@ -93,7 +99,7 @@ def contextual_em_figure(results: Sequence[MethodResults], agg: Aggregates) -> F
     for axes, set_name in zip(axes_list, sets or ["test"]):
         variants = list(agg.variants.get(set_name, ()))
         if not variants:
-            _no_data(axes, f"no `{set_name}` results")
+            no_data(axes, f"no `{set_name}` results")
             continue
         _grouped_bars(axes, variants, {
             r.key: [_bar(agg.accuracy.get((r.key, set_name, v, "contextual_em"))) for v in variants]
@@ -112,13 +118,14 @@ def memorization_figure(results: Sequence[MethodResults], agg: Aggregates) -> Fi
     series = {s: [_bar(getattr(agg.memorization.get((r.key, s)), "interval", None)) for r in results]
               for s in sets}
     if not any(v is not None for values in series.values() for v in values):
-        _no_data(axes, "no memorization ratios")
+        no_data(axes, "no memorization ratios")
         return figure
     _grouped_bars(axes, [r.key for r in results], series)
     axes.set_ylabel("memorization ratio M_R (%)")
     axes.set_ylim(0, 100)
     axes.set_title("memorization ratio on counterfactual contexts (95 % interval, dots: seeds)")
-    axes.legend(fontsize="small")
+    # Outside the axes: inside, the legend would cover bars near 100 %.
+    axes.legend(title="questions", fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return figure
 
 
@@ -165,7 +172,7 @@ def cost_panel(axes: Axes, points: Sequence[CostPoint], xlabel: str, ylabel: str
     as a step line through ringed markers; returns the front, by ascending cost. Labels are
     placed by place_labels once the figure's layout is final."""
     if not points:
-        _no_data(axes, "no data")
+        no_data(axes, "no data")
         return []
     for p in points:
         axes.errorbar([p.cost], [p.accuracy], yerr=[[p.accuracy - p.low], [p.high - p.accuracy]], fmt="o",
@@ -295,10 +302,13 @@ def place_labels(figure: Figure, panels: Sequence[tuple[Axes, Sequence[CostPoint
             placed.append(box)
 
 
-def cost_figure(panels: Sequence[tuple[str, str, Sequence[CostPoint]]]) -> Figure:
+def cost_figure(panels: Sequence[tuple[str, str, Sequence[CostPoint]]], title: str | None = None) -> Figure:
     """One panel per (x label, y label, points), side by side, with one legend entry for the
-    Pareto front and labels that keep clear of each other."""
+    Pareto front and labels that keep clear of each other; `title` heads the figure (its PNG
+    is also read on its own)."""
     figure = Figure(figsize=(4.5 * max(len(panels), 1), 4.0), layout="constrained")
+    if title:
+        figure.suptitle(title, fontsize="medium")
     FigureCanvasAgg(figure)                  # a renderer, to measure labels
     drawn = []
     for index, (xlabel, ylabel, points) in enumerate(panels):
@@ -332,7 +342,7 @@ def accuracy_vs_cost_figure(results: Sequence[MethodResults], agg: Aggregates, s
             points.append(CostPoint(r.key, float(x), estimate, low, high, color=colors[r.key],
                                     converged=agg.convergence[r.key].converged, per_seed=bar[3]))
         panels.append((xlabel, f"contextual EM, {set_name} {variant} (%)", points))
-    return cost_figure(panels)
+    return cost_figure(panels, title=f"Contextual EM on {variant} {set_name} contexts against training cost")
 
 
 def _seed_mean_curve(result: MethodResults, column: str) -> tuple[list[int], list[float]]:
@@ -346,8 +356,9 @@ def _seed_mean_curve(result: MethodResults, column: str) -> tuple[list[int], lis
 
 
 def training_curves_figure(results: Sequence[MethodResults]) -> Figure:
-    """Each seed as a thin line, the seed mean as a thick one, per method."""
-    figure = Figure(figsize=(9, 3.6), layout="constrained")
+    """Each seed as a thin line, the seed mean as a thick one, per method; one legend for both
+    panels, outside them (inside, it covered the curves)."""
+    figure = Figure(figsize=(10, 3.6), layout="constrained")
     train_axes, val_axes = figure.subplots(1, 2, sharex=True)
     colors = method_colors(results)
     for axes, column, title in ((train_axes, "train_loss", "training loss"),
@@ -365,14 +376,25 @@ def training_curves_figure(results: Sequence[MethodResults]) -> Figure:
                 axes.plot(steps, means, marker="." if column == "val_loss" else None, label=r.key,
                           color=colors[r.key], linewidth=1.6)
         if not drawn:
-            _no_data(axes, "no training curves")
+            no_data(axes, "no training curves")
             continue
         axes.set_title(title)
         axes.set_xlabel("step")
         axes.set_ylabel("loss")
-        axes.legend(fontsize="small")
+    handles = {line.get_label(): line for axes in (train_axes, val_axes) for line in axes.get_lines()
+               if not line.get_label().startswith("_")}
+    if handles:
+        figure.legend(handles=list(handles.values()), title="seed mean", loc="outside right upper", fontsize="small")
     return figure
 
+
+# File name (without .png) -> heading, shown above the figure in the report.
+FIGURE_TITLES = {
+    "contextual_em": "Contextual EM by method and context variant",
+    "memorization_ratio": "Memorization ratio on counterfactual contexts",
+    "accuracy_vs_cost": "Contextual EM against training cost",
+    "training_curves": "Training and validation loss",
+}
 
 # File name (without .png) -> caption. The names are fixed so that the workflow can
 # declare every plot as an output; a plot without data says so instead of being absent.

@@ -52,7 +52,7 @@ def render_markdown(document: ReportDocument) -> str:
             if table.caption:
                 parts.append(f"_{table.caption}_")
         for figure in section.figures:
-            parts.append(f"![{figure.caption}]({figure.name}.png)")
+            parts += [f"### {figure.title}", f"![{figure.title}]({figure.name}.png)", f"_{figure.caption}_"]
     return "\n\n".join(parts) + "\n"
 
 
@@ -93,15 +93,18 @@ tbody tr:nth-child(even) td { background: #fafafa; }
 th:first-child, td:first-child { position: sticky; left: 0; z-index: 1; box-shadow: 1px 0 0 #bbb; }
 .caption { color: #555; font-size: .88em; max-width: 60em; }
 figure { margin: 1.5em 0; } figure img { max-width: 100%; height: auto; }
+figure h3.figure-title { margin: 0 0 .4em; }
 code { background: #f3f3f3; padding: 0 .2em; border-radius: 3px; }
 </style>
 </head>
 <body>
 <h1>{{ document.title }}</h1>
-<nav><ul>
-{% for section in document.sections %}<li><a href="#{{ section.title | slug }}">{{ section.title }}</a></li>
-{% endfor %}</ul></nav>
 {% for section in document.sections %}
+{% if loop.index0 == [1, loop.length - 1] | min %}{# the answer (the first section) comes before the table of contents #}
+<nav><ul>
+{% for entry in document.sections %}<li><a href="#{{ entry.title | slug }}">{{ entry.title }}</a></li>
+{% endfor %}</ul></nav>
+{% endif %}
 <section id="{{ section.title | slug }}">
 <h2>{{ section.title }}</h2>
 {% for paragraph in section.paragraphs %}<p>{{ paragraph | inline }}</p>
@@ -121,7 +124,8 @@ code { background: #f3f3f3; padding: 0 .2em; border-radius: 3px; }
 {% endfor %}
 {% for figure in section.figures %}
 <figure id="figure-{{ figure.name }}">
-<img alt="{{ figure.caption }}" src="data:image/png;base64,{{ images[figure.name] }}">
+<h3 class="figure-title">{{ figure.title | inline }}</h3>
+<img alt="{{ figure.title }}" src="data:image/png;base64,{{ images[figure.name] }}">
 <figcaption class="caption">{{ figure.caption | inline }}</figcaption>
 </figure>
 {% endfor %}

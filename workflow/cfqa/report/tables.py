@@ -18,9 +18,10 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from cfqa import statistics
 from cfqa.report import formatting as fmt
-from cfqa.report.aggregate import (CONVERGED_WELL_FORMED_PCT, METRIC_TITLES, METRICS, TYPE_COMPARISON_VARIANT,
-                                   TYPE_VARIANTS, Aggregates, Comparison)
+from cfqa.report.aggregate import (CONFIDENCE, CONVERGED_WELL_FORMED_PCT, METRIC_TITLES, METRICS,
+                                   TYPE_COMPARISON_VARIANT, TYPE_VARIANTS, Aggregates, Comparison)
 from cfqa.report.inputs import MethodResults, RunResults
 from cfqa.report.mixtures import EFFECT_SET, MixtureGroup
 
@@ -308,6 +309,30 @@ def convergence_table(results: Sequence[MethodResults], agg: Aggregates) -> Tabl
     )
 
 
+def measured_cell(values: Sequence[Any], show: Callable[[Any], str]) -> str:
+    """A measurement over seeds: its seed mean with the 95 % t interval over seeds (S − 1 degrees
+    of freedom) where the seeds measured different values, '12.3 s [11.9 s, 12.8 s]'; the value
+    alone where every seed measured the same (or one seed did). Seeds without a value are left
+    out."""
+    present = [float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)
+               and math.isfinite(v)]
+    if not present:
+        return fmt.MISSING
+    if len(set(present)) == 1:
+        return show(present[0])
+    interval = statistics.seed_interval(present, confidence=CONFIDENCE)
+    return f"{show(interval.estimate)} [{show(interval.low)}, {show(interval.high)}]"
+
+
+def run_cell(result: MethodResults, value: Callable[[RunResults], Any], show: Callable[[Any], str]) -> str:
+    return measured_cell([value(run) for run in result.runs], show)
+
+
+MEASURED = ("Measured values: seed mean with its 95 % t interval over seeds [low, high] (S − 1 degrees of freedom) "
+            "where the seeds differ; a value without an interval was the same for every seed (counts fixed by the "
+            "method, such as parameters and checkpoint size) or comes from one seed.")
+
+
 def benchmark_mean(run: RunResults, stage: str, field: str) -> float | None:
     """The mean over a Snakemake benchmark file's rows (one per `repeat()`), None without it."""
     return seed_mean([getattr(row, field) for row in run.benchmarks.get(stage, ())])
@@ -317,20 +342,21 @@ def efficiency_table(results: Sequence[MethodResults]) -> Table:
     rows = []
     for r in results:
         params = r.runs[0].train.params
-        mean = lambda value: run_mean(r, value)
-        job = lambda stage, field: run_mean(r, lambda run: benchmark_mean(run, stage, field))
+        cell = lambda value, show: run_cell(r, value, show)
+        job = lambda stage, field, show: cell(lambda run: benchmark_mean(run, stage, field), show)
+        one_decimal = lambda value: fmt.decimal(value, 1)
         rows.append((*method_cells(r), fmt.count(params.trainable), fmt.share(params.trainable_pct),
-                     fmt.count(params.total), fmt.bytes_size(mean(lambda x: x.train.cost.checkpoint_bytes)),
-                     fmt.bytes_size(mean(lambda x: x.train.cost.step_memory.sum_bytes)),
-                     fmt.bytes_size(mean(lambda x: x.train.cost.peak_memory_bytes)),
-                     fmt.seconds(mean(lambda x: x.train.cost.step_time_s)),
-                     fmt.decimal(mean(lambda x: x.train.cost.train_examples_per_s), 1),
-                     fmt.decimal(mean(lambda x: x.metrics.inference.per_example_ms), 2),
-                     fmt.decimal(mean(lambda x: x.metrics.inference.examples_per_s), 1),
-                     fmt.seconds(mean(lambda x: x.train.cost.wall_time_s)),
-                     fmt.seconds(mean(lambda x: x.train.cost.max_epoch_time_s)),
-                     fmt.seconds(job("train", "wall_time_s")), fmt.bytes_size(job("train", "max_rss_bytes")),
-                     fmt.seconds(job("evaluate", "wall_time_s")), fmt.bytes_size(job("evaluate", "max_rss_bytes"))))
+                     fmt.count(params.total), cell(lambda x: x.train.cost.checkpoint_bytes, fmt.bytes_size),
+                     cell(lambda x: x.train.cost.step_memory.sum_bytes, fmt.bytes_size),
+                     cell(lambda x: x.train.cost.peak_memory_bytes, fmt.bytes_size),
+                     cell(lambda x: x.train.cost.step_time_s, fmt.seconds),
+                     cell(lambda x: x.train.cost.train_examples_per_s, one_decimal),
+                     cell(lambda x: x.metrics.inference.per_example_ms, lambda v: fmt.decimal(v, 2)),
+                     cell(lambda x: x.metrics.inference.examples_per_s, one_decimal),
+                     cell(lambda x: x.train.cost.wall_time_s, fmt.seconds),
+                     cell(lambda x: x.train.cost.max_epoch_time_s, fmt.seconds),
+                     job("train", "wall_time_s", fmt.seconds), job("train", "max_rss_bytes", fmt.bytes_size),
+                     job("evaluate", "wall_time_s", fmt.seconds), job("evaluate", "max_rss_bytes", fmt.bytes_size)))
     return Table(
         key="efficiency",
         title="Cost of each method",
@@ -340,7 +366,8 @@ def efficiency_table(results: Sequence[MethodResults]) -> Table:
                  "max epoch time", "train job (Snakemake)", "train job max RSS (Snakemake)",
                  "evaluate job (Snakemake)", "evaluate job max RSS (Snakemake)"),
         rows=tuple(rows),
-        caption="Means over seeds. Checkpoint: the saved trainable weights only. Step time and "
+        caption=f"{MEASURED} Checkpoint: the saved trainable "
+                "weights only. Step time and "
                 "examples/s: training. Wall time: the train stage, as it measured itself. Max epoch "
                 "time: the longest complete pass over the training examples (training steps only; "
                 f"{fmt.MISSING} when no epoch was completed or train.json does not record it). Memory: see the next table. Snakemake "
@@ -372,9 +399,11 @@ def memory_table(results: Sequence[MethodResults]) -> Table:
         full_sum = parts_mean(full, "sum_bytes") if full else None
         full_peak = peak_mean(full) if full else None
         total, peak = parts_mean(r, "sum_bytes"), peak_mean(r)
-        rows.append((*method_cells(r), *(fmt.bytes_size(parts_mean(r, name)) for name in MEMORY_PARTS),
-                     fmt.bytes_size(total), _ratio_to(total, full_sum),
-                     fmt.bytes_size(peak), _ratio_to(peak, full_peak)))
+        part = lambda name: run_cell(r, lambda run: getattr(run.train.cost.step_memory, name), fmt.bytes_size)
+        rows.append((*method_cells(r), *(part(name) for name in MEMORY_PARTS),
+                     part("sum_bytes"), _ratio_to(total, full_sum),
+                     run_cell(r, lambda run: run.train.cost.peak_memory_bytes, fmt.bytes_size),
+                     _ratio_to(peak, full_peak)))
     measures = sorted({run.train.cost.peak_memory_measure for r in results for run in r.runs})
     return Table(
         key="memory",
@@ -382,10 +411,11 @@ def memory_table(results: Sequence[MethodResults]) -> Table:
         headers=(*method_headers(results), "parameters", "gradients", "optimizer state", "activations",
                  "sum of parts", "sum / full", "measured peak", "peak / full"),
         rows=tuple(rows),
-        caption="Means over seeds. Sum of parts: what one training step holds that a method "
+        caption=f"{MEASURED} Sum of parts: what one training step holds that a method "
                 "changes — weights, gradients of the trainable weights, optimizer state and "
-                "activations saved for backward, counted exactly; deterministic, so it is the measure "
-                "the memory goal uses (a method's memory as a ratio to full fine-tuning). Measured "
+                "activations saved for backward, counted exactly (the activations follow the batches a "
+                "seed draws), so it is the measure the memory goal uses; ratios to full fine-tuning are "
+                "of seed means. Measured "
                 "peak: " + "; ".join(measures or ["not measured"]) + "; it adds backward's transient "
                 "buffers and the allocator's slack, and varies a little between runs.",
     )

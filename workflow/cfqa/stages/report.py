@@ -13,7 +13,7 @@ from cfqa.atomic_io import atomic_open
 from cfqa.config import Config
 from cfqa.contract import read_data_stats, write_record
 from cfqa.logs import get_logger
-from cfqa.report import plots
+from cfqa.report import figures, plots
 from cfqa.report.aggregate import aggregate
 from cfqa.report.document import build_document
 from cfqa.report.inputs import load_report_results
@@ -64,9 +64,11 @@ def write_report(cfg: Config, results: Path, data_stats: Path, out: Path, summar
     agg = aggregate(method_results)
     log.info("intervals and paired tests in %.1f s", time.perf_counter() - started)
 
-    images = {name: plots.png_bytes(figure) for name, figure in plots.build_figures(method_results, agg).items()}
+    endpoint = cfg.report.primary_endpoint
+    images = {name: plots.png_bytes(figure)
+              for name, figure in figures.build_figures(method_results, agg, endpoint).items()}
     notes = report_notes if report_notes is not None else (list(cfg.report.notes) or None)
-    document = build_document(method_results, agg, stats, _overview(cfg), notes, endpoint=cfg.report.primary_endpoint)
+    document = build_document(method_results, agg, stats, _overview(cfg), notes, endpoint=endpoint)
     markdown, page = render_markdown(document), render_html(document, images)
     # Everything is computed before the first write: a failure leaves no partial report.
     for name, data in images.items():
