@@ -23,6 +23,7 @@ from cfqa import __version__
 from cfqa import config as config_module
 from cfqa.atomic_io import exclusive_outputs, remove_debris, write_json
 from cfqa.logs import get_logger, setup_logging
+from cfqa.redact import redact
 
 log = get_logger("cfqa")
 
@@ -271,7 +272,7 @@ def _fail(command: str, error: BaseException, message: str, code: int, log_file:
     if log_file is None:
         handle, name = tempfile.mkstemp(prefix=f"cfqa-{command}-", suffix=".log")
         with open(handle, "w", encoding="utf-8") as stream:
-            stream.write("".join(traceback.format_exception(error)))
+            stream.write(redact("".join(traceback.format_exception(error))))
         log_file = Path(name)
     log.error("cfqa %s failed: %s: %s (traceback in %s)", command, type(error).__name__, message, log_file,
               exc_info=error)
