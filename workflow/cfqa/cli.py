@@ -247,6 +247,12 @@ def one_line(error: BaseException) -> str:
     return lines[0] if len(lines) == 1 else f"{lines[0]} {'; '.join(lines[1:])}"
 
 
+def config_error_line(error: BaseException) -> str:
+    """The one line a bad parameter file or value gets, from every stage and from the Snakefile."""
+    fix = "fix these keys in that file; " if str(error).startswith("invalid parameters") else ""
+    return f"{one_line(error)} ({fix}`cfqa validate --params FILE` checks a configuration alone)"
+
+
 def _memory_message(error: BaseException, cfg, args: argparse.Namespace) -> str:
     """Which run ran out of memory, and the knobs that change it (set per method or shared)."""
     method = getattr(args, "method", None)
@@ -322,8 +328,7 @@ def main(argv: list[str] | None = None) -> int:
         if is_out_of_memory(error) and name in ("train", "tune", "evaluate"):
             return _fail(name, error, _memory_message(error, cfg, args), BAD_INPUT_EXIT, args.log_file)
         if isinstance(error, config_module.ConfigError):
-            hint = "fix these keys in that file; `cfqa validate --params FILE` checks a configuration alone"
-            return _fail(name, error, f"{one_line(error)} ({hint})", BAD_INPUT_EXIT, args.log_file)
+            return _fail(name, error, config_error_line(error), BAD_INPUT_EXIT, args.log_file)
         if is_bad_input(error):
             return _fail(name, error, one_line(error), BAD_INPUT_EXIT, args.log_file)
         return _fail(name, error, one_line(error), FAILURE_EXIT, args.log_file)
