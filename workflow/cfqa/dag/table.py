@@ -186,7 +186,7 @@ PACKAGE = "workflow/cfqa"
 # Code every stage runs: the CLI, the configuration (its schema and the method options it
 # validates), shared I/O and logging.
 COMMON_CODE: tuple[str, ...] = (
-    "__init__.py", "cli.py", "config.py", "atomic_io.py", "logs.py", "progress.py",
+    "__init__.py", "cli.py", "config.py", "params_file.py", "redact.py", "atomic_io.py", "logs.py", "progress.py",
     "stages/__init__.py", "../schemas/params.schema.yaml",
     "methods/__init__.py", "methods/base.py", "methods/options.py", "methods/families.py", "model_family.py",
 )
