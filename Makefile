@@ -60,8 +60,11 @@ lock:
 	$(UV_COMPILE) --all-extras --constraint requirements.lock --output-file requirements-executors.lock pyproject.toml && \
 	echo setuptools | $(UV_COMPILE) --constraint requirements.lock --output-file requirements-build.lock -
 
+# The workflow profile (all cores, rerun-incomplete, ...): Snakemake looks for one only in
+# profiles/default/ beside the Snakefile or the working directory, so it is named. With it and
+# the Snakefile's removal of a dead run's locks, the same command resumes a killed run.
 reproduce: install
-	PATH=$(abspath $(BIN)):$$PATH $(BIN)/snakemake --cores all
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/snakemake --workflow-profile workflow/profiles/default
 
 # `make smoke`: the whole DAG on the test suite's tiny configuration (full and lora, one seed) in
 # this checkout, about a minute and a half of CPU: CI runs it before the tests, so a test that

@@ -2,14 +2,31 @@
 # declared in workflow/cfqa/dag/table.py; dvc.yaml is generated from the same table
 # (`python -m cfqa.dag --write dvc.yaml`). A params profile names its own `run_root`:
 #   snakemake --cores all --configfile workflow/profiles/mixtures/params.yaml   # under runs/mixtures/
+import sys
+
 from snakemake.utils import min_version, validate
 
+from cfqa import snakemake_start
+
 min_version("9.0")
+
+# Parameter files in order (params.yaml, then any --configfile), the list every job's CLI gets.
+CONFIG_FILES = ["params.yaml", *[str(p) for p in workflow.overwrite_configfiles or []]]
+# cfqa reads and validates them before Snakemake does: a bad file or value stops here with the
+# one line `cfqa validate` prints, exit status 2 (workflow/cfqa/snakemake_start.py).
+snakemake_start.check_params_files(CONFIG_FILES)
 
 configfile: "params.yaml"
 
 
+snakemake_start.check_config(config, CONFIG_FILES)
+# Already valid: this fills in the schema's defaults (run_root, report.compare_runs).
 validate(config, "workflow/schemas/params.schema.yaml")
+
+# The locks a killed Snakemake left are removed (never a live one's): a rerun needs no --unlock.
+if workflow.is_main_process:
+    for stale in snakemake_start.clear_dead_locks():
+        print(f"cfqa: removed {stale}, the lock of a Snakemake run that is no longer running", file=sys.stderr)
 
 report: "workflow/report/workflow.rst"
 

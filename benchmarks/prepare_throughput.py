@@ -37,6 +37,7 @@ import numpy as np
 from isal import igzip
 
 from cfqa.atomic_io import write_json
+from cfqa.nq.manifest import write_manifest
 
 RESULTS = Path(__file__).resolve().parent / "results" / "prepare_throughput.json"
 DOCUMENT_POOL = 48          # distinct documents; each is larger than gzip's 32 KB window,
@@ -248,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         train = write_synthetic(raw / "train.jsonl.gz", min_compressed_bytes=int(args.size_gib * 2**30), seed=0)
         dev = write_synthetic(raw / "dev.jsonl.gz", records=DEV_RECORDS, annotations_per_record=5, seed=1)
+        write_manifest(raw, "synthetic")     # prepare checks every file against it, as after download
         print(f"wrote {train['records']} + {dev['records']} records, "
               f"{(train['uncompressed_bytes'] + dev['uncompressed_bytes']) / 1e9:.2f} GB uncompressed, "
               f"{(train['compressed_bytes'] + dev['compressed_bytes']) / 1e9:.2f} GB gzip "

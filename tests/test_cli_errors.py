@@ -17,6 +17,7 @@ from cfqa import __version__, cli
 from cfqa import config as config_module
 from cfqa.atomic_io import exclusive_outputs, lock_path
 from cfqa.config import PROJECT_ROOT
+from bad_params import CASES
 from pipeline_support import tool_env
 
 PARAMS = PROJECT_ROOT / "params.yaml"
@@ -155,8 +156,8 @@ BAD_PARAMS = [
     ("methods: {lora: {train: {lr: -.inf}}}", "methods.lora.train.lr"),
     ("pretrain: {lr: .nan}", "pretrain.lr: expected a finite number, got nan"),
     ("train: {lr: 0}", "train.lr: 0 is less than or equal to the minimum of 0"),
-    ("methods: {'full;echo hi': {method: full}}", "methods: 'full;echo hi' does not match"),
-    ("methods: {'full $(touch pwned)': {method: full}}", "does not match '^[a-z][a-z0-9_]*$'"),
+    ("methods: {'full;echo hi': {method: full}}", "methods: expected a method key: a lower-case letter"),
+    ("methods: {'full $(touch pwned)': {method: full}}", "got 'full $(touch pwned)'"),
 ]
 
 
@@ -172,6 +173,35 @@ def test_bad_param_is_one_line_naming_file_and_key(tmp_path, capsys, no_stage, t
     assert len(lines) == 1, lines
     assert f"{bad}: " in lines[0] and expected in lines[0]
     assert not (tmp_path / "m").exists() and not (tmp_path / "r").exists() and not Path("pwned").exists()
+
+
+# The table of bad settings: the values above, then every case of tests/bad_params.py.
+BAD_SETTINGS = [(text.encode(), expected) for text, expected in BAD_PARAMS] + [(case.text, case.expected) for case in CASES]
+
+
+@pytest.mark.parametrize("text, expected", BAD_SETTINGS,
+                         ids=[text for text, _ in BAD_PARAMS] + [case.id for case in CASES])
+def test_every_bad_setting_is_rejected_by_validate_in_one_line(tmp_path, capsys, text, expected):
+    """`cfqa validate`: exit 2, one line naming the file (and the key, or the line of a file no
+    YAML reader should read) and the expectation; nothing else printed, and no line of the
+    size an expanded alias bomb used to print (522 MB)."""
+    bad = tmp_path / "override.yaml"
+    bad.write_bytes(text)
+    code = cli.main(["validate", "--params", str(PARAMS), "--params", str(bad), "--out", str(tmp_path / "stamp")])
+    lines = stderr_lines(capsys)
+    assert code == 2 and len(lines) == 1, lines
+    assert f"ERROR cfqa: cfqa validate: " in lines[0] and f"{bad}: " in lines[0]
+    assert expected in lines[0], lines[0]
+    assert len(lines[0]) < 2000 and not (tmp_path / "stamp").exists()
+
+
+def test_the_limits_leave_real_parameter_files_alone(tmp_path, capsys):
+    """The largest seed, a 64-character method key, aliases a person writes: all valid."""
+    ok = tmp_path / "ok.yaml"
+    ok.write_text(f"seeds: [0, {2 ** 32 - 1}]\n"
+                  f"methods:\n  lora: &lora {{method: lora, train: {{lr: 0.005}}, options: {{r: 8, alpha: 16, dropout: 0.0, "
+                  f"target_modules: [q, v]}}}}\n  {'l' * 64}: *lora\n", encoding="utf-8")
+    assert cli.main(["validate", "--params", str(PARAMS), "--params", str(ok)]) == 0, capsys.readouterr().err
 
 
 def test_several_bad_params_are_listed_on_one_line(tmp_path, capsys):

@@ -182,13 +182,16 @@ def test_report_notes_state_no_numbers_the_pipeline_does_not_compute():
 
 
 @pytest.mark.parametrize("key", ["full;echo hi", "full $(touch pwned)", "full`id`", "../full", "a/b",
-                                 "full\nrm", "Full", "1full", "full-2", ""])
+                                 "full\nrm", "full\n", "Full", "1full", "full-2", "", "x" * 65, "x" * 300])
 def test_method_keys_are_safe_identifiers(tmp_path, key):
     """A method key becomes a path segment and a shell word in every engine's command: only
-    lower-case identifiers pass, so none can carry shell syntax or leave models/."""
+    lower-case identifiers of at most 64 characters pass, so none can carry shell syntax (a
+    trailing newline included: Python's `$` matches before it), leave models/ or make a file
+    name too long."""
     bad = write_yaml(tmp_path / "bad.yaml", {"methods": {key: {"method": "full"}}})
-    with pytest.raises(ConfigError, match=r"bad\.yaml: methods: .* does not match '\^\[a-z\]\[a-z0-9_\]\*\$'"):
+    with pytest.raises(ConfigError, match=r"bad\.yaml: methods: expected a (method )?key"):
         load([PARAMS, bad])
+    assert "x" * 64 in load([PARAMS, write_yaml(tmp_path / "long.yaml", {"methods": {"x" * 64: {"method": "full"}}})]).methods
 
 
 @pytest.mark.parametrize("override, expected", [

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from cfqa.dag import VALIDATED, logged, stage
+from cfqa.nq.manifest import write_manifest
 from pipeline_support import PROJECT, tool_env
 from project_copy import copy_project
 
@@ -34,6 +35,7 @@ def failed_prepare(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]
     raw.mkdir(parents=True)
     shutil.copy(NQ_FIXTURES / "bad_malformed_line.jsonl.gz", raw / "train.jsonl.gz")
     shutil.copy(NQ_FIXTURES / "simplified_train.jsonl.gz", raw / "dev.jsonl.gz")
+    write_manifest(raw, "test")                  # as download leaves it: prepare checks the files against it
     # Progress bars on, as on a terminal: they are stderr the CLI writes outside its records.
     env = {key: value for key, value in tool_env(CFQA_PROGRESS="1").items() if key != "CI"}
     result = subprocess.run(["snakemake", "--cores", "1", "--allowed-rules", "prepare", "--", "data/prepared"],

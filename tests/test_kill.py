@@ -6,10 +6,12 @@ the process itself at a chosen call (a function of the stage replaced by one tha
 SIGKILL before calling it), so the point of the kill does not depend on timing."""
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -17,7 +19,9 @@ import yaml
 
 from cfqa import cli
 from cfqa.atomic_io import is_temporary
+from cfqa.config import PROJECT_ROOT
 from pipeline_support import tool_env
+from project_copy import copy_project
 from stage_results import tiny_params, working_directory
 
 pytestmark = pytest.mark.slow
@@ -170,3 +174,67 @@ def test_a_killed_checkpoint_save_is_cleaned_and_training_resumes(reference, tmp
     weights = "models/lora/seed0/trainable.safetensors"
     assert (root / weights).read_bytes() == (reference / weights).read_bytes()
     assert debris(root) == []
+
+
+# ---- a killed Snakemake, resumed with the command the README gives ------------------------
+
+README_COMMAND = "snakemake --workflow-profile workflow/profiles/default"
+
+
+def test_the_readme_and_make_reproduce_run_the_resuming_command():
+    assert f"\n{README_COMMAND} " in (PROJECT_ROOT / "README.md").read_text(encoding="utf-8")
+    assert f"$(BIN)/{README_COMMAND}\n" in (PROJECT_ROOT / "Makefile").read_text(encoding="utf-8")
+
+
+def wait_for(condition, what: str, job: subprocess.Popen, timeout_s: float = 600) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if job.poll() is not None:
+            raise AssertionError(f"snakemake ended ({job.returncode}) before {what}:\n{job.stderr.read()[-3000:]}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def test_a_killed_snakemake_resumes_with_the_readme_command(tmp_path):
+    """SIGKILL to Snakemake and its job mid-run (as the OOM killer or a lost machine does) leaves
+    Snakemake's locks and an incomplete job; the README's command, run again unchanged, removes
+    the dead run's locks, reruns what was cut short and finishes the pipeline. Before, every
+    rerun stopped at LockException (and IncompleteFilesException) until --unlock and
+    --rerun-incomplete. About 3 minutes on 2 shared cores."""
+    root = copy_project(tmp_path)
+    values = tiny_params(("lora",))
+    values["seeds"] = [0]
+    values["train"].update(max_steps=6, eval_every=3)
+    (root / "params.yaml").write_text(yaml.safe_dump(values, sort_keys=False))
+    state = root / ".snakemake"
+
+    # The terminal's SIGINT: this process may hold an ignored one, which children inherit.
+    job = subprocess.Popen(README_COMMAND.split(), cwd=root, env=tool_env(), start_new_session=True,
+                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        # Killed while `download` writes data/raw (an output that exists, marked incomplete), or,
+        # if that passes unseen, while any later job runs.
+        wait_for(lambda: ((root / "data/raw").is_dir() and not (root / "data/raw/manifest.json").exists())
+                 or (root / "data/prepared").is_dir(), "the first data job", job)
+        wait_for(lambda: any((state / "incomplete").rglob("*")) if (state / "incomplete").is_dir() else False,
+                 "a running job", job)
+    finally:
+        os.killpg(job.pid, signal.SIGKILL)
+        job.wait(timeout=60)
+    assert sorted(p.name for p in (state / "locks").iterdir()) == ["0.input.lock", "0.output.lock"]
+    assert any(p.is_file() for p in (state / "incomplete").rglob("*"))
+
+    rerun = subprocess.run(README_COMMAND.split(), cwd=root, env=tool_env(), capture_output=True, text=True,
+                           timeout=1800)
+    assert rerun.returncode == 0, rerun.stderr[-6000:]
+    assert "cfqa: removed .snakemake/locks/0.input.lock, the lock of a Snakemake run that is no longer running" \
+        in rerun.stderr
+    assert "LockException" not in rerun.stderr and "IncompleteFilesException" not in rerun.stderr
+    assert (root / "results/summary.json").is_file() and (root / "reports/index.html").is_file()
+    assert (root / "data/raw/manifest.json").is_file()
+    assert not (state / "locks").exists() or not any((state / "locks").iterdir())
+    again = subprocess.run([*README_COMMAND.split(), "-n"], cwd=root, env=tool_env(), capture_output=True,
+                           text=True, timeout=300)
+    assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr

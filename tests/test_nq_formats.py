@@ -14,6 +14,7 @@ from cfqa.atomic_io import read_jsonl
 from cfqa.config import HuggingFaceSourceConfig
 from cfqa.nq.errors import BadRecordError
 from cfqa.nq.huggingface import HuggingFaceExportError, export_huggingface
+from cfqa.nq.manifest import write_manifest
 from cfqa.nq.original_format import convert_files, to_simplified
 from cfqa.stages import prepare
 
@@ -184,6 +185,7 @@ def test_exported_huggingface_data_goes_through_prepare(tmp_path):
     tiny = _tiny_natural_questions()
     raw = tmp_path / "raw"
     export_huggingface(HuggingFaceSourceConfig(dataset_id="nq"), raw, load_split=lambda _, split: tiny[split])
+    write_manifest(raw, "huggingface")
     cfg = config.load([config.PROJECT_ROOT / "params.yaml"])
     cfg = dataclasses.replace(cfg, prepare=config.PrepareConfig(seed=0, validation_fraction=0.0,
                                                                 drop_table_and_list_contexts=False,

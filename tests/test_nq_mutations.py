@@ -14,6 +14,7 @@ import functools
 import gzip
 import json
 import logging
+import re
 import shutil
 import zlib
 from collections import Counter
@@ -27,6 +28,7 @@ from cfqa import config
 from cfqa.atomic_io import read_json
 from cfqa.nq.errors import BadRecordError, DamagedGzipError, NoRecordsError, RecordProblem
 from cfqa.nq.examples import extract_example
+from cfqa.nq.manifest import write_manifest
 from cfqa.nq.original_format import convert_files
 from cfqa.nq.simplified import decode_record
 from cfqa.stages import prepare
@@ -73,6 +75,7 @@ def _raw_dir(directory: Path, train_bytes: bytes, dev_file: Path) -> Path:
     raw.mkdir(parents=True)
     (raw / "train.jsonl.gz").write_bytes(train_bytes)
     shutil.copyfile(dev_file, raw / "dev.jsonl.gz")
+    write_manifest(raw, "test")          # as download writes it: these files are damaged before it
     return raw
 
 
@@ -158,6 +161,9 @@ entries = st.lists(st.tuples(st.booleans(), mutated_line()), min_size=42, max_si
                    + [mutated]])
 
 
+_EXAMPLE_ID = re.compile(rb'"example_id": \d+(?=[,}])')
+
+
 # No shrinking: a failing example is printed whole, and shrinking 50 records takes minutes.
 @settings(max_examples=25, deadline=None, derandomize=True, phases=[Phase.explicit, Phase.generate],
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
@@ -165,6 +171,10 @@ entries = st.lists(st.tuples(st.booleans(), mutated_line()), min_size=42, max_si
 @given(lines=entries)
 def test_every_mutated_record_is_named_and_counted(tmp_path, dev_file, caplog, lines):
     lines = [(RECORDS[0], None, None)] + lines  # one good record: a file of bad ones is another error
+    # Each record its own example id: the fixture records repeat, and a repeated id is a bad
+    # record of its own (duplicate_id), tested in test_nq_prepare.py.
+    lines = [(_EXAMPLE_ID.sub(b'"example_id": %d' % (1_000_000 + number), line, count=1), allowed, field)
+             for number, (line, allowed, field) in enumerate(lines)]
     bad_lines, reasons = [], Counter()
     for number, (line, allowed, field) in enumerate(lines, start=1):
         assert b"\n" not in line
@@ -297,6 +307,7 @@ def test_a_bit_flip_in_the_gzip_header_names_line_one(tmp_path, dev_file):
 def test_an_input_with_no_records_is_an_error_naming_it(tmp_path, dev_file, content, which):
     raw = _raw_dir(tmp_path, gzip.compress(b"\n".join(RECORDS), mtime=0), dev_file)
     (raw / which).write_bytes(content)
+    write_manifest(raw, "test")
     with pytest.raises(NoRecordsError, match=r"expected one JSON record per line, found none") as caught:
         prepare.run(_cfg(max_bad_records=10), raw, tmp_path / "prepared")
     assert caught.value.path == str(raw / which) and caught.value.line is None

@@ -11,7 +11,8 @@ import pytest
 
 from cfqa import config
 from cfqa.atomic_io import read_json, read_jsonl
-from cfqa.nq.errors import BadRecordError
+from cfqa.nq.errors import BadRecordError, ManifestMismatch
+from cfqa.nq.manifest import MANIFEST, write_manifest
 from cfqa.nq.original_format import convert_files
 from cfqa.nq.writer import atomic_jsonl_gz
 from cfqa.stages import prepare
@@ -48,6 +49,7 @@ def _raw_dir(tmp_path: Path, train: str | Path = "simplified_train.jsonl.gz") ->
     shutil.copyfile(FIXTURES / train, raw / "train.jsonl.gz")
     convert_files([FIXTURES / "original_dev_00.jsonl.gz", FIXTURES / "original_dev_01.jsonl.gz"],
                   raw / "dev.jsonl.gz")
+    write_manifest(raw, "test")
     return raw
 
 
@@ -119,12 +121,13 @@ def test_bad_records_within_the_limit_are_skipped_and_counted(tmp_path):
 
 
 def test_more_bad_records_than_the_limit_is_an_error(tmp_path):
-    # Two gzip members in one file are one valid gzip stream: lines 2 and 5 are bad.
+    # Two gzip members in one file are one valid gzip stream: line 2 is not JSON, line 4 repeats
+    # the id of line 1 (the second member starts with the same record), line 5 lacks a field.
     combined = tmp_path / "two_bad.jsonl.gz"
     combined.write_bytes((FIXTURES / "bad_malformed_line.jsonl.gz").read_bytes()
                          + (FIXTURES / "bad_missing_field.jsonl.gz").read_bytes())
-    with pytest.raises(BadRecordError, match=r"train\.jsonl\.gz:5: .*over prepare\.max_bad_records = 1"):
-        prepare.run(_cfg(max_bad_records=1), _raw_dir(tmp_path, combined), tmp_path / "prepared")
+    with pytest.raises(BadRecordError, match=r"train\.jsonl\.gz:5: .*over prepare\.max_bad_records = 2"):
+        prepare.run(_cfg(max_bad_records=2), _raw_dir(tmp_path, combined), tmp_path / "prepared")
 
 
 def test_an_uncompressed_file_is_not_taken_for_gzip(tmp_path):
@@ -142,13 +145,15 @@ def test_a_truncated_file_is_an_error_whatever_the_limit(tmp_path):
 def _synthetic_raw(tmp_path: Path, records: int = 300) -> Path:
     raw = tmp_path / "raw"
     raw.mkdir()
-    with atomic_jsonl_gz(raw / "train.jsonl.gz") as writer:
-        for i in range(records):
-            writer.write({"example_id": 10_000 + i, "question_text": f"question {i}",
-                          "document_text": f"Title <P> fact number {i} is here </P>",
-                          "annotations": [{"yes_no_answer": "NONE", "long_answer": {"start_token": 1, "end_token": 8},
-                                           "short_answers": [{"start_token": 4, "end_token": 5}]}]})
-    shutil.copyfile(raw / "train.jsonl.gz", raw / "dev.jsonl.gz")
+    for name, first_id in (("train.jsonl.gz", 10_000), ("dev.jsonl.gz", 20_000)):
+        with atomic_jsonl_gz(raw / name) as writer:
+            for i in range(records):
+                writer.write({"example_id": first_id + i, "question_text": f"question {i}",
+                              "document_text": f"Title <P> fact number {i} is here </P>",
+                              "annotations": [{"yes_no_answer": "NONE",
+                                               "long_answer": {"start_token": 1, "end_token": 8},
+                                               "short_answers": [{"start_token": 4, "end_token": 5}]}]})
+    write_manifest(raw, "test")
     return raw
 
 
@@ -173,6 +178,7 @@ def test_the_split_is_a_function_of_seed_and_id_not_of_file_order(tmp_path):
     prepare.run(_cfg(), raw, tmp_path / "forward")
     lines = gzip.decompress((raw / "train.jsonl.gz").read_bytes()).splitlines(keepends=True)
     (raw / "train.jsonl.gz").write_bytes(gzip.compress(b"".join(reversed(lines))))
+    write_manifest(raw, "test")
     prepare.run(_cfg(), raw, tmp_path / "reversed")
     forward = {row["id"] for row in read_jsonl(tmp_path / "forward" / "validation.jsonl")}
     backward = {row["id"] for row in read_jsonl(tmp_path / "reversed" / "validation.jsonl")}
@@ -193,3 +199,100 @@ def test_rows_are_valid_json_lines(tmp_path):
         for line in (out / f"{split}.jsonl").read_bytes().splitlines():
             row = orjson.loads(line)
             assert row["answer"] == row["answers"][0] and row["answer"] in row["context"]
+
+
+# ---- integrity end to end: the manifest's size and sha256, duplicate example ids ------------
+
+def _member(records: list[dict]) -> bytes:
+    return gzip.compress(b"".join(orjson.dumps(record) + b"\n" for record in records), mtime=0)
+
+
+def _record(example_id: int) -> dict:
+    return {"example_id": example_id, "question_text": f"question {example_id}",
+            "document_text": f"Title <P> fact number {example_id} is here </P>",
+            "annotations": [{"yes_no_answer": "NONE", "long_answer": {"start_token": 1, "end_token": 8},
+                             "short_answers": [{"start_token": 4, "end_token": 5}]}]}
+
+
+def _members_raw(tmp_path: Path, members: int = 3, per_member: int = 100) -> Path:
+    """train.jsonl.gz as `members` gzip members (as concatenated downloads are), dev apart."""
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "train.jsonl.gz").write_bytes(b"".join(
+        _member([_record(10_000 + m * per_member + i) for i in range(per_member)]) for m in range(members)))
+    (raw / "dev.jsonl.gz").write_bytes(_member([_record(90_000 + i) for i in range(20)]))
+    write_manifest(raw, "test")
+    return raw
+
+
+def test_a_file_cut_at_a_gzip_member_boundary_is_short_of_the_manifest(tmp_path):
+    """The first two members alone are a valid gzip stream of 200 records; only the manifest
+    says 100 are missing. Checked before a line is read: nothing is written."""
+    raw = _members_raw(tmp_path)
+    whole = (raw / "train.jsonl.gz").read_bytes()
+    cut = len(_member([_record(10_000 + i) for i in range(100)])) + len(_member([_record(10_100 + i) for i in range(100)]))
+    (raw / "train.jsonl.gz").write_bytes(whole[:cut])
+    assert len(gzip.decompress(whole[:cut]).splitlines()) == 200     # what a reader alone would take
+    with pytest.raises(ManifestMismatch, match=rf"train\.jsonl\.gz: {cut:,} bytes, but manifest\.json records "
+                                               rf"{len(whole):,}: the file was cut short after download"):
+        prepare.run(_cfg(), raw, tmp_path / "prepared")
+    assert not (tmp_path / "prepared").exists()
+
+
+def test_a_file_changed_after_download_fails_its_sha256_and_is_named_so(tmp_path):
+    raw = _members_raw(tmp_path)
+    data = bytearray((raw / "train.jsonl.gz").read_bytes())
+    data[4] ^= 0x01                   # the gzip header's MTIME: same size, same records, other bytes
+    (raw / "train.jsonl.gz").write_bytes(bytes(data))
+    with pytest.raises(ManifestMismatch, match=r"train\.jsonl\.gz: sha256 [0-9a-f]{16}… of what was read, but "
+                                               r"manifest\.json records [0-9a-f]{16}…: the file changed"):
+        prepare.run(_cfg(), raw, tmp_path / "prepared")
+    assert not (tmp_path / "prepared").exists()
+    # Damage that breaks the stream is told as a changed file too, the reader's error as its cause.
+    data[4] ^= 0x01
+    data[len(data) // 2] ^= 0xFF
+    (raw / "train.jsonl.gz").write_bytes(bytes(data))
+    with pytest.raises(ManifestMismatch, match="the file changed after download") as raised:
+        prepare.run(_cfg(max_bad_records=1000), raw, tmp_path / "prepared")
+    assert isinstance(raised.value.__cause__, BadRecordError)
+
+
+def test_a_raw_folder_without_its_manifest_is_refused(tmp_path):
+    raw = _members_raw(tmp_path)
+    (raw / MANIFEST).unlink()
+    with pytest.raises(ManifestMismatch, match=r"manifest\.json: missing: `cfqa download` writes it after"):
+        prepare.run(_cfg(), raw, tmp_path / "prepared")
+
+
+def test_the_manifest_is_checked_and_its_hash_logged(tmp_path, caplog):
+    raw = _members_raw(tmp_path)
+    with caplog.at_level("INFO", logger="cfqa.stages.prepare"):
+        prepare.run(_cfg(), raw, tmp_path / "prepared")
+    entry = read_json(raw / MANIFEST)["files"]["train.jsonl.gz"]
+    assert f"sha256 {entry['sha256'][:12]}… in manifest.json" in caplog.text
+    stats = read_json(tmp_path / "prepared" / "stats.json")
+    assert stats["splits"]["train"]["records"] + stats["splits"]["validation"]["records"] == 300
+
+
+def test_a_duplicate_example_id_is_a_bad_record_and_no_question_is_in_two_splits(tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    train = [_record(10_000 + i) for i in range(50)] + [_record(10_007)]            # line 51 repeats line 8
+    (raw / "train.jsonl.gz").write_bytes(_member(train))
+    (raw / "dev.jsonl.gz").write_bytes(_member([_record(90_000), _record(10_003), _record(90_001)]))  # a train id
+    write_manifest(raw, "test")
+    with pytest.raises(BadRecordError, match=r"train\.jsonl\.gz:51: example_id: 10007 is also the id of "
+                                             r"train\.jsonl\.gz:8, the one kept"):
+        prepare.run(_cfg(), raw, tmp_path / "strict")
+    assert not (tmp_path / "strict").exists()
+
+    prepare.run(_cfg(max_bad_records=2), raw, tmp_path / "prepared")
+    bad = read_json(tmp_path / "prepared" / "stats.json")["bad_records"]
+    assert bad["by_reason"] == {"duplicate_id": 2} and bad["by_file"] == {"dev.jsonl.gz": 1, "train.jsonl.gz": 1}
+    assert [(e["file"].rsplit("/", 1)[-1], e["line"]) for e in bad["first"]] == [("train.jsonl.gz", 51),
+                                                                                  ("dev.jsonl.gz", 2)]
+    splits = {split: [row["id"] for row in read_jsonl(tmp_path / "prepared" / f"{split}.jsonl")]
+              for split in prepare.SPLITS}
+    every_id = [i for ids in splits.values() for i in ids]
+    assert len(every_id) == len(set(every_id)) == 52                               # 50 + 2 from dev
+    assert "10003" not in splits["test"] and splits["test"] == ["90000", "90001"]

@@ -313,6 +313,170 @@ def test_parallel_processes_share_one_store(tmp_path):
     assert [e.name for e in client.search_experiments()].count("cfqa-test") == 1
 
 
+JOB = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    from cfqa import tracking
+    from cfqa.config import TrackingConfig
+    seed, jobs = int(sys.argv[1]), int(sys.argv[2])
+    config = TrackingConfig(uri="sqlite:///mlflow.db", experiment="cfqa-race")
+    group = tracking.PipelineRun(id="race00000000", params={"train": {"lr": 0.001}})
+    variant = lambda split: [Path("data") / split / f"{v}.jsonl" for v in ("factual", "counterfactual")]
+
+    BARRIERS = ("train", "train-datasets", "evaluate", "evaluate-datasets")
+
+    def barrier(name):
+        Path(f"{name}-{seed}").touch()
+        deadline = time.time() + 300
+        while not all(Path(f"{name}-{s}").exists() for s in range(jobs)):
+            if time.time() > deadline:
+                sys.exit(f"barrier {name}: timed out")
+            time.sleep(0.005)
+
+    def release_on_failure(kind, error, trace):    # a failed job must not hold the others up
+        for name in BARRIERS:
+            Path(f"{name}-{seed}").touch()
+        sys.__excepthook__(kind, error, trace)
+
+    sys.excepthook = release_on_failure
+
+    # Every job reaches each dataset logging (train's, then evaluate's) at the same moment: the
+    # moment two jobs insert the same new dataset, which the file locks around the store's creation
+    # and the parent run would otherwise spread out.
+    prepared, arrivals = tracking.dataset_inputs, iter(("train-datasets", "evaluate-datasets"))
+
+    def dataset_inputs_together(*args, **kwargs):
+        inputs = prepared(*args, **kwargs)
+        barrier(next(arrivals))
+        return inputs
+
+    tracking.dataset_inputs = dataset_inputs_together
+    # A train job: every job starts on the brand-new store at once and logs the same data files.
+    identity = tracking.run_identity(group, "lora", seed, {"train": {"lr": 0.01}})
+    barrier("train")
+    run = tracking.start_training_run(config, identity, params={"train": {"lr": 0.01}},
+                                      datasets={"training": variant("train"), "validation": variant("validation")})
+    run.log_point({"step": 10, "train_loss": 1.0 + seed})
+    run.training_done([{"step": 10, "train_loss": 1.0 + seed}])
+    # Its evaluate job: every job logs the same test files into its own run at once.
+    barrier("evaluate")
+    client, experiment_id = tracking.open_experiment(config)
+    tracking.log_method_run(
+        config, run_name=identity.run_name, params={"train": {"lr": 0.01}}, metrics={"em": float(seed)},
+        step_metrics=[{"step": 10, "train_loss": 1.0 + seed}], artifacts=[],
+        tags={"method": "lora", "seed": seed, "config_hash": identity.config_hash}, pipeline=group,
+        run_id=tracking.find_training_run(client, experiment_id, identity), datasets={"evaluation": variant("test")})
+""")
+
+
+@pytest.mark.slow
+def test_jobs_starting_together_on_a_new_store_lose_no_run_and_no_dataset(tmp_path):
+    """Eight train-then-evaluate jobs, real processes, start at the same moment on a store that
+    does not exist yet and log the same data files: MLflow's dataset table has a unique key, and
+    jobs that insert the same new dataset at once race for it (one lost its run before). Every
+    job must finish with exactly one FINISHED run holding all its datasets, no duplicate, no
+    warning, no run marked with a tracking error (about 2 minutes on 2 shared cores). Before
+    log_datasets, 7 of 8 jobs failed here with "UNIQUE constraint failed: datasets..."."""
+    jobs = 8
+    for split in ("train", "validation", "test"):
+        for variant in ("factual", "counterfactual"):
+            path = tmp_path / "data" / split / f"{variant}.jsonl"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps({"question": f"{split} {variant}?", "answer": "Paris"}) + "\n")
+    env = {**os.environ, "MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING": "false"}
+    children = [subprocess.Popen([sys.executable, "-c", JOB, str(seed), str(jobs)], cwd=tmp_path, env=env,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for seed in range(jobs)]
+    outputs = [child.communicate(timeout=600) for child in children]
+    failed = [(seed, err[-2000:]) for seed, (child, (_, err)) in enumerate(zip(children, outputs))
+              if child.returncode != 0 or " WARNING " in err or "Traceback" in err]
+
+    from mlflow.entities import ViewType
+
+    client = _client(tmp_path)
+    experiment = client.get_experiment_by_name("cfqa-race")
+    runs = client.search_runs([experiment.experiment_id], run_view_type=ViewType.ACTIVE_ONLY, max_results=1000)
+    names = [run.info.run_name for run in runs]
+    expected = {f"lora-seed{seed}" for seed in range(jobs)}
+    lost = expected - set(names)
+    duplicated = {name for name in names if names.count(name) > 1}
+    marked = [run.info.run_name for run in runs if "cfqa.tracking_error" in run.data.tags]
+    unfinished = [run.info.run_name for run in runs if run.info.status != "FINISHED"]
+    print(f"{jobs} jobs on a new store: {len(failed)} failed, {len(lost)} runs lost, "
+          f"{len(duplicated)} duplicated, {len(marked)} marked, {len(unfinished)} unfinished")
+    assert failed == [] and lost == set() and duplicated == set() and marked == [] and unfinished == []
+    assert set(names) == expected | {"pipeline-race00000000"}
+    for run in runs:
+        if run.info.run_name in expected:
+            logged = {(d.dataset.name, next(t.value for t in d.tags if t.key == "mlflow.data.context"))
+                      for d in run.inputs.dataset_inputs}
+            assert logged == {(f"{split}/{variant}", context) for split, context in
+                              (("train", "training"), ("validation", "validation"), ("test", "evaluation"))
+                              for variant in ("factual", "counterfactual")}, run.info.run_name
+    # One row per (name, digest) in the dataset table: the runs share the stored datasets.
+    with sqlite3.connect(tmp_path / "mlflow.db") as db:
+        assert db.execute("select count(*), count(distinct name || digest) from datasets").fetchone() == (6, 6)
+
+
+def test_a_dataset_insert_that_loses_the_race_is_retried_and_other_errors_are_not(monkeypatch):
+    """What log_datasets does with MLflow's answers: a unique-constraint error means another job
+    stored the dataset first, and the call is made again; any other error is raised."""
+    class Store:
+        def __init__(self, errors):
+            self.errors, self.calls = list(errors), 0
+
+        def log_inputs(self, run_id, datasets):
+            self.calls += 1
+            if self.errors:
+                raise self.errors.pop(0)
+
+    race = Exception("(sqlite3.IntegrityError) UNIQUE constraint failed: datasets.experiment_id, "
+                     "datasets.name, datasets.digest")
+    store = Store([race, race])
+    tracking.log_datasets(store, "run", [])
+    assert store.calls == 3
+    store = Store([ValueError("bad dataset")])
+    with pytest.raises(ValueError, match="bad dataset"):
+        tracking.log_datasets(store, "run", [])
+    assert store.calls == 1
+    store = Store([race] * 5)
+    with pytest.raises(Exception, match="UNIQUE constraint"):
+        tracking.log_datasets(store, "run", [], attempts=5)
+    assert store.calls == 5
+
+
+def test_a_tracking_failure_is_a_warning_and_marks_the_run(project_root, monkeypatch, caplog):
+    """Tracking never fails a stage: a store that refuses the evaluation's record leaves one
+    warning, the run tagged with the error and ended FAILED; training's own logging failures
+    leave its run open and tagged, and training goes on."""
+    from mlflow.entities import ViewType
+
+    def refuse(self, run_id, datasets=None, models=None):
+        raise RuntimeError("disk I/O error while writing http://alice:s3cret@tracking.example/api")
+
+    monkeypatch.setattr(MlflowClient, "log_inputs", refuse)
+    identity, training = _train_run(project_root, {"train": {"lr": 0.01}})
+    assert training.run_id is not None                  # the run exists and stays open for evaluate
+    with caplog.at_level("WARNING", logger="cfqa.tracking"):
+        with tracking.failures_as_warnings("logging lora-seed0"):
+            client, experiment_id = tracking.open_experiment(TRACKING)
+            tracking.log_method_run(
+                TRACKING, run_name=identity.run_name, params={}, metrics={"contextual_em": 70.0}, step_metrics=[],
+                artifacts=[], tags={"method": "lora", "seed": 0}, pipeline=GROUP, datasets=_data_files(project_root),
+                run_id=tracking.find_training_run(client, experiment_id, identity))
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 2 and "training goes on" in warnings[0] and "goes on without" in warnings[1]
+    client = _client(project_root)
+    (run,) = [r for r in client.search_runs([client.get_experiment_by_name(TRACKING.experiment).experiment_id],
+                                            run_view_type=ViewType.ALL) if r.info.run_name == "lora-seed0"]
+    assert run.info.status == "FAILED"
+    tag = run.data.tags["cfqa.tracking_error"]
+    assert tag.startswith("logging lora-seed0: RuntimeError: disk I/O error")
+    assert "s3cret" not in tag and "alice:***@" in tag
+    with pytest.raises(KeyboardInterrupt):              # an interrupt still stops the stage
+        with tracking.failures_as_warnings("logging"):
+            raise KeyboardInterrupt
+
+
 # ---- the run opened by the train stage, ended by evaluate ---------------------------------
 
 GROUP = tracking.PipelineRun(id="feed00000000", params={"train": {"lr": 0.001}})

@@ -23,6 +23,7 @@ from cfqa import __version__
 from cfqa import config as config_module
 from cfqa.atomic_io import exclusive_outputs, remove_debris, write_json
 from cfqa.logs import get_logger, setup_logging
+from cfqa.redact import redact
 
 log = get_logger("cfqa")
 
@@ -246,6 +247,12 @@ def one_line(error: BaseException) -> str:
     return lines[0] if len(lines) == 1 else f"{lines[0]} {'; '.join(lines[1:])}"
 
 
+def config_error_line(error: BaseException) -> str:
+    """The one line a bad parameter file or value gets, from every stage and from the Snakefile."""
+    fix = "fix these keys in that file; " if str(error).startswith("invalid parameters") else ""
+    return f"{one_line(error)} ({fix}`cfqa validate --params FILE` checks a configuration alone)"
+
+
 def _memory_message(error: BaseException, cfg, args: argparse.Namespace) -> str:
     """Which run ran out of memory, and the knobs that change it (set per method or shared)."""
     method = getattr(args, "method", None)
@@ -271,7 +278,7 @@ def _fail(command: str, error: BaseException, message: str, code: int, log_file:
     if log_file is None:
         handle, name = tempfile.mkstemp(prefix=f"cfqa-{command}-", suffix=".log")
         with open(handle, "w", encoding="utf-8") as stream:
-            stream.write("".join(traceback.format_exception(error)))
+            stream.write(redact("".join(traceback.format_exception(error))))
         log_file = Path(name)
     log.error("cfqa %s failed: %s: %s (traceback in %s)", command, type(error).__name__, message, log_file,
               exc_info=error)
@@ -321,8 +328,7 @@ def main(argv: list[str] | None = None) -> int:
         if is_out_of_memory(error) and name in ("train", "tune", "evaluate"):
             return _fail(name, error, _memory_message(error, cfg, args), BAD_INPUT_EXIT, args.log_file)
         if isinstance(error, config_module.ConfigError):
-            hint = "fix these keys in that file; `cfqa validate --params FILE` checks a configuration alone"
-            return _fail(name, error, f"{one_line(error)} ({hint})", BAD_INPUT_EXIT, args.log_file)
+            return _fail(name, error, config_error_line(error), BAD_INPUT_EXIT, args.log_file)
         if is_bad_input(error):
             return _fail(name, error, one_line(error), BAD_INPUT_EXIT, args.log_file)
         return _fail(name, error, one_line(error), FAILURE_EXIT, args.log_file)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
+import re
 import types
 import typing
 from dataclasses import dataclass
@@ -27,9 +28,11 @@ import jsonschema
 import yaml
 from pydantic import StrictBool, StrictInt, StrictStr, TypeAdapter, ValidationError, with_config
 
+from cfqa import params_file
 from cfqa.methods.families import UnsupportedFamily, check_method_family
 from cfqa.methods.options import METHOD_OPTIONS, TYPED, MethodOptions, Number, options_record
 from cfqa.model_family import ModelFamily
+from cfqa.redact import redact
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_PATH = PROJECT_ROOT / "workflow" / "schemas" / "params.schema.yaml"
@@ -285,39 +288,106 @@ def load_schema() -> dict:
         return yaml.safe_load(handle)
 
 
+# Keywords whose failure is told by the described schema ("expected a method key: ..."), not by
+# jsonschema's message, which for a pattern is the regular expression itself.
+_DESCRIBED_KEYWORDS = ("pattern", "minLength", "maxLength")
+
+
+def _schema_message(error: jsonschema.ValidationError) -> str:
+    described = error.schema.get("description") if isinstance(error.schema, dict) else None
+    if described and error.validator in _DESCRIBED_KEYWORDS:
+        return f"expected {described}, got {error.instance!r}"
+    if error.validator == "not":          # jsonschema would print the whole excluded schema
+        return f"{error.instance!r} is ruled out here" + (f": {' '.join(described.split())}" if described else "")
+    return error.message
+
+
 def schema_errors(raw: dict) -> list[tuple[tuple, str]]:
     """(key path, message) for every schema violation."""
     validator = jsonschema.Draft202012Validator(load_schema())
     errors = sorted(validator.iter_errors(raw), key=lambda e: list(map(str, e.absolute_path)))
-    return [(tuple(e.absolute_path), e.message) for e in errors]
+    return [(tuple(e.absolute_path), _schema_message(e)) for e in errors]
+
+
+# ---------------------------------------------------------------------------- every value
+# What holds for every key and value of a parameter file, whatever its section: keys that can
+# name a folder or a shell word safely, integers a C library can take, seeds numpy can take,
+# and strings without control characters (tab and newline aside, for free text). Written once
+# for all keys, so a key added later is covered without a line here.
+
+MAX_KEY_CHARS = 64
+SEED_LIMIT = 2 ** 32                 # numpy and Python's random take seeds in [0, 2**32)
+INT_LIMIT = 2 ** 63                  # an int64: what torch, numpy and the JSON writers hold
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+_KEY_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_MAX_MESSAGE_CHARS = 400             # a value quoted in an error: enough to recognise it
+
+
+def value_errors(value: Any, path: tuple = ()) -> list[tuple[tuple, str]]:
+    """(key path, message) for every key and value that no parameter may have."""
+    errors: list[tuple[tuple, str]] = []
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                errors.append((path, f"key {key!r} is a {type(key).__name__}; keys are text"))
+            elif not key or len(key) > MAX_KEY_CHARS or _KEY_CONTROL.search(key):
+                errors.append((path, f"expected a key of 1 to {MAX_KEY_CHARS} characters on one line, got {key!r}"))
+            else:
+                errors += value_errors(item, (*path, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            errors += value_errors(item, (*path, index))
+    elif isinstance(value, bool):
+        pass
+    elif isinstance(value, int):
+        seeded = any(part in ("seed", "seeds") for part in path[-2:] if isinstance(part, str))
+        if seeded and not 0 <= value < SEED_LIMIT:
+            errors.append((path, f"expected a seed, an integer from 0 to 2**32 - 1 = {SEED_LIMIT - 1}, got {value}"))
+        elif not -INT_LIMIT <= value < INT_LIMIT:
+            errors.append((path, f"expected an integer that fits in 64 bits, got {value}"))
+    elif isinstance(value, str) and _CONTROL.search(value):
+        errors.append((path, f"expected text without control characters, got {value!r}"))
+    return errors
 
 
 def _raise(errors: list[tuple[tuple, str]], source: Source) -> None:
-    """ConfigError listing each (key path, message) once, with the file that set the key."""
+    """ConfigError listing each (key path, message) once, with the file that set the key;
+    credentials in URLs masked and each message cut to a readable length."""
     if not errors:
         return
     where = source if callable(source) else (lambda _path: source)
-    lines = [f"{where(path)}: {'.'.join(map(str, path)) or '<top>'}: {message}" for path, message in errors]
+    lines = [f"{where(path)}: {'.'.join(map(str, path)) or '<top>'}: {_shortened(redact(message))}"
+             for path, message in errors]
     raise ConfigError("invalid parameters:\n  " + "\n  ".join(dict.fromkeys(lines)))
 
 
+def _shortened(message: str) -> str:
+    if len(message) <= _MAX_MESSAGE_CHARS:
+        return message
+    return f"{message[:_MAX_MESSAGE_CHARS]}… ({len(message):,} characters)"
+
+
 def validate(raw: dict, source: Source = "params") -> None:
-    """Raises ConfigError listing every schema violation with its dotted key; `source` names the
-    file (or, given a function, the file that set that key)."""
-    _raise(schema_errors(raw), source)
+    """Raises ConfigError listing every violation (the rules for every value, then the schema)
+    with its dotted key; `source` names the file (or, given a function, the file that set that
+    key)."""
+    errors = value_errors(raw)
+    flagged = {path for path, _ in errors}
+    _raise(errors + [(path, message) for path, message in schema_errors(raw) if path not in flagged], source)
 
 
 def read_params(paths: Iterable[str | Path]) -> dict:
+    """The files merged in order, each read within cfqa.params_file's limits (size, UTF-8,
+    nesting, alias expansion)."""
     raw: dict = {}
     for path in paths:
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"{path}: parameter file not found")
-        with open(path, encoding="utf-8") as handle:
-            try:
-                content = yaml.safe_load(handle) or {}
-            except yaml.YAMLError as error:
-                raise ConfigError(f"{path}: not valid YAML: {error}") from error
+        try:
+            content = params_file.read(path) or {}
+        except params_file.ParamsFileError as error:
+            raise ConfigError(str(error)) from error
         if not isinstance(content, dict):
             raise ConfigError(f"{path}: expected a mapping at the top level")
         raw = deep_merge(raw, content)

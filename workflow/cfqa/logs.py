@@ -1,17 +1,27 @@
 """Stage logging: one format for every stage. Messages go to stderr and, with --log-file, to
 that file; tracebacks go only to the file, so the terminal (and Snakemake's job output)
-shows one line per problem."""
+shows one line per problem. Every record passes through cfqa.redact, tracebacks included, so a
+password in a URL (a tracking URI, a request an error names) never reaches a terminal or a file."""
 from __future__ import annotations
 
 import logging
 import sys
 from pathlib import Path
 
+from cfqa.redact import redact
+
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 DATE_FORMAT = "%H:%M:%S"
 
 
-class OneLineFormatter(logging.Formatter):
+class RedactingFormatter(logging.Formatter):
+    """The standard format, traceback included, with credentials in URLs masked."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
+
+
+class OneLineFormatter(RedactingFormatter):
     """Formats a record without its traceback or stack, newlines folded: one line each."""
 
     def format(self, record: logging.LogRecord) -> str:
@@ -27,7 +37,7 @@ def setup_logging(level: str = "INFO", log_file: Path | None = None) -> None:
     if log_file is not None:
         log_file.parent.mkdir(parents=True, exist_ok=True)
         file_handler = logging.FileHandler(log_file, mode="w", encoding="utf-8")
-        file_handler.setFormatter(logging.Formatter(FORMAT, DATE_FORMAT))
+        file_handler.setFormatter(RedactingFormatter(FORMAT, DATE_FORMAT))
         handlers.append(file_handler)
     logging.basicConfig(level=level, handlers=handlers, force=True)
 

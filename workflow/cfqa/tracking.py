@@ -54,6 +54,7 @@ from cfqa.config import Config, TrackingConfig
 from cfqa.contract import MethodFiles, read_curve, read_metrics, read_train_record
 from cfqa.contract.run_info import git_commit, git_dirty
 from cfqa.logs import get_logger
+from cfqa.redact import redact
 
 if TYPE_CHECKING:  # mlflow is imported where it is used: importing it costs seconds
     from mlflow import MlflowClient
@@ -198,6 +199,81 @@ def with_lock_retry(action: Callable[[], T], what: str, attempts: int = LOCK_ATT
                         what, attempt, attempts, delay)
             time.sleep(delay)
     raise AssertionError("unreachable")
+
+
+# ---- tracking never fails a stage ---------------------------------------------------------
+# A run's MLflow record describes the work; it is not the work. A stage whose outputs are
+# complete must not fail because the store could not take its record: every tracking error
+# past the retries becomes one warning, and the run, where it exists, is tagged with what
+# went wrong (and ended FAILED where it was being ended), so the UI shows it incomplete.
+
+TRACKING_ERROR_TAG = "cfqa.tracking_error"
+DATASET_ATTEMPTS = 5
+_MAX_TAG_CHARS = 5000   # MLflow's limit on a tag value is 8000 characters
+# How each database names a broken unique constraint: SQLite, PostgreSQL, MySQL/MariaDB.
+_UNIQUE_CONFLICT = ("UNIQUE constraint failed", "violates unique constraint", "Duplicate entry")
+
+
+def is_unique_conflict(error: BaseException) -> bool:
+    """True if the error, or one it was raised from, is a unique-constraint violation (an
+    insert that lost a race with an identical one)."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if type(current).__name__ == "IntegrityError" or any(text in str(current) for text in _UNIQUE_CONFLICT):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def log_datasets(client: MlflowClient, run_id: str, inputs: list, attempts: int = DATASET_ATTEMPTS) -> None:
+    """The run's dataset inputs, idempotent under concurrency. MLflow's `log_inputs` looks each
+    dataset up (experiment, name, digest), inserts the missing ones and links them to the run, in
+    one transaction. Two jobs that log the same new dataset at once both miss it in the lookup
+    and both insert it: the second insert breaks the unique constraint and its transaction is
+    rolled back whole. That dataset is then there, so the call is made again: its lookup finds
+    it, and only the run's links are inserted (links already made are skipped by MLflow)."""
+    for attempt in range(1, attempts + 1):
+        try:
+            with_lock_retry(lambda: client.log_inputs(run_id, datasets=inputs), "log datasets")
+            return
+        except Exception as error:
+            if attempt == attempts or not is_unique_conflict(error):
+                raise
+            log.info("datasets of MLflow run %s: another job logged the same dataset at this moment "
+                     "(attempt %d/%d); linking the one it stored", run_id, attempt, attempts)
+
+
+def _error_text(error: BaseException) -> str:
+    """`Type: message` on one line, credentials masked."""
+    text = " ".join(str(error).split()) or "(no message)"
+    return redact(f"{type(error).__name__}: {text}")
+
+
+def mark_tracking_error(client: MlflowClient | None, run_id: str | None, what: str, error: BaseException,
+                        status: str | None = None) -> None:
+    """Best effort: the run tagged `cfqa.tracking_error` = what failed and why (and ended with
+    `status`, if given). The store may be what failed, so this never raises."""
+    if client is None or run_id is None:
+        return
+    with contextlib.suppress(Exception):
+        client.set_tag(run_id, TRACKING_ERROR_TAG, f"{what}: {_error_text(error)}"[:_MAX_TAG_CHARS])
+    if status is not None:
+        with contextlib.suppress(Exception):
+            client.set_terminated(run_id, status)
+
+
+@contextlib.contextmanager
+def failures_as_warnings(what: str) -> Iterator[None]:
+    """Runs a stage's tracking: an error is logged as one warning and the stage goes on (an
+    interrupt still stops it). The functions inside mark their run where they have one."""
+    try:
+        yield
+    except Exception as error:
+        log.warning("MLflow: %s failed (%s); the stage's outputs are complete and it goes on without "
+                    "that record; the run, where it exists, carries the tag %s", what, _error_text(error),
+                    TRACKING_ERROR_TAG)
 
 
 # ---- what gets logged -------------------------------------------------------------------
@@ -529,13 +605,11 @@ def log_method_run(tracking: TrackingConfig, *, run_name: str, params: Mapping[s
         metric_entities = _metric_entities(metrics, step_metrics, int(time.time() * 1000), logged)
         _log_batches(client, run_id, param_entities, metric_entities)
         if datasets:
-            inputs = dataset_inputs(datasets)
-            with_lock_retry(lambda: client.log_inputs(run_id, datasets=inputs), "log datasets")
+            log_datasets(client, run_id, dataset_inputs(datasets))
         _log_artifacts(client, uri, run_id, artifacts)
         with_lock_retry(lambda: client.set_terminated(run_id, "FINISHED"), "finish run")
-    except BaseException:
-        with contextlib.suppress(Exception):
-            client.set_terminated(run_id, "FAILED")
+    except BaseException as error:
+        mark_tracking_error(client, run_id, f"logging {run_name}", error, status="FAILED")
         raise
     replaced = []
     if pipeline is not None:
@@ -663,9 +737,12 @@ def start_training_run(tracking: TrackingConfig, identity: RunIdentity, *, param
         from mlflow.entities import Param
 
         _log_batches(client, run_id, [Param(k, _param_value(v)) for k, v in flatten(params).items()], [])
-        inputs = dataset_inputs(datasets)
-        with_lock_retry(lambda: client.log_inputs(run_id, datasets=inputs), "log datasets")
+        log_datasets(client, run_id, dataset_inputs(datasets))
         run.start_system_metrics()
+    except Exception as error:       # training goes on; evaluate logs what the run lacks
+        log.warning("MLflow run %s: logging its params and datasets failed (%s); training goes on and "
+                    "evaluate logs what the run lacks", run_id, _error_text(error))
+        mark_tracking_error(client, run_id, "logging params and datasets at training start", error)
     except BaseException:
         run.fail()
         raise

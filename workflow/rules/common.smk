@@ -1,26 +1,15 @@
-# Shared definitions: the whole configuration checked before any job, the CLI's parameter
-# files, containers, and the adapters that turn the stage table (workflow/cfqa/dag/table.py)
-# into each rule's input, output, params, log and shell command.
+# Shared definitions: the CLI's parameter files (checked by the Snakefile), containers, and the
+# adapters that turn the stage table (workflow/cfqa/dag/table.py) into each rule's input,
+# output, params, log and shell command.
 import os
 import re
 from pathlib import Path
 
-from snakemake.exceptions import WorkflowError
-
-import cfqa.config
 from cfqa.dag import (DIMENSIONS, ORDER_ONLY_INPUTS, PARAMS_FILE, code_hash, command, compared_summaries, logged,
                       param_slice, rooted, run_root, stage)
 
-# Parameter files in order, so the CLI sees exactly the configuration Snakemake sees
-# (params.yaml, then any --configfile overrides).
-CONFIG_FILES = ["params.yaml", *[str(p) for p in workflow.overwrite_configfiles or []]]
-
-# The schema (Snakefile) checks shapes; the typed config checks what a schema cannot
-# (method options and the like). Either failing stops the run before any job starts.
-try:
-    cfqa.config.validate_config(config, CONFIG_FILES)
-except cfqa.config.ConfigError as error:
-    raise WorkflowError(str(error))
+# CONFIG_FILES (the Snakefile): the parameter files in order, so the CLI sees exactly the
+# configuration Snakemake sees; the Snakefile has validated them before any rule is defined.
 
 # Relative to the working directory where possible: cluster jobs run in another root.
 PARAMS_ARGS = " ".join(

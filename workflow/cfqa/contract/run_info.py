@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from cfqa.contract.records import Hardware, RunInfo
+from cfqa.timing_files import is_timing_file
 
 VERSIONED_PACKAGES = ("cfqa", "torch", "transformers", "peft", "accelerate")
 _HASH_CHUNK_BYTES = 1 << 20
@@ -90,9 +91,11 @@ def files_sha256(paths: Iterable[Path]) -> str:
 
 
 def directory_sha256(directory: Path) -> str:
-    """The hash of every file under `directory`, by relative path in sorted order."""
+    """The hash of the content under `directory`: every file by relative path in sorted order,
+    timing files (cfqa.timing_files) left out, so two identical backbones hash alike whenever
+    they were made."""
     directory = Path(directory)
-    files = sorted(p for p in directory.rglob("*") if p.is_file())
+    files = sorted(p for p in directory.rglob("*") if p.is_file() and not is_timing_file(p))
     digest = hashlib.sha256()
     for path in files:
         digest.update(path.relative_to(directory).as_posix().encode())

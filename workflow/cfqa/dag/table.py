@@ -186,7 +186,7 @@ PACKAGE = "workflow/cfqa"
 # Code every stage runs: the CLI, the configuration (its schema and the method options it
 # validates), shared I/O and logging.
 COMMON_CODE: tuple[str, ...] = (
-    "__init__.py", "cli.py", "config.py", "atomic_io.py", "logs.py", "progress.py",
+    "__init__.py", "cli.py", "config.py", "params_file.py", "redact.py", "atomic_io.py", "logs.py", "progress.py",
     "stages/__init__.py", "../schemas/params.schema.yaml",
     "methods/__init__.py", "methods/base.py", "methods/options.py", "methods/families.py", "model_family.py",
 )
@@ -244,7 +244,7 @@ STAGES: tuple[Stage, ...] = (
         inputs={"validated": VALIDATED, "raw": "data/raw"},
         outputs={"base": folder("models/base"), "base_lm": folder("models/base_lm")},
         params=("pretrain",),
-        code=("stages/pretrain.py", "pretraining", "training", "formats.py", "model_family.py"),
+        code=("stages/pretrain.py", "pretraining", "training", "formats.py", "model_family.py", "timing_files.py"),
     ),
     Stage(
         name="tune",
@@ -252,7 +252,8 @@ STAGES: tuple[Stage, ...] = (
         inputs={"validated": VALIDATED, "variants": "data/variants", "base": "models/base", "base_lm": "models/base_lm"},
         outputs={"selection": out(LR_SELECTION)},
         params=("tune", "train", "methods.{method}"),
-        code=("stages/tune.py", "backbone.py", "methods", "training", "formats.py", "contract", "model_family.py"),
+        code=("stages/tune.py", "backbone.py", "methods", "training", "formats.py", "contract", "model_family.py",
+              "timing_files.py"),
         dims=(METHOD,),
         dirs={"models": "models"},      # the backbones: models/base or models/base_lm, by method
     ),
@@ -269,7 +270,7 @@ STAGES: tuple[Stage, ...] = (
         },
         params=("train", "methods.{method}"),
         code=("stages/train.py", "backbone.py", "methods", "training", "measure.py", "formats.py", "contract",
-              "tracking.py", "model_family.py"),
+              "tracking.py", "model_family.py", "timing_files.py"),
         dims=RUN_DIMS,
         dirs={"models": "models", "results": RUN_RESULTS},
     ),
@@ -291,7 +292,8 @@ STAGES: tuple[Stage, ...] = (
         },
         params=("train", "methods.{method}", "evaluate", "tracking"),
         code=("stages/evaluate.py", "stages/train.py", "backbone.py", "methods", "training", "measure.py",
-              "evaluation", "answer_metrics.py", "formats.py", "tracking.py", "contract", "model_family.py"),
+              "evaluation", "answer_metrics.py", "formats.py", "tracking.py", "contract", "model_family.py",
+              "timing_files.py"),
         dims=RUN_DIMS,
         dirs={"models": "models", "results": RUN_RESULTS},
     ),

@@ -15,7 +15,8 @@ TOO_DEEPLY_NESTED = "too_deeply_nested"
 MISSING_FIELD = "missing_field"
 WRONG_TYPE = "wrong_type"
 INVALID_VALUE = "invalid_value"
-REASONS = (INVALID_JSON, INVALID_UTF8, TOO_DEEPLY_NESTED, MISSING_FIELD, WRONG_TYPE, INVALID_VALUE)
+DUPLICATE_ID = "duplicate_id"
+REASONS = (INVALID_JSON, INVALID_UTF8, TOO_DEEPLY_NESTED, MISSING_FIELD, WRONG_TYPE, INVALID_VALUE, DUPLICATE_ID)
 
 
 class BadRecordError(ValueError):
@@ -42,6 +43,14 @@ class DamagedGzipError(BadRecordError):
 
     def __init__(self, path: str | Path, line: int, expectation: str):
         super().__init__(path, line, None, expectation, reason="damaged_gzip")
+
+
+class ManifestMismatch(BadRecordError):
+    """A raw file is not the one `cfqa download` recorded in manifest.json (size or sha256), or the
+    manifest is missing: the file changed, or was cut short, after it was written."""
+
+    def __init__(self, path: str | Path, expectation: str):
+        super().__init__(path, None, None, expectation, reason="manifest_mismatch")
 
 
 class NoRecordsError(BadRecordError):

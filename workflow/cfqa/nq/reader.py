@@ -15,9 +15,11 @@ read is a NoRecordsError.
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import zlib
 from pathlib import Path
-from typing import Iterator
+from typing import BinaryIO, Iterator
 
 from isal import igzip, igzip_threaded, isal_zlib
 
@@ -36,12 +38,42 @@ _GZIP_WBITS = 16 + zlib.MAX_WBITS
 _DAMAGE = (EOFError, igzip.BadGzipFile, isal_zlib.error)
 
 
-def gzip_lines(path: str | Path, *, desc: str | None = None) -> Iterator[tuple[int, bytes]]:
-    """(line number, line) for every non-blank line of a gzip file; the line keeps its newline."""
+class _HashingReader(io.RawIOBase):
+    """A binary file that feeds every byte read from it to a hash (the sha256 a manifest
+    records), so a file is hashed in the pass that decompresses it."""
+
+    def __init__(self, raw: BinaryIO, digest):
+        self.raw, self.digest, self.position = raw, digest, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        count = self.raw.readinto(buffer)
+        if count:
+            self.digest.update(memoryview(buffer)[:count])
+            self.position += count
+        return count
+
+    def tell(self) -> int:
+        return self.position
+
+    def read_rest(self) -> None:
+        """Hashes whatever the decompressor left unread (nothing, after a complete stream)."""
+        while chunk := self.raw.read(1 << 20):
+            self.digest.update(chunk)
+            self.position += len(chunk)
+
+
+def gzip_lines(path: str | Path, *, desc: str | None = None, sha256=None) -> Iterator[tuple[int, bytes]]:
+    """(line number, line) for every non-blank line of a gzip file; the line keeps its newline.
+    `sha256`, a hashlib object, is fed every byte of the file as it is read; it holds the
+    file's hash once every line has been taken."""
     path = Path(path)
     number = 0
     yielded = False
-    with open(path, "rb") as compressed, \
+    with open(path, "rb") as opened, \
+            contextlib.nullcontext(opened if sha256 is None else _HashingReader(opened, sha256)) as compressed, \
             igzip_threaded.open(compressed, "rb", threads=1) as lines, \
             progress(desc=desc or path.name, total=path.stat().st_size, unit="B",
                      unit_scale=True, unit_divisor=1024) as bar:
@@ -55,6 +87,8 @@ def gzip_lines(path: str | Path, *, desc: str | None = None) -> Iterator[tuple[i
                 yield number, line
         except _DAMAGE as error:
             raise damaged_gzip_error(path, error, fallback_line=number + 1) from error
+        if sha256 is not None:
+            compressed.read_rest()
         bar.update(compressed.tell() - bar.n)
     if not yielded:
         raise NoRecordsError(path, f"expected one JSON record per line, found none ({number} blank lines "

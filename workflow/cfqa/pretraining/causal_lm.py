@@ -21,6 +21,7 @@ from cfqa.logs import get_logger
 from cfqa.model_family import ModelFamily
 from cfqa.pretraining import loop
 from cfqa.pretraining.causal_tokenizer import train_bpe_tokenizer
+from cfqa.timing_files import write_timing
 from cfqa.training.optimization import seed_everything
 
 log = get_logger(__name__)
@@ -79,7 +80,8 @@ def pretrain_causal_lm(cfg: PretrainConfig, corpus: Path, out_dir: Path) -> dict
         "final_loss": float(np.mean(losses[-50:])) if losses else None,
         "parameters": sum(p.numel() for p in model.parameters()),
         "vocabulary": len(tokenizer),
-        "wall_time_s": time.perf_counter() - started,
     }
     write_json(out_dir / "pretrain.json", record)
+    # Apart from the record: the backbone's hash covers its content, not when it was made.
+    write_timing(out_dir, "pretrain", time.perf_counter() - started)
     return record

@@ -6,34 +6,13 @@ Face copy of NQ to the same files.
 """
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
-from cfqa.atomic_io import write_json
 from cfqa.config import Config
 from cfqa.logs import get_logger
+from cfqa.nq.manifest import write_manifest
 
 log = get_logger(__name__)
-MANIFEST = "manifest.json"
-
-
-def sha256_file(path: Path, chunk_bytes: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(chunk_bytes):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def write_manifest(raw_dir: Path, source: str) -> dict:
-    files = {
-        path.name: {"sha256": sha256_file(path), "bytes": path.stat().st_size}
-        for path in sorted(raw_dir.iterdir())
-        if path.is_file() and path.name != MANIFEST and not path.name.startswith(".")
-    }
-    manifest = {"source": source, "files": files}
-    write_json(raw_dir / MANIFEST, manifest)
-    return manifest
 
 
 def run(cfg: Config, out: Path) -> None:

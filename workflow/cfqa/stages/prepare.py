@@ -12,6 +12,13 @@ prepare.max_bad_records > 0 up to that many are skipped and counted by file and 
 stats.json. A truncated or corrupt gzip stream is always an error naming the line it broke at:
 the rest of that file cannot be read, and a silently shorter dataset would look complete. So is
 a file with no record to use (empty, or every record bad).
+
+Every file read is checked against download's manifest.json: its size before reading (a file
+cut exactly at a gzip member's end is a valid, shorter stream no reader can tell from a whole
+one), its sha256 over the bytes as they are read. An example id seen before (in either file) is
+a bad record of reason `duplicate_id`, skipped and counted like the others: the first one is
+kept, so no question is in two splits (a dev question also in train would be tested on after
+being trained on).
 """
 from __future__ import annotations
 
@@ -26,8 +33,9 @@ import orjson
 from cfqa.atomic_io import atomic_dir, write_json
 from cfqa.config import Config, PrepareConfig
 from cfqa.logs import get_logger
-from cfqa.nq.errors import BadRecordError, NoRecordsError, RecordProblem
+from cfqa.nq.errors import DUPLICATE_ID, BadRecordError, NoRecordsError, RecordProblem
 from cfqa.nq.examples import DROP_REASONS, extract_example
+from cfqa.nq.manifest import check_size, manifest_entry, sha256_file, sha256_mismatch
 from cfqa.nq.reader import damage_before, gzip_lines
 from cfqa.nq.simplified import decode_record
 
@@ -92,16 +100,62 @@ class BadRecords:
                 "by_reason": dict(sorted(self.by_reason.items())), "first": self.first}
 
 
+class ExampleIds:
+    """Where each example id was first seen, across every file prepare reads. One int per id
+    (file number << 40 | line): NQ's 315,000 ids cost about 40 MB this way."""
+
+    def __init__(self) -> None:
+        self.first: dict[str, int] = {}
+        self.files: list[str] = []
+
+    def check(self, example_id: str, path: Path, line: int) -> None:
+        """RecordProblem (reason duplicate_id) if `example_id` was seen before."""
+        if not self.files or self.files[-1] != path.name:
+            self.files.append(path.name)
+        here = (len(self.files) - 1) << 40 | line
+        seen = self.first.setdefault(example_id, here)
+        if seen != here:
+            where = f"{self.files[seen >> 40]}:{seen & ((1 << 40) - 1)}"
+            raise RecordProblem("example_id", f"{example_id} is also the id of {where}, the one kept: a question "
+                                              "must be in one split only", DUPLICATE_ID)
+
+
 def prepare_file(path: Path, split_of: Callable[[str], str], writers: dict[str, BinaryIO],
-                 counts: dict[str, SplitCounts], bad: BadRecords, params: PrepareConfig) -> None:
-    """Streams one raw file into the split writers, counting kept and dropped records."""
+                 counts: dict[str, SplitCounts], bad: BadRecords, params: PrepareConfig,
+                 ids: ExampleIds | None = None) -> None:
+    """Streams one raw file into the split writers, counting kept and dropped records; the file is
+    checked against the manifest beside it (size first, sha256 as it is read)."""
     if not path.is_file():
         raise FileNotFoundError(f"{path}: raw NQ file not found (run the download stage first)")
-    log.info("reading %s (%d bytes)", path, path.stat().st_size)
-    bad_before, records = bad.count, 0
-    for line_number, line in gzip_lines(path, desc=f"prepare {path.name}"):
+    entry = manifest_entry(path.parent, path.name)
+    check_size(path, entry)
+    log.info("reading %s (%d bytes, sha256 %s… in manifest.json)", path, path.stat().st_size, entry["sha256"][:12])
+    ids = ids if ids is not None else ExampleIds()
+    digest, bad_before = hashlib.sha256(), bad.count
+    try:
+        records = _prepare_lines(path, split_of, writers, counts, bad, params, ids, digest)
+    except BadRecordError as error:      # a file that changed since download is told as such
+        changed = sha256_mismatch(path, entry, sha256_file(path))
+        if changed is not None:
+            raise changed from error
+        raise
+    changed = sha256_mismatch(path, entry, digest.hexdigest())
+    if changed is not None:
+        raise changed
+    if not records:
+        raise NoRecordsError(path, f"expected NQ simplified records, but all {bad.count - bad_before} records "
+                                   "are bad (skipped under prepare.max_bad_records)")
+
+
+def _prepare_lines(path: Path, split_of: Callable[[str], str], writers: dict[str, BinaryIO],
+                   counts: dict[str, SplitCounts], bad: BadRecords, params: PrepareConfig, ids: ExampleIds,
+                   digest) -> int:
+    """The records of one file into the writers; returns how many were good."""
+    records = 0
+    for line_number, line in gzip_lines(path, desc=f"prepare {path.name}", sha256=digest):
         try:
             record = decode_record(line)
+            ids.check(str(record.example_id), path, line_number)
             split = split_of(str(record.example_id))
             outcome = extract_example(record, drop_table_and_list_contexts=params.drop_table_and_list_contexts)
         except RecordProblem as problem:
@@ -119,9 +173,7 @@ def prepare_file(path: Path, split_of: Callable[[str], str], writers: dict[str, 
         split_counts.kept += 1
         writers[split].write(orjson.dumps(outcome.row))
         writers[split].write(b"\n")
-    if not records:
-        raise NoRecordsError(path, f"expected NQ simplified records, but all {bad.count - bad_before} records "
-                                   "are bad (skipped under prepare.max_bad_records)")
+    return records
 
 
 def run(cfg: Config, raw: Path, out: Path) -> None:
@@ -132,9 +184,10 @@ def run(cfg: Config, raw: Path, out: Path) -> None:
     with atomic_dir(out) as tmp:
         writers = {split: open(tmp / f"{split}.jsonl", "wb") for split in SPLITS}
         try:
+            ids = ExampleIds()
             prepare_file(raw / TRAIN_SOURCE, train_or_validation(params.seed, params.validation_fraction),
-                         writers, counts, bad, params)
-            prepare_file(raw / DEV_SOURCE, lambda _: "test", writers, counts, bad, params)
+                         writers, counts, bad, params, ids)
+            prepare_file(raw / DEV_SOURCE, lambda _: "test", writers, counts, bad, params, ids)
         finally:
             for writer in writers.values():
                 writer.close()

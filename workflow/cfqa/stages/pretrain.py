@@ -26,6 +26,7 @@ from cfqa.pretraining import loop
 from cfqa.pretraining.causal_lm import pretrain_causal_lm
 from cfqa.pretraining.model import new_tiny_t5
 from cfqa.pretraining.tokenizer import EXTRA_IDS, load_t5_tokenizer, train_sentencepiece
+from cfqa.timing_files import write_timing
 from cfqa.training.optimization import seed_everything
 
 log = get_logger(__name__)
@@ -106,8 +107,9 @@ def pretrain_embedded(cfg: PretrainConfig, corpus: Path, out: Path, out_lm: Path
                 "final_loss": float(np.mean(losses[-50:])) if losses else None,
                 "parameters": sum(p.numel() for p in model.parameters()),
                 "vocabulary": len(tokenizer),
-                "wall_time_s": time.perf_counter() - started,
             })
+            # Apart from the record: the backbone's hash covers its content, not when it was made.
+            write_timing(directory, "pretrain", time.perf_counter() - started)
     log.info("wrote %s and %s in %.1f s", out, out_lm, time.perf_counter() - started)
 
 

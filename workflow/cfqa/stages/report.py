@@ -13,6 +13,7 @@ from cfqa.atomic_io import atomic_open
 from cfqa.config import Config
 from cfqa.contract import read_data_stats, write_record
 from cfqa.logs import get_logger
+from cfqa.redact import redact
 from cfqa.report import figures, plots
 from cfqa.report.aggregate import aggregate
 from cfqa.report.document import build_document
@@ -39,7 +40,7 @@ def _overview(cfg: Config) -> dict[str, str]:
         "data source": f"`{cfg.data.source}`",
         "base model": model,
         "training target": f"`{cfg.train.target_format}`",
-        "MLflow experiment": f"`{cfg.tracking.experiment}` in `{cfg.tracking.uri}`",
+        "MLflow experiment": f"`{cfg.tracking.experiment}` in `{redact(cfg.tracking.uri)}`",
     }
 
 
