@@ -13,8 +13,11 @@ from cfqa.dag import (DIMENSIONS, ORDER_ONLY_INPUTS, PARAMS_FILE, code_hash, com
 from cfqa.launch import DEVICES_VARIABLE
 
 # Parameter files in order, so the CLI sees exactly the configuration Snakemake sees
-# (params.yaml, then any --configfile overrides).
-CONFIG_FILES = ["params.yaml", *[str(p) for p in workflow.overwrite_configfiles or []]]
+# (params.yaml, then any --configfile overrides). Relative to the working directory where
+# possible: cluster jobs may see the checkout under another root, and a moved or copied
+# checkout keeps the inputs Snakemake recorded for `validate`.
+CONFIG_FILES = ["params.yaml", *[os.path.relpath(p) if os.path.abspath(p).startswith(os.getcwd() + os.sep) else str(p)
+                                 for p in workflow.overwrite_configfiles or []]]
 
 # The schema (Snakefile) checks shapes; the typed config checks what a schema cannot
 # (method options and the like). Either failing stops the run before any job starts.
@@ -23,11 +26,7 @@ try:
 except cfqa.config.ConfigError as error:
     raise WorkflowError(str(error))
 
-# Relative to the working directory where possible: cluster jobs run in another root.
-PARAMS_ARGS = " ".join(
-    f"--params {os.path.relpath(path) if os.path.abspath(path).startswith(os.getcwd()) else path}"
-    for path in CONFIG_FILES
-)
+PARAMS_ARGS = " ".join(f"--params {path}" for path in CONFIG_FILES)
 
 # The images rules run in with `--sdm apptainer` (containers/README.md): the GPU stages of the
 # stage table (tune, train, evaluate) in the CUDA image, the others in the CPU image.
