@@ -227,7 +227,7 @@ def test_a_cuda_run_stops_at_its_first_gpu_job_on_the_cluster(slurm_run, tmp_pat
     jobs = scheduler_jobs(root)
     assert [(job["rule"], job["JobState"]) for job in jobs] == [("tune", "FAILED")]   # nothing after it
     slurm_log = next((root / ".snakemake" / "slurm_logs" / "rule_tune").rglob(f"{jobs[0]['JobId']}.log"))
-    assert "Exited with exit code 2" in slurm_log.read_text()
+    assert "returned non-zero exit status 2." in slurm_log.read_text()        # the CLI's exit status, in the job
 
 
 def test_a_cuda_run_stops_at_its_first_gpu_job_locally(local_run, tmp_path):
