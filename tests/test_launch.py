@@ -4,14 +4,10 @@ device list here), and starts a data-parallel stage given several GPUs as one pr
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
-
-import pytest
 
 from cfqa.dag import code_hash
 from cfqa.launch import data_parallel

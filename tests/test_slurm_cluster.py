@@ -57,6 +57,10 @@ def cluster():
     running = subprocess.run([str(SCRIPT), "status"], capture_output=True, text=True).returncode == 0
     started = subprocess.run([str(SCRIPT), "start"], capture_output=True, text=True, timeout=300)
     assert started.returncode == 0, started.stdout + started.stderr
+    # A job asking for more memory than the node has would wait in the queue for ever.
+    node = subprocess.run(["scontrol", "show", "node", "--oneliner"], capture_output=True, text=True, check=True).stdout
+    largest = max(s.needs.resources("embedded").mem_mb for s in STAGES)
+    assert int(re.search(r"RealMemory=(\d+)", node)[1]) >= largest, f"the node has less than {largest} MB: {node}"
     yield
     if not running:
         subprocess.run([str(SCRIPT), "stop"], capture_output=True, timeout=120)
