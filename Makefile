@@ -195,3 +195,13 @@ image-cuda:
 		$${cert:+--secret id=pip-cert,src=$$cert} \
 		--build-arg CUDA_IMAGE=$$base --build-arg TORCH_INDEX_URL=$$index --build-arg TORCH_CUDA=$(TORCH_CUDA) \
 		--build-arg TORCH_VERSION=$(LOCKED_TORCH) --build-arg SPACY_MODEL_URL=$$spacy .
+
+# `make slurm-local`: a real SLURM cluster on this machine (root; Debian's slurmctld, slurmd and
+# munge on 127.0.0.1, `cpu` and `gpu` partitions, GPUs the scheduler counts), for
+# tests/test_slurm_cluster.py. `tests/cluster/local_slurm.sh stop` stops it.
+SLURM_PACKAGES := slurmctld slurmd slurm-client munge
+.PHONY: slurm-local
+slurm-local:
+	@command -v slurmctld >/dev/null || { $(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(SLURM_PACKAGES); }
+	$(SUDO) tests/cluster/local_slurm.sh start

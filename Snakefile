@@ -2,6 +2,7 @@
 # declared in workflow/cfqa/dag/table.py; dvc.yaml is generated from the same table
 # (`python -m cfqa.dag --write dvc.yaml`). A params profile names its own `run_root`:
 #   snakemake --cores all --configfile workflow/profiles/mixtures/params.yaml   # under runs/mixtures/
+import os
 import sys
 
 from snakemake.utils import min_version, validate
@@ -11,7 +12,10 @@ from cfqa import snakemake_start
 min_version("9.0")
 
 # Parameter files in order (params.yaml, then any --configfile), the list every job's CLI gets.
-CONFIG_FILES = ["params.yaml", *[str(p) for p in workflow.overwrite_configfiles or []]]
+# Relative to the working directory where possible: cluster jobs may see the checkout under
+# another root, and a moved or copied checkout keeps the inputs Snakemake recorded for `validate`.
+CONFIG_FILES = ["params.yaml", *[os.path.relpath(p) if os.path.abspath(p).startswith(os.getcwd() + os.sep) else str(p)
+                                 for p in workflow.overwrite_configfiles or []]]
 # cfqa reads and validates them before Snakemake does: a bad file or value stops here with the
 # one line `cfqa validate` prints, exit status 2 (workflow/cfqa/snakemake_start.py).
 snakemake_start.check_params_files(CONFIG_FILES)

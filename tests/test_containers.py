@@ -9,13 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 from snakemake.cli import get_argument_parser
 from transformers import T5Config
 
 from cfqa.config import load
 from cfqa.methods import get_method
-from pipeline_support import PROJECT, VENV_BIN, run_tool
+from pipeline_support import PROJECT, VENV_BIN, profile_settings, run_tool
 
 CONTAINERS = PROJECT / "containers"
 DOCKERFILES = {"cpu": CONTAINERS / "Dockerfile.cpu", "cuda": CONTAINERS / "Dockerfile"}
@@ -252,38 +251,18 @@ def test_lock_check_passes_on_this_environment_and_names_what_differs(tmp_path):
     assert result.returncode == 1 and "pyyaml==" in result.stderr  # names as PEP 503 normalizes them
 
 
-@pytest.mark.parametrize("profile", ["default", "slurm", "kubernetes"])
+@pytest.mark.parametrize("profile", ["default", "local-gpus", "slurm", "kubernetes"])
 def test_profiles_parse_and_name_only_snakemake_options(profile):
-    settings = yaml.safe_load((PROFILES / profile / "config.yaml").read_text(encoding="utf-8"))
+    settings = profile_settings(profile)      # through YTE, as Snakemake reads it
     known = {flag[2:] for action in get_argument_parser()._actions for flag in action.option_strings}
     assert set(settings) - known <= PLUGIN_OPTIONS
-    if profile != "default":
+    if profile in ("slurm", "kubernetes"):
         assert settings["executor"] == profile
-        for rule in ("train", "evaluate"):
-            assert settings["set-resources"][rule]["gpu"] == 1
     if profile == "slurm":
         assert settings["software-deployment-method"] == "apptainer" and "--nv" in settings["apptainer-args"]
-
-
-def dry_run_resources(profile_dir: Path, *extra: str) -> dict[str, str]:
-    """rule -> its `resources:` line in a forced dry run with the given profile."""
-    out = run_tool(["snakemake", "--dry-run", "--forceall", "--nolock", "--profile", str(profile_dir), *extra],
-                   PROJECT).stdout
-    return dict(re.findall(r"^rule (\w+):\n(?:    .*\n)*?    resources: (.*)$", out, flags=re.M))
-
-
-@pytest.mark.parametrize("profile", ["slurm", "kubernetes"])
-def test_cluster_profile_resources_reach_the_jobs(profile, tmp_path):
-    """The executor, apptainer and storage settings need plugins and binaries absent here;
-    the rest of the profile must work as written."""
-    needs_plugins = {"executor", "software-deployment-method", "apptainer-args", "container-image",
-                     "default-storage-provider", "default-storage-prefix", *PLUGIN_OPTIONS}
-    settings = yaml.safe_load((PROFILES / profile / "config.yaml").read_text(encoding="utf-8"))
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump({k: v for k, v in settings.items() if k not in needs_plugins}))
-    resources = dry_run_resources(tmp_path, "--configfile", str(DISENTQA_PARAMS))
-    assert "gpu=1" in resources["train"] and "gpu=1" in resources["evaluate"]
-    assert "gpu" not in resources["prepare"]
-    assert "mem_mb=64000" in resources["train"]
+        assert "software-deployment-method" not in profile_settings(profile, {"CFQA_CONTAINERS": "none"})
+    if profile in ("default", "local-gpus"):     # with --sdm apptainer, GPU jobs see the GPUs
+        assert "--nv" in settings["apptainer-args"]
 
 
 def test_default_profile_runs_the_disentqa_overrides():

@@ -1,7 +1,8 @@
 """One DAG, two engines: dvc.yaml is what the stage table (cfqa.dag) generates, and for a
 two-method, two-seed configuration the Snakemake jobs and the DVC stages have the same names,
-commands, inputs, outputs, params and code. A Snakemake job's shell is DVC's command with its
-stderr and stdout also written to the job's stderr log (cfqa.dag.logged)."""
+commands, inputs, outputs, params and code. A Snakemake job's shell is DVC's command started
+by cfqa.launch, with its stderr and stdout also written to the job's stderr log
+(cfqa.dag.job_shell)."""
 from __future__ import annotations
 
 import json
@@ -15,7 +16,7 @@ import yaml
 from dvc.dependency.param import ParamsDependency
 from dvc.repo import Repo
 
-from cfqa.dag import DIMENSIONS, VALIDATED, code_hash, fill, logged, lookup, stage_param_keys
+from cfqa.dag import DIMENSIONS, VALIDATED, code_hash, fill, job_shell, lookup, stage_param_keys
 from cfqa.dag import stage as stage_spec
 from cfqa.dag.dvc_yaml import render
 from pipeline_support import PROJECT, run_tool
@@ -147,7 +148,7 @@ def test_same_stages(both):
                                                      | {f"tune@{m}" for m in {m for m, _ in RUNS}})
 
 
-def test_same_commands_inputs_outputs(both):
+def test_same_commands_inputs_outputs(both, two_methods):
     snakemake, dvc = both
     for name, stage in dvc.items():
         job = snakemake[name]
@@ -155,7 +156,8 @@ def test_same_commands_inputs_outputs(both):
         wildcards = dict(zip(("method", "seed"), run.split("-"))) if run else {}
         spec = stage_spec(rule)
         cli_log, stderr_log = fill(spec.log, wildcards), fill(spec.stderr_log, wildcards)
-        assert job["cmd"] == logged(stage["cmd"], stderr_log), name
+        assert job["cmd"] == job_shell(rule, stage["cmd"], stderr_log, code=code_hash(rule, two_methods),
+                                       gpus="1"), name
         assert stage["cmd"].startswith(f"cfqa --log-file {cli_log} {rule} "), name
         assert job["logs"] == {cli_log, stderr_log}, name
         assert job["inputs"] == {p for p in stage["deps"] if not is_code(p)}, name

@@ -1,6 +1,6 @@
 """The SLURM and Kubernetes profiles dry-run the whole DAG with their real executor plugins
-(`make install-executors`), placeholders as committed, in a copy of the project: the plugins
-accept every option the profiles set, and the resources reach the jobs."""
+(`make install-executors`), partitions unset, in a copy of the project: the plugins accept
+every option the profiles set, and the resources reach the jobs."""
 from __future__ import annotations
 
 import importlib.util
@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from cfqa.config import load
+from cfqa.dag import stage
 from pipeline_support import tool_env
 from project_copy import copy_project
 
@@ -69,7 +70,8 @@ def test_slurm_profile_dry_runs_with_its_placeholders(project, apptainer_on_path
     counts = job_counts(result.stdout)
     assert counts["train"] == counts["evaluate"] == expected_jobs(project)
     train = re.search(r"(?m)^rule train:\n(?:    .*\n)*?    resources: (.*)$", result.stdout)[1]
-    assert "slurm_partition=<gpu-partition>" in train and "gpu=1" in train and "runtime=1440" in train
+    runtime = stage("train").needs.resources("embedded").runtime_min
+    assert "slurm_partition=${CFQA_SLURM_GPU_PARTITION}" in train and "gpu=1" in train and f"runtime={runtime}" in train
 
 
 def free_port() -> int:

@@ -116,8 +116,8 @@ def dry_run_paths(project: Path, *configfiles: str) -> tuple[set[str], list[str]
         field, _, value = line.strip().partition(": ")
         if field in ("input", "output", "log", "benchmark"):
             paths.update(p.strip() for p in value.split(","))
-        elif field == "Shell command":
-            words += [w for w in value.split() if "/" in w]
+        elif field == "Shell command":   # the stage's command: what follows cfqa.launch's `--`
+            words += [w for w in value.split(" -- ", 1)[-1].split() if "/" in w]
     assert words, out[-2000:]
     return paths, words
 

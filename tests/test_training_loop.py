@@ -28,7 +28,7 @@ def train_config(**overrides) -> TrainConfig:
                   lr=1e-2, weight_decay=0.0, warmup_steps=2, clip_norm=1.0, bf16=False,
                   gradient_checkpointing=False, eval_every=3, early_stopping_patience=0,
                   max_input_length=16, max_target_length=8, mixture=("factual",),
-                  target_format="disentangled")
+                  target_format="disentangled", device="cpu")
     values.update(overrides)
     return TrainConfig(**values)
 

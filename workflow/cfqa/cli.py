@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
+import os
 import sys
 import tempfile
 import time
@@ -21,6 +22,7 @@ from typing import Literal
 
 from cfqa import __version__
 from cfqa import config as config_module
+from cfqa import device
 from cfqa.atomic_io import exclusive_outputs, remove_debris, write_json
 from cfqa.logs import get_logger, setup_logging
 from cfqa.redact import redact
@@ -46,6 +48,7 @@ INPUT_ERRORS = frozenset({
     "cfqa.ner.NERUnavailable",
     "cfqa.methods.base.OptionsError",
     "cfqa.training.loop.TrainingOutOfMemory",
+    "cfqa.device.CudaUnavailable",
     "builtins.FileNotFoundError",
     "builtins.NotADirectoryError",
     "builtins.IsADirectoryError",
@@ -76,7 +79,9 @@ class Command:
     summary: str                     # one line in `cfqa --help`
     description: str                 # what `cfqa NAME --help` explains
     paths: tuple[PathArg, ...]
-    run: Literal["", "method", "method+seed"] = ""   # the run's --method/--seed options
+    # The run's --method/--seed options. The commands of a run (tune, train, evaluate) are the
+    # ones that run a model on `train.device` (the DAG table's GPU stages).
+    run: Literal["", "method", "method+seed"] = ""
 
     @property
     def module(self) -> str:
@@ -217,6 +222,22 @@ def check_inputs(command: Command, args: argparse.Namespace) -> None:
                                f"{'directory' if path.is_dir() else 'file'} ({path_arg.help})")
 
 
+def check_device(command: Command, args: argparse.Namespace, cfg) -> None:
+    """A run set to `train.device: cuda` that cannot use CUDA stops here, before it reads
+    anything: CudaUnavailable naming the run (method, seed) and what it found."""
+    if not command.run or args.method not in cfg.methods:
+        return                                  # an unknown method is reported by the stage
+    if cfg.methods[args.method].train.device == "cuda":
+        seed = args.seed if command.run == "method+seed" else cfg.tune.seed
+        device.require_cuda(f"method {args.method!r} seed {seed}")
+
+
+def process_rank() -> int:
+    """This process's rank when `accelerate launch` (torchrun) started the stage as several
+    processes, one per GPU; 0 otherwise. Rank 0 alone locks and writes the outputs and the log."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def output_paths(command: Command, args: argparse.Namespace) -> list[Path]:
     return [getattr(args, p.dest) for p in command.paths
             if p.role in ("out", "dir+out") and getattr(args, p.dest) is not None]
@@ -299,6 +320,11 @@ def run_validate(args: argparse.Namespace, cfg) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    rank = process_rank()
+    if rank:
+        # Another process of a data-parallel run: rank 0 writes the log file; this one reports
+        # warnings and errors on stderr only.
+        args.log_file, args.log_level = None, "WARNING"
     setup_logging(args.log_level, args.log_file)
     name = args.command
     cfg = None
@@ -307,11 +333,13 @@ def main(argv: list[str] | None = None) -> int:
         if name == "validate":
             return run_validate(args, cfg)
         command = COMMANDS[name]
+        check_device(command, args, cfg)
         check_inputs(command, args)
         kwargs = {k: v for k, v in vars(args).items() if k not in ("command", "params", "log_level", "log_file")}
         started = time.perf_counter()
-        outputs = output_paths(command, args)
-        with exclusive_outputs(outputs, holder=f"cfqa {name} " + " ".join(f"{k}={v}" for k, v in kwargs.items())):
+        outputs = output_paths(command, args) if rank == 0 else []
+        holder = f"cfqa {name} " + " ".join(f"{k}={v}" for k, v in kwargs.items())
+        with exclusive_outputs(outputs, holder=holder):
             for output in outputs:
                 removed = remove_debris(output)
                 if removed:

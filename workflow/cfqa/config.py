@@ -170,6 +170,9 @@ class TrainConfig:
     max_target_length: StrictInt
     mixture: tuple[StrictStr, ...]
     target_format: StrictStr
+    # What tune, train and evaluate run the model on (cfqa.device): cuda (a GPU, or the job
+    # stops at once: never a silent CPU run), cpu, or auto (CUDA where torch can use it).
+    device: Literal["cuda", "cpu", "auto"]
     # The run's seed, never a key of params.yaml: each run takes one value of the top-level
     # `seeds` list (the {seed} wildcard) through `Config.method(name, seed)`. None in the
     # shared `train` section and in `Config.methods`, which no run trains from directly.
@@ -261,6 +264,9 @@ class Config:
     tracking: TrackingConfig
     report: ReportConfig
     seeds: tuple[int, ...]           # one run of every method per seed
+    # The size of run these params describe: the DAG table's memory and runtime per job are
+    # read at this scale (cfqa.dag.SCALES). Snakemake reads it; no stage does.
+    scale: Literal["embedded", "t5_large"]
 
     def method(self, name: str, seed: int) -> MethodConfig:
         """Method `name` as one run trains it: its `train.seed` is `seed`."""

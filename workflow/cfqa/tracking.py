@@ -89,7 +89,7 @@ SYSTEM_METRICS_INTERVAL_S = 10.0
 ARTIFACT_SUFFIXES = (".json", ".csv")
 # Configuration sections that differ between the runs of one pipeline, or do not change
 # what a run computes: left out of the pipeline run's hash.
-NOT_SHARED = ("methods", "seeds", "tracking", "report")
+NOT_SHARED = ("methods", "seeds", "tracking", "report", "scale")
 LOCK_ATTEMPTS = 8
 LOCK_FIRST_DELAY_S = 0.2
 # MLflow's limits per log_batch call (mlflow.utils.validation).

@@ -5,20 +5,17 @@ import os
 import re
 from pathlib import Path
 
-from cfqa.dag import (DIMENSIONS, ORDER_ONLY_INPUTS, PARAMS_FILE, code_hash, command, compared_summaries, logged,
-                      param_slice, rooted, run_root, stage)
+from cfqa.dag import (DIMENSIONS, ORDER_ONLY_INPUTS, PARAMS_FILE, code_hash, command, compared_summaries,
+                      job_resources, job_shell, local_stages, param_slice, rooted, run_root, stage)
+from cfqa.launch import DEVICES_VARIABLE
 
 # CONFIG_FILES (the Snakefile): the parameter files in order, so the CLI sees exactly the
 # configuration Snakemake sees; the Snakefile has validated them before any rule is defined.
 
-# Relative to the working directory where possible: cluster jobs run in another root.
-PARAMS_ARGS = " ".join(
-    f"--params {os.path.relpath(path) if os.path.abspath(path).startswith(os.getcwd()) else path}"
-    for path in CONFIG_FILES
-)
+PARAMS_ARGS = " ".join(f"--params {path}" for path in CONFIG_FILES)
 
-# The image every rule runs in with `--sdm apptainer`; build it from containers/cfqa.def
-# (train and evaluate use the CUDA image on a GPU cluster: see workflow/profiles/slurm).
+# The images rules run in with `--sdm apptainer` (containers/README.md): the GPU stages of the
+# stage table (tune, train, evaluate) in the CUDA image, the others in the CPU image.
 CONTAINER = "containers/cfqa-cpu.sif"
 GPU_CONTAINER = "containers/cfqa-cuda.sif"
 PROJECT_ROOT = Path(workflow.basedir)
@@ -95,17 +92,46 @@ def dag_benchmark(name):
     return dag_stage(name).benchmark
 
 
+def dag_container(name):
+    return GPU_CONTAINER if stage(name).needs.gpu else CONTAINER
+
+
+def dag_resources(name):
+    """What one job of the stage requests, from the stage table at the params' `scale`: memory,
+    runtime, and one NVIDIA GPU for a GPU stage. Profiles add only what a site names
+    (partitions, images); a profile's set-resources still wins (e.g. two GPUs for train)."""
+    return job_resources(name, config)
+
+
 def dag_shell(name):
     """The stage's command, the one dvc.yaml runs, with Snakemake's placeholders for paths,
-    its stderr and stdout also written to the job's `stderr` log (cfqa.dag.logged)."""
+    started by cfqa.launch (the checkout's code only; a GPU job pinned to its own devices on a
+    shared box; several GPUs of a data-parallel stage as one process each), its stderr and
+    stdout also written to the job's `stderr` log (cfqa.dag.job_shell)."""
     spec = dag_stage(name)
     paths = {key: f"{{input.{key}}}" for key in spec.inputs if not spec.gathered(spec.inputs[key])}
     paths |= {key: f"{{output.{key}}}" for key in spec.outputs}
     wildcards = {dim.name: f"{{wildcards.{dim.name}}}" for dim in spec.dims}
-    return logged(command(spec, "{log.cli}", PARAMS_ARGS, paths, wildcards), "{log.stderr}")
+    cmd = command(spec, "{log.cli}", PARAMS_ARGS, paths, wildcards)
+    return job_shell(spec, cmd, "{log.stderr}", code="{params.code}", gpus="{resources.gpu}")
 
 
-localrules:
-    all,
-    validate,
-    report,
+# Light stages, and those that read the network for these params (downloads), run where
+# Snakemake runs: on a cluster the login node, as compute nodes often have no internet.
+workflow.localrules("all", *local_stages(config))
+
+
+def share_local_gpus():
+    """One box with several GPUs (workflow/profiles/local-gpus: `resources: gpu: N`): Snakemake
+    runs at most N GPU jobs at once, and cfqa.launch pins each to its own device of the list
+    CFQA_GPU_DEVICES (given, else CUDA_VISIBLE_DEVICES, else 0..N-1), which the jobs inherit.
+    Runs that count no `gpu` (a cluster's scheduler pins devices itself) pin nothing."""
+    total = workflow.global_resources.get("gpu")
+    total = getattr(total, "value", total)
+    if not total or os.environ.get(DEVICES_VARIABLE):
+        return
+    visible = [d for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+    os.environ[DEVICES_VARIABLE] = ",".join(visible or map(str, range(int(total))))
+
+
+share_local_gpus()

@@ -6,10 +6,12 @@ rule download:
         **dag_outputs("download"),
     params:
         **dag_params("download"),
+    resources:
+        **dag_resources("download"),
     log:
         **dag_log("download"),
     container:
-        CONTAINER
+        dag_container("download")
     shell:
         dag_shell("download")
 
@@ -21,10 +23,12 @@ rule prepare:
         **dag_outputs("prepare"),
     params:
         **dag_params("prepare"),
+    resources:
+        **dag_resources("prepare"),
     log:
         **dag_log("prepare"),
     container:
-        CONTAINER
+        dag_container("prepare")
     shell:
         dag_shell("prepare")
 
@@ -36,10 +40,12 @@ rule entities:
         **dag_outputs("entities"),
     params:
         **dag_params("entities"),
+    resources:
+        **dag_resources("entities"),
     log:
         **dag_log("entities"),
     container:
-        CONTAINER
+        dag_container("entities")
     shell:
         dag_shell("entities")
 
@@ -51,9 +57,11 @@ rule counterfactuals:
         **dag_outputs("counterfactuals"),
     params:
         **dag_params("counterfactuals"),
+    resources:
+        **dag_resources("counterfactuals"),
     log:
         **dag_log("counterfactuals"),
     container:
-        CONTAINER
+        dag_container("counterfactuals")
     shell:
         dag_shell("counterfactuals")

@@ -6,12 +6,14 @@ rule evaluate:
         **dag_outputs("evaluate"),
     params:
         **dag_params("evaluate"),
+    resources:
+        **dag_resources("evaluate"),
     threads: config["evaluate"]["threads"]
     log:
         **dag_log("evaluate"),
     benchmark:
         dag_benchmark("evaluate")
     container:
-        GPU_CONTAINER
+        dag_container("evaluate")
     shell:
         dag_shell("evaluate")

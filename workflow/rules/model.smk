@@ -6,12 +6,14 @@ rule pretrain:
         **dag_outputs("pretrain"),
     params:
         **dag_params("pretrain"),
+    resources:
+        **dag_resources("pretrain"),
     threads: config["pretrain"]["threads"]
     log:
         **dag_log("pretrain"),
     benchmark:
         dag_benchmark("pretrain")
     container:
-        CONTAINER
+        dag_container("pretrain")
     shell:
         dag_shell("pretrain")

@@ -6,9 +6,11 @@ rule report:
         **dag_outputs("report"),
     params:
         **dag_params("report"),
+    resources:
+        **dag_resources("report"),
     log:
         **dag_log("report"),
     container:
-        CONTAINER
+        dag_container("report")
     shell:
         dag_shell("report")

@@ -7,11 +7,13 @@ rule tune:
         **dag_outputs("tune"),
     params:
         **dag_params("tune"),
+    resources:
+        **dag_resources("tune"),
     threads: method_threads
     log:
         **dag_log("tune"),
     container:
-        GPU_CONTAINER
+        dag_container("tune")
     shell:
         dag_shell("tune")
 
@@ -23,12 +25,14 @@ rule train:
         **dag_outputs("train"),
     params:
         **dag_params("train"),
+    resources:
+        **dag_resources("train"),
     threads: method_threads
     log:
         **dag_log("train"),
     benchmark:
         dag_benchmark("train")
     container:
-        GPU_CONTAINER
+        dag_container("train")
     shell:
         dag_shell("train")

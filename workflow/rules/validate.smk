@@ -7,9 +7,11 @@ rule validate:
         **dag_outputs("validate"),
     params:
         **dag_params("validate"),
+    resources:
+        **dag_resources("validate"),
     log:
         **dag_log("validate"),
     container:
-        CONTAINER
+        dag_container("validate")
     shell:
         dag_shell("validate")

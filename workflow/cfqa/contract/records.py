@@ -46,6 +46,11 @@ class RunInfo(Record):
     params: dict[str, Any]           # the params.yaml slice the stage read
     data_sha256: str | None = None   # the data files the stage read
     backbone_sha256: str | None = None   # the frozen backbone's files
+    # The code that ran, which may not be the checkout's (an image's copy of the package):
+    # the sha256 of every file of the imported cfqa package and its params schema, and where
+    # that package was (cfqa.contract.run_info.code_sha256).
+    code_sha256: str | None = None
+    code_path: str | None = None
 
 
 # ---- train.json -------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""What makes a result self-describing: the code (git commit, dirty tree, package versions),
+"""What makes a result self-describing: the code (git commit, dirty tree, package versions, the
+hash of the package that actually ran),
 the machine (CPU model, threads, kernel capability, BLAS, GPU), the params slice and the
 hashes of the data and backbone a stage read.
 
@@ -7,6 +8,7 @@ The same seed gives bit-identical results on one machine and different ones acro
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.metadata
 import os
@@ -21,6 +23,9 @@ from cfqa.timing_files import is_timing_file
 
 VERSIONED_PACKAGES = ("cfqa", "torch", "transformers", "peft", "accelerate")
 _HASH_CHUNK_BYTES = 1 << 20
+# The package this module belongs to, as imported: the checkout's workflow/cfqa, or the copy an
+# image installed when the checkout is not on the path.
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
 
 def _git(args: list[str], cwd: Path | None) -> subprocess.CompletedProcess | None:
@@ -103,8 +108,29 @@ def directory_sha256(directory: Path) -> str:
     return digest.hexdigest()
 
 
+def package_sha256(package_dir: Path) -> str:
+    """The hash of a cfqa package: every file under `package_dir` (bytecode caches aside) and
+    the params schema beside it (../schemas), by path relative to its parent (workflow/)."""
+    schema = package_dir.parent / "schemas" / "params.schema.yaml"
+    files = [p for p in package_dir.rglob("*") if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"]
+    files += [schema] if schema.is_file() else []
+    digest = hashlib.sha256()
+    for path in sorted(files, key=lambda p: p.relative_to(package_dir.parent).as_posix()):
+        digest.update(path.relative_to(package_dir.parent).as_posix().encode() + b"\0")
+        digest.update(files_sha256([path]).encode())
+    return digest.hexdigest()
+
+
+@functools.cache
+def code_sha256() -> str:
+    """The hash of the code that runs (package_sha256 of the imported package). The git commit
+    describes the checkout; this describes what ran, so results of a stale image are told apart."""
+    return package_sha256(PACKAGE_DIR)
+
+
 def run_info(stage: str, status: str, params: dict[str, Any], device: str, *,
              data_sha256: str | None = None, backbone_sha256: str | None = None) -> RunInfo:
     return RunInfo(stage=stage, status=status, git_commit=git_commit(), git_dirty=git_dirty(),
                    versions=package_versions(), hardware=hardware(device), params=params,
-                   data_sha256=data_sha256, backbone_sha256=backbone_sha256)
+                   data_sha256=data_sha256, backbone_sha256=backbone_sha256,
+                   code_sha256=code_sha256(), code_path=str(PACKAGE_DIR))

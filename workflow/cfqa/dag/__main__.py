@@ -1,5 +1,6 @@
 """`python -m cfqa.dag --write dvc.yaml` regenerates dvc.yaml from the stage table;
-`--check dvc.yaml` exits 1 when the file is not what the table generates."""
+`--check dvc.yaml` exits 1 when the file is not what the table generates; `--needs PROFILE.yaml`
+prints each stage's GPU, network, memory and runtime for params.yaml with that profile over it."""
 from __future__ import annotations
 
 import argparse
@@ -9,7 +10,9 @@ from pathlib import Path
 import yaml
 
 from cfqa.atomic_io import atomic_open
+from cfqa.config import read_params
 from cfqa.dag.dvc_yaml import render
+from cfqa.dag.needs_table import markdown
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -19,7 +22,12 @@ def main(argv: list[str] | None = None) -> int:
     action = parser.add_mutually_exclusive_group()
     action.add_argument("--write", type=Path, metavar="DVC_YAML", help="write the generated dvc.yaml here")
     action.add_argument("--check", type=Path, metavar="DVC_YAML", help="compare this file with the generated one")
+    action.add_argument("--needs", type=Path, metavar="PROFILE_PARAMS", nargs="?", const=None, default=False,
+                        help="print the stages' needs (Markdown) for --params, with this params profile over it")
     args = parser.parse_args(argv)
+    if args.needs is not False:
+        sys.stdout.write(markdown(read_params([args.params, *([args.needs] if args.needs else [])])))
+        return 0
     # Plain YAML, not cfqa.config: generating the DAG must not need a valid configuration.
     params = yaml.safe_load(args.params.read_text(encoding="utf-8"))
     text = render(params)

@@ -1,13 +1,15 @@
 """The pipeline's DAG, declared once: every stage's command, inputs, outputs, params keys,
-dimensions and code. dvc.yaml is generated from this table (`python -m cfqa.dag`) and the
-Snakemake rules read it (workflow/rules/*.smk), so the two engines cannot drift."""
+dimensions, code and what its jobs need where they run (a GPU, the network, memory and
+runtime at each scale). dvc.yaml is generated from this table (`python -m cfqa.dag`) and the
+Snakemake rules read it (workflow/rules/*.smk), so the two engines cannot drift; the
+execution profiles (workflow/profiles/) add only what a site names (partitions, images)."""
 from __future__ import annotations
 
 import dataclasses
 import posixpath
 from dataclasses import dataclass
 from string import Formatter
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,73 @@ def untracked(path: str) -> Output:
     return Output(path, "untracked", cache=False)
 
 
+# The sizes of run a params file can describe (its `scale` key): the memory and runtime a job
+# of each stage gets are the table's values at that scale. `embedded`: the embedded world with
+# a model of up to ~125M parameters (params.yaml on CPU; workflow/profiles/gpt-neo-125m on a
+# GPU, whose CUDA context alone holds ~2 GB of host memory); `t5_large`: Natural Questions
+# with T5-large, one 80 GB GPU per tune, train and evaluate job
+# (workflow/profiles/disentqa-t5-large).
+SCALES: tuple[str, ...] = ("embedded", "t5_large")
+SCALE_KEY = "scale"
+# What a job on a GPU asks for: one NVIDIA GPU (the CUDA image's build). `gpu` is the
+# resource Snakemake's local scheduler counts and the SLURM (--gpus) and Kubernetes
+# (nvidia.com/gpu, with gpu_manufacturer) executors request.
+GPU_RESOURCES: dict[str, Any] = {"gpu": 1, "gpu_manufacturer": "nvidia"}
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What one job of a stage gets at one scale: memory and wall time (a limit: a job over
+    it is killed by the scheduler)."""
+    mem_mb: int
+    runtime_min: int
+
+
+def always(_params: dict) -> bool:
+    return True
+
+
+def never(_params: dict) -> bool:
+    return False
+
+
+def loads_hub_models(params: dict) -> bool:
+    """`pretrain` downloads its backbones when `pretrain.hub_id` names a hub model."""
+    return (params.get("pretrain") or {}).get("hub_id") is not None
+
+
+@dataclass(frozen=True)
+class Needs:
+    """Where a stage's jobs can run and what they take.
+
+    `gpu`: the stage runs its model on `train.device` in the CUDA image, and each job gets one
+    GPU. `network(params)`: the job reads the network for these params; on a cluster it then
+    runs where Snakemake runs (the login node: a local rule, never a job on a compute node
+    without internet). `light`: cheap enough to run where Snakemake runs. `data_parallel`: a
+    job given more than one GPU runs as that many processes (accelerate launch), one per GPU.
+    `at`: memory and runtime per scale (every one of SCALES)."""
+    at: dict[str, Resources]
+    gpu: bool = False
+    network: Callable[[dict], bool] = never
+    light: bool = False
+    data_parallel: bool = False
+
+    def resources(self, scale: str) -> Resources:
+        try:
+            return self.at[scale]
+        except KeyError:
+            raise KeyError(f"no resources at scale {scale!r}; scales: {list(SCALES)}") from None
+
+    def local(self, params: dict) -> bool:
+        """Runs where Snakemake runs (Snakemake's localrules), not as a cluster job."""
+        return self.light or self.network(params)
+
+
+def sized(embedded: tuple[int, int], t5_large: tuple[int, int]) -> dict[str, Resources]:
+    """(memory in MB, runtime in minutes) at each scale."""
+    return {"embedded": Resources(*embedded), "t5_large": Resources(*t5_large)}
+
+
 @dataclass(frozen=True)
 class Stage:
     """One `cfqa <name>` command. `args` follows `--params ...`; in it `{input_or_output_name}`
@@ -110,6 +179,7 @@ class Stage:
     outputs: dict[str, Output]
     params: tuple[str, ...]
     code: tuple[str, ...]           # paths under workflow/cfqa/ the stage runs, besides COMMON_CODE
+    needs: Needs                    # GPU, network, memory and runtime of one job
     dims: tuple[Dimension, ...] = ()
     # Paths `args` names that are neither an input nor an output (the folder holding some).
     dirs: dict[str, str] = dataclasses.field(default_factory=dict)
@@ -184,9 +254,10 @@ def placeholders(template: str) -> set[str]:
 
 PACKAGE = "workflow/cfqa"
 # Code every stage runs: the CLI, the configuration (its schema and the method options it
-# validates), shared I/O and logging.
+# validates), shared I/O and logging, the device check of a run's stages.
 COMMON_CODE: tuple[str, ...] = (
     "__init__.py", "cli.py", "config.py", "params_file.py", "redact.py", "atomic_io.py", "logs.py", "progress.py",
+    "device.py",
     "stages/__init__.py", "../schemas/params.schema.yaml",
     "methods/__init__.py", "methods/base.py", "methods/options.py", "methods/families.py", "model_family.py",
 )
@@ -205,6 +276,7 @@ STAGES: tuple[Stage, ...] = (
         outputs={"stamp": out(VALIDATED)},
         params=(),
         code=(),        # the CLI, the config and its schema: COMMON_CODE
+        needs=Needs(at=sized((1000, 5), (2000, 5)), light=True),
     ),
     Stage(
         name="download",
@@ -213,6 +285,9 @@ STAGES: tuple[Stage, ...] = (
         outputs={"raw": folder("data/raw")},
         params=("data",),
         code=("stages/download.py", "nq", "world"),
+        # Fetches the data (NQ: ~5 GB gzipped, then dev converted), always where the network
+        # is: the embedded world it builds instead takes seconds there.
+        needs=Needs(at=sized((2000, 15), (8000, 480)), network=always),
     ),
     Stage(
         name="prepare",
@@ -221,6 +296,7 @@ STAGES: tuple[Stage, ...] = (
         outputs={"prepared": folder("data/prepared")},
         params=("prepare",),
         code=("stages/prepare.py", "nq"),
+        needs=Needs(at=sized((2000, 15), (16000, 360))),     # streams the ~17 GB NQ train file
     ),
     Stage(
         name="entities",
@@ -229,6 +305,7 @@ STAGES: tuple[Stage, ...] = (
         outputs={"entities": folder("data/entities")},
         params=("entities",),
         code=("stages/entities.py", "ner.py", "counterfactual", "answer_metrics.py", "formats.py"),
+        needs=Needs(at=sized((2000, 15), (16000, 360))),
     ),
     Stage(
         name="counterfactuals",
@@ -237,6 +314,7 @@ STAGES: tuple[Stage, ...] = (
         outputs={"variants": folder("data/variants"), "stats": out("data/stats.json")},
         params=("counterfactuals",),
         code=("stages/counterfactuals.py", "counterfactual", "answer_metrics.py", "formats.py", "contract"),
+        needs=Needs(at=sized((2000, 15), (16000, 120))),
     ),
     Stage(
         name="pretrain",
@@ -245,6 +323,9 @@ STAGES: tuple[Stage, ...] = (
         outputs={"base": folder("models/base"), "base_lm": folder("models/base_lm")},
         params=("pretrain",),
         code=("stages/pretrain.py", "pretraining", "training", "formats.py", "model_family.py", "timing_files.py"),
+        # Pretrains the embedded model on CPU, or downloads the hub backbones (pretrain.hub_id:
+        # t5-large and its LM-adapted twin, ~6 GB) where the network is.
+        needs=Needs(at=sized((2000, 30), (16000, 60)), network=loads_hub_models),
     ),
     Stage(
         name="tune",
@@ -252,8 +333,9 @@ STAGES: tuple[Stage, ...] = (
         inputs={"validated": VALIDATED, "variants": "data/variants", "base": "models/base", "base_lm": "models/base_lm"},
         outputs={"selection": out(LR_SELECTION)},
         params=("tune", "train", "methods.{method}"),
-        code=("stages/tune.py", "backbone.py", "methods", "training", "formats.py", "contract", "model_family.py",
-              "timing_files.py"),
+        code=("stages/tune.py", "backbone.py", "methods", "training", "formats.py", "contract", "model_family.py", "timing_files.py"),
+        # One short run per learning rate of the grid: 3 x tune.max_steps steps of train's size.
+        needs=Needs(at=sized((4000, 30), (64000, 360)), gpu=True),
         dims=(METHOD,),
         dirs={"models": "models"},      # the backbones: models/base or models/base_lm, by method
     ),
@@ -271,6 +353,7 @@ STAGES: tuple[Stage, ...] = (
         params=("train", "methods.{method}"),
         code=("stages/train.py", "backbone.py", "methods", "training", "measure.py", "formats.py", "contract",
               "tracking.py", "model_family.py", "timing_files.py"),
+        needs=Needs(at=sized((4000, 60), (64000, 1440)), gpu=True, data_parallel=True),
         dims=RUN_DIMS,
         dirs={"models": "models", "results": RUN_RESULTS},
     ),
@@ -292,8 +375,8 @@ STAGES: tuple[Stage, ...] = (
         },
         params=("train", "methods.{method}", "evaluate", "tracking"),
         code=("stages/evaluate.py", "stages/train.py", "backbone.py", "methods", "training", "measure.py",
-              "evaluation", "answer_metrics.py", "formats.py", "tracking.py", "contract", "model_family.py",
-              "timing_files.py"),
+              "evaluation", "answer_metrics.py", "formats.py", "tracking.py", "contract", "model_family.py", "timing_files.py"),
+        needs=Needs(at=sized((4000, 30), (32000, 240)), gpu=True),
         dims=RUN_DIMS,
         dirs={"models": "models", "results": RUN_RESULTS},
     ),
@@ -319,6 +402,7 @@ STAGES: tuple[Stage, ...] = (
         params=("data.source", "pretrain", "seeds", "train", "methods", "tracking", "report"),
         # dag: the report finds each job's benchmark record by the table's path.
         code=("stages/report.py", "report", "statistics.py", "answer_metrics.py", "formats.py", "contract", "dag"),
+        needs=Needs(at=sized((2000, 30), (8000, 60)), light=True),
         dirs={"results": "results", "reports": "reports"},
     ),
 )
@@ -358,6 +442,52 @@ def logged(cmd: str, stderr_log: str) -> str:
     failure). `tee -i` outlives a Ctrl-C, so the CLI's "interrupted" line still reaches both.
     Progress bars stay on when the job's stderr is a terminal: the CLI sees only the pipe."""
     return f"if [ -t 2 ]; then export CFQA_PROGRESS=1; fi; {cmd} 2>&1 | tee -i {stderr_log} >&2"
+
+
+# A Snakemake job imports the checkout's package: workflow/ first on the module path, so inside
+# an image (apptainer binds the working directory) the checkout's code runs, not the image's
+# copy. PYTHONPATH is replaced, not extended: a job runs the project's environment only.
+CHECKOUT_CODE = 'export PYTHONPATH="$PWD/workflow"'
+
+
+def job_shell(spec: Stage | str, cmd: str, stderr_log: str, code: str, gpus: str | None = None) -> str:
+    """A Snakemake job's shell: `cmd` (the stage's command, the one dvc.yaml runs) started by
+    cfqa.launch, which refuses code other than the checkout's (`code`: the stage's code hash
+    Snakemake holds), pins a GPU stage's job to its own `gpus` devices on a box whose jobs share
+    them, and starts a data-parallel stage given several GPUs as one process per GPU; its output
+    also written to `stderr_log` (`logged`)."""
+    spec = stage(spec) if isinstance(spec, str) else spec
+    launch = f"python -m cfqa.launch --stage {spec.name} --code {code}"
+    if spec.needs.gpu:
+        launch += f" --gpus {gpus}"
+    if spec.needs.data_parallel:
+        launch += " --data-parallel"
+    return f"{CHECKOUT_CODE}; {logged(f'{launch} -- {cmd}', stderr_log)}"
+
+
+def scale_of(params: dict) -> str:
+    """The scale params.yaml (merged with any profile) names (SCALE_KEY; the schema requires it)."""
+    scale = params.get(SCALE_KEY)
+    if scale not in SCALES:
+        raise KeyError(f"params: {SCALE_KEY} must be one of {list(SCALES)}, got {scale!r}")
+    return scale
+
+
+def job_resources(spec: Stage | str, params: dict) -> dict[str, Any]:
+    """What one job of the stage requests at the params' scale: Snakemake's `mem_mb` and
+    `runtime` (minutes), and for a GPU stage one NVIDIA GPU (GPU_RESOURCES)."""
+    spec = stage(spec) if isinstance(spec, str) else spec
+    size = spec.needs.resources(scale_of(params))
+    resources: dict[str, Any] = {"mem_mb": size.mem_mb, "runtime": size.runtime_min}
+    if spec.needs.gpu:
+        resources.update(GPU_RESOURCES)
+    return resources
+
+
+def local_stages(params: dict) -> list[str]:
+    """The stages that run where Snakemake runs (its localrules): the light ones and those
+    that read the network for these params, which on a cluster is the login node."""
+    return [spec.name for spec in STAGES if spec.needs.local(params)]
 
 
 def stage_param_keys(name: str, method: str | None = None, **wildcards: str) -> list[str]:

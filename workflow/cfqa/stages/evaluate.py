@@ -15,6 +15,7 @@ from cfqa.config import Config
 from cfqa.contract import (WEIGHTS, Headline, Inference, MethodFiles, MetricsRecord, ResultsError, TrainRecord,
                            read_train_record, write_metrics, write_predictions, write_record)
 from cfqa.contract.run_info import directory_sha256, files_sha256, run_info
+from cfqa.device import resolve
 from cfqa.evaluation.generation import generate_texts
 from cfqa.evaluation.scoring import (baseline_scores, memorization, most_frequent_answers,
                                      prediction_record, score_set)
@@ -78,7 +79,7 @@ def run(cfg: Config, variants: Path, models: Path, model: Path, results: Path, m
     if spec.prepare_for_inference is not None:
         spec.prepare_for_inference(network)
     network.eval()
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(resolve(mcfg.train.device, f"method {method!r} seed {seed}"))
     network.to(device)
     log.info("loaded %s seed %d with trained weights from %s", method, seed, weights)
 

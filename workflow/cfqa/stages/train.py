@@ -134,6 +134,8 @@ def train_and_record(mcfg: MethodConfig, variants: Path, models: Path, out: Path
                            checkpoint_dir=checkpoints, fingerprint=fingerprint, accelerator=accelerator,
                            on_validation=on_validation)
     model = accelerator.unwrap_model(model)
+    if not accelerator.is_main_process:
+        return result.state.curve       # another process of a data-parallel run: rank 0 writes the files
 
     with atomic_dir(out) as tmp:
         checkpoint_bytes = save_trainable(model, tmp / WEIGHTS, metadata={"method": method, "seed": str(seed)})

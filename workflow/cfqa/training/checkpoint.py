@@ -6,6 +6,7 @@ of the run's settings and is ignored when they changed.
 """
 from __future__ import annotations
 
+import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,8 +49,8 @@ def save_checkpoint(directory: Path, model, optimizer, schedule, state: Training
 def load_checkpoint(directory: Path, model, optimizer, schedule, fingerprint: str) -> tuple[TrainingState, dict] | None:
     """The saved state, or None if there is no checkpoint for these settings. Removes the
     temporary directory of a save that was killed (the run's output lock makes this run its
-    only writer)."""
-    removed = remove_debris(directory)
+    only writer; of a data-parallel run's processes, rank 0, which alone saves checkpoints)."""
+    removed = remove_debris(directory) if os.environ.get("RANK", "0") == "0" else []
     if removed:
         log.info("removed an unfinished checkpoint save: %s", ", ".join(map(str, removed)))
     if not (directory / STATE).is_file():

@@ -13,6 +13,7 @@ from accelerate import Accelerator
 from torch import nn
 
 from cfqa.config import TrainConfig
+from cfqa.device import resolve
 from cfqa.logs import get_logger
 from cfqa.methods.base import trainable_state_dict
 from cfqa.model_family import model_family
@@ -53,7 +54,10 @@ class FineTuneResult:
 
 
 def make_accelerator(cfg: TrainConfig) -> Accelerator:
-    return Accelerator(mixed_precision="bf16" if cfg.bf16 else "no", cpu=not torch.cuda.is_available())
+    """On `cfg.device` (cfqa.device: cuda stops with CudaUnavailable where CUDA is unusable,
+    never a silent CPU run). Under `accelerate launch` each process takes its own GPU, or on
+    the CPU joins the others over gloo."""
+    return Accelerator(mixed_precision="bf16" if cfg.bf16 else "no", cpu=resolve(cfg.device) == "cpu")
 
 
 def epoch_times(step_seconds: Sequence[float], micro_steps_per_step: int, batches_per_epoch: int) -> tuple[float, ...]:
@@ -155,6 +159,8 @@ def _fine_tune(model: nn.Module, train: Sequence[TokenizedExample], validation: 
                 loss = model(**batch).loss / cfg.grad_accum_steps
             accelerator.backward(loss)
             step_loss += loss.detach().item()
+        if world > 1:   # each process saw its own batches: the step's loss is their mean
+            step_loss = float(accelerator.reduce(torch.tensor(step_loss, device=accelerator.device), "mean"))
         accelerator.clip_grad_norm_(parameters, cfg.clip_norm)
         optimizer.step()
         schedule.step()
