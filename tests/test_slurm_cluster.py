@@ -29,6 +29,7 @@ from cfqa.config import PROJECT_ROOT, deep_merge, read_params
 from cfqa.contract import read_train_record
 from cfqa.contract.run_info import package_sha256
 from cfqa.dag import STAGES, local_stages, stage
+from cfqa.timing_files import is_timing_file
 from pipeline_support import PROJECT, tool_env
 from project_copy import copy_project
 from required_tools import missing as tool_missing
@@ -39,8 +40,10 @@ OVERLAY = "tests/cluster/profile"
 PARAMS = "cluster-test.yaml"            # the tiny configuration, one method and one seed
 METHOD, SEED = "full", 0
 PARTITIONS = {"cpu": "cpu", "gpu": "gpu"}   # the README's exports; the test cluster's names
-# Files whose bytes hold times or the machine (speed, wall time): compared field by field or not at all.
-TIMED = {"pretrain.json", "train.json", "headline.json", "evaluation_run.json", "summary.json", "lr_selection.json"}
+# Files whose bytes hold times, the machine or the checkout (speed, wall time, each copy's own
+# commit and path): compared field by field or not at all. Timing files (`*.timing.json`) hold
+# only wall times.
+TIMED = {"train.json", "headline.json", "evaluation_run.json", "summary.json", "lr_selection.json"}
 
 
 @pytest.fixture(scope="module")
@@ -170,7 +173,7 @@ def test_every_job_requests_what_the_stage_table_declares(slurm_run):
 def file_hashes(root: Path) -> dict[str, str]:
     return {str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest()
             for folder in ("data", "models", "results") for path in sorted((root / folder).rglob("*"))
-            if path.is_file() and path.name not in TIMED and not path.name.endswith(".lock")}
+            if path.is_file() and path.name not in TIMED and not is_timing_file(path) and not path.name.endswith(".lock")}
 
 
 def test_cluster_outputs_equal_the_local_run(slurm_run, local_run):
