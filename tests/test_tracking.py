@@ -92,7 +92,8 @@ def test_two_runs_read_back(project_root):
     assert lora.data.params["train.lr"] == "0.005"
     assert lora.data.metrics["sets.test.factual.contextual_em"] == 77.25
     assert runs["full-seed0"].data.metrics["sets.test.factual.contextual_em"] == 81.5
-    assert lora.data.metrics["stopped_early"] == 1.0
+    # A yes/no value is a 0/1 metric named as a flag, not a number like a learning rate.
+    assert lora.data.metrics["stopped_early_flag"] == 1.0 and "stopped_early" not in lora.data.metrics
     assert "cost.memory_measure" not in lora.data.metrics
     history = client.get_metric_history(lora_id, "train_loss")
     assert [(m.step, m.value) for m in sorted(history, key=lambda m: m.step)] == [(10, 2.0), (20, 1.5), (30, 1.2)]
