@@ -157,9 +157,11 @@ def test_every_experiment_opens_on_the_pinned_runs_view(project_root):
     state = json.loads(client.get_experiment(experiment_id).tags[tracking_view.SHARED_VIEW_TAG])
     assert state["groupBy"]["groupByKeys"] == [{"mode": "tag", "groupByData": "method"},
                                                {"mode": "tag", "groupByData": "config_hash"}]
-    assert state["orderByKey"] == "metrics.`Headline/test_contextual_em_pct.counterfactual`" and not state["orderByAsc"]
-    assert state["selectedColumns"][:3] == ["attributes.`Duration`", "tags.`seed`", "tags.`config_hash`"]
-    assert "metrics.`Headline/memorization_ratio_pct.test`" in state["selectedColumns"]
+    assert state["orderByKey"] == "metrics.`Headline/cf_em_pct`" and not state["orderByAsc"]
+    assert state["selectedColumns"][:5] == ["tags.`seed`", "tags.`config_hash`", "tags.`dvc_experiment`",
+                                            "metrics.`Headline/cf_em_pct`", "metrics.`Headline/f_em_pct`"]
+    assert "metrics.`Headline/memorization_test_pct`" in state["selectedColumns"]
+    assert state["columnOrder"] == ["attributes.`Run Name`", "runDateAndNestInfo", "duration", *state["selectedColumns"]]
     assert tracking_view.runs_url("http://127.0.0.1:5000", experiment_id) == (
         f"http://127.0.0.1:5000/#/experiments/{experiment_id}/runs?viewStateShareKey=cfqa-runs"
         "&workflowType=machine_learning")
@@ -175,7 +177,7 @@ def test_headline_metrics_sort_before_every_other_key():
     record = Headline(test_contextual_em_pct={"factual": 80.0, "counterfactual": None}, memorization_ratio_pct={"test": 5.0},
                       trainable_params=1234, peak_memory_bytes=None, step_time_s=0.25)
     metrics = tracking_view.headline_metrics(record)
-    assert metrics == {"Headline/test_contextual_em_pct.factual": 80.0, "Headline/memorization_ratio_pct.test": 5.0,
+    assert metrics == {"Headline/f_em_pct": 80.0, "Headline/memorization_test_pct": 5.0,
                        "Headline/trainable_params": 1234.0, "Headline/step_time_s": 0.25}
     # The UI sorts keys by code point (JavaScript's default sort), as sorted() does.
     others = ["by_type.test.factual.LOCATION.contextual_em_pct", "inference.per_example_ms", "sets.test.factual.n",

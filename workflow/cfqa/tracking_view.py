@@ -9,10 +9,12 @@ opens it (server/js: useSharedExperimentViewState; the keys are its `EXPERIMENT_
 and `EXPERIMENT_PAGE_QUERY_PARAM_KEYS`). Every experiment this project creates or opens gets
 that tag, and `make ui` prints the link (`python -m cfqa.tracking_view`).
 
-The headline numbers are logged a second time under `Headline/` (the names of headline.json):
-MLflow lists metric keys in code-point order, where an upper-case first letter comes before
-every other key the runs hold (`by_type.*`, `sets.*`, `system/*`, ...), so they also come
-first where no view applies (a run's metrics, the charts, the column picker).
+The headline numbers (headline.json) are logged a second time under short names that start
+with `Headline/` (`Headline/cf_em_pct`: test contextual EM on counterfactual contexts, as
+results/headline.json's `cf_em%`): MLflow lists metric keys in code-point order, where an
+upper-case first letter comes before every other key the runs hold (`by_type.*`, `sets.*`,
+`system/*`, ...), so they also come first where no view applies (a run's metrics, the charts,
+the column picker), and short names fit the table's columns.
 """
 from __future__ import annotations
 
@@ -21,8 +23,6 @@ import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-import msgspec
 
 from cfqa.contract import Headline
 
@@ -34,35 +34,40 @@ HEADLINE_PREFIX = "Headline/"
 SHARE_KEY = "cfqa-runs"
 SHARED_VIEW_TAG = f"mlflow.sharedViewState.{SHARE_KEY}"
 # The primary endpoint: the runs table sorts by it, best first.
-PRIMARY_METRIC = f"{HEADLINE_PREFIX}test_contextual_em_pct.counterfactual"
+PRIMARY_METRIC = f"{HEADLINE_PREFIX}cf_em_pct"
+# Test contextual EM per context variant: f_em_pct and cf_em_pct as in results/headline.json.
+VARIANT_NAMES = {"counterfactual": "cf", "factual": "f"}
+VARIANT_ORDER = ("counterfactual", "factual", "empty", "random")
 # The tags a configuration's runs share (tracking.RunIdentity): one group per configuration.
 GROUP_TAGS = ("method", "config_hash")
-SHOWN_TAGS = ("seed", "config_hash")
-SHOWN_ATTRIBUTES = ("Duration",)
-# Logged by tracking.log_results_dir next to the run's duration (training + evaluation).
-TIME_METRICS = ("time/train_s", "time/evaluate_s", "time/queue_wait_s")
+SHOWN_TAGS = ("seed", "config_hash", "dvc_experiment")
+# Columns every view has, by their ag-grid ids: the run name, Created and Duration (a column
+# without a canonical key: its id is its field's name).
+FIXED_COLUMNS = ("attributes.`Run Name`", "runDateAndNestInfo", "duration")
+COSTS = ("trainable_params", "step_time_s", "peak_memory_bytes")
+# Widths (px) of the view's columns: wide enough for their names.
+RUN_NAME_WIDTH, METRIC_WIDTH = 380, 175
+
+
+def variant_metric(variant: str) -> str:
+    return f"{HEADLINE_PREFIX}{VARIANT_NAMES.get(variant, variant)}_em_pct"
 
 
 def headline_metrics(record: Headline) -> dict[str, float]:
-    """The run's headline.json as metrics named `Headline/<key>` (nested keys joined by ".");
-    absent values (None) are left out."""
-    flat: dict[str, float] = {}
-    for name, value in msgspec.to_builtins(record).items():
-        if name == "schema_version":
-            continue
-        items = value.items() if isinstance(value, dict) else [(None, value)]
-        for key, number in items:
-            if number is not None:
-                flat[f"{HEADLINE_PREFIX}{name}" + (f".{key}" if key else "")] = float(number)
-    return flat
+    """The run's headline.json as `Headline/` metrics: `<variant>_em_pct` (test contextual EM;
+    cf, f, empty, random), `memorization_<set>_pct` (the memorization ratio), and the costs
+    under their own names; absent values (None) are left out."""
+    flat = {variant_metric(variant): value for variant, value in record.test_contextual_em_pct.items()}
+    flat |= {f"{HEADLINE_PREFIX}memorization_{name}_pct": value for name, value in record.memorization_ratio_pct.items()}
+    flat |= {f"{HEADLINE_PREFIX}{name}": getattr(record, name) for name in COSTS}
+    return {key: float(value) for key, value in flat.items() if value is not None}
 
 
 def headline_metric_names() -> list[str]:
     """The Headline/ metrics every evaluated run holds, in the order the view shows them."""
-    variants = ("counterfactual", "factual", "empty", "random")
-    return ([f"{HEADLINE_PREFIX}test_contextual_em_pct.{v}" for v in variants]
-            + [f"{HEADLINE_PREFIX}memorization_ratio_pct.{s}" for s in ("test", "seen")]
-            + [f"{HEADLINE_PREFIX}{name}" for name in ("trainable_params", "step_time_s", "peak_memory_bytes")])
+    return ([variant_metric(v) for v in VARIANT_ORDER]
+            + [f"{HEADLINE_PREFIX}memorization_{s}_pct" for s in ("test", "seen")]
+            + [f"{HEADLINE_PREFIX}{name}" for name in COSTS])
 
 
 def _column(kind: str, key: str) -> str:
@@ -72,11 +77,13 @@ def _column(kind: str, key: str) -> str:
 
 def view_state() -> dict[str, Any]:
     """The runs view: columns, grouping (average over a configuration's seeds) and sort order."""
-    columns = ([_column("attributes", name) for name in SHOWN_ATTRIBUTES]
-               + [_column("tags", name) for name in SHOWN_TAGS]
-               + [_column("metrics", name) for name in headline_metric_names() + list(TIME_METRICS)])
+    metrics = [_column("metrics", name) for name in headline_metric_names()]
+    columns = [_column("tags", name) for name in SHOWN_TAGS] + metrics
     return {
         "selectedColumns": columns,
+        # The UI would order metric columns by name; these keep the primary endpoint first.
+        "columnOrder": [*FIXED_COLUMNS, *columns],
+        "columnWidths": {FIXED_COLUMNS[0]: RUN_NAME_WIDTH, **{column: METRIC_WIDTH for column in metrics}},
         "groupBy": {"aggregateFunction": "average",
                     "groupByKeys": [{"mode": "tag", "groupByData": tag} for tag in GROUP_TAGS]},
         "useGroupedValuesInCharts": True,
