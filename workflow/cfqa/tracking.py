@@ -29,9 +29,7 @@ other jobs) is the metric `time/queue_wait_s`, beside `time/train_s` and `time/e
 The parent run spans the pipeline: every run that ends moves its end to that moment.
 
 The default store is `sqlite:///mlflow.db` relative to the project root (the working
-directory of every stage; under DVC the `DVC_ROOT` it names: `dvc exp run --queue` runs the
-stages in a temporary copy of the workspace, which DVC deletes, and sets DVC_ROOT to the
-checkout it was queued from, so queued experiments log into the checkout's store). Parallel jobs write that one SQLite file, so the store and the
+directory of every stage). Parallel jobs write that one SQLite file, so the store and the
 experiment are created under a file lock, and every write is retried with backoff when SQLite
 answers "database is locked". Artifacts go to `mlartifacts/` beside the database. The
 experiment records them as `mlflow-artifacts:/<experiment>`, MLflow's own location-free
@@ -39,6 +37,11 @@ scheme, which `mlflow server`/`mlflow ui` serve from `./mlartifacts`: a copied o
 checkout keeps its runs' artifacts and writes new ones under itself, never into the
 original's folder. Environment variables are never logged (only DVC's experiment name is read,
 as a tag).
+
+A relative store location is relative to the project root: the working directory, or under
+DVC the `DVC_ROOT` it sets. `dvc exp run --queue` runs the stages in a temporary copy of the
+workspace, which DVC deletes, with DVC_ROOT naming the checkout the experiment was queued
+from, so queued experiments log into the checkout's store (`project_root`).
 """
 from __future__ import annotations
 
@@ -65,8 +68,8 @@ from cfqa.config import Config, TrackingConfig
 from cfqa.contract import MethodFiles, read_curve, read_metrics, read_train_record
 from cfqa.contract.run_info import git_commit, git_dirty
 from cfqa.headline import headline
-from cfqa.tracking_view import headline_metrics
 from cfqa.logs import get_logger
+from cfqa.tracking_view import headline_metrics
 
 if TYPE_CHECKING:  # mlflow is imported where it is used: importing it costs seconds
     from mlflow import MlflowClient
