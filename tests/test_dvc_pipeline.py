@@ -47,6 +47,10 @@ def project(tmp_path_factory) -> Path:
     params["seeds"] = [0]
     params["tracking"]["experiment"] = "cfqa-dvc"
     params["tune"]["lr_factors"] = [1.0]     # one grid point: the test is about DVC, not the grid
+    # As tests/stage_results.py: enough training for answers, so LoRA's ranks differ in EM.
+    params["train"].update(max_steps=300, eval_every=100, mixture=["factual", "counterfactual"])
+    for block in params["methods"].values():
+        block.setdefault("train", {})["lr"] = 0.01
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run_tool([sys.executable, "-m", "cfqa.dag", "--write", "dvc.yaml"], root)
     run_tool(["git", "init", "-q"], root)
@@ -134,26 +138,14 @@ def test_exp_run_with_a_changed_rank_compares_with_its_baseline(project):
     assert rank16["trainable_params"] == 2 * committed["trainable_params"]
 
 
-def test_exp_show_of_changed_columns_fits_a_terminal_and_names_the_parameter(project):
-    """After the rank-16 experiment, as a 120-column terminal shows it (COLUMNS): the changed
-    parameter and lora's metric columns, full's left out; DVC squeezes changed dependency
-    hashes into one "…" column."""
-    shown = subprocess.run(["dvc", "exp", "show", "--only-changed", "--no-pager"], cwd=project, capture_output=True,
-                           text=True, env=tool_env(COLUMNS="120"), timeout=300, check=True).stdout
-    lines = shown.rstrip("\n").splitlines()
-    assert max(len(line) for line in lines) <= 120, shown
-    header = next(line for line in lines if "Experiment" in line)
-    assert "methods.lora.options.r" in header and "lora.cf_em%" in header and "lora.f_em%" in header, shown
-    assert "full." not in shown
-    assert any("rank16" in line and " 16 " in line for line in lines), shown
-
-
 def test_a_queued_experiment_logs_into_the_checkout_s_store_beside_the_others(project):
     """`dvc exp run --queue` stages the experiment; `--run-all` runs it in a temporary copy of
     the workspace, which DVC deletes: its MLflow runs are in the checkout's store, and every
     rank's LoRA run is there, each its own configuration under the one pipeline run."""
     run_tool(["dvc", "exp", "run", "--queue", "-n", "rank4", "-S", "methods.lora.options.r=4"], project)
     run_tool(["dvc", "exp", "run", "--run-all"], project, timeout=1200)
+    # The finished task's State and Executor columns would crowd `dvc exp show` (README).
+    run_tool(["dvc", "queue", "remove", "--success"], project)
     assert not list((project / ".dvc" / "tmp" / "exps").glob("tmp*/mlflow.db"))
     client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("cfqa-dvc")
@@ -164,3 +156,21 @@ def test_a_queued_experiment_logs_into_the_checkout_s_store_beside_the_others(pr
     assert lora["4"].data.tags["dvc_experiment"] == "rank4" and lora["16"].data.tags["dvc_experiment"] == "rank16"
     assert len({run.data.tags["mlflow.parentRunId"] for run in lora.values()}) == 1
     assert all(run.info.status == "FINISHED" for run in lora.values())
+
+
+def test_exp_show_of_changed_columns_fits_a_terminal_and_names_the_parameter(project):
+    """After the rank-16 and the queued rank-4 experiments, as a 120-column terminal shows it
+    (COLUMNS): the changed parameter and lora's metric columns, full's left out; DVC squeezes
+    changed dependency hashes into one "…" column."""
+    shown = subprocess.run(["dvc", "exp", "show", "--only-changed", "--no-pager"], cwd=project, capture_output=True,
+                           text=True, env=tool_env(COLUMNS="120"), timeout=300, check=True).stdout
+    lines = shown.rstrip("\n").splitlines()
+    assert max(len(line) for line in lines) <= 120, shown
+    header = next(line for line in lines if "Experiment" in line).split()
+    assert "methods.lora.options.r" in header, shown
+    # Only lora's numbers changed (those that differ between the ranks); the interval is null
+    # with one seed, so it is no column.
+    metrics = [column for column in header if column.endswith("%") or column.endswith("%±")]
+    assert metrics and set(metrics) <= {"lora.cf_em%", "lora.f_em%"}, shown
+    assert any("rank16" in line and " 16 " in line for line in lines), shown
+    assert any("rank4" in line and " 4 " in line for line in lines), shown

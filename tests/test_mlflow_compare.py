@@ -174,11 +174,12 @@ def test_every_experiment_opens_on_the_pinned_runs_view(project_root):
 
 
 def test_headline_metrics_sort_before_every_other_key():
-    record = Headline(test_contextual_em_pct={"factual": 80.0, "counterfactual": None}, memorization_ratio_pct={"test": 5.0},
-                      trainable_params=1234, peak_memory_bytes=None, step_time_s=0.25)
+    record = Headline(test_contextual_em_pct={"factual": 200 / 3, "counterfactual": None},
+                      memorization_ratio_pct={"test": 5.0}, trainable_params=1234, peak_memory_bytes=None,
+                      step_time_s=0.123456)
     metrics = tracking_view.headline_metrics(record)
-    assert metrics == {"Headline/f_em_pct": 80.0, "Headline/memorization_test_pct": 5.0,
-                       "Headline/trainable_params": 1234.0, "Headline/step_time_s": 0.25}
+    assert metrics == {"Headline/f_em_pct": 66.67, "Headline/memorization_test_pct": 5.0,    # 2 decimals for the table
+                       "Headline/trainable_params": 1234.0, "Headline/step_time_s": 0.123456}
     # The UI sorts keys by code point (JavaScript's default sort), as sorted() does.
     others = ["by_type.test.factual.LOCATION.contextual_em_pct", "inference.per_example_ms", "sets.test.factual.n",
               "system/cpu_utilization_percentage", "time/train_s", "train.params.trainable", "wall_time_s"]

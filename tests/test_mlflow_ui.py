@@ -142,7 +142,7 @@ def test_the_printed_link_opens_the_runs_grouped_by_configuration_with_headline_
         for seed, run in zip(stage_results.seeds, seeds):
             metrics = _values(run["data"]["metrics"])
             headline = read_headline(stage_results.run_dir(method, seed) / "headline.json")
-            assert metrics["Headline/cf_em_pct"] == headline.test_contextual_em_pct["counterfactual"]
+            assert metrics["Headline/cf_em_pct"] == round(headline.test_contextual_em_pct["counterfactual"], 2)
             assert metrics["Headline/trainable_params"] == headline.trainable_params
             assert metrics["train.lr_selected_flag"] == 1.0 and "train.lr_selected" not in metrics
             # The duration is training plus evaluation; the wait between the jobs is apart.

@@ -47,6 +47,7 @@ FIXED_COLUMNS = ("attributes.`Run Name`", "runDateAndNestInfo", "duration")
 COSTS = ("trainable_params", "step_time_s", "peak_memory_bytes")
 # Widths (px) of the view's columns: wide enough for their names.
 RUN_NAME_WIDTH, METRIC_WIDTH = 380, 175
+PCT_DECIMALS = 2
 
 
 def variant_metric(variant: str) -> str:
@@ -56,9 +57,11 @@ def variant_metric(variant: str) -> str:
 def headline_metrics(record: Headline) -> dict[str, float]:
     """The run's headline.json as `Headline/` metrics: `<variant>_em_pct` (test contextual EM;
     cf, f, empty, random), `memorization_<set>_pct` (the memorization ratio), and the costs
-    under their own names; absent values (None) are left out."""
+    under their own names; absent values (None) are left out. Percentages are rounded to
+    PCT_DECIMALS for the table (the exact values are the run's `sets.*` and `memorization.*`)."""
     flat = {variant_metric(variant): value for variant, value in record.test_contextual_em_pct.items()}
     flat |= {f"{HEADLINE_PREFIX}memorization_{name}_pct": value for name, value in record.memorization_ratio_pct.items()}
+    flat = {key: round(value, PCT_DECIMALS) for key, value in flat.items() if value is not None}
     flat |= {f"{HEADLINE_PREFIX}{name}": getattr(record, name) for name in COSTS}
     return {key: float(value) for key, value in flat.items() if value is not None}
 
