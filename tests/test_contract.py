@@ -154,7 +154,7 @@ def test_metrics_without_their_run_record_name_the_missing_file(tmp_path):
 
 def test_headline_reads_back_and_holds_a_handful_of_numbers(tmp_path):
     from cfqa.contract import Headline, read_headline
-    from cfqa.stages.evaluate import headline
+    from cfqa.headline import headline
 
     evaluation = _evaluation(wall_time_s=1.0, per_example_ms=1.0)
     trained = _trained(peak=2048, step_time_s=0.3, trainable=1234)

@@ -2,7 +2,9 @@
 project: `dvc repro` runs the DAG; an identical re-evaluation leaves `dvc status` clean; the
 results go to the default remote and come back into a fresh clone with nothing to rerun in
 either engine; `dvc exp run -S` gives an experiment `dvc exp show` compares with its
-baseline, value by value."""
+baseline, value by value, in a table that fits 120 columns with the changed parameter in view;
+a queued experiment (`dvc exp run --queue`, run in a temporary copy) logs into the checkout's
+MLflow store, beside the baseline's runs."""
 from __future__ import annotations
 
 import json
@@ -13,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from mlflow import MlflowClient
 
 from cfqa.config import deep_merge
 from cfqa.dag.dvc_yaml import dvc_document
@@ -44,6 +47,10 @@ def project(tmp_path_factory) -> Path:
     params["seeds"] = [0]
     params["tracking"]["experiment"] = "cfqa-dvc"
     params["tune"]["lr_factors"] = [1.0]     # one grid point: the test is about DVC, not the grid
+    # As tests/stage_results.py: enough training for answers, so LoRA's ranks differ in EM.
+    params["train"].update(max_steps=300, eval_every=100, mixture=["factual", "counterfactual"])
+    for block in params["methods"].values():
+        block.setdefault("train", {})["lr"] = 0.01
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run_tool([sys.executable, "-m", "cfqa.dag", "--write", "dvc.yaml"], root)
     run_tool(["git", "init", "-q"], root)
@@ -114,14 +121,57 @@ def test_exp_run_with_a_changed_rank_compares_with_its_baseline(project):
     baseline = next(row for row in rows if row["rev"] != "workspace")
     experiment = next(exp for exp in baseline["experiments"] if exp["name"] == "rank16")["revs"][0]
 
-    def headline(rev: dict, method: str) -> dict:
-        return rev["data"]["metrics"][f"results/{method}/seed0/headline.json"]["data"]
+    def metric(rev: dict) -> dict:
+        return rev["data"]["metrics"]["results/headline.json"]["data"]
 
-    for method in METHODS:
-        for rev in (baseline, experiment):
-            assert set(headline(rev, method)["test_contextual_em_pct"]) == {"factual", "counterfactual", "empty",
-                                                                          "random"}
-    # LoRA's trainable parameters grow with its rank; full fine-tuning is untouched.
-    assert headline(experiment, "lora")["trainable_params"] == 2 * headline(baseline, "lora")["trainable_params"]
-    assert headline(experiment, "full") == headline(baseline, "full")
+    # THE metric is the only one: per method the seed means. One seed has no interval: the
+    # file holds null, which DVC leaves out.
+    assert set(baseline["data"]["metrics"]) == set(experiment["data"]["metrics"]) == {"results/headline.json"}
+    for rev in (baseline, experiment):
+        assert list(metric(rev)) == list(METHODS)
+        assert all(set(entry) == {"cf_em%", "f_em%"} for entry in metric(rev).values())
+    assert json.loads((project / "results/headline.json").read_text())["lora"]["cf_em%±"] is None
+    assert metric(experiment)["full"] == metric(baseline)["full"]          # full fine-tuning is untouched
     assert experiment["data"]["params"]["params.yaml"]["data"]["methods"]["lora"]["options"]["r"] == 16
+    # Each run's own numbers stay in git: LoRA's trainable parameters grow with its rank.
+    committed = json.loads(run_tool(["git", "show", "HEAD:results/lora/seed0/headline.json"], project).stdout)
+    rank16 = json.loads((project / "results/lora/seed0/headline.json").read_text())
+    assert rank16["trainable_params"] == 2 * committed["trainable_params"]
+
+
+def test_a_queued_experiment_logs_into_the_checkout_s_store_beside_the_others(project):
+    """`dvc exp run --queue` stages the experiment; `--run-all` runs it in a temporary copy of
+    the workspace, which DVC deletes: its MLflow runs are in the checkout's store, and every
+    rank's LoRA run is there, each its own configuration under the one pipeline run."""
+    run_tool(["dvc", "exp", "run", "--queue", "-n", "rank4", "-S", "methods.lora.options.r=4"], project)
+    run_tool(["dvc", "exp", "run", "--run-all"], project, timeout=1200)
+    # The finished task's State and Executor columns would crowd `dvc exp show` (README).
+    run_tool(["dvc", "queue", "remove", "--success"], project)
+    assert not list((project / ".dvc" / "tmp" / "exps").glob("tmp*/mlflow.db"))
+    client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("cfqa-dvc")
+    runs = client.search_runs([experiment.experiment_id])          # active runs only
+    lora = {run.data.params["options.r"]: run for run in runs if run.info.run_name == "lora-seed0"}
+    assert set(lora) == {"8", "16", "4"}                             # the baseline's run is kept
+    assert len({run.data.tags["config_hash"] for run in lora.values()}) == 3
+    assert lora["4"].data.tags["dvc_experiment"] == "rank4" and lora["16"].data.tags["dvc_experiment"] == "rank16"
+    assert len({run.data.tags["mlflow.parentRunId"] for run in lora.values()}) == 1
+    assert all(run.info.status == "FINISHED" for run in lora.values())
+
+
+def test_exp_show_of_changed_columns_fits_a_terminal_and_names_the_parameter(project):
+    """After the rank-16 and the queued rank-4 experiments, as a 120-column terminal shows it
+    (COLUMNS): the changed parameter and lora's metric columns, full's left out; DVC squeezes
+    changed dependency hashes into one "…" column."""
+    shown = subprocess.run(["dvc", "exp", "show", "--only-changed", "--no-pager"], cwd=project, capture_output=True,
+                           text=True, env=tool_env(COLUMNS="120"), timeout=300, check=True).stdout
+    lines = shown.rstrip("\n").splitlines()
+    assert max(len(line) for line in lines) <= 120, shown
+    header = next(line for line in lines if "Experiment" in line).split()
+    assert "methods.lora.options.r" in header, shown
+    # Only lora's numbers changed (those that differ between the ranks); the interval is null
+    # with one seed, so it is no column.
+    metrics = [column for column in header if column.endswith("%") or column.endswith("%±")]
+    assert metrics and set(metrics) <= {"lora.cf_em%", "lora.f_em%"}, shown
+    assert any("rank16" in line and " 16 " in line for line in lines), shown
+    assert any("rank4" in line and " 4 " in line for line in lines), shown

@@ -1,10 +1,13 @@
 """The MLflow UI on the runs the pipeline logs: `mlflow server` on a free loopback port, on the
 store the real train and evaluate stages wrote (tests/stage_results.py), read through its REST
-API as the UI reads it, then stopped by its PID with no process left behind."""
+API as the UI reads it and opened in headless Chromium on the link `make ui` prints (runs
+grouped by configuration, headline metrics as columns; a screenshot), then stopped by its PID
+with no process left behind."""
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -15,7 +18,9 @@ import psutil
 import pytest
 import requests
 
-from cfqa.contract import read_metrics, read_train_record
+import chromium
+from cfqa import tracking_view
+from cfqa.contract import read_headline, read_metrics, read_train_record
 
 EXPERIMENT = "cfqa-stage-results"      # tests/stage_results.py tiny_params
 pytestmark = pytest.mark.slow
@@ -119,3 +124,50 @@ def test_the_ui_serves_the_pipeline_runs_with_their_metrics_and_artifacts(ui, st
     assert (_values(full["data"]["metrics"])["train.params.trainable"]
             > _values(lora["data"]["metrics"])["train.params.trainable"])
     assert _values(full["data"]["params"])["registry_method"] == "full"
+
+
+def test_the_printed_link_opens_the_runs_grouped_by_configuration_with_headline_columns(ui, stage_results,
+                                                                                      tmp_path_factory):
+    """What `make ui` prints (cfqa.tracking_view), in Chromium: one group per configuration
+    (method and config hash, its seeds inside), the headline metrics as columns, the primary
+    endpoint first; every run holds them under the names the view asks for."""
+    response = requests.get(f"{ui}/api/2.0/mlflow/experiments/get-by-name", timeout=30,
+                            params={"experiment_name": EXPERIMENT})
+    experiment_id = response.json()["experiment"]["experiment_id"]
+    runs = _runs(ui, experiment_id)
+    hashes = {}
+    for method in stage_results.methods:
+        seeds = [runs[f"{method}-seed{seed}"] for seed in stage_results.seeds]
+        (hashes[method],) = {_values(run["data"]["tags"])["config_hash"] for run in seeds}   # seeds share it
+        for seed, run in zip(stage_results.seeds, seeds):
+            metrics = _values(run["data"]["metrics"])
+            headline = read_headline(stage_results.run_dir(method, seed) / "headline.json")
+            assert metrics["Headline/cf_em_pct"] == round(headline.test_contextual_em_pct["counterfactual"], 2)
+            assert metrics["Headline/trainable_params"] == headline.trainable_params
+            assert metrics["train.lr_selected_flag"] == 1.0 and "train.lr_selected" not in metrics
+            # The duration is training plus evaluation; the wait between the jobs is apart.
+            duration_s = (int(run["info"]["end_time"]) - int(run["info"]["start_time"])) / 1000
+            assert duration_s == pytest.approx(metrics["time/train_s"] + metrics["time/evaluate_s"], abs=0.002)
+            assert metrics["time/queue_wait_s"] >= 0
+
+    url = tracking_view.runs_url(ui, experiment_id)
+    assert url.endswith(f"/#/experiments/{experiment_id}/runs?viewStateShareKey=cfqa-runs"
+                        "&workflowType=machine_learning")
+    root = tmp_path_factory.mktemp("mlflow-ui-browser")
+    window = (1920, 1000)
+    dom = chromium.run(url, root / "profile", window=window, wait_ms=20000, args=("--dump-dom",)).stdout
+    for method, config_hash in hashes.items():
+        assert f"Group: method: {method}, config_hash: {config_hash}" in dom, f"no group row of {method}"
+    for column in ("Headline/cf_em_pct", "Headline/f_em_pct", "seed", "config_hash"):
+        assert re.search(rf'col-id="(metrics|tags)\.`{re.escape(column)}`"', dom), f"no column {column}"
+    assert 'aria-label="Sort: Headline/cf_em_pct"' in dom
+
+    screenshot = root / "mlflow_runs_view.png"
+    chromium.run(url, root / "profile-shot", window=window, wait_ms=20000, args=(f"--screenshot={screenshot}",))
+    from PIL import Image
+
+    with Image.open(screenshot) as image:
+        assert image.size == window
+        colours = image.convert("RGB").resize((192, 100)).getcolors(maxcolors=1 << 16)
+    assert colours is not None and len(colours) > 50, "the screenshot is blank"
+    print(f"screenshot of the runs view: {screenshot}")

@@ -129,6 +129,9 @@ def test_report_and_summary_cover_every_method(pipeline):
     methods = list(yaml.safe_load((root / "params.yaml").read_text())["methods"])
     summary = json.loads((root / "results/summary.json").read_text())
     assert set(summary["methods"]) == set(methods)
+    # The DVC metric: every method, in params.yaml's order, its three numbers.
+    headline = json.loads((root / "results/headline.json").read_text())
+    assert list(headline) == methods and all(set(v) == {"cf_em%", "cf_em%±", "f_em%"} for v in headline.values())
     report = (root / "reports/report.md").read_text()
     html = (root / "reports/index.html").read_text()
     for method in methods:

@@ -92,7 +92,8 @@ def test_two_runs_read_back(project_root):
     assert lora.data.params["train.lr"] == "0.005"
     assert lora.data.metrics["sets.test.factual.contextual_em"] == 77.25
     assert runs["full-seed0"].data.metrics["sets.test.factual.contextual_em"] == 81.5
-    assert lora.data.metrics["stopped_early"] == 1.0
+    # A yes/no value is a 0/1 metric named as a flag, not a number like a learning rate.
+    assert lora.data.metrics["stopped_early_flag"] == 1.0 and "stopped_early" not in lora.data.metrics
     assert "cost.memory_measure" not in lora.data.metrics
     history = client.get_metric_history(lora_id, "train_loss")
     assert [(m.step, m.value) for m in sorted(history, key=lambda m: m.step)] == [(10, 2.0), (20, 1.5), (30, 1.2)]
@@ -638,7 +639,12 @@ def test_the_stages_log_one_run_from_training_start_to_its_evaluation(stage_resu
             train = read_train_record(results / "train.json")
             assert run.info.status == "FINISHED"
             assert run.info.start_time < (results / "train.json").stat().st_mtime_ns // 1_000_000
-            assert run.info.end_time >= (results / "metrics.json").stat().st_mtime_ns // 1_000_000
+            # Its duration is the work, training plus evaluation; with the wait between them it
+            # reaches the moment evaluate ended it, after it wrote its scores.
+            work_s = run.data.metrics["time/train_s"] + run.data.metrics["time/evaluate_s"]
+            assert run.info.end_time - run.info.start_time == pytest.approx(work_s * 1000, abs=2)
+            ended_ms = run.info.start_time + (work_s + run.data.metrics["time/queue_wait_s"]) * 1000
+            assert ended_ms >= (results / "metrics.json").stat().st_mtime_ns // 1_000_000 - 2
             identity = tracking.run_identity(pipeline, method, seed, train.run.params)
             assert {k: run.data.tags[k] for k in identity.tags} == identity.tags
             assert run.data.tags["mlflow.source.name"] == "cfqa train"

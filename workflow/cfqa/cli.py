@@ -152,7 +152,9 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
             (PathArg("results", "results directory (results/)", "dir"),
              PathArg("data-stats", "data statistics JSON (stage counterfactuals)", "file"),
              PathArg("out", "reports directory to write", "out"),
-             PathArg("summary", "summary metrics JSON to write", "out"))),
+             PathArg("summary", "summary metrics JSON to write", "out"),
+             PathArg("headline", "per method, the seed mean and interval of the headline numbers (the DVC metric): "
+                                 "JSON to write", "out", required=False))),
 )}
 
 

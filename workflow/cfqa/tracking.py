@@ -17,7 +17,16 @@ except the per-method blocks, the seed list, tracking and report (see `pipeline_
 method's own settings are left out of the hash so that changing or adding one method, which
 reruns only that method's jobs, keeps every run in one group; they are in the run's
 `config_hash` tag instead. A rerun of a (method, seed) replaces its earlier run in the group
-once it is complete, instead of piling up beside it.
+once it is complete, instead of piling up beside it; a run of another configuration (a
+changed option: `dvc exp run -S methods.lora.options.r=16`) stays beside the earlier ones,
+so the UI compares them. A configuration is what `config_hash` hashes: the pipeline run and
+the method's own settings, not the seed, so the UI groups a configuration's seeds (see
+cfqa.tracking_view, the runs view every experiment is given).
+
+A run's duration is its work: it starts when training starts, and evaluate ends it at start +
+training time + evaluation time; the wait between the two jobs (Snakemake or DVC running
+other jobs) is the metric `time/queue_wait_s`, beside `time/train_s` and `time/evaluate_s`.
+The parent run spans the pipeline: every run that ends moves its end to that moment.
 
 The default store is `sqlite:///mlflow.db` relative to the project root (the working
 directory of every stage). Parallel jobs write that one SQLite file, so the store and the
@@ -28,6 +37,11 @@ scheme, which `mlflow server`/`mlflow ui` serve from `./mlartifacts`: a copied o
 checkout keeps its runs' artifacts and writes new ones under itself, never into the
 original's folder. Environment variables are never logged (only DVC's experiment name is read,
 as a tag).
+
+A relative store location is relative to the project root: the working directory, or under
+DVC the `DVC_ROOT` it sets. `dvc exp run --queue` runs the stages in a temporary copy of the
+workspace, which DVC deletes, with DVC_ROOT naming the checkout the experiment was queued
+from, so queued experiments log into the checkout's store (`project_root`).
 """
 from __future__ import annotations
 
@@ -53,8 +67,10 @@ from cfqa.atomic_io import atomic_path
 from cfqa.config import Config, TrackingConfig
 from cfqa.contract import MethodFiles, read_curve, read_metrics, read_train_record
 from cfqa.contract.run_info import git_commit, git_dirty
+from cfqa.headline import headline
 from cfqa.logs import get_logger
 from cfqa.redact import redact
+from cfqa.tracking_view import headline_metrics
 
 if TYPE_CHECKING:  # mlflow is imported where it is used: importing it costs seconds
     from mlflow import MlflowClient
@@ -86,6 +102,10 @@ DATASET_CONTEXT_TAG = "mlflow.data.context"   # mlflow.utils.mlflow_tags.MLFLOW_
 # sha256; the whole hash is the input's `sha256` tag.
 DATASET_DIGEST_CHARS = 32
 SYSTEM_METRICS_INTERVAL_S = 10.0
+# A run's work and waiting (see the module docstring), in seconds.
+TRAIN_TIME = "time/train_s"
+EVALUATE_TIME = "time/evaluate_s"
+QUEUE_WAIT = "time/queue_wait_s"
 ARTIFACT_SUFFIXES = (".json", ".csv")
 # Configuration sections that differ between the runs of one pipeline, or do not change
 # what a run computes: left out of the pipeline run's hash.
@@ -107,17 +127,30 @@ def _quiet_mlflow() -> None:
 # ---- SQLite store: where the database and the artifacts live ----------------------------
 
 def sqlite_database_path(uri: str) -> Path | None:
-    """The database file of a `sqlite:///` URI (absolute; relative paths from the current
-    directory, as SQLAlchemy resolves them), or None for any other store."""
+    """The database file of a `sqlite:///` URI (absolute; relative paths from the project
+    root, `project_root()`), or None for any other store."""
     prefix = "sqlite:///"
     if not uri.startswith(prefix):
         return None
     path = uri[len(prefix):].split("?", 1)[0]
-    return (Path(path) if path.startswith("/") else Path.cwd() / path).resolve()
+    return (Path(path) if path.startswith("/") else project_root() / path).resolve()
+
+
+# Set by DVC for every command it runs: the checkout's root, also when `dvc exp run --queue`
+# runs the command in a temporary copy (dvc/repo/experiments/queue/base.py records it when
+# the experiment is queued, before the workspace is copied).
+DVC_ROOT_ENV = "DVC_ROOT"
+
+
+def project_root() -> Path:
+    """What a relative tracking location is relative to: DVC's DVC_ROOT where DVC runs the
+    stage, otherwise the working directory (every stage runs in the project root)."""
+    root = os.environ.get(DVC_ROOT_ENV)
+    return Path(root) if root else Path.cwd()
 
 
 def resolved_uri(uri: str) -> str:
-    """A relative `sqlite:///` URI made absolute against the current directory. MLflow caches
+    """A relative `sqlite:///` URI made absolute against the project root. MLflow caches
     one store per URI string in a process, and SQLite resolves a relative path when a new
     connection opens, so a relative URI could reach another directory's database after a
     chdir; other URIs are returned unchanged."""
@@ -343,6 +376,7 @@ def open_experiment(tracking: TrackingConfig) -> tuple[MlflowClient, str]:
                     "create experiment")
                 log.info("created MLflow experiment %r (artifacts in %s)", name,
                          artifacts_root(uri) or "the server's default location")
+                _pin_runs_view(client, experiment_id)
                 return client, experiment_id
             except MlflowException as error:   # a remote store: created meanwhile by another job
                 if getattr(error, "error_code", "") != "RESOURCE_ALREADY_EXISTS":
@@ -351,6 +385,8 @@ def open_experiment(tracking: TrackingConfig) -> tuple[MlflowClient, str]:
         elif EXPERIMENT_KIND_TAG not in experiment.tags:
             with_lock_retry(lambda: client.set_experiment_tag(
                 experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND), "tag experiment")
+        if experiment.lifecycle_stage == "active":
+            _pin_runs_view(client, experiment.experiment_id, experiment)
     if experiment.lifecycle_stage != "active":
         raise RuntimeError(f"MLflow experiment {name!r} in {uri} is deleted; restore it "
                            f"(`mlflow experiments restore`) or set another tracking.experiment")
@@ -359,6 +395,16 @@ def open_experiment(tracking: TrackingConfig) -> tuple[MlflowClient, str]:
                     "runs go there even from a copied or moved checkout; set another tracking.experiment "
                     "for one that moves with the checkout", name, experiment.artifact_location)
     return client, experiment.experiment_id
+
+
+def _pin_runs_view(client: MlflowClient, experiment_id: str, experiment=None) -> None:
+    """The experiment opens on this project's runs view (cfqa.tracking_view); never fatal."""
+    from cfqa.tracking_view import pin_runs_view
+
+    try:
+        pin_runs_view(client, experiment or client.get_experiment(experiment_id))
+    except Exception as error:
+        log.warning("MLflow experiment %s: could not pin the runs view (%s)", experiment_id, error)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -389,6 +435,32 @@ def _runs_named(client: MlflowClient, experiment_id: str, name: str, group: str)
         [experiment_id], filter_string=f"attributes.run_name = '{name}' and tags.{PIPELINE_RUN_TAG} = '{group}'",
         max_results=1000), "search runs")
     return sorted(runs, key=lambda run: (run.info.start_time, run.info.run_id))
+
+
+def _same_configuration(client: MlflowClient, experiment_id: str, name: str, group: str,
+                        config_hash: str | None) -> list:
+    """Active runs called `name` in pipeline run `group` of configuration `config_hash` (of any
+    configuration when None: a run logged without one): what a complete rerun replaces. Runs
+    of other configurations stay, so every configuration keeps its runs."""
+    runs = _runs_named(client, experiment_id, name, group)
+    if config_hash is None:
+        return runs
+    return [run for run in runs if run.data.tags.get(CONFIG_HASH_TAG) == config_hash]
+
+
+def _extend_parent(client: MlflowClient, uri: str, run_id: str) -> None:
+    """The parent run spans the pipeline: its end moves to now, when `run_id` (its child) has
+    just ended. Under the store's file lock, so two jobs cannot move it back."""
+    run = with_lock_retry(functools.partial(client.get_run, run_id), "read run")
+    parent_id = run.data.tags.get(PARENT_RUN_TAG)
+    if parent_id is None:
+        return
+    now_ms = int(time.time() * 1000)
+    with _store_lock(uri):
+        parent = with_lock_retry(functools.partial(client.get_run, parent_id), "read pipeline run")
+        if (parent.info.end_time or 0) < now_ms:
+            with_lock_retry(lambda: client.set_terminated(parent_id, "FINISHED", end_time=now_ms),
+                            "extend pipeline run")
 
 
 def pipeline_parent(client: MlflowClient, experiment_id: str, pipeline: PipelineRun, uri: str) -> str:
@@ -422,8 +494,9 @@ def pipeline_parent(client: MlflowClient, experiment_id: str, pipeline: Pipeline
 @dataclasses.dataclass(frozen=True)
 class RunIdentity:
     """What tells one (method, seed) run from another: its pipeline run, method, seed, and a hash
-    of the method's own settings (after the learning rate `cfqa tune` chose) within that
-    pipeline run. Train tags its run with these; evaluate finds the run by them."""
+    of the method's own settings (after the learning rate `cfqa tune` chose; not the seed)
+    within that pipeline run: the configuration, shared by its seeds' runs. Train tags its run
+    with these; evaluate finds the run by them."""
     method: str
     seed: int
     pipeline: PipelineRun
@@ -442,10 +515,19 @@ class RunIdentity:
 def run_identity(pipeline: PipelineRun, method: str, seed: int, method_params: Mapping[str, Any]) -> RunIdentity:
     """`method_params` is the params slice train records (`run.params` of train.json): train
     hashes the slice it is about to record, evaluate the slice read back, and both encode it
-    the same way (msgspec: tuples and lists alike, keys sorted)."""
-    encoded = msgspec.json.encode({"pipeline": pipeline.id, "method": method_params}, order="sorted")
+    the same way (msgspec: tuples and lists alike, keys sorted). The slice's `train.seed` is
+    left out of the hash (`configuration`): the seeds of one configuration share it."""
+    encoded = msgspec.json.encode({"pipeline": pipeline.id, "method": configuration(method_params)}, order="sorted")
     return RunIdentity(method=method, seed=int(seed), pipeline=pipeline,
                        config_hash=hashlib.sha256(encoded).hexdigest()[:12])
+
+
+def configuration(method_params: Mapping[str, Any]) -> dict[str, Any]:
+    """A method's params slice without the run's seed (`train.seed`)."""
+    params = dict(method_params)
+    if isinstance(params.get("train"), Mapping):
+        params["train"] = {key: value for key, value in params["train"].items() if key != "seed"}
+    return params
 
 
 def source_tags(entry_point: str) -> dict[str, str]:
@@ -523,14 +605,20 @@ def _metric_entities(metrics: Mapping[str, Any], step_metrics: Iterable[Mapping[
     already `logged`."""
     from mlflow.entities import Metric
 
-    entities = [Metric(k, value, now_ms, 0) for k, v in flatten(metrics).items()
-                if (value := _metric_value(v)) is not None and (k, 0) not in logged]
+    entities = [Metric(key, value, now_ms, 0) for k, v in flatten(metrics).items()
+                if (value := _metric_value(v)) is not None and ((key := _metric_name(k, v)), 0) not in logged]
     for row in step_metrics:
         step = int(row["step"])
         entities += [Metric(_key(k), value, now_ms, step) for k, v in row.items()
                      if k != "step" and (value := _metric_value(v)) is not None
                      and (_key(k), step) not in logged]
     return entities
+
+
+def _metric_name(key: str, value: Any) -> str:
+    """A yes/no value is logged as 0/1 under a name that says so (`train.lr_selected_flag`):
+    `train.lr_selected = 1.0` would read like a learning rate."""
+    return f"{key}_flag" if isinstance(value, bool) else key
 
 
 def _log_batches(client: MlflowClient, run_id: str, params: list, metrics: list) -> None:
@@ -554,7 +642,8 @@ def log_method_run(tracking: TrackingConfig, *, run_name: str, params: Mapping[s
                    metrics: Mapping[str, Any], step_metrics: list[Mapping[str, Any]],
                    artifacts: list[Path], tags: Mapping[str, Any], pipeline: PipelineRun | None = None,
                    run_id: str | None = None, datasets: Mapping[str, Iterable[Path]] | None = None,
-                   entry_point: str = "cfqa evaluate") -> str:
+                   entry_point: str = "cfqa evaluate", start_ms: int | None = None,
+                   end_ms: int | None = None) -> str:
     """Logs one finished run and returns its id.
 
     run_id: a run the train stage opened; it gets what it does not hold yet (params, metric
@@ -562,7 +651,12 @@ def log_method_run(tracking: TrackingConfig, *, run_name: str, params: Mapping[s
     created, its Source being `entry_point`.
 
     With `pipeline`, the run is tagged with its id, becomes a child of its parent run, and,
-    once logged, replaces (deletes) earlier runs of the same name in that pipeline run.
+    once logged, replaces (deletes) earlier runs of the same name in that pipeline run and of
+    the same configuration (its `config_hash` tag, where it has one); the parent's end moves
+    to the run's end.
+
+    start_ms: the start of a run created here (default: now); end_ms: the end recorded
+    when the run finishes (default: now); epoch milliseconds, as MLflow stores them.
 
     params and metrics may be nested (logged with dotted keys); metrics keeps only numbers.
     step_metrics: one mapping per step, {"step": int, name: value, ...}; None values are
@@ -588,8 +682,8 @@ def log_method_run(tracking: TrackingConfig, *, run_name: str, params: Mapping[s
         if pipeline is not None:
             parent_id = pipeline_parent(client, experiment_id, pipeline, uri)
             run_tags |= {PIPELINE_RUN_TAG: pipeline.id, PARENT_RUN_TAG: parent_id}
-        run_id = with_lock_retry(lambda: client.create_run(experiment_id, tags=run_tags, run_name=run_name),
-                                 "create run").info.run_id
+        run_id = with_lock_retry(lambda: client.create_run(experiment_id, tags=run_tags, run_name=run_name,
+                                                           start_time=start_ms), "create run").info.run_id
         held_params: dict[str, str] = {}
         logged: set[tuple[str, int]] = set()
     else:
@@ -607,17 +701,18 @@ def log_method_run(tracking: TrackingConfig, *, run_name: str, params: Mapping[s
         if datasets:
             log_datasets(client, run_id, dataset_inputs(datasets))
         _log_artifacts(client, uri, run_id, artifacts)
-        with_lock_retry(lambda: client.set_terminated(run_id, "FINISHED"), "finish run")
+        with_lock_retry(lambda: client.set_terminated(run_id, "FINISHED", end_time=end_ms), "finish run")
     except BaseException as error:
         mark_tracking_error(client, run_id, f"logging {run_name}", error, status="FAILED")
         raise
     replaced = []
     if pipeline is not None:
         # Only after the new run is complete: a failed rerun leaves the earlier run in place.
-        for older in _runs_named(client, experiment_id, run_name, pipeline.id):
+        for older in _same_configuration(client, experiment_id, run_name, pipeline.id, run_tags.get(CONFIG_HASH_TAG)):
             if older.info.run_id != run_id:
                 with_lock_retry(functools.partial(client.delete_run, older.info.run_id), "delete replaced run")
                 replaced.append(older.info.run_id)
+        _extend_parent(client, uri, run_id)
     log.info("logged MLflow run %s (%s%s): %d params, %d metric values, %d artifacts%s",
              run_id, run_name, f", pipeline run {pipeline.id}" if pipeline else "", len(param_entities),
              len(metric_entities), len(artifacts), f"; replaced {', '.join(replaced)}" if replaced else "")
@@ -675,17 +770,20 @@ class TrainingRun:
 
     def training_done(self, curve: Iterable[Mapping[str, Any]]) -> None:
         """Training finished: the curve points the run lacks (those before a resumed checkpoint)
-        are logged, system metrics stop, and the run stays RUNNING for evaluate to end."""
+        are logged with the training time (`time/train_s`, from the run's start), system
+        metrics stop, and the run stays RUNNING for evaluate to end."""
         self._stop_monitor()
         if self.client is None:
             return
         curve = list(curve)
 
         def log_missing() -> None:
+            now_ms = int(time.time() * 1000)
             keys = {_key(k) for row in curve for k in row if k != "step"}
             logged = _logged_steps(self.client, self.run_id, keys)
+            started_ms = self.client.get_run(self.run_id).info.start_time
             _log_batches(self.client, self.run_id, [],
-                         _metric_entities({}, curve, int(time.time() * 1000), logged))
+                         _metric_entities({TRAIN_TIME: (now_ms - started_ms) / 1000}, curve, now_ms, logged))
 
         self._try(log_missing, "log the training curve")
 
@@ -759,6 +857,24 @@ def find_training_run(client: MlflowClient, experiment_id: str, identity: RunIde
 
 # ---- the evaluate stage's side ------------------------------------------------------------
 
+def work_times(client: MlflowClient | None, run_id: str | None, train_wall_s: float, evaluate_s: float,
+               now_ms: int) -> tuple[int | None, int, dict[str, float]]:
+    """(start_ms, end_ms, metrics) of a run that evaluate ends now: its duration is training
+    plus evaluation time. A run train opened keeps its start and holds TRAIN_TIME; the wait
+    between the two jobs is QUEUE_WAIT. A run evaluate creates (start_ms not None) is dated
+    back by train.json's wall time and the evaluation's; its wait is unknown."""
+    if run_id is None:
+        start_ms = now_ms - round((train_wall_s + evaluate_s) * 1000)
+        return start_ms, now_ms, {TRAIN_TIME: train_wall_s, EVALUATE_TIME: evaluate_s}
+    run = with_lock_retry(functools.partial(client.get_run, run_id), "read run")
+    started_ms = run.info.start_time
+    train_s = run.data.metrics.get(TRAIN_TIME, train_wall_s)
+    elapsed_s = (now_ms - started_ms) / 1000
+    metrics = {TRAIN_TIME: train_s, EVALUATE_TIME: evaluate_s,
+               QUEUE_WAIT: max(0.0, elapsed_s - train_s - evaluate_s)}
+    return None, min(now_ms, started_ms + round((train_s + evaluate_s) * 1000)), metrics
+
+
 def run_params(method: str, registry_method: str, backbone: str, seed: int, method_params: Mapping[str, Any]) -> dict:
     """The params of a (method, seed) run, the same whether train or evaluate logs them."""
     return {"method": method, "registry_method": registry_method, "backbone": backbone, "seed": seed,
@@ -794,7 +910,7 @@ def log_results_dir(tracking: TrackingConfig, results_dir: Path, *, method: str,
         tags["git_dirty"] = tags[MLFLOW_GIT_DIRTY] = str(train.run.git_dirty).lower()
     if metrics.family is not None:
         tags["family"] = metrics.family     # t5 | gpt_neo: to put families side by side in the MLflow UI
-    run_id = None
+    run_id = client = None
     if pipeline is not None:
         identity = run_identity(pipeline, method, train.seed, train.run.params)
         tags[CONFIG_HASH_TAG] = identity.config_hash
@@ -803,8 +919,11 @@ def log_results_dir(tracking: TrackingConfig, results_dir: Path, *, method: str,
         if run_id is None:
             log.info("no open MLflow run of %s from its training (config %s): creating one",
                      identity.run_name, identity.config_hash)
+    start_ms, end_ms, times = work_times(client, run_id, train.cost.wall_time_s, metrics.wall_time_s,
+                                         int(time.time() * 1000))
     return log_method_run(tracking, run_name=f"{method}-seed{train.seed}", params=params,
-                          metrics={"train": train_metrics, **evaluation},
+                          metrics={**headline_metrics(headline(train, metrics)), **times, "train": train_metrics,
+                                   **evaluation},
                           step_metrics=[msgspec.to_builtins(row) for row in curve],
                           artifacts=artifacts + [Path(a) for a in extra_artifacts], tags=tags, pipeline=pipeline,
-                          run_id=run_id, datasets=datasets)
+                          run_id=run_id, datasets=datasets, start_ms=start_ms, end_ms=end_ms)

@@ -8,8 +8,9 @@
 | `results/{method}/seed{seed}/predictions.jsonl` | `PredictionRow` rows | evaluate | tests, users |
 | `results/{method}/seed{seed}/metrics.json` | `MetricsFile` (scores) | evaluate | report, tracking |
 | `results/{method}/seed{seed}/evaluation_run.json` | `EvaluationRun` (provenance, speed) | evaluate | report, tracking |
-| `results/{method}/seed{seed}/headline.json` | `Headline` | evaluate | `dvc metrics`, `dvc exp show` |
-| `results/summary.json` | `Summary` | report | `dvc metrics` |
+| `results/{method}/seed{seed}/headline.json` | `Headline` | evaluate | report (per method: results/headline.json) |
+| `results/headline.json` | `MethodHeadline` per method | report | `dvc metrics`, `dvc exp show` (THE DVC metric) |
+| `results/summary.json` | `Summary` | report | users; reports that set this run beside theirs (`report.compare_runs`) |
 | `logs/benchmarks/{stage}/{method}/seed{seed}.tsv` | `BenchmarkRow` rows | Snakemake (`benchmark:`) | report |
 | `results/{method}/lr_selection.json` | `LrSelection` | tune | train, report |
 | `models/{method}/seed{seed}/trainable.safetensors` | the trainable weights | train | evaluate |
@@ -22,15 +23,17 @@ tracks holds no timing, commit or machine, and an identical rerun writes the sam
 """
 from cfqa.contract.files import (HEADLINE, LR_SELECTION, METRICS, PREDICTIONS, EVALUATION_RUN, TRAIN_CURVE, TRAIN_RECORD,
                                  WEIGHTS, MethodFiles, ResultsError, read_benchmark, read_curve, read_data_stats, read_headline,
-                                 read_lr_selection, read_metrics, read_predictions, read_summary, read_train_record,
-                                 write_curve, write_metrics, write_predictions, write_record)
+                                 read_lr_selection, read_metrics, read_predictions, read_run_headline, read_summary,
+                                 read_train_record, write_curve, write_metrics, write_predictions, write_record,
+                                 write_run_headline)
 from cfqa.contract.records import (SCHEMA_VERSION, BenchmarkRow, CurveRow, DataStats, EvaluationRun, Hardware, Headline,
-                                   Inference, LrSelection, LrTrial, Memorization, MetricsFile, MetricsRecord,
+                                   Inference, LrSelection, LrTrial, Memorization, MethodHeadline, MetricsFile, MetricsRecord,
                                    ParameterCounts, PredictionRow, RunInfo, SeenStats, StepMemoryParts, Summary,
                                    TrainCost, TrainRecord, TypeScores, VariantScores)
 
 __all__ = [
     "HEADLINE", "EVALUATION_RUN", "EvaluationRun", "Headline", "MetricsFile", "read_headline", "write_metrics",
+    "MethodHeadline", "read_run_headline", "write_run_headline",
     "LR_SELECTION", "LrSelection", "LrTrial", "read_lr_selection", "METRICS", "PREDICTIONS", "TRAIN_CURVE", "TRAIN_RECORD", "WEIGHTS", "MethodFiles", "ResultsError",
     "BenchmarkRow", "read_benchmark", "read_curve", "read_data_stats", "read_metrics", "read_predictions", "read_summary",
     "read_train_record", "write_curve", "write_predictions", "write_record", "SCHEMA_VERSION",

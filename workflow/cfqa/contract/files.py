@@ -17,8 +17,8 @@ import msgspec
 
 from cfqa.atomic_io import atomic_open, write_jsonl
 from cfqa.contract.records import (SCHEMA_VERSION, BenchmarkRow, CurveRow, DataStats, EvaluationRun, Headline,
-                                   LrSelection, MetricsFile, MetricsRecord, PredictionRow, Record, Summary,
-                                   TrainRecord)
+                                   LrSelection, MethodHeadline, MetricsFile, MetricsRecord, PredictionRow, Record,
+                                   Summary, TrainRecord)
 
 # File names inside a run's results/{method}/seed{seed}/ and models/{method}/seed{seed}/.
 TRAIN_RECORD = "train.json"
@@ -132,6 +132,25 @@ def write_metrics(path: str | Path, record: MetricsRecord) -> None:
 
 def read_headline(path: str | Path, method: str = "M", seed: int | str = "S") -> Headline:
     return read_record(path, Headline, f"cfqa evaluate --method {method} --seed {seed}")
+
+
+# results/headline.json: method -> MethodHeadline, no other key (see MethodHeadline).
+RunHeadline = dict[str, MethodHeadline]
+
+
+def write_run_headline(path: str | Path, methods: RunHeadline) -> None:
+    with atomic_open(path, "wb") as handle:
+        handle.write(msgspec.json.format(_ENCODER.encode(methods), indent=2) + b"\n")
+
+
+def read_run_headline(path: str | Path) -> RunHeadline:
+    path = Path(path)
+    if not path.is_file():
+        raise ResultsError(f"{path}: missing; `cfqa report` writes it")
+    try:
+        return msgspec.json.decode(path.read_bytes(), type=RunHeadline)
+    except msgspec.DecodeError as error:
+        raise ResultsError(f"{path}: {error} (expected method -> MethodHeadline, see cfqa.contract.records)") from None
 
 
 def read_lr_selection(path: str | Path, method: str = "M") -> LrSelection:

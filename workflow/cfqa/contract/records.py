@@ -245,6 +245,19 @@ class Headline(Record, kw_only=True):
     step_time_s: float                                 # train.json's mean training step time
 
 
+# ---- results/headline.json (THE DVC metric of a run root) -----------------------------
+
+class MethodHeadline(Record, kw_only=True):
+    """One method's entry of results/headline.json: seed means of its runs' headline numbers
+    (cfqa.headline says why these three). The file maps each method to one of these and holds
+    nothing else, so `dvc exp show` names its columns `<method>.cf_em%`; no stage reads it.
+    Short JSON names (the unit as `%`): every key is a column of `dvc exp show`."""
+
+    cf_em_pct: float | None = msgspec.field(name="cf_em%")              # test counterfactual contextual EM
+    cf_em_half_width_pct: float | None = msgspec.field(name="cf_em%±")  # of its 95 % t-interval over seeds
+    f_em_pct: float | None = msgspec.field(name="f_em%")                # test factual contextual EM
+
+
 # ---- results/{method}/lr_selection.json ------------------------------------------------
 
 class LrTrial(Record):

@@ -67,10 +67,11 @@ def run_paths(template: str, params: dict) -> list[str]:
 
 
 def curve_plot(params: dict) -> dict:
-    """One figure of every run's training curve: DVC draws each file as its own line."""
+    """One figure of every run's training curve; the template tells methods and seeds apart
+    by the files' paths (results/{method}/seed{seed}/)."""
     spec = TRAINING_CURVE_PLOT
     curves = run_paths(STAGE_BY_NAME["train"].at(run_root(params)).outputs["curve"].path, params)
-    return {spec["name"]: {"template": "linear", "x": spec["x"], "y": {path: spec["y"] for path in curves},
+    return {spec["name"]: {"template": spec["template"], "x": spec["x"], "y": {path: spec["y"] for path in curves},
                            "title": spec["title"], "x_label": spec["x"], "y_label": spec["y_label"]}}
 
 

@@ -93,7 +93,8 @@ def git_held(path: str, **kwargs) -> Output:
 
 
 def metric(path: str, **kwargs) -> Output:
-    # A headline file `dvc metrics show/diff` and `dvc exp show` list; git holds it.
+    # THE file `dvc metrics show/diff` and `dvc exp show` list (one per run root: every key
+    # is a column of `dvc exp show`); git holds it.
     return Output(path, "metric", cache=False, **kwargs)
 
 
@@ -264,9 +265,13 @@ COMMON_CODE: tuple[str, ...] = (
 REPORT_FIGURES = ("headline", "contextual_em", "memorization_ratio", "accuracy_vs_cost", "training_curves")
 
 # The per-run training curves `dvc plots show/diff` draw in one figure (dvc.yaml's top-level
-# `plots:`): x and y columns of train_curve.csv.
+# `plots:`): x and y columns of train_curve.csv, drawn by a vega-lite template of ours (DVC's
+# `linear` gives every file its own colour-less line, told apart by dash pattern): one colour
+# per method, each seed a thin line of that colour, the seed mean a thick one, dashes per revision.
 TRAINING_CURVE_PLOT = {"name": "training_loss", "x": "step", "y": "train_loss",
-                       "title": "Training loss by method and seed", "y_label": "training loss"}
+                       "template": "workflow/dvc_plots/by_method.json",
+                       "title": "Training loss by method (thin: each seed; thick: mean over seeds)",
+                       "y_label": "training loss"}
 
 STAGES: tuple[Stage, ...] = (
     Stage(
@@ -352,7 +357,7 @@ STAGES: tuple[Stage, ...] = (
         },
         params=("train", "methods.{method}"),
         code=("stages/train.py", "backbone.py", "methods", "training", "measure.py", "formats.py", "contract",
-              "tracking.py", "model_family.py", "timing_files.py"),
+              "tracking.py", "tracking_view.py", "headline.py", "model_family.py", "timing_files.py"),
         needs=Needs(at=sized((4000, 60), (64000, 1440)), gpu=True, data_parallel=True),
         dims=RUN_DIMS,
         dirs={"models": "models", "results": RUN_RESULTS},
@@ -370,19 +375,22 @@ STAGES: tuple[Stage, ...] = (
         outputs={
             "predictions": out(f"{RUN_RESULTS}/predictions.jsonl"),
             "metrics": out(f"{RUN_RESULTS}/metrics.json"),             # the full scores, DVC-cached
-            "headline": metric(f"{RUN_RESULTS}/headline.json"),        # the few numbers DVC compares
+            # The run's few numbers: git holds them (data; the report's results/headline.json,
+            # the DVC metric, holds their seed means per method).
+            "headline": git_held(f"{RUN_RESULTS}/headline.json"),
             "evaluation_run": untracked(f"{RUN_RESULTS}/evaluation_run.json"),  # commit, machine, speed
         },
         params=("train", "methods.{method}", "evaluate", "tracking"),
         code=("stages/evaluate.py", "stages/train.py", "backbone.py", "methods", "training", "measure.py",
-              "evaluation", "answer_metrics.py", "formats.py", "tracking.py", "contract", "model_family.py", "timing_files.py"),
+              "evaluation", "answer_metrics.py", "formats.py", "tracking.py", "tracking_view.py", "contract",
+              "model_family.py", "headline.py", "timing_files.py"),
         needs=Needs(at=sized((4000, 30), (32000, 240)), gpu=True),
         dims=RUN_DIMS,
         dirs={"models": "models", "results": RUN_RESULTS},
     ),
     Stage(
         name="report",
-        args="--results {results} --data-stats {stats} --out {reports} --summary {summary}",
+        args="--results {results} --data-stats {stats} --out {reports} --summary {summary} --headline {headline}",
         # Every (method, seed) run's files: the report gathers over both dimensions.
         inputs={
             "validated": VALIDATED,
@@ -398,10 +406,13 @@ STAGES: tuple[Stage, ...] = (
                for name in REPORT_FIGURES},
             # Every method's ~60 keys: detail, not what `dvc metrics show` lists.
             "summary": out("results/summary.json", caption="summary.rst", category="Report"),
+            # Per method, the seed mean and interval of the headline numbers: THE DVC metric.
+            "headline": metric("results/headline.json"),
         },
         params=("data.source", "pretrain", "seeds", "train", "methods", "tracking", "report"),
         # dag: the report finds each job's benchmark record by the table's path.
-        code=("stages/report.py", "report", "statistics.py", "answer_metrics.py", "formats.py", "contract", "dag"),
+        code=("stages/report.py", "report", "statistics.py", "answer_metrics.py", "formats.py", "contract", "dag",
+              "headline.py"),
         needs=Needs(at=sized((2000, 30), (8000, 60)), light=True),
         dirs={"results": "results", "reports": "reports"},
     ),

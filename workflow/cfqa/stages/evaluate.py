@@ -12,14 +12,15 @@ import torch
 
 from cfqa.backbone import backbone_dir, build_method_model
 from cfqa.config import Config
-from cfqa.contract import (WEIGHTS, Headline, Inference, MethodFiles, MetricsRecord, ResultsError, TrainRecord,
-                           read_train_record, write_metrics, write_predictions, write_record)
+from cfqa.contract import (WEIGHTS, Inference, MethodFiles, MetricsRecord, ResultsError, read_train_record,
+                           write_metrics, write_predictions, write_record)
 from cfqa.contract.run_info import directory_sha256, files_sha256, run_info
 from cfqa.device import resolve
 from cfqa.evaluation.generation import generate_texts
 from cfqa.evaluation.scoring import (baseline_scores, memorization, most_frequent_answers,
                                      prediction_record, score_set)
 from cfqa.formats import VARIANTS, format_input
+from cfqa.headline import headline
 from cfqa.logs import get_logger
 from cfqa.methods.base import load_trainable
 from cfqa.training.batches import text_pairs, tokenize_pairs, variant_rows
@@ -27,20 +28,6 @@ from cfqa.training.loop import make_accelerator, validation_loss
 
 log = get_logger(__name__)
 QUESTION_SETS = ("test", "seen")
-HEADLINE_SET = "test"
-
-
-def headline(trained: TrainRecord, metrics: MetricsRecord) -> Headline:
-    """The run's few numbers for `dvc metrics`/`dvc exp show`: contextual EM per test variant,
-    memorization ratio per set, and the training cost train.json measured."""
-    return Headline(
-        test_contextual_em_pct={variant: scores.contextual_em_pct
-                                for variant, scores in metrics.sets[HEADLINE_SET].items()},
-        memorization_ratio_pct={name: cell.memorization_ratio_pct for name, cell in metrics.memorization.items()},
-        trainable_params=trained.params.trainable,
-        peak_memory_bytes=trained.cost.peak_memory_bytes,
-        step_time_s=trained.cost.step_time_s,
-    )
 
 
 def target_losses(network, tokenizer, rows: list[dict], mcfg, batch_size: int) -> dict[str, float]:

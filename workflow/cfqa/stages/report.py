@@ -1,6 +1,7 @@
 """Stage `cfqa report`: every method's results for every seed (results/{method}/seed{seed}/)
 -> reports/report.md, reports/index.html (self-contained), reports/*.png and
-results/summary.json (a DVC metric). The same results give byte-identical outputs."""
+results/summary.json (every method's key numbers) and results/headline.json (the run root's
+DVC metric, cfqa.headline). The same results give byte-identical outputs."""
 from __future__ import annotations
 
 import time
@@ -11,7 +12,8 @@ import msgspec
 
 from cfqa.atomic_io import atomic_open
 from cfqa.config import Config
-from cfqa.contract import read_data_stats, write_record
+from cfqa.contract import read_data_stats, write_record, write_run_headline
+from cfqa.headline import headline as run_headline_of, run_headline
 from cfqa.logs import get_logger
 from cfqa.redact import redact
 from cfqa.report import figures, plots
@@ -45,12 +47,23 @@ def _overview(cfg: Config) -> dict[str, str]:
 
 
 def run(cfg: Config, results: Path, data_stats: Path, out: Path, summary: Path,
-        report_notes: str | Sequence[str] | None = None) -> None:
-    write_report(cfg, results, data_stats, out, summary, seeds=cfg.seeds, report_notes=report_notes)
+        report_notes: str | Sequence[str] | None = None, headline: Path | None = None) -> None:
+    write_report(cfg, results, data_stats, out, summary, seeds=cfg.seeds, report_notes=report_notes,
+                 headline=headline)
+
+
+def write_headline(path: Path, results: Path, method_results) -> None:
+    """results/headline.json: per method of this run root (not of `report.compare_runs`' roots,
+    which write their own), the seed means of its runs' headline numbers."""
+    own = {r.name: [run_headline_of(run.train, run.metrics) for run in r.runs] for r in method_results
+           if r.runs and r.runs[0].directory.resolve().is_relative_to(Path(results).resolve())}
+    write_run_headline(path, run_headline(own))
+    log.info("wrote %s (%d methods: seed mean and interval of their headline numbers)", path, len(own))
 
 
 def write_report(cfg: Config, results: Path, data_stats: Path, out: Path, summary: Path, *,
-                 seeds: Sequence[int], report_notes: str | Sequence[str] | None = None) -> None:
+                 seeds: Sequence[int], report_notes: str | Sequence[str] | None = None,
+                 headline: Path | None = None) -> None:
     results, data_stats, out, summary = map(Path, (results, data_stats, out, summary))
     started = time.perf_counter()
     # Other runs whose results stand beside this run's (report.compare_runs), never this run's own.
@@ -83,4 +96,6 @@ def write_report(cfg: Config, results: Path, data_stats: Path, out: Path, summar
     log.info("wrote %s and %s (%d methods, sets %s)", out / "report.md", out / "index.html",
              len(method_results), ", ".join(agg.sets) or "none")
     write_record(summary, build_summary(method_results, agg))
+    if headline is not None:
+        write_headline(Path(headline), results, method_results)
     log.info("wrote %s in %.1f s", summary, time.perf_counter() - started)
