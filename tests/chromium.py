@@ -1,27 +1,19 @@
 """Headless Chromium for tests that look at a page as a browser renders it: `--dump-dom`
 prints the DOM after the page ran its scripts, `--screenshot` writes a PNG. Debian's chromium
 (`make browser`); CFQA_CHROMIUM names another binary. Where it is missing the test is skipped
-with the reason, except under CI (CI=true) or CFQA_BROWSER_TESTS=1, where it fails."""
+with the reason, except in CI, where it fails (tests/required_tools.py)."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
+from required_tools import require_executable
 
 
 def binary() -> str:
-    """The Chromium to run; skips (or, under CI, fails) the calling test when there is none."""
-    found = os.environ.get("CFQA_CHROMIUM") or next(
-        (path for name in ("chromium", "chromium-browser", "google-chrome") if (path := shutil.which(name))), None)
-    if found is None:
-        if os.environ.get("CI") == "true" or os.environ.get("CFQA_BROWSER_TESTS") == "1":
-            pytest.fail("chromium is not installed: CI must install it (`make browser`: Debian's chromium)")
-        pytest.skip("chromium is not installed (`make browser` installs it; CFQA_BROWSER_TESTS=1 runs these tests "
-                    "anyway)")
-    return found
+    """The Chromium to run; skips (or, in CI, fails) the calling test when there is none."""
+    return require_executable("chromium", "`make browser` installs Debian's chromium", env_override="CFQA_CHROMIUM")
 
 
 def run(url: str, profile: Path, *, window: tuple[int, int], wait_ms: int, args: tuple[str, ...],
