@@ -12,9 +12,8 @@ sees first.
 one script that measures it on load and writes its findings into the DOM as JSON (the
 report itself has no script). No DevTools client library needed.
 
-Needs Debian's chromium (`make browser`). Skipped where it is missing, unless
-CFQA_BROWSER_TESTS=1 asks for it (then a missing browser fails); CFQA_CHROMIUM names
-another binary."""
+Needs Debian's chromium (`make browser`). Skipped where it is missing, except in CI, where a
+missing browser fails (tests/required_tools.py); CFQA_CHROMIUM names another binary."""
 from __future__ import annotations
 
 import html
