@@ -14,7 +14,6 @@ from cfqa.config import PROJECT_ROOT, TrainConfig, load, registry_options
 from cfqa.methods import get_method
 from cfqa.stages.train import resume_fingerprint
 from cfqa.training import loop as training_loop
-from cfqa.training import batches as batches_module
 from cfqa.training.batches import LengthGroupedBatches
 from cfqa.training.checkpoint import STATE
 from cfqa.training.loop import fine_tune, make_accelerator, validation_loss
@@ -28,7 +27,8 @@ def train_config(**overrides) -> TrainConfig:
                   lr=1e-2, weight_decay=0.0, warmup_steps=2, clip_norm=1.0, bf16=False,
                   gradient_checkpointing=False, eval_every=3, early_stopping_patience=0,
                   max_input_length=16, max_target_length=8, mixture=("factual",),
-                  target_format="disentangled")
+                  target_format="disentangled", batching="random", group_batches=25,
+                  validation_examples=0, validation_seed=0)
     values.update(overrides)
     return TrainConfig(**values)
 
@@ -145,14 +145,13 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, monkeypatch, method, m
 
 def test_the_loop_trains_on_length_grouped_batches_in_their_order(tmp_path, monkeypatch):
     data = varied_task()
-    cfg = train_config(max_steps=8, eval_every=100)
-    monkeypatch.setattr(batches_module, "GROUP_BATCHES", 25)
+    cfg = train_config(max_steps=8, eval_every=100, batching="length", group_batches=25)
     seen = []
     collate = training_loop.collate
     monkeypatch.setattr(training_loop, "collate",
                         lambda batch, pad, family: seen.append(batch) or collate(batch, pad, family))
     run(build("full"), data, data[:4], cfg, tmp_path / "ckpt")
-    grouped = LengthGroupedBatches(data, cfg.batch_size, cfg.seed)
+    grouped = LengthGroupedBatches(data, cfg.batch_size, cfg.seed, 25)
     assert seen[:8] == [grouped(i) for i in range(8)]
     # Each batch comes from one length-sorted chunk: the epoch's 16 examples sorted by length.
     widths = sorted(max(len(source) for source, _ in batch) for batch in seen[:4])

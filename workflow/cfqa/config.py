@@ -167,6 +167,10 @@ class TrainConfig:
     max_target_length: StrictInt
     mixture: tuple[StrictStr, ...]
     target_format: StrictStr
+    batching: Literal["random", "length", "stratified"]   # how batches are drawn (cfqa.training.batches)
+    group_batches: StrictInt          # batches per length-sorted chunk (length, stratified)
+    validation_examples: StrictInt    # the fixed sample validated every eval_every steps; 0: the whole set
+    validation_seed: StrictInt        # draws that sample: the same for every run, so their curves compare
     # The run's seed, never a key of params.yaml: each run takes one value of the top-level
     # `seeds` list (the {seed} wildcard) through `Config.method(name, seed)`. None in the
     # shared `train` section and in `Config.methods`, which no run trains from directly.

@@ -104,6 +104,13 @@ class TrainRecord(Record, kw_only=True):
     resumed_from_step: int | None
     train_examples: int
     validation_examples: int
+    # Validation every eval_every steps is on a fixed sample of this many examples
+    # (train.validation_examples); the best weights are then scored on the whole set
+    # (full_validation_loss, None when the sample was the whole set). validation_time_s: the
+    # time all validation passes took, beside cost.train_time_s. None: written before these fields.
+    validation_sample_examples: int | None = None
+    full_validation_loss: float | None = None
+    validation_time_s: float | None = None
 
 
 # ---- train_curve.csv --------------------------------------------------------------------

@@ -24,7 +24,7 @@ from cfqa.logs import get_logger
 from cfqa.measure import PeakMemory, StepMemory, training_step_memory
 from cfqa.methods.base import count_parameters, save_trainable
 from cfqa.model_family import model_family
-from cfqa.training.batches import batch_at, collate, text_pairs, tokenize_pairs, variant_rows
+from cfqa.training.batches import batch_at, collate, text_pairs, tokenize_pairs, variant_rows, variant_strata
 from cfqa.training.checkpoint import remove_checkpoint
 from cfqa.training.loop import fine_tune, make_accelerator
 from cfqa.training.lr_selection import apply_lr_selection
@@ -132,7 +132,7 @@ def train_and_record(mcfg: MethodConfig, variants: Path, models: Path, out: Path
     with PeakMemory(cuda=accelerator.device.type == "cuda") as peak:
         result = fine_tune(model, train, validation, tcfg, pad_id=tokenizer.pad_token_id,
                            checkpoint_dir=checkpoints, fingerprint=fingerprint, accelerator=accelerator,
-                           on_validation=on_validation)
+                           on_validation=on_validation, strata=variant_strata(train_rows))
     model = accelerator.unwrap_model(model)
 
     with atomic_dir(out) as tmp:
@@ -160,6 +160,8 @@ def train_and_record(mcfg: MethodConfig, variants: Path, models: Path, out: Path
         steps=state.step, best_step=state.best_step, best_val_loss=state.best_val_loss,
         stopped_early=result.stopped_early, resumed_from_step=result.resumed_from_step,
         train_examples=len(train), validation_examples=len(validation),
+        validation_sample_examples=result.validation_examples,
+        full_validation_loss=result.full_validation_loss, validation_time_s=result.validation_seconds,
     )
     files = MethodFiles(results)
     write_record(files.train_record, record)
