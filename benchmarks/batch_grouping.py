@@ -214,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     if not args.analyze_only:
         build_data(code, workdir)
-        jobs = [(b, m, s) for s in SEEDS for m in args.methods for b in args.batchings]
+        jobs = [(b, m, s) for m in args.methods for s in SEEDS for b in args.batchings]
         with concurrent.futures.ThreadPoolExecutor(max_workers=args.workers) as pool:
             futures = [pool.submit(train_and_evaluate, code, workdir, b, m, s) for b, m, s in jobs]
             for future in concurrent.futures.as_completed(futures):
