@@ -74,6 +74,9 @@ class EmbeddedWorldConfig:
 class NQSourceConfig:
     train_url: StrictStr
     dev_urls: tuple[StrictStr, ...]
+    # The sha256 of each downloaded file, by file name (the URL's last segment); `cfqa fetch`
+    # refuses a file whose digest differs, or is null (not yet pinned).
+    sha256: dict[StrictStr, StrictStr | None]
 
 
 @with_config(TYPED)
@@ -212,6 +215,20 @@ class TuneConfig:
 
 @with_config(TYPED)
 @dataclass(frozen=True)
+class HubModelPin:
+    """A hub model pinned: its commit and the sha256 of each weight file (cfqa.hub)."""
+    revision: StrictStr | None                    # null: not yet pinned (`cfqa fetch` refuses)
+    sha256: dict[StrictStr, StrictStr | None]     # weight file name -> sha256 (null: not yet pinned)
+
+
+@with_config(TYPED)
+@dataclass(frozen=True)
+class HubConfig:
+    models: dict[StrictStr, HubModelPin]          # every hub model a stage loads, by hub id
+
+
+@with_config(TYPED)
+@dataclass(frozen=True)
 class EvaluateConfig:
     batch_size: StrictInt
     max_new_tokens: StrictInt
@@ -245,6 +262,7 @@ class Config:
     train: TrainConfig
     methods: dict[str, MethodConfig]
     tune: TuneConfig
+    hub: HubConfig
     evaluate: EvaluateConfig
     tracking: TrackingConfig
     report: ReportConfig

@@ -119,4 +119,5 @@ def dag_shell(name):
 localrules:
     all,
     validate,
+    fetch,
     report,

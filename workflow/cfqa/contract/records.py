@@ -46,6 +46,10 @@ class RunInfo(Record):
     params: dict[str, Any]           # the params.yaml slice the stage read
     data_sha256: str | None = None   # the data files the stage read
     backbone_sha256: str | None = None   # the frozen backbone's files
+    # Where a hub backbone came from (cfqa.hub's hub_source.json): repo_id, revision (the
+    # pinned commit), the weight files' sha256, whether it was converted from .bin; None for a
+    # backbone pretrained here or read from a local directory.
+    backbone_source: dict[str, Any] | None = None
 
 
 # ---- train.json -------------------------------------------------------------------------

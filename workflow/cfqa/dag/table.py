@@ -45,6 +45,9 @@ LR_SELECTION = f"results/{METHOD.segment}/lr_selection.json"            # one pe
 # bytes must not depend on params.yaml's content: DVC hashes it as every stage's dependency,
 # so a stamp that changed with each edit would rerun the whole DAG.
 VALIDATED = "results/.validated"
+# Written by `fetch`, the one stage that uses the network (data and hub models into the run's
+# cache, cfqa.stages.fetch); the stages that read the cache wait for it.
+FETCHED = "data/fetched.json"
 PARAMS_FILE = "params.yaml"
 # Where a run writes: every path in this table is relative to the run root, params.yaml's
 # `run_root` (a profile names its own, e.g. runs/mixtures, so it never writes over the
@@ -207,12 +210,23 @@ STAGES: tuple[Stage, ...] = (
         code=(),        # the CLI, the config and its schema: COMMON_CODE
     ),
     Stage(
-        name="download",
-        args="--out {raw}",
+        # Needs the network (the only stage that does; every other runs with the hub offline):
+        # run it where the network is, e.g. the login node (Snakemake runs it locally).
+        name="fetch",
+        args="--out {fetched}",
         inputs={"validated": VALIDATED},
+        outputs={"fetched": out(FETCHED)},
+        params=("data.source", "data.nq", "data.huggingface", "entities.ner", "pretrain.hub_id",
+                "pretrain.lm_adapted_hub_id", "hub"),
+        code=("stages/fetch.py", "hub.py", "digests.py", "nq", "ner.py"),
+    ),
+    Stage(
+        name="download",
+        args="--out {raw} --fetched {fetched}",
+        inputs={"validated": VALIDATED, "fetched": FETCHED},
         outputs={"raw": folder("data/raw")},
         params=("data",),
-        code=("stages/download.py", "nq", "world"),
+        code=("stages/download.py", "digests.py", "nq", "world"),
     ),
     Stage(
         name="prepare",
@@ -240,11 +254,12 @@ STAGES: tuple[Stage, ...] = (
     ),
     Stage(
         name="pretrain",
-        args="--raw {raw} --out {base} --out-lm {base_lm}",
-        inputs={"validated": VALIDATED, "raw": "data/raw"},
+        args="--raw {raw} --out {base} --out-lm {base_lm} --fetched {fetched}",
+        inputs={"validated": VALIDATED, "raw": "data/raw", "fetched": FETCHED},
         outputs={"base": folder("models/base"), "base_lm": folder("models/base_lm")},
-        params=("pretrain",),
-        code=("stages/pretrain.py", "pretraining", "training", "formats.py", "model_family.py"),
+        params=("pretrain", "hub"),
+        code=("stages/pretrain.py", "pretraining", "training", "formats.py", "model_family.py", "hub.py",
+              "digests.py"),
     ),
     Stage(
         name="tune",
@@ -269,7 +284,7 @@ STAGES: tuple[Stage, ...] = (
         },
         params=("train", "methods.{method}"),
         code=("stages/train.py", "backbone.py", "methods", "training", "measure.py", "formats.py", "contract",
-              "tracking.py", "model_family.py"),
+              "tracking.py", "model_family.py", "hub.py", "digests.py"),
         dims=RUN_DIMS,
         dirs={"models": "models", "results": RUN_RESULTS},
     ),
@@ -291,7 +306,8 @@ STAGES: tuple[Stage, ...] = (
         },
         params=("train", "methods.{method}", "evaluate", "tracking"),
         code=("stages/evaluate.py", "stages/train.py", "backbone.py", "methods", "training", "measure.py",
-              "evaluation", "answer_metrics.py", "formats.py", "tracking.py", "contract", "model_family.py"),
+              "evaluation", "answer_metrics.py", "formats.py", "tracking.py", "contract", "model_family.py", "hub.py",
+              "digests.py"),
         dims=RUN_DIMS,
         dirs={"models": "models", "results": RUN_RESULTS},
     ),

@@ -15,6 +15,7 @@ from cfqa.config import Config
 from cfqa.contract import (WEIGHTS, Headline, Inference, MethodFiles, MetricsRecord, ResultsError, TrainRecord,
                            read_train_record, write_metrics, write_predictions, write_record)
 from cfqa.contract.run_info import directory_sha256, files_sha256, run_info
+from cfqa.hub import read_source_record
 from cfqa.evaluation.generation import generate_texts
 from cfqa.evaluation.scoring import (baseline_scores, memorization, most_frequent_answers,
                                      prediction_record, score_set)
@@ -108,7 +109,8 @@ def run(cfg: Config, variants: Path, models: Path, model: Path, results: Path, m
         method=method, seed=seed,
         run=run_info("evaluate", "completed",
                      {**dataclasses.asdict(mcfg), "evaluate": dataclasses.asdict(ecfg)},
-                     str(device), data_sha256=files_sha256(data_files), backbone_sha256=backbone_sha),
+                     str(device), data_sha256=files_sha256(data_files), backbone_sha256=backbone_sha,
+                     backbone_source=read_source_record(backbone_dir(models, mcfg.backbone))),
         sets=sets, by_type=by_type, memorization=memorized,
         most_frequent_em_pct={set_name: baseline_scores([r for r in records if r.set == set_name], frequent)
                               for set_name in QUESTION_SETS},

@@ -20,6 +20,7 @@ from cfqa.config import Config, MethodConfig
 from cfqa.contract import (WEIGHTS, CurveRow, MethodFiles, ParameterCounts, StepMemoryParts, TrainCost,
                            TrainRecord, write_curve, write_record)
 from cfqa.contract.run_info import directory_sha256, files_sha256, run_info
+from cfqa.hub import read_source_record
 from cfqa.logs import get_logger
 from cfqa.measure import PeakMemory, StepMemory, training_step_memory
 from cfqa.methods.base import count_parameters, save_trainable
@@ -142,7 +143,8 @@ def train_and_record(mcfg: MethodConfig, variants: Path, models: Path, out: Path
         method=method, registry_method=mcfg.method, backbone=mcfg.backbone, seed=tcfg.seed,
         lr=tcfg.lr, lr_selected=lr_selection is not None,
         run=run_info("train", "stopped_early" if result.stopped_early else "completed", method_params(mcfg),
-                     str(accelerator.device), data_sha256=data_sha, backbone_sha256=backbone_sha),
+                     str(accelerator.device), data_sha256=data_sha, backbone_sha256=backbone_sha,
+                     backbone_source=read_source_record(backbone_dir(models, mcfg.backbone))),
         params=ParameterCounts(trainable=counts.trainable, total=counts.total,
                                trainable_pct=counts.trainable_percent),
         cost=TrainCost(
