@@ -91,6 +91,7 @@ RAW = PathArg("raw", "raw data directory (stage download)", "dir")
 PREPARED = PathArg("prepared", "prepared data directory (stage prepare)", "dir")
 VARIANTS = PathArg("variants", "variants directory (stage counterfactuals)", "dir")
 MODELS = PathArg("models", "models directory holding the backbones (stage pretrain)", "dir")
+TOKENIZED = PathArg("tokenized", "tokenized variants (stage tokenize); default: tokenize here", "dir", required=False)
 
 COMMANDS: dict[str, Command] = {c.name: c for c in (
     Command("fetch", "download the pinned data and hub models into the run's cache (the one stage online)",
@@ -132,6 +133,11 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
              PathArg("out-lm", "LM-adapted base model directory to write", "out"),
              PathArg("fetched", "fetch manifest (stage fetch): orders this stage after it", "file", required=False)),
             cache=True),
+    Command("tokenize", "tokenize every variant file once per backbone tokenizer, for every job",
+            "Tokenizes the inputs and targets (both formats) of every variant file with each distinct "
+            "tokenizer of the backbones, untruncated; train and evaluate jobs load them and truncate to "
+            "their own lengths instead of tokenizing again.",
+            (VARIANTS, MODELS, PathArg("out", "tokenized data directory to write", "out"))),
     Command("tune", "choose one method's learning rate on the validation set (short runs on a grid)",
             "Fine-tunes the method briefly at each learning rate of the grid (its train.lr times "
             "tune.lr_factors) and keeps the one with the lowest validation loss.",
@@ -147,7 +153,8 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
              PathArg("results", "results directory of the run to write (results/METHOD/seedSEED)", "out"),
              PathArg("lr-selection", "train with the learning rate `cfqa tune` chose "
                                      "(results/METHOD/lr_selection.json); default: the configured train.lr",
-                     "file", required=False)),
+                     "file", required=False),
+             TOKENIZED),
             run="method+seed"),
     Command("evaluate", "generate and score one trained run on the test and seen sets",
             "Generates answers of one trained (method, seed) run on the test and seen sets in all four "
@@ -155,7 +162,8 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
             (VARIANTS, MODELS,
              PathArg("model", "trained directory of the run (train's --out)", "dir"),
              PathArg("results", "results directory of the run (train's --results; predictions and "
-                                "metrics are written there)", "dir+out")),
+                                "metrics are written there)", "dir+out"),
+             TOKENIZED),
             run="method+seed"),
     Command("report", "tables, plots, HTML and Markdown report, summary metrics",
             "Aggregates every method and seed into reports/report.md, reports/index.html, figures and "

@@ -262,6 +262,16 @@ STAGES: tuple[Stage, ...] = (
               "digests.py"),
     ),
     Stage(
+        # Reads no params: jobs truncate the tokens to their own lengths when they load them.
+        name="tokenize",
+        args="--variants {variants} --models {models} --out {tokenized}",
+        inputs={"validated": VALIDATED, "variants": "data/variants", "base": "models/base", "base_lm": "models/base_lm"},
+        outputs={"tokenized": folder("data/tokenized")},
+        params=(),
+        code=("stages/tokenize.py", "training/__init__.py", "training/tokenized.py", "formats.py", "digests.py"),
+        dirs={"models": "models"},
+    ),
+    Stage(
         name="tune",
         args="--method {method} --variants {variants} --models {models} --out {selection}",
         inputs={"validated": VALIDATED, "variants": "data/variants", "base": "models/base", "base_lm": "models/base_lm"},
@@ -274,9 +284,9 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         name="train",
         args="--method {method} --seed {seed} --variants {variants} --models {models} --out {model} "
-             "--results {results} --lr-selection {lr_selection}",
+             "--results {results} --lr-selection {lr_selection} --tokenized {tokenized}",
         inputs={"validated": VALIDATED, "variants": "data/variants", "base": "models/base", "base_lm": "models/base_lm",
-                "lr_selection": LR_SELECTION},
+                "lr_selection": LR_SELECTION, "tokenized": "data/tokenized"},
         outputs={
             "model": folder(RUN_MODEL),
             "train": out(f"{RUN_RESULTS}/train.json"),
@@ -291,12 +301,12 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         name="evaluate",
         args="--method {method} --seed {seed} --variants {variants} --models {models} --model {model} "
-             "--results {results}",
+             "--results {results} --tokenized {tokenized}",
         # The backbones: a method's weights are only its trainable part, loaded onto one of them.
         inputs={
             "validated": VALIDATED, "variants": "data/variants", "base": "models/base", "base_lm": "models/base_lm",
             "model": RUN_MODEL, "train": f"{RUN_RESULTS}/train.json",
-            "curve": f"{RUN_RESULTS}/train_curve.csv",
+            "curve": f"{RUN_RESULTS}/train_curve.csv", "tokenized": "data/tokenized",
         },
         outputs={
             "predictions": out(f"{RUN_RESULTS}/predictions.jsonl"),

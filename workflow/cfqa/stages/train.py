@@ -27,6 +27,7 @@ from cfqa.methods.base import count_parameters, save_trainable
 from cfqa.model_family import model_family
 from cfqa.training.batches import batch_at, collate, text_pairs, tokenize_pairs, variant_rows, variant_strata
 from cfqa.training.checkpoint import remove_checkpoint
+from cfqa.training.tokenized import load_examples
 from cfqa.training.loop import fine_tune, make_accelerator
 from cfqa.training.lr_selection import apply_lr_selection
 from cfqa.training.optimization import make_optimizer
@@ -81,7 +82,7 @@ def start_tracking(cfg: Config, mcfg: MethodConfig, variants: Path, method: str,
 
 
 def run(cfg: Config, variants: Path, models: Path, out: Path, results: Path, method: str, seed: int,
-        lr_selection: Path | None = None) -> None:
+        lr_selection: Path | None = None, tokenized: Path | None = None) -> None:
     started = time.perf_counter()
     mcfg = cfg.method(method, seed)
     if lr_selection is not None:
@@ -90,16 +91,30 @@ def run(cfg: Config, variants: Path, models: Path, out: Path, results: Path, met
     tracking = start_tracking(cfg, mcfg, variants, method, seed)
     try:
         curve = train_and_record(mcfg, variants, models, out, results, method, seed, lr_selection, started,
-                                 on_validation=tracking.log_point)
+                                 on_validation=tracking.log_point, tokenized=tokenized)
     except BaseException:
         tracking.fail()
         raise
     tracking.training_done(curve)
 
 
+def training_examples(tokenizer, variants: Path, tokenized: Path | None, mcfg: MethodConfig,
+                      split: str) -> tuple[list, list[int]]:
+    """(examples, their variants) of `split` in the method's mixture: loaded from the
+    `tokenize` stage's output, or tokenized here when there is none."""
+    tcfg = mcfg.train
+    if tokenized is not None:
+        return load_examples(tokenized, mcfg.backbone, tokenizer, variants, split, tcfg.mixture, tcfg.target_format,
+                             tcfg.max_input_length, tcfg.max_target_length)
+    rows = variant_rows(variants, split, tcfg.mixture)
+    return (tokenize_pairs(tokenizer, text_pairs(rows, tcfg.target_format), tcfg.max_input_length,
+                           tcfg.max_target_length), variant_strata(rows))
+
+
 def train_and_record(mcfg: MethodConfig, variants: Path, models: Path, out: Path, results: Path, method: str,
                      seed: int, lr_selection: Path | None, started: float,
-                     on_validation: Callable[[dict], None] | None = None) -> list[dict]:
+                     on_validation: Callable[[dict], None] | None = None,
+                     tokenized: Path | None = None) -> list[dict]:
     """Trains and writes the run's files; returns the training curve's points."""
     tcfg = mcfg.train
     torch.set_num_threads(tcfg.threads)
@@ -109,14 +124,11 @@ def train_and_record(mcfg: MethodConfig, variants: Path, models: Path, out: Path
              spec.name, seed, mcfg.backbone, counts.trainable, counts.total, counts.trainable_percent)
 
     read = [path for paths in data_files(variants, mcfg).values() for path in paths]
-    train_rows = variant_rows(variants, "train", tcfg.mixture)
-    validation_rows = variant_rows(variants, "validation", tcfg.mixture)
-    train = tokenize_pairs(tokenizer, text_pairs(train_rows, tcfg.target_format),
-                           tcfg.max_input_length, tcfg.max_target_length)
-    validation = tokenize_pairs(tokenizer, text_pairs(validation_rows, tcfg.target_format),
-                                tcfg.max_input_length, tcfg.max_target_length)
-    log.info("read %d training and %d validation examples (mixture %s, %s targets) from %s",
-             len(train), len(validation), "+".join(tcfg.mixture), tcfg.target_format, variants)
+    (train, strata), (validation, _) = (training_examples(tokenizer, variants, tokenized, mcfg, split)
+                                        for split in ("train", "validation"))
+    log.info("read %d training and %d validation examples (mixture %s, %s targets) from %s%s",
+             len(train), len(validation), "+".join(tcfg.mixture), tcfg.target_format, variants,
+             f", tokenized in {tokenized}" if tokenized else "")
 
     accelerator = make_accelerator(tcfg)
     first_batch = collate(batch_at(train, 0, tcfg.batch_size, tcfg.seed), tokenizer.pad_token_id,
@@ -133,7 +145,7 @@ def train_and_record(mcfg: MethodConfig, variants: Path, models: Path, out: Path
     with PeakMemory(cuda=accelerator.device.type == "cuda") as peak:
         result = fine_tune(model, train, validation, tcfg, pad_id=tokenizer.pad_token_id,
                            checkpoint_dir=checkpoints, fingerprint=fingerprint, accelerator=accelerator,
-                           on_validation=on_validation, strata=variant_strata(train_rows))
+                           on_validation=on_validation, strata=strata)
     model = accelerator.unwrap_model(model)
 
     with atomic_dir(out) as tmp:
