@@ -283,8 +283,8 @@ STAGES: tuple[Stage, ...] = (
     ),
     Stage(
         name="train",
-        args="--method {method} --seed {seed} --variants {variants} --models {models} --out {model} "
-             "--results {results} --lr-selection {lr_selection} --tokenized {tokenized}",
+        args="--method {method} --seed {seed} --variants {variants} --tokenized {tokenized} --models {models} "
+             "--out {model} --results {results} --lr-selection {lr_selection}",
         inputs={"validated": VALIDATED, "variants": "data/variants", "base": "models/base", "base_lm": "models/base_lm",
                 "lr_selection": LR_SELECTION, "tokenized": "data/tokenized"},
         outputs={
@@ -300,8 +300,8 @@ STAGES: tuple[Stage, ...] = (
     ),
     Stage(
         name="evaluate",
-        args="--method {method} --seed {seed} --variants {variants} --models {models} --model {model} "
-             "--results {results} --tokenized {tokenized}",
+        args="--method {method} --seed {seed} --variants {variants} --tokenized {tokenized} --models {models} "
+             "--model {model} --results {results}",
         # The backbones: a method's weights are only its trainable part, loaded onto one of them.
         inputs={
             "validated": VALIDATED, "variants": "data/variants", "base": "models/base", "base_lm": "models/base_lm",
