@@ -110,10 +110,10 @@ class TrainRecord(Record, kw_only=True):
     validation_examples: int
     # Validation every eval_every steps is on a fixed sample of this many examples
     # (train.validation_examples); the best weights are then scored on the whole set
-    # (full_validation_loss, None when the sample was the whole set). validation_time_s: the
-    # time all validation passes took, beside cost.train_time_s. None: written before these fields.
+    # (whole_validation_loss_nats, None when the sample was the whole set). validation_time_s:
+    # the time all validation passes took, beside cost.train_time_s. None: written before these fields.
     validation_sample_examples: int | None = None
-    full_validation_loss: float | None = None
+    whole_validation_loss_nats: float | None = None
     validation_time_s: float | None = None
 
 

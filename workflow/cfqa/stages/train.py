@@ -25,9 +25,9 @@ from cfqa.logs import get_logger
 from cfqa.measure import PeakMemory, StepMemory, training_step_memory
 from cfqa.methods.base import count_parameters, save_trainable
 from cfqa.model_family import model_family
-from cfqa.training.batches import batch_at, collate, text_pairs, tokenize_pairs, variant_rows, variant_strata
+from cfqa.training.batches import batch_at, collate
 from cfqa.training.checkpoint import remove_checkpoint
-from cfqa.training.tokenized import load_examples
+from cfqa.training.tokenized import training_examples
 from cfqa.training.loop import fine_tune, make_accelerator
 from cfqa.training.lr_selection import apply_lr_selection
 from cfqa.training.optimization import make_optimizer
@@ -98,19 +98,6 @@ def run(cfg: Config, variants: Path, models: Path, out: Path, results: Path, met
     tracking.training_done(curve)
 
 
-def training_examples(tokenizer, variants: Path, tokenized: Path | None, mcfg: MethodConfig,
-                      split: str) -> tuple[list, list[int]]:
-    """(examples, their variants) of `split` in the method's mixture: loaded from the
-    `tokenize` stage's output, or tokenized here when there is none."""
-    tcfg = mcfg.train
-    if tokenized is not None:
-        return load_examples(tokenized, mcfg.backbone, tokenizer, variants, split, tcfg.mixture, tcfg.target_format,
-                             tcfg.max_input_length, tcfg.max_target_length)
-    rows = variant_rows(variants, split, tcfg.mixture)
-    return (tokenize_pairs(tokenizer, text_pairs(rows, tcfg.target_format), tcfg.max_input_length,
-                           tcfg.max_target_length), variant_strata(rows))
-
-
 def train_and_record(mcfg: MethodConfig, variants: Path, models: Path, out: Path, results: Path, method: str,
                      seed: int, lr_selection: Path | None, started: float,
                      on_validation: Callable[[dict], None] | None = None,
@@ -175,7 +162,7 @@ def train_and_record(mcfg: MethodConfig, variants: Path, models: Path, out: Path
         stopped_early=result.stopped_early, resumed_from_step=result.resumed_from_step,
         train_examples=len(train), validation_examples=len(validation),
         validation_sample_examples=result.validation_examples,
-        full_validation_loss=result.full_validation_loss, validation_time_s=result.validation_seconds,
+        whole_validation_loss_nats=result.full_validation_loss, validation_time_s=result.validation_seconds,
     )
     files = MethodFiles(results)
     write_record(files.train_record, record)
