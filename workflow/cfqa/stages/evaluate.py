@@ -22,7 +22,7 @@ from cfqa.evaluation.scoring import (baseline_scores, memorization, most_frequen
 from cfqa.formats import VARIANTS
 from cfqa.logs import get_logger
 from cfqa.methods.base import load_trainable
-from cfqa.training.tokenized import training_examples
+from cfqa.training.examples import training_examples
 from cfqa.training.batches import variant_rows
 from cfqa.training.loop import make_accelerator, validation_loss
 

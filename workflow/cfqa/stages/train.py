@@ -27,7 +27,7 @@ from cfqa.methods.base import count_parameters, save_trainable
 from cfqa.model_family import model_family
 from cfqa.training.batches import batch_at, collate
 from cfqa.training.checkpoint import remove_checkpoint
-from cfqa.training.tokenized import training_examples
+from cfqa.training.examples import training_examples
 from cfqa.training.loop import fine_tune, make_accelerator
 from cfqa.training.lr_selection import apply_lr_selection
 from cfqa.training.optimization import make_optimizer

@@ -148,16 +148,3 @@ def load_examples(tokenized: Path, backbone: str, tokenizer, variants: Path, spl
             strata.append(VARIANTS.index(variant))
     return examples, strata
 
-
-def training_examples(tokenizer, variants: Path, tokenized: Path | None, mcfg, split: str) -> tuple[list, list[int]]:
-    """(examples, their variant indices) of `split` in the method's mixture, with its format
-    and lengths: loaded from the `tokenize` stage's output, or tokenized here without one."""
-    from cfqa.training.batches import text_pairs, tokenize_pairs, variant_rows, variant_strata
-
-    tcfg = mcfg.train
-    if tokenized is not None:
-        return load_examples(tokenized, mcfg.backbone, tokenizer, variants, split, tcfg.mixture, tcfg.target_format,
-                             tcfg.max_input_length, tcfg.max_target_length)
-    rows = variant_rows(variants, split, tcfg.mixture)
-    return (tokenize_pairs(tokenizer, text_pairs(rows, tcfg.target_format), tcfg.max_input_length,
-                           tcfg.max_target_length), variant_strata(rows))
