@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -23,6 +24,7 @@ from cfqa.hub import CONVERSION_RECORD, HubPinError, fetch_model, local_model_di
 from conftest import tiny_t5
 from hub_server import HubServer
 from pipeline_support import tool_env
+from test_tokenized import write_variants
 
 OLD, NEW = "1" * 40, "2" * 40          # two commits of each repo; main is NEW, params pin OLD
 WEIGHTS = {"safetensors": "model.safetensors", "bin": "pytorch_model.bin"}
@@ -190,7 +192,7 @@ def profile(tmp_path: Path, server: HubServer, base: str, lm: str, sha256: dict 
 
 
 @pytest.mark.slow
-def test_fetch_then_pretrain_offline_then_train_records_the_revision(hub, tmp_path, stage_results):
+def test_fetch_then_pretrain_offline_then_train_records_the_revision(hub, tmp_path):
     """The CLI end to end: `cfqa fetch` online, `cfqa pretrain` with the hub unreachable (a
     closed port as HF_ENDPOINT; the CLI sets HF_HUB_OFFLINE), `cfqa train` on the fetched
     backbone: its train.json's run info names the pinned commit."""
@@ -215,10 +217,11 @@ def test_fetch_then_pretrain_offline_then_train_records_the_revision(hub, tmp_pa
     assert same_weights(base, models["tiny/t5-bin"])
 
     steps = tmp_path / "steps.yaml"
-    steps.write_text(yaml.safe_dump({"train": {"max_steps": 2, "eval_every": 2, "batch_size": 4},
+    steps.write_text(yaml.safe_dump({"train": {"max_steps": 2, "eval_every": 2, "batch_size": 4, "threads": 1},
                                      "methods": {"lora": {"train": {"lr": 0.01}}}}))
+    write_variants(tmp_path / "data/variants", np.random.default_rng(0))
     trained = cfqa(["train", *params, "--params", str(steps), "--method", "lora", "--seed", "0",
-                    "--variants", str(stage_results.variants), "--models", "models", "--out", "models/lora/seed0",
+                    "--variants", "data/variants", "--models", "models", "--out", "models/lora/seed0",
                     "--results", "results/lora/seed0"], tmp_path, offline)
     assert trained.returncode == 0, trained.stderr[-3000:]
     run = json.loads((tmp_path / "results/lora/seed0/train.json").read_text())["run"]

@@ -16,6 +16,7 @@ written into params by a person.
 """
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -99,6 +100,8 @@ def fetch_model(pin: HubPin, cache: Path, *, endpoint: str | None = None) -> dic
     the manifest entry (repo, commit, digests, where the loadable files are, the conversion)."""
     from huggingface_hub import HfApi, snapshot_download
 
+    for name in ("httpx", "httpx2"):           # one line per HTTP request otherwise; fetch logs per file
+        logging.getLogger(name).setLevel(logging.WARNING)
     endpoint = endpoint or _endpoint()
     if pin.revision is None:
         current = HfApi(endpoint=endpoint).model_info(pin.repo_id).sha
@@ -113,7 +116,7 @@ def fetch_model(pin: HubPin, cache: Path, *, endpoint: str | None = None) -> dic
                                       endpoint=endpoint))
     digests = check_weights(pin, snapshot)
     entry = {"repo_id": pin.repo_id, "revision": pin.revision, "sha256": digests,
-             "snapshot": snapshot.relative_to(cache).as_posix(), "conversion": None}
+             "snapshot": snapshot.relative_to(cache.resolve()).as_posix(), "conversion": None}
     if pin.converts:
         target = converted_dir(pin, cache)
         entry["conversion"] = convert_to_safetensors(pin, snapshot, target)
