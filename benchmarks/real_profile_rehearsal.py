@@ -30,7 +30,6 @@ them from a real prepared NQ split instead (the `prepare` stage's rows), tokeniz
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import math
 import os
 import platform

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -240,3 +241,28 @@ def test_a_wrong_sha256_is_one_line_from_the_cli(hub, tmp_path):
     assert len(lines) == 1 and "model.safetensors has sha256" in lines[0] and "f" * 64 in lines[0], done.stderr
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "data/fetched.json").exists()
+
+
+def test_every_stage_but_fetch_runs_with_the_hub_offline_and_its_cache_in_the_run(tmp_path, monkeypatch):
+    import argparse
+
+    from cfqa import cli
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    before = dict(os.environ)
+    with cli.hub_environment(tmp_path / "cache", offline=True):
+        assert os.environ["HF_HUB_OFFLINE"] == os.environ["TRANSFORMERS_OFFLINE"] == "1"
+        assert os.environ["HF_HOME"] == str(tmp_path / "cache")
+        assert os.environ["HF_HUB_CACHE"] == str(tmp_path / "cache" / "hub")
+    with cli.hub_environment(tmp_path / "cache", offline=False):
+        assert "HF_HUB_OFFLINE" not in os.environ and os.environ["HF_HOME"] == str(tmp_path / "cache")
+    assert dict(os.environ) == before                                  # restored
+
+    profile = tmp_path / "profile.yaml"
+    profile.write_text("run_root: runs/big\n")
+    params = [PROJECT_ROOT / "params.yaml", profile]
+    monkeypatch.delenv("CFQA_CACHE", raising=False)
+    assert cli.cache_dir(argparse.Namespace(cache=None), params) == Path("runs/big/cache")
+    monkeypatch.setenv("CFQA_CACHE", "/scratch/shared")
+    assert cli.cache_dir(argparse.Namespace(cache=None), params) == Path("/scratch/shared")
+    assert cli.cache_dir(argparse.Namespace(cache=Path("here")), params) == Path("here")
