@@ -38,7 +38,7 @@ from scipy import stats
 from cfqa.answer_metrics import exact_match
 from cfqa.atomic_io import write_json
 from cfqa.config import PROJECT_ROOT, load
-from cfqa.contract import read_predictions, read_train_record
+from cfqa.contract import read_predictions
 from cfqa.formats import VARIANTS
 from cfqa.training.batches import (collate, padding_share, text_pairs, tokenize_pairs, training_batches,
                                    variant_rows, variant_strata)
@@ -171,13 +171,14 @@ def analyze(code: Path, workdir: Path, methods: list[str], batchings: list[str])
             records = [run_dir(workdir, batching, method, seed) / "res" / "train.json" for seed in SEEDS]
             if not all(r.exists() for r in records):
                 continue
-            trained = [read_train_record(r, method) for r in records]
+            # Plain JSON: the runs may have been written by the code of an earlier commit.
+            trained = [json.loads(r.read_text()) for r in records]
             cpu = [json.loads((r.parent.parent / "cpu_seconds.json").read_text()) for r in records]
             block: dict = {
-                "step_time_s_mean": round(float(np.mean([t.cost.step_time_s for t in trained])), 4),
+                "step_time_s_mean": round(float(np.mean([t["cost"]["step_time_s"] for t in trained])), 4),
                 "train_cpu_s_mean": round(float(np.mean([c["train"] for c in cpu])), 1),
                 "evaluate_cpu_s_mean": round(float(np.mean([c["evaluate"] for c in cpu])), 1),
-                "best_val_loss": [round(t.best_val_loss, 4) for t in trained],
+                "best_val_loss": [round(t["best_val_loss"], 4) for t in trained],
                 **batch_mix(code / "params.yaml", workdir, method, batching),
                 "test_contextual_em_pct": {}, "seen_contextual_em_pct": {},
             }
@@ -219,7 +220,6 @@ def main(argv: list[str] | None = None) -> int:
             futures = [pool.submit(train_and_evaluate, code, workdir, b, m, s) for b, m, s in jobs]
             for future in concurrent.futures.as_completed(futures):
                 print(future.result(), flush=True)
-    sys.path.insert(0, str(code / "workflow"))
     result = {"seeds": list(SEEDS), "code": (code / "COMMIT").read_text().strip(),
               "interval": "mean of per-seed paired differences (grouped - random), Student t with S-1 df, 95 %",
               "methods": analyze(code, workdir, args.methods, args.batchings),

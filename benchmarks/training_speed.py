@@ -3,9 +3,9 @@ as ratios measured in one run with the two settings interleaved (the machine's c
 so absolute times move with the load; ratios taken side by side do not):
 
   - batches: random batches (a seeded permutation per epoch cut into consecutive batches:
-    the loop's default, unchanged) vs length-grouped batches (`LengthGroupedBatches` with
+    `train.batching: random`) vs length-grouped batches (`LengthGroupedBatches` with
     GROUPED = 25 batches per sorted chunk, `train.batching: length`: it cut padding and step
-    time but the runs learned less, see cfqa.training.batches). Measured: the share of padded
+    time; its effect on accuracy is measured by batch_grouping.py). Measured: the share of padded
     positions over a whole run's batches (inputs and labels), how mixed the batches' variants
     are, and the mean optimizer-step time of `fine_tune` for `full` and `lora` over the first
     `--steps` steps;
