@@ -187,8 +187,10 @@ def test_stratified_batches_take_the_same_length_quantile_of_each_variant():
 
 def test_the_batching_names_its_needs():
     examples, strata = variant_examples(64)
-    with pytest.raises(ValueError, match="stratified needs each example's variant"):
-        training_batches(examples, 16, 0, "stratified", 25)
+    # Without the variants there is one stratum: length-grouped batches.
+    one_stratum = training_batches(examples, 16, 0, "stratified", 25).epoch_batches(0)
+    assert [b.tolist() for b in one_stratum] == [b.tolist() for b in
+                                                 training_batches(examples, 16, 0, "length", 25).epoch_batches(0)]
     with pytest.raises(ValueError, match="must label every example"):
         training_batches(examples, 16, 0, "stratified", 25, strata[:-1])
     with pytest.raises(ValueError, match="train.batching must be one of"):

@@ -193,14 +193,12 @@ class LengthGroupedBatches:
 def training_batches(examples: Sequence[TokenizedExample], batch_size: int, seed: int, batching: str,
                      group_batches: int, strata: Sequence[int] | None = None) -> LengthGroupedBatches:
     """The sampler `train.batching` names (see BATCHINGS); `strata` (each example's variant) is
-    needed by `stratified` only."""
+    read by `stratified` only, which without it has one stratum: length-grouped batches."""
     if batching == "random":
         return LengthGroupedBatches(examples, batch_size, seed)
     if batching == "length":
         return LengthGroupedBatches(examples, batch_size, seed, group_batches)
     if batching == "stratified":
-        if strata is None:
-            raise ValueError("train.batching stratified needs each example's variant (strata)")
         return LengthGroupedBatches(examples, batch_size, seed, group_batches, strata)
     raise ValueError(f"train.batching must be one of {', '.join(BATCHINGS)}, got {batching!r}")
 
