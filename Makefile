@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install install-executors lock reproduce smoke test test-fast lint clean image dvc.yaml ui browser dvc-commit
+.PHONY: install install-executors install-ner-model lock reproduce smoke test test-fast lint clean image dvc.yaml ui browser dvc-commit
 
 install: $(STAMP)
 
@@ -36,6 +36,14 @@ $(EXECUTORS_STAMP): $(STAMP) requirements-executors.lock
 	$(BIN)/pip install --quiet --require-hashes --no-build-isolation $(find_links) -r requirements-executors.lock
 	$(BIN)/pip check
 	touch $(EXECUTORS_STAMP)
+
+# `make install-ner-model`: spaCy's official en_core_web_sm for `entities.ner: en_core_web_sm`
+# (real runs), from spaCy's release page on github, pinned by URL and sha256 in
+# requirements-ner-model.lock and installed with --require-hashes (never an unofficial re-upload
+# from a package index). The embedded default does not need it.
+install-ner-model: $(STAMP)
+	$(BIN)/pip install --quiet --require-hashes --no-deps -r requirements-ner-model.lock
+	$(BIN)/python -c "import spacy; spacy.load('en_core_web_sm')"
 
 # `make lock`: the three locks again with uv (in its own venv, at a pinned version), hashes
 # included. Versions already in a lock stay; delete the lock, or a line, to move it on.

@@ -3,9 +3,9 @@ as ratios measured in one run with the two settings interleaved (the machine's c
 so absolute times move with the load; ratios taken side by side do not):
 
   - batches: random batches (a seeded permutation per epoch cut into consecutive batches:
-    the loop's default, unchanged) vs length-grouped batches (`LengthGroupedBatches` with
-    GROUPED = 25 batches per sorted chunk, an option that stays off: it cut padding and step
-    time but the runs learned less, see cfqa.training.batches). Measured: the share of padded
+    `train.batching: random`) vs length-grouped batches (`LengthGroupedBatches` with
+    GROUPED = 25 batches per sorted chunk, `train.batching: length`: it cut padding and step
+    time; its effect on accuracy is measured by batch_grouping.py). Measured: the share of padded
     positions over a whole run's batches (inputs and labels), how mixed the batches' variants
     are, and the mean optimizer-step time of `fine_tune` for `full` and `lora` over the first
     `--steps` steps;
@@ -54,9 +54,8 @@ from cfqa.evaluation import generation
 from cfqa.evaluation.generation import generate_texts
 from cfqa.formats import VARIANTS, format_input
 from cfqa.logs import get_logger, setup_logging
-from cfqa.training import batches as batches_module
 from cfqa.training import loop as training_loop
-from cfqa.training.batches import (GROUP_BATCHES, LengthGroupedBatches, collate, padding_share, text_pairs,
+from cfqa.training.batches import (LengthGroupedBatches, collate, padding_share, text_pairs,
                                    tokenize_pairs, variant_rows)
 
 RESULTS = Path(__file__).resolve().parent / "results" / "training_speed.json"
@@ -142,16 +141,15 @@ def padding(sampler, steps: int, pad_id: int, variant_of: dict[int, str]) -> dic
 
 
 GROUPED = 25
-STEP_SETTINGS = {"random": 1, "grouped_option": GROUPED}
+STEP_SETTINGS = {"random": "random", "grouped_option": "length"}   # train.batching of each setting
 
 
 def timed_fine_tune(mcfg, models: Path, train, validation, steps: int, setting: str) -> float:
     """Mean step time of `steps` optimizer steps of fine_tune (one validation, at the end)."""
-    group = STEP_SETTINGS[setting]
     model, tokenizer, _ = build_method_model(mcfg, models)
-    tcfg = dataclasses.replace(mcfg.train, max_steps=steps, eval_every=10 * steps, early_stopping_patience=0)
-    with tempfile.TemporaryDirectory() as checkpoints, mock.patch.object(training_loop, "time", CPU_CLOCK), \
-            mock.patch.object(batches_module, "GROUP_BATCHES", group):
+    tcfg = dataclasses.replace(mcfg.train, max_steps=steps, eval_every=10 * steps, early_stopping_patience=0,
+                               batching=STEP_SETTINGS[setting], group_batches=GROUPED)
+    with tempfile.TemporaryDirectory() as checkpoints, mock.patch.object(training_loop, "time", CPU_CLOCK):
         result = training_loop.fine_tune(model, train, validation, tcfg, pad_id=tokenizer.pad_token_id,
                                          checkpoint_dir=Path(checkpoints) / "run", fingerprint="speed",
                                          accelerator=training_loop.make_accelerator(tcfg))
@@ -210,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load([args.params])
     seed = 0
     ok = True
-    result: dict = {"group_batches_default": GROUP_BATCHES, "group_batches_option": GROUPED,
+    result: dict = {"batching_default": cfg.train.batching, "group_batches_option": GROUPED,
                     "steps_timed": args.steps, "repeats": args.repeats, "methods": {}}
 
     for name in METHODS:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cfqa.training.batches import LengthGroupedBatches, batch_at, collate, length_order, padding_share
+from cfqa.training.batches import (LengthGroupedBatches, batch_at, collate, fixed_sample, length_order, padding_share,
+                                   training_batches)
 
 PAD = 0
 
@@ -133,3 +134,73 @@ def test_length_order_sorts_by_input_then_target_length_stably():
 def test_rejects_bad_sizes(size, group):
     with pytest.raises(ValueError, match="must be >= 1"):
         LengthGroupedBatches(varied_examples(32), size, seed=0, group_batches=group)
+
+
+def variant_examples(count: int = 800, seed: int = 0) -> tuple[list[tuple[list[int], list[int]]], list[int]]:
+    """A mixture like the training one: stratum 2 ("empty" contexts) has short inputs (8-20
+    tokens), the other three long ones (40-96)."""
+    rng = np.random.default_rng(seed)
+    examples, strata, token = [], [], 1
+    for _ in range(count):
+        stratum = int(rng.integers(0, 4))
+        low, high = (8, 21) if stratum == 2 else (40, 97)
+        source, target = int(rng.integers(low, high)), int(rng.integers(3, 11))
+        examples.append((list(range(token, token + source)), list(range(token + source, token + source + target))))
+        strata.append(stratum)
+        token += source + target
+    return examples, strata
+
+
+def test_length_grouping_makes_single_variant_batches_and_stratified_mixes_them():
+    examples, strata = variant_examples()
+    stratum_of = {key(e): s for e, s in zip(examples, strata)}
+    samplers = {"random": training_batches(examples, 16, 0, "random", 25),
+                "length": training_batches(examples, 16, 0, "length", 25),
+                "stratified": training_batches(examples, 16, 0, "stratified", 25, strata)}
+    mixes = {name: [len({stratum_of[key(e)] for e in sampler(i)}) for i in range(50)]
+             for name, sampler in samplers.items()}
+    # Sorted by length, the short stratum fills batches of its own; stratified batches hold
+    # every stratum (a quarter each, 4 of 16 rows, give or take the chunk's draw).
+    assert sum(m == 1 for m in mixes["length"]) >= 10
+    assert all(m == 4 for m in mixes["stratified"]) and all(m >= 3 for m in mixes["random"])
+    for i in range(50):
+        counts = np.bincount([stratum_of[key(e)] for e in samplers["stratified"](i)], minlength=4)
+        assert counts.min() >= 2
+    padding = {name: padded_fraction(sampler(i) for i in range(50)) for name, sampler in samplers.items()}
+    assert padding["length"] < padding["stratified"] < padding["random"]
+    # Grouping reorders an epoch; it neither drops nor repeats an example.
+    epoch = [sorted(key(e) for i in range(50) for e in sampler(i)) for sampler in samplers.values()]
+    assert epoch[0] == epoch[1] == epoch[2]
+
+
+def test_stratified_batches_take_the_same_length_quantile_of_each_variant():
+    examples, strata = variant_examples()
+    sampler = training_batches(examples, 16, 3, "stratified", 25, strata)
+    # Within one stratum, a batch's rows are consecutive in that stratum's length order in its chunk.
+    for batch in sampler.epoch_batches(0):
+        for stratum in range(4):
+            lengths = [len(examples[i][0]) for i in batch if strata[i] == stratum]
+            assert lengths == sorted(lengths)
+    resumed = training_batches(examples, 16, 3, "stratified", 25, strata)
+    assert resumed(57) == sampler(57)
+
+
+def test_the_batching_names_its_needs():
+    examples, strata = variant_examples(64)
+    # Without the variants there is one stratum: length-grouped batches.
+    one_stratum = training_batches(examples, 16, 0, "stratified", 25).epoch_batches(0)
+    assert [b.tolist() for b in one_stratum] == [b.tolist() for b in
+                                                 training_batches(examples, 16, 0, "length", 25).epoch_batches(0)]
+    with pytest.raises(ValueError, match="must label every example"):
+        training_batches(examples, 16, 0, "stratified", 25, strata[:-1])
+    with pytest.raises(ValueError, match="train.batching must be one of"):
+        training_batches(examples, 16, 0, "sorted", 25)
+
+
+def test_the_fixed_sample_is_the_same_for_every_run_and_keeps_file_order():
+    examples = varied_examples(500)
+    first, again = fixed_sample(examples, 100, 7), fixed_sample(examples, 100, 7)
+    assert first == again and len(first) == 100 and fixed_sample(examples, 100, 8) != first
+    positions = [examples.index(e) for e in first]
+    assert positions == sorted(positions) and len(set(positions)) == 100
+    assert fixed_sample(examples, 0, 7) == examples == fixed_sample(examples, 500, 7)

@@ -287,7 +287,8 @@ def t5_large_config(lm_adapted: bool) -> T5Config:
 def test_disentqa_params_validate_and_fit_t5_large():
     cfg = load([PROJECT / "params.yaml", DISENTQA_PARAMS])  # raises on any schema violation
     assert cfg.data.source == "nq" and cfg.entities.ner == "en_core_web_sm"
-    assert (cfg.pretrain.hub_id, cfg.pretrain.lm_adapted_hub_id) == ("t5-large", "google/t5-large-lm-adapt")
+    assert (cfg.pretrain.hub_id, cfg.pretrain.lm_adapted_hub_id) == ("google-t5/t5-large", "google/t5-large-lm-adapt")
+    assert set(cfg.hub.models) == {cfg.pretrain.hub_id, cfg.pretrain.lm_adapted_hub_id}   # both pinned
     assert cfg.train.bf16 and cfg.train.optimizer == "adafactor"
     assert (cfg.train.max_input_length, cfg.train.max_target_length) == (512, 64)
     assert cfg.train.batch_size * cfg.train.grad_accum_steps == 128

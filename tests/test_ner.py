@@ -74,7 +74,8 @@ def test_bad_pattern_line_names_file_and_line(tmp_path):
 
 
 def test_missing_model_is_a_clear_error():
-    with pytest.raises(NERUnavailable, match=r"'en_core_web_nonexistent'.*CUDA container"):
+    with pytest.raises(NERUnavailable, match=r"'en_core_web_nonexistent' \(params.yaml entities.ner\) is not installed: "
+                                             r"install spaCy's official .* pinned by its sha256; or set entities.ner: offline"):
         build_pipeline("en_core_web_nonexistent")
 
 

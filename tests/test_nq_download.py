@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import http.server
 import json
 import re
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from cfqa.config import NQSourceConfig
-from cfqa.nq.download import download_nq
+from cfqa.nq.download import ChecksumError, download_nq, fetch_nq
 from cfqa.nq.http_fetch import DownloadError, fetch
 
 FIXTURES = Path(__file__).parent / "fixtures" / "nq"
@@ -133,35 +134,71 @@ def test_http_errors_and_being_offline_name_the_url_and_leave_no_final_file(serv
     assert list(tmp_path.iterdir()) == []
 
 
-def test_download_nq_places_train_as_is_and_converts_dev(server, tmp_path):
-    train_bytes = (FIXTURES / "simplified_train.jsonl.gz").read_bytes()
-    server.files.update({
-        "/v1.0-simplified/simplified-nq-train.jsonl.gz": train_bytes,
-        "/v1.0/dev/nq-dev-00.jsonl.gz": (FIXTURES / "original_dev_00.jsonl.gz").read_bytes(),
-        "/v1.0/dev/nq-dev-01.jsonl.gz": (FIXTURES / "original_dev_01.jsonl.gz").read_bytes(),
-    })
+def nq_config(server, files: dict[str, bytes], sha256: dict | None = None) -> NQSourceConfig:
+    """data.nq for `files` (URL path -> bytes) on the server, each pinned by its real sha256
+    unless `sha256` says otherwise; the first is train, the rest dev."""
+    urls = [server.url(path) for path in files]
+    digests = {path.rsplit("/", 1)[1]: hashlib.sha256(body).hexdigest() for path, body in files.items()}
+    digests.update(sha256 or {})
+    return NQSourceConfig(train_url=urls[0], dev_urls=tuple(urls[1:]), sha256=digests)
+
+
+NQ_FILES = {
+    "/v1.0-simplified/simplified-nq-train.jsonl.gz": (FIXTURES / "simplified_train.jsonl.gz").read_bytes(),
+    "/v1.0/dev/nq-dev-00.jsonl.gz": (FIXTURES / "original_dev_00.jsonl.gz").read_bytes(),
+    "/v1.0/dev/nq-dev-01.jsonl.gz": (FIXTURES / "original_dev_01.jsonl.gz").read_bytes(),
+}
+
+
+def test_fetch_then_download_places_train_as_is_and_converts_dev_offline(server, tmp_path):
+    server.files.update(NQ_FILES)
     server.cut_after["/v1.0/dev/nq-dev-01.jsonl.gz"] = 100
-    nq = NQSourceConfig(train_url=server.url("/v1.0-simplified/simplified-nq-train.jsonl.gz"),
-                        dev_urls=(server.url("/v1.0/dev/nq-dev-00.jsonl.gz"),
-                                  server.url("/v1.0/dev/nq-dev-01.jsonl.gz")))
-    raw, cache = tmp_path / "raw", tmp_path / "downloads"
-    download_nq(nq, raw, cache_dir=cache, retry_wait_s=0)
+    nq = nq_config(server, NQ_FILES)
+    raw, cache = tmp_path / "raw", tmp_path / "cache"
+    digests = fetch_nq(nq, cache, retry_wait_s=0)
+    assert digests == nq.sha256
+    assert sorted(p.name for p in cache.iterdir()) == ["nq-dev-00.jsonl.gz", "nq-dev-01.jsonl.gz",
+                                                       "simplified-nq-train.jsonl.gz"]
+    before = len(server.requests)
+    download_nq(nq, raw, cache_dir=cache)                 # offline: reads the cache only
+    assert len(server.requests) == before
     assert sorted(p.name for p in raw.iterdir()) == ["dev.jsonl.gz", "train.jsonl.gz"]
-    assert (raw / "train.jsonl.gz").read_bytes() == train_bytes
+    assert (raw / "train.jsonl.gz").read_bytes() == NQ_FILES["/v1.0-simplified/simplified-nq-train.jsonl.gz"]
     dev = [json.loads(line) for line in gzip.decompress((raw / "dev.jsonl.gz").read_bytes()).splitlines()]
     assert [r["example_id"] for r in dev] == [9001, 9002, 9003, 9004]
     assert all("document_text" in r and "document_tokens" not in r for r in dev)
-    assert sorted(p.name for p in cache.iterdir()) == ["nq-dev-00.jsonl.gz", "nq-dev-01.jsonl.gz",
-                                                       "simplified-nq-train.jsonl.gz"]
-    # A rerun reuses the cache: no request reaches the server.
-    before = len(server.requests)
-    download_nq(nq, raw, cache_dir=cache, retry_wait_s=0)
+    # A second fetch reuses the cache: no request reaches the server.
+    fetch_nq(nq, cache, retry_wait_s=0)
     assert len(server.requests) == before
 
 
-def test_download_nq_rejects_a_non_gzip_answer(server, tmp_path):
+def test_a_file_that_is_not_the_pinned_one_stops_fetch_and_download(server, tmp_path):
+    server.files.update(NQ_FILES)
+    real = hashlib.sha256(NQ_FILES["/v1.0/dev/nq-dev-00.jsonl.gz"]).hexdigest()
+    wrong = nq_config(server, NQ_FILES, {"nq-dev-00.jsonl.gz": "e" * 64})
+    with pytest.raises(ChecksumError, match=rf"nq-dev-00\.jsonl\.gz: sha256 {real}, but data\.nq\.sha256\."
+                                            rf"nq-dev-00\.jsonl\.gz says e{{64}}"):
+        fetch_nq(wrong, tmp_path / "cache", retry_wait_s=0)
+    with pytest.raises(ChecksumError, match="says e{64}"):                  # the cache is checked again
+        download_nq(wrong, tmp_path / "raw", cache_dir=tmp_path / "cache")
+    unpinned = nq_config(server, NQ_FILES, {"nq-dev-00.jsonl.gz": None})
+    with pytest.raises(ChecksumError, match=rf"data\.nq\.sha256\.nq-dev-00\.jsonl\.gz is not pinned; .* has "
+                                            rf"sha256 {real}"):
+        fetch_nq(unpinned, tmp_path / "cache", retry_wait_s=0)
+    missing = NQSourceConfig(train_url=wrong.train_url, dev_urls=wrong.dev_urls, sha256={})
+    with pytest.raises(ChecksumError, match="data.nq.sha256 has no entry for simplified-nq-train.jsonl.gz"):
+        fetch_nq(missing, tmp_path / "cache", retry_wait_s=0)
+
+
+def test_download_without_fetch_says_to_run_fetch(server, tmp_path):
+    nq = nq_config(server, NQ_FILES)
+    with pytest.raises(FileNotFoundError, match=r"simplified-nq-train\.jsonl\.gz: not downloaded .*run `cfqa fetch`"):
+        download_nq(nq, tmp_path / "raw", cache_dir=tmp_path / "cache")
+    assert server.requests == []
+
+
+def test_fetch_nq_rejects_a_non_gzip_answer(server, tmp_path):
     server.files["/train.jsonl.gz"] = b"<html>quota exceeded</html>"
-    nq = NQSourceConfig(train_url=server.url("/train.jsonl.gz"), dev_urls=())
+    nq = nq_config(server, {"/train.jsonl.gz": server.files["/train.jsonl.gz"]})
     with pytest.raises(DownloadError, match="is not a gzip file"):
-        download_nq(nq, tmp_path / "raw", cache_dir=tmp_path / "downloads", retry_wait_s=0)
-    assert not (tmp_path / "raw" / "train.jsonl.gz").exists()
+        fetch_nq(nq, tmp_path / "cache", retry_wait_s=0)

@@ -14,8 +14,7 @@ from cfqa.config import PROJECT_ROOT, TrainConfig, load, registry_options
 from cfqa.methods import get_method
 from cfqa.stages.train import resume_fingerprint
 from cfqa.training import loop as training_loop
-from cfqa.training import batches as batches_module
-from cfqa.training.batches import LengthGroupedBatches
+from cfqa.training.batches import LengthGroupedBatches, fixed_sample
 from cfqa.training.checkpoint import STATE
 from cfqa.training.loop import fine_tune, make_accelerator, validation_loss
 from conftest import tiny_t5
@@ -28,7 +27,8 @@ def train_config(**overrides) -> TrainConfig:
                   lr=1e-2, weight_decay=0.0, warmup_steps=2, clip_norm=1.0, bf16=False,
                   gradient_checkpointing=False, eval_every=3, early_stopping_patience=0,
                   max_input_length=16, max_target_length=8, mixture=("factual",),
-                  target_format="disentangled", device="cpu")
+                  target_format="disentangled", device="cpu", batching="random", group_batches=25,
+                  validation_examples=0, validation_seed=0)
     values.update(overrides)
     return TrainConfig(**values)
 
@@ -145,14 +145,13 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, monkeypatch, method, m
 
 def test_the_loop_trains_on_length_grouped_batches_in_their_order(tmp_path, monkeypatch):
     data = varied_task()
-    cfg = train_config(max_steps=8, eval_every=100)
-    monkeypatch.setattr(batches_module, "GROUP_BATCHES", 25)
+    cfg = train_config(max_steps=8, eval_every=100, batching="length", group_batches=25)
     seen = []
     collate = training_loop.collate
     monkeypatch.setattr(training_loop, "collate",
                         lambda batch, pad, family: seen.append(batch) or collate(batch, pad, family))
     run(build("full"), data, data[:4], cfg, tmp_path / "ckpt")
-    grouped = LengthGroupedBatches(data, cfg.batch_size, cfg.seed)
+    grouped = LengthGroupedBatches(data, cfg.batch_size, cfg.seed, 25)
     assert seen[:8] == [grouped(i) for i in range(8)]
     # Each batch comes from one length-sorted chunk: the epoch's 16 examples sorted by length.
     widths = sorted(max(len(source) for source, _ in batch) for batch in seen[:4])
@@ -274,3 +273,99 @@ def test_a_causal_model_trains_and_validates_on_causal_batches(tmp_path):
     losses = [p["train_loss"] for p in result.state.curve]
     assert result.state.step == 30 and losses[-1] < 0.8 * losses[0]
     assert result.state.best_val_loss < expected
+
+
+def test_a_checkpoint_keeps_a_second_copy_of_the_weights_only_while_the_best_are_older(tmp_path, monkeypatch):
+    """Early stopping's run: validation improves, then only gets worse. While the best weights
+    are the current ones no best file is written; once they are older they are written once and
+    hard-linked into every later checkpoint; a run killed then resumes to the same weights."""
+    rng = np.random.default_rng(1)
+    inputs = random_inputs(rng, 16)
+    train = [(s, [int(t) for t in rng.integers(3, 40, size=6)] + [EOS]) for s in inputs]
+    validation = [(s, [int(t) for t in rng.integers(60, 96, size=6)] + [EOS]) for s in inputs[:8]]
+    cfg = train_config(max_steps=100, eval_every=2, early_stopping_patience=3)
+    expected = run(build("full"), train, validation, cfg, tmp_path / "reference")
+    best = expected.state.best_step
+    assert expected.stopped_early and best < expected.state.step
+
+    saves = []
+    save = training_loop.save_checkpoint
+
+    def record(directory, model, optimizer, schedule, state, best_weights, fingerprint):
+        save(directory, model, optimizer, schedule, state, best_weights, fingerprint)
+        files = {p.name: p.stat().st_ino for p in directory.iterdir()}
+        saves.append((state.step, state.best_step, files))
+        if state.step == best + 2 * cfg.eval_every:
+            raise Killed()
+
+    monkeypatch.setattr(training_loop, "save_checkpoint", record)
+    model = build("full")
+    with pytest.raises(Killed):
+        run(model, train, validation, cfg, tmp_path / "ckpt")
+    for step, best_step, files in saves:
+        assert ("best.safetensors" in files) == (step != best_step)
+        assert {"trainable.safetensors", "optimizer.pt", "state.json"} <= set(files)
+    older = [files["best.safetensors"] for step, best_step, files in saves if step != best_step]
+    assert len(older) == 2 and older[0] == older[1]          # written once, then hard-linked
+    extra = torch.load(tmp_path / "ckpt" / "optimizer.pt", weights_only=True)
+    assert set(extra) == {"optimizer", "schedule", "rng"}     # no weights in the optimizer file
+
+    monkeypatch.setattr(training_loop, "save_checkpoint", save)
+    resumed_model = build("full")
+    resumed = run(resumed_model, train, validation, cfg, tmp_path / "ckpt")
+    assert resumed.state.curve == expected.state.curve and resumed.state.best_step == best
+    reference_model = build("full")
+    run(reference_model, train, validation, cfg, tmp_path / "again")
+    assert same_weights(resumed_model, reference_model)
+
+
+def test_on_an_accelerator_the_host_reads_the_loss_at_curve_points_only(tmp_path, monkeypatch):
+    """With the host's reads ten steps apart (what an accelerator gets), the run is the same
+    and a non-finite loss is still reported at the step it happened, once the window is read."""
+    data = varied_task()
+    cfg = train_config(max_steps=20, eval_every=10)
+    every_step = run(build("full"), data, data[:4], cfg, tmp_path / "a")
+    reads = []
+    tolist = torch.Tensor.tolist
+
+    def counted_tolist(tensor):
+        values = tolist(tensor)
+        reads.append(len(values) if isinstance(values, list) else 0)
+        return values
+
+    monkeypatch.setattr(training_loop, "host_read_interval", lambda device: training_loop.LOG_EVERY)
+    monkeypatch.setattr(torch.Tensor, "tolist", counted_tolist)
+    windowed = run(build("full"), data, data[:4], cfg, tmp_path / "b")
+    monkeypatch.setattr(torch.Tensor, "tolist", tolist)
+    assert reads == [10, 10] and windowed.state.curve == every_step.state.curve
+    assert len(windowed.state.step_seconds) == 20
+
+    model = build("full")
+    calls = [0]
+    forward = model.forward
+
+    def nan_at_step_three(*args, **kwargs):
+        calls[0] += 1
+        output = forward(*args, **kwargs)
+        if calls[0] == 3 and model.training:
+            output.loss = output.loss * float("nan")
+        return output
+
+    model.forward = nan_at_step_three
+    with pytest.raises(FloatingPointError, match="training loss is nan at step 3"):
+        run(model, data, data[:4], train_config(max_steps=20, eval_every=10), tmp_path / "c")
+
+
+def test_validation_uses_the_fixed_sample_and_scores_the_best_weights_on_the_whole_set(tmp_path):
+    data, validation = varied_task(), reverse_task(24)
+    cfg = train_config(max_steps=6, eval_every=3, validation_examples=8, validation_seed=5)
+    model = build("full")
+    result = run(model, data, validation, cfg, tmp_path / "ckpt")
+    sample = fixed_sample(validation, 8, 5)
+    assert result.validation_examples == 8 and result.validation_seconds > 0
+    accelerator = make_accelerator(cfg)
+    assert result.state.best_val_loss == pytest.approx(validation_loss(model, sample, 4, PAD, accelerator), abs=1e-6)
+    assert result.full_validation_loss == pytest.approx(validation_loss(model, validation, 4, PAD, accelerator),
+                                                        abs=1e-6)
+    whole = run(build("full"), data, validation, train_config(max_steps=6, eval_every=3), tmp_path / "whole")
+    assert whole.validation_examples == 24 and whole.full_validation_loss is None

@@ -9,6 +9,7 @@ log file holding the traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import importlib
 import os
@@ -46,6 +47,8 @@ INPUT_ERRORS = frozenset({
     "cfqa.counterfactual.examples.RecordError",
     "cfqa.ner.PatternFileError",
     "cfqa.ner.NERUnavailable",
+    "cfqa.hub.HubPinError",
+    "cfqa.nq.download.ChecksumError",
     "cfqa.methods.base.OptionsError",
     "cfqa.training.loop.TrainingOutOfMemory",
     "cfqa.device.CudaUnavailable",
@@ -82,6 +85,7 @@ class Command:
     # The run's --method/--seed options. The commands of a run (tune, train, evaluate) are the
     # ones that run a model on `train.device` (the DAG table's GPU stages).
     run: Literal["", "method", "method+seed"] = ""
+    cache: bool = False              # the stage reads (or, fetch, writes) the run's cache
 
     @property
     def module(self) -> str:
@@ -92,13 +96,23 @@ RAW = PathArg("raw", "raw data directory (stage download)", "dir")
 PREPARED = PathArg("prepared", "prepared data directory (stage prepare)", "dir")
 VARIANTS = PathArg("variants", "variants directory (stage counterfactuals)", "dir")
 MODELS = PathArg("models", "models directory holding the backbones (stage pretrain)", "dir")
+TOKENIZED = PathArg("tokenized", "tokenized variants (stage tokenize); default: tokenize here", "dir", required=False)
 
 COMMANDS: dict[str, Command] = {c.name: c for c in (
-    Command("download", "fetch or build the raw dataset (NQ simplified format)",
+    Command("fetch", "download the pinned data and hub models into the run's cache (the one stage online)",
+            "Downloads what later stages need from the network into the run's cache (see --cache): NQ "
+            "(data.source nq, each file checked against data.nq.sha256) or its Hugging Face export, and "
+            "the hub models pretrain.hub_id and pretrain.lm_adapted_hub_id at the commits hub.models pins, "
+            "weights checked against their sha256 and a .bin-only checkpoint converted to safetensors. "
+            "Writes a manifest of what it fetched. Every other stage runs with the hub offline.",
+            (PathArg("out", "fetch manifest JSON to write", "out"),), cache=True),
+    Command("download", "build the raw dataset (NQ simplified format) from the embedded world or the cache",
             "Writes the raw dataset in Natural Questions simplified format with a sha256 manifest: "
             "the embedded offline world (data.source: embedded), NQ itself (nq) or its Hugging Face "
-            "copy (huggingface).",
-            (PathArg("out", "raw data directory to write", "out"),)),
+            "copy (huggingface), the last two from what `cfqa fetch` put in the run's cache.",
+            (PathArg("out", "raw data directory to write", "out"),
+             PathArg("fetched", "fetch manifest (stage fetch): orders this stage after it", "file", required=False)),
+            cache=True),
     Command("prepare", "keep questions with a short and a long answer; split",
             "Streams the raw NQ files, keeps questions with both a short and a long answer (context = "
             "the long answer's text) and splits NQ train into train/validation by a hash of "
@@ -118,9 +132,17 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
             "pretrain.family t5: trains a sentencepiece tokenizer and pretrains a tiny T5 with span "
             "corruption, then an LM-adapted copy; gpt_neo: trains a byte-level BPE tokenizer and "
             "pretrains a tiny GPT-Neo on next-token prediction (its --out-lm directory is a copy). "
-            "With pretrain.hub_id set, saves those hub models instead.",
+            "With pretrain.hub_id set, saves those hub models instead, loaded offline from the run's "
+            "cache (`cfqa fetch`).",
             (RAW, PathArg("out", "base model directory to write", "out"),
-             PathArg("out-lm", "LM-adapted base model directory to write", "out"))),
+             PathArg("out-lm", "LM-adapted base model directory to write", "out"),
+             PathArg("fetched", "fetch manifest (stage fetch): orders this stage after it", "file", required=False)),
+            cache=True),
+    Command("tokenize", "tokenize every variant file once per backbone tokenizer, for every job",
+            "Tokenizes the inputs and targets (both formats) of every variant file with each distinct "
+            "tokenizer of the backbones, untruncated; train and evaluate jobs load them and truncate to "
+            "their own lengths instead of tokenizing again.",
+            (VARIANTS, MODELS, PathArg("out", "tokenized data directory to write", "out"))),
     Command("tune", "choose one method's learning rate on the validation set (short runs on a grid)",
             "Fine-tunes the method briefly at each learning rate of the grid (its train.lr times "
             "tune.lr_factors) and keeps the one with the lowest validation loss.",
@@ -136,7 +158,8 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
              PathArg("results", "results directory of the run to write (results/METHOD/seedSEED)", "out"),
              PathArg("lr-selection", "train with the learning rate `cfqa tune` chose "
                                      "(results/METHOD/lr_selection.json); default: the configured train.lr",
-                     "file", required=False)),
+                     "file", required=False),
+             TOKENIZED),
             run="method+seed"),
     Command("evaluate", "generate and score one trained run on the test and seen sets",
             "Generates answers of one trained (method, seed) run on the test and seen sets in all four "
@@ -144,7 +167,8 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
             (VARIANTS, MODELS,
              PathArg("model", "trained directory of the run (train's --out)", "dir"),
              PathArg("results", "results directory of the run (train's --results; predictions and "
-                                "metrics are written there)", "dir+out")),
+                                "metrics are written there)", "dir+out"),
+             TOKENIZED),
             run="method+seed"),
     Command("report", "tables, plots, HTML and Markdown report, summary metrics",
             "Aggregates every method and seed into reports/report.md, reports/index.html, figures and "
@@ -192,6 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
     parser.add_argument("--log-file", type=Path, default=None,
                         help="also write the log, with tracebacks, to this file (Snakemake's log: path)")
+    parser.add_argument("--cache", type=Path, default=None, metavar="DIR",
+                        help=f"the run's cache of downloads (HF_HOME; NQ files; converted weights); default: "
+                             f"${CACHE_ENV} if set, else the params' run_root/{CACHE_DIR}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in COMMANDS.values():
         _add_stage(sub, command)
@@ -291,6 +318,45 @@ def _memory_message(error: BaseException, cfg, args: argparse.Namespace) -> str:
     return f"{run}: out of memory ({one_line(error)}); {knobs}"
 
 
+# ---------------------------------------------------------------------------- the cache
+
+CACHE_ENV = "CFQA_CACHE"
+CACHE_DIR = "cache"
+# Set for every stage but fetch: nothing after fetch may reach the hub (a silent download
+# would fetch an unpinned revision), and no library writes its cache outside the run's.
+OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+
+
+def cache_dir(args: argparse.Namespace, params: list) -> Path:
+    """--cache, else $CFQA_CACHE (a machine's shared location), else <run_root>/cache."""
+    if args.cache is not None:
+        return args.cache
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    run_root = config_module.read_params(params).get("run_root") or "."
+    return Path(run_root) / CACHE_DIR
+
+
+@contextlib.contextmanager
+def hub_environment(cache: Path, offline: bool):
+    """HF_HOME (and the hub cache under it) in the run's cache, the hub offline unless
+    `offline` is False; the process's environment is restored afterwards. Set before
+    huggingface_hub is imported, which reads these variables once; the stages also pass the
+    cache and local_files_only explicitly."""
+    settings = {"HF_HOME": str(cache), "HF_HUB_CACHE": str(cache / "hub"), "HF_HUB_DISABLE_TELEMETRY": "1",
+                **(OFFLINE_ENV if offline else {})}
+    saved = {key: os.environ.get(key) for key in settings}
+    os.environ.update(settings)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 # ---------------------------------------------------------------------------- running
 
 def _fail(command: str, error: BaseException, message: str, code: int, log_file: Path | None) -> int:
@@ -337,11 +403,15 @@ def main(argv: list[str] | None = None) -> int:
         command = COMMANDS[name]
         check_device(command, args, cfg)
         check_inputs(command, args)
-        kwargs = {k: v for k, v in vars(args).items() if k not in ("command", "params", "log_level", "log_file")}
+        kwargs = {k: v for k, v in vars(args).items()
+                   if k not in ("command", "params", "log_level", "log_file", "cache", "fetched")}
+        cache = cache_dir(args, args.params or [config_module.DEFAULT_PARAMS])
+        if command.cache:
+            kwargs["cache"] = cache
         started = time.perf_counter()
         outputs = output_paths(command, args) if rank == 0 else []
         holder = f"cfqa {name} " + " ".join(f"{k}={v}" for k, v in kwargs.items())
-        with exclusive_outputs(outputs, holder=holder):
+        with exclusive_outputs(outputs, holder=holder), hub_environment(cache, offline=name != "fetch"):
             for output in outputs:
                 removed = remove_debris(output)
                 if removed:

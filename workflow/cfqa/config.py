@@ -77,6 +77,9 @@ class EmbeddedWorldConfig:
 class NQSourceConfig:
     train_url: StrictStr
     dev_urls: tuple[StrictStr, ...]
+    # The sha256 of each downloaded file, by file name (the URL's last segment); `cfqa fetch`
+    # refuses a file whose digest differs, or is null (not yet pinned).
+    sha256: dict[StrictStr, StrictStr | None]
 
 
 @with_config(TYPED)
@@ -173,6 +176,10 @@ class TrainConfig:
     # What tune, train and evaluate run the model on (cfqa.device): cuda (a GPU, or the job
     # stops at once: never a silent CPU run), cpu, or auto (CUDA where torch can use it).
     device: Literal["cuda", "cpu", "auto"]
+    batching: Literal["random", "length", "stratified"]   # how batches are drawn (cfqa.training.batches)
+    group_batches: StrictInt          # batches per length-sorted chunk (length, stratified)
+    validation_examples: StrictInt    # the fixed sample validated every eval_every steps; 0: the whole set
+    validation_seed: StrictInt        # draws that sample: the same for every run, so their curves compare
     # The run's seed, never a key of params.yaml: each run takes one value of the top-level
     # `seeds` list (the {seed} wildcard) through `Config.method(name, seed)`. None in the
     # shared `train` section and in `Config.methods`, which no run trains from directly.
@@ -210,6 +217,20 @@ class TuneConfig:
     max_steps: StrictInt              # training steps per grid point
     validation_examples: StrictInt    # a fixed sample of the validation set scores every point
     seed: StrictInt
+
+
+@with_config(TYPED)
+@dataclass(frozen=True)
+class HubModelPin:
+    """A hub model pinned: its commit and the sha256 of each weight file (cfqa.hub)."""
+    revision: StrictStr | None                    # null: not yet pinned (`cfqa fetch` refuses)
+    sha256: dict[StrictStr, StrictStr | None]     # weight file name -> sha256 (null: not yet pinned)
+
+
+@with_config(TYPED)
+@dataclass(frozen=True)
+class HubConfig:
+    models: dict[StrictStr, HubModelPin]          # every hub model a stage loads, by hub id
 
 
 @with_config(TYPED)
@@ -260,6 +281,7 @@ class Config:
     train: TrainConfig
     methods: dict[str, MethodConfig]
     tune: TuneConfig
+    hub: HubConfig
     evaluate: EvaluateConfig
     tracking: TrackingConfig
     report: ReportConfig

@@ -5,7 +5,8 @@ an answer string with the spaCy entity label that covers all of it.
 data source ships (raw/entity_patterns.jsonl, written by the embedded world), the second
 generic patterns for numbers and simple dates. The source's patterns run first so that they
 win where both match. Any other value is the name of an installed spaCy pipeline (the
-official ones are installed in the CUDA container; they cannot be installed here).
+official ones are pinned by URL and sha256 in requirements-ner-model.lock and installed by
+`make install-ner-model` and the images; they are on no package index).
 
 Following Longpre et al., the answer span itself is typed: NER runs on the answer text, and
 the answer gets a label only when one entity covers the whole answer (a leading article and
@@ -118,14 +119,29 @@ def build_offline_pipeline(patterns: Iterable[dict] = ()) -> Language:
     return nlp
 
 
+# How to get each official pipeline a profile names, pinned by URL and sha256.
+INSTALL_HINTS = {"en_core_web_sm": "`make install-ner-model` (requirements-ner-model.lock: spaCy's release wheel, "
+                                   "sha256-checked; needs github.com), or use an image built with it (containers/)"}
+
+
+def require_installed(name: str) -> None:
+    """NERUnavailable at once, before any work, when `entities.ner` names a pipeline that is
+    not installed; `offline` needs none. Checked by `fetch` (a real run's first stage) and by
+    `entities` itself, so a missing model never surfaces mid-run."""
+    if name == OFFLINE or spacy.util.is_package(name):
+        return
+    hint = INSTALL_HINTS.get(name, f"install spaCy's official {name!r} wheel, pinned by its sha256")
+    raise NERUnavailable(f"spaCy pipeline {name!r} (params.yaml entities.ner) is not installed: {hint}; or set "
+                         f"entities.ner: {OFFLINE}")
+
+
 def load_installed_pipeline(name: str) -> Language:
+    require_installed(name)
     try:
         return spacy.load(name)
     except OSError as error:
-        raise NERUnavailable(
-            f"spaCy pipeline {name!r} (params.yaml entities.ner) is not installed. Official "
-            f"pipelines cannot be installed on this machine: use `ner: {OFFLINE}` here; the CUDA "
-            f"container (containers/Dockerfile) installs {name!r}. spaCy said: {error}") from error
+        raise NERUnavailable(f"spaCy pipeline {name!r} (params.yaml entities.ner) could not be loaded: "
+                             f"{error}") from error
 
 
 def build_pipeline(ner: str, raw_dir: Path | None = None) -> Language:

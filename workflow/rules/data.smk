@@ -1,4 +1,20 @@
 # Data stages; inputs, outputs, params and commands come from workflow/cfqa/dag/table.py.
+# `fetch` is the one stage that needs the network (a local rule: it runs where snakemake runs).
+rule fetch:
+    input:
+        **dag_inputs("fetch"),
+    output:
+        **dag_outputs("fetch"),
+    params:
+        **dag_params("fetch"),
+    log:
+        **dag_log("fetch"),
+    container:
+        CONTAINER
+    shell:
+        dag_shell("fetch")
+
+
 rule download:
     input:
         **dag_inputs("download"),

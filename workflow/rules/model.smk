@@ -17,3 +17,19 @@ rule pretrain:
         dag_container("pretrain")
     shell:
         dag_shell("pretrain")
+
+
+# Every variant file tokenized once per backbone tokenizer, for all train and evaluate jobs.
+rule tokenize:
+    input:
+        **dag_inputs("tokenize"),
+    output:
+        **dag_outputs("tokenize"),
+    params:
+        **dag_params("tokenize"),
+    log:
+        **dag_log("tokenize"),
+    container:
+        CONTAINER
+    shell:
+        dag_shell("tokenize")

@@ -51,6 +51,10 @@ class RunInfo(Record):
     # that package was (cfqa.contract.run_info.code_sha256).
     code_sha256: str | None = None
     code_path: str | None = None
+    # Where a hub backbone came from (cfqa.hub's hub_source.json): repo_id, revision (the
+    # pinned commit), the weight files' sha256, whether it was converted from .bin; None for a
+    # backbone pretrained here or read from a local directory.
+    backbone_source: dict[str, Any] | None = None
 
 
 # ---- train.json -------------------------------------------------------------------------
@@ -109,6 +113,13 @@ class TrainRecord(Record, kw_only=True):
     resumed_from_step: int | None
     train_examples: int
     validation_examples: int
+    # Validation every eval_every steps is on a fixed sample of this many examples
+    # (train.validation_examples); the best weights are then scored on the whole set
+    # (whole_validation_loss_nats, None when the sample was the whole set). validation_time_s:
+    # the time all validation passes took, beside cost.train_time_s. None: written before these fields.
+    validation_sample_examples: int | None = None
+    whole_validation_loss_nats: float | None = None
+    validation_time_s: float | None = None
 
 
 # ---- train_curve.csv --------------------------------------------------------------------

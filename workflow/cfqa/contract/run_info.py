@@ -129,8 +129,11 @@ def code_sha256() -> str:
 
 
 def run_info(stage: str, status: str, params: dict[str, Any], device: str, *,
-             data_sha256: str | None = None, backbone_sha256: str | None = None) -> RunInfo:
+             data_sha256: str | None = None, backbone_sha256: str | None = None,
+             backbone_source: dict[str, Any] | None = None) -> RunInfo:
+    """`backbone_source`: the hub commit and files of the backbone (cfqa.hub.read_source_record)."""
     return RunInfo(stage=stage, status=status, git_commit=git_commit(), git_dirty=git_dirty(),
                    versions=package_versions(), hardware=hardware(device), params=params,
                    data_sha256=data_sha256, backbone_sha256=backbone_sha256,
-                   code_sha256=code_sha256(), code_path=str(PACKAGE_DIR))
+                   code_sha256=code_sha256(), code_path=str(PACKAGE_DIR),
+                   backbone_source=backbone_source)

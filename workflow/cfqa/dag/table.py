@@ -47,6 +47,9 @@ LR_SELECTION = f"results/{METHOD.segment}/lr_selection.json"            # one pe
 # bytes must not depend on params.yaml's content: DVC hashes it as every stage's dependency,
 # so a stamp that changed with each edit would rerun the whole DAG.
 VALIDATED = "results/.validated"
+# Written by `fetch`, the one stage that uses the network (data and hub models into the run's
+# cache, cfqa.stages.fetch); the stages that read the cache wait for it.
+FETCHED = "data/fetched.json"
 PARAMS_FILE = "params.yaml"
 # Where a run writes: every path in this table is relative to the run root, params.yaml's
 # `run_root` (a profile names its own, e.g. runs/mixtures, so it never writes over the
@@ -130,11 +133,6 @@ def always(_params: dict) -> bool:
 
 def never(_params: dict) -> bool:
     return False
-
-
-def loads_hub_models(params: dict) -> bool:
-    """`pretrain` downloads its backbones when `pretrain.hub_id` names a hub model."""
-    return (params.get("pretrain") or {}).get("hub_id") is not None
 
 
 @dataclass(frozen=True)
@@ -284,15 +282,27 @@ STAGES: tuple[Stage, ...] = (
         needs=Needs(at=sized((1000, 5), (2000, 5)), light=True),
     ),
     Stage(
-        name="download",
-        args="--out {raw}",
+        # Needs the network (the only stage that does; every other runs with the hub offline):
+        # run it where the network is, e.g. the login node (Snakemake runs it locally).
+        name="fetch",
+        args="--out {fetched}",
         inputs={"validated": VALIDATED},
+        outputs={"fetched": out(FETCHED)},
+        params=("data.source", "data.nq", "data.huggingface", "entities.ner", "pretrain.hub_id",
+                "pretrain.lm_adapted_hub_id", "hub"),
+        code=("stages/fetch.py", "hub.py", "digests.py", "nq", "ner.py"),
+        # NQ (~5 GB gzipped) and the hub backbones (t5-large and its LM-adapted twin, ~6 GB).
+        needs=Needs(at=sized((1000, 10), (8000, 480)), network=always),
+    ),
+    Stage(
+        name="download",
+        args="--out {raw} --fetched {fetched}",
+        inputs={"validated": VALIDATED, "fetched": FETCHED},
         outputs={"raw": folder("data/raw")},
         params=("data",),
-        code=("stages/download.py", "nq", "world"),
-        # Fetches the data (NQ: ~5 GB gzipped, then dev converted), always where the network
-        # is: the embedded world it builds instead takes seconds there.
-        needs=Needs(at=sized((2000, 15), (8000, 480)), network=always),
+        code=("stages/download.py", "digests.py", "nq", "world"),
+        # Reads what `fetch` put in the cache (NQ: ~5 GB gzipped) and converts the dev set.
+        needs=Needs(at=sized((2000, 15), (8000, 480))),
     ),
     Stage(
         name="prepare",
@@ -323,14 +333,26 @@ STAGES: tuple[Stage, ...] = (
     ),
     Stage(
         name="pretrain",
-        args="--raw {raw} --out {base} --out-lm {base_lm}",
-        inputs={"validated": VALIDATED, "raw": "data/raw"},
+        args="--raw {raw} --out {base} --out-lm {base_lm} --fetched {fetched}",
+        inputs={"validated": VALIDATED, "raw": "data/raw", "fetched": FETCHED},
         outputs={"base": folder("models/base"), "base_lm": folder("models/base_lm")},
-        params=("pretrain",),
-        code=("stages/pretrain.py", "pretraining", "training", "formats.py", "model_family.py", "timing_files.py"),
-        # Pretrains the embedded model on CPU, or downloads the hub backbones (pretrain.hub_id:
-        # t5-large and its LM-adapted twin, ~6 GB) where the network is.
-        needs=Needs(at=sized((2000, 30), (16000, 60)), network=loads_hub_models),
+        params=("pretrain", "hub"),
+        code=("stages/pretrain.py", "pretraining", "training", "formats.py", "model_family.py", "hub.py",
+              "digests.py", "timing_files.py"),
+        # Pretrains the embedded model on CPU, or copies the hub backbones `fetch` put in the
+        # cache (t5-large and its LM-adapted twin, ~6 GB).
+        needs=Needs(at=sized((2000, 30), (16000, 60))),
+    ),
+    Stage(
+        # Reads no params: jobs truncate the tokens to their own lengths when they load them.
+        name="tokenize",
+        args="--variants {variants} --models {models} --out {tokenized}",
+        inputs={"validated": VALIDATED, "variants": "data/variants", "base": "models/base", "base_lm": "models/base_lm"},
+        outputs={"tokenized": folder("data/tokenized")},
+        params=(),
+        code=("stages/tokenize.py", "training/__init__.py", "training/tokenized.py", "formats.py", "digests.py"),
+        needs=Needs(at=sized((2000, 15), (16000, 120))),    # fast tokenizers over every variant row, once
+        dirs={"models": "models"},
     ),
     Stage(
         name="tune",
@@ -346,10 +368,10 @@ STAGES: tuple[Stage, ...] = (
     ),
     Stage(
         name="train",
-        args="--method {method} --seed {seed} --variants {variants} --models {models} --out {model} "
-             "--results {results} --lr-selection {lr_selection}",
+        args="--method {method} --seed {seed} --variants {variants} --tokenized {tokenized} --models {models} "
+             "--out {model} --results {results} --lr-selection {lr_selection}",
         inputs={"validated": VALIDATED, "variants": "data/variants", "base": "models/base", "base_lm": "models/base_lm",
-                "lr_selection": LR_SELECTION},
+                "lr_selection": LR_SELECTION, "tokenized": "data/tokenized"},
         outputs={
             "model": folder(RUN_MODEL),
             "train": out(f"{RUN_RESULTS}/train.json"),
@@ -357,20 +379,21 @@ STAGES: tuple[Stage, ...] = (
         },
         params=("train", "methods.{method}"),
         code=("stages/train.py", "backbone.py", "methods", "training", "measure.py", "formats.py", "contract",
-              "tracking.py", "tracking_view.py", "headline.py", "model_family.py", "timing_files.py"),
+              "tracking.py", "tracking_view.py", "headline.py", "model_family.py", "hub.py", "digests.py",
+              "timing_files.py"),
         needs=Needs(at=sized((4000, 60), (64000, 1440)), gpu=True, data_parallel=True),
         dims=RUN_DIMS,
         dirs={"models": "models", "results": RUN_RESULTS},
     ),
     Stage(
         name="evaluate",
-        args="--method {method} --seed {seed} --variants {variants} --models {models} --model {model} "
-             "--results {results}",
+        args="--method {method} --seed {seed} --variants {variants} --tokenized {tokenized} --models {models} "
+             "--model {model} --results {results}",
         # The backbones: a method's weights are only its trainable part, loaded onto one of them.
         inputs={
             "validated": VALIDATED, "variants": "data/variants", "base": "models/base", "base_lm": "models/base_lm",
             "model": RUN_MODEL, "train": f"{RUN_RESULTS}/train.json",
-            "curve": f"{RUN_RESULTS}/train_curve.csv",
+            "curve": f"{RUN_RESULTS}/train_curve.csv", "tokenized": "data/tokenized",
         },
         outputs={
             "predictions": out(f"{RUN_RESULTS}/predictions.jsonl"),
@@ -383,7 +406,7 @@ STAGES: tuple[Stage, ...] = (
         params=("train", "methods.{method}", "evaluate", "tracking"),
         code=("stages/evaluate.py", "stages/train.py", "backbone.py", "methods", "training", "measure.py",
               "evaluation", "answer_metrics.py", "formats.py", "tracking.py", "tracking_view.py", "contract",
-              "model_family.py", "headline.py", "timing_files.py"),
+              "model_family.py", "headline.py", "hub.py", "digests.py", "timing_files.py"),
         needs=Needs(at=sized((4000, 30), (32000, 240)), gpu=True),
         dims=RUN_DIMS,
         dirs={"models": "models", "results": RUN_RESULTS},

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 
@@ -30,7 +31,7 @@ def pad_batch(sequences: list[list[int]], pad_id: int, left: bool) -> tuple[torc
     attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
     for row, sequence in enumerate(sequences):
         span = slice(width - len(sequence), width) if left else slice(0, len(sequence))
-        input_ids[row, span] = torch.tensor(sequence)
+        input_ids[row, span] = torch.as_tensor(sequence, dtype=torch.long)
         attention_mask[row, span] = 1
     return input_ids, attention_mask
 
@@ -48,14 +49,20 @@ def generate_ids(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *
 
 
 @torch.no_grad()
-def generate_texts(model, tokenizer, inputs: list[str], *, batch_size: int, max_input_length: int,
-                   max_new_tokens: int, num_beams: int, device: torch.device, desc: str) -> GenerationRun:
+def generate_texts(model, tokenizer, inputs: list[str] | None, *, batch_size: int, max_input_length: int,
+                   max_new_tokens: int, num_beams: int, device: torch.device, desc: str,
+                   encoded: Sequence[Sequence[int]] | None = None, bf16: bool = False) -> GenerationRun:
+    """`inputs` tokenized here, or `encoded` as given (already truncated, e.g. from the
+    tokenize stage). `bf16`: generate under bf16 autocast, as a model trained with bf16 ran in
+    training (fp32 master weights, bf16 matrix products): the same numerics, half the time on
+    a GPU."""
     family = model_family(model)
     pad_id = tokenizer.pad_token_id
     if pad_id is None:
         raise ValueError(f"{type(tokenizer).__name__} has no pad token; load the backbone with "
                          f"cfqa.backbone.load_backbone, which sets one")
-    encoded = tokenizer(inputs, truncation=True, max_length=max_input_length).input_ids
+    if encoded is None:
+        encoded = tokenizer(inputs, truncation=True, max_length=max_input_length).input_ids
     order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
     outputs: list[str | None] = [None] * len(encoded)
     started = time.perf_counter()
@@ -64,9 +71,10 @@ def generate_texts(model, tokenizer, inputs: list[str], *, batch_size: int, max_
         chunk = order[start:start + batch_size]
         input_ids, attention_mask = pad_batch([encoded[i] for i in chunk], pad_id,
                                               left=family is ModelFamily.CAUSAL)
-        generated = generate_ids(model, input_ids.to(device), attention_mask.to(device), family=family,
-                                 pad_id=pad_id, eos_id=tokenizer.eos_token_id,
-                                 max_new_tokens=max_new_tokens, num_beams=num_beams)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            generated = generate_ids(model, input_ids.to(device), attention_mask.to(device), family=family,
+                                     pad_id=pad_id, eos_id=tokenizer.eos_token_id,
+                                     max_new_tokens=max_new_tokens, num_beams=num_beams)
         for index, text in zip(chunk, tokenizer.batch_decode(generated, skip_special_tokens=True)):
             outputs[index] = text
         bar.update(len(chunk))

@@ -22,6 +22,7 @@ from cfqa.progress import progress
 log = get_logger(__name__)
 
 SPLIT_FILES = {"train": "train.jsonl.gz", "validation": "dev.jsonl.gz"}
+HUGGINGFACE_CACHE = "huggingface"   # `cfqa fetch` exports into this folder of the run's cache
 YES_NO = {-1: "NONE", 0: "NO", 1: "YES"}  # the dataset's ClassLabel(names=["NO", "YES"]), -1 = none
 
 LoadSplit = Callable[[str, str], Iterable[dict]]

@@ -19,32 +19,34 @@ from cfqa.device import resolve
 from cfqa.evaluation.generation import generate_texts
 from cfqa.evaluation.scoring import (baseline_scores, memorization, most_frequent_answers,
                                      prediction_record, score_set)
-from cfqa.formats import VARIANTS, format_input
+from cfqa.formats import VARIANTS
 from cfqa.headline import headline
+from cfqa.hub import read_source_record
 from cfqa.logs import get_logger
 from cfqa.methods.base import load_trainable
-from cfqa.training.batches import text_pairs, tokenize_pairs, variant_rows
+from cfqa.training.examples import training_examples
+from cfqa.training.batches import variant_rows
 from cfqa.training.loop import make_accelerator, validation_loss
 
 log = get_logger(__name__)
 QUESTION_SETS = ("test", "seen")
 
 
-def target_losses(network, tokenizer, rows: list[dict], mcfg, batch_size: int) -> dict[str, float]:
+def target_losses(network, tokenizer, examples: list, strata: list[int], batch_size: int,
+                  mcfg) -> dict[str, float]:
     """Per variant: the mean loss per target token, teacher-forced on the target the training
     format defines, computed as training computes its validation loss (same tokenization,
-    truncation, batching and autocast)."""
+    truncation, batching and autocast). `strata`: each example's variant index."""
     accelerator = make_accelerator(mcfg.train)
     losses = {}
-    for variant in sorted({row["variant"] for row in rows}):
-        chosen = [row for row in rows if row["variant"] == variant]
-        examples = tokenize_pairs(tokenizer, text_pairs(chosen, mcfg.train.target_format),
-                                  mcfg.train.max_input_length, mcfg.train.max_target_length)
-        losses[variant] = validation_loss(network, examples, batch_size, tokenizer.pad_token_id, accelerator)
+    for index in sorted(set(strata)):
+        chosen = [example for example, stratum in zip(examples, strata) if stratum == index]
+        losses[VARIANTS[index]] = validation_loss(network, chosen, batch_size, tokenizer.pad_token_id, accelerator)
     return losses
 
 
-def run(cfg: Config, variants: Path, models: Path, model: Path, results: Path, method: str, seed: int) -> None:
+def run(cfg: Config, variants: Path, models: Path, model: Path, results: Path, method: str, seed: int,
+        tokenized: Path | None = None) -> None:
     """`models` holds the backbones; `model` is the run's trained directory (train's --out)."""
     started = time.perf_counter()
     mcfg = cfg.method(method, seed)
@@ -75,14 +77,19 @@ def run(cfg: Config, variants: Path, models: Path, model: Path, results: Path, m
     data_files = [variants / set_name / f"{v}.jsonl" for set_name in QUESTION_SETS for v in VARIANTS]
     for set_name in QUESTION_SETS:
         rows = variant_rows(variants, set_name, VARIANTS)
-        run_ = generate_texts(network, tokenizer, [format_input(r["question"], r["context"]) for r in rows],
+        # The training format's examples of every variant, in the rows' order: their inputs
+        # are what generation reads, their targets what the target loss scores.
+        examples, strata = training_examples(tokenizer, variants, tokenized,
+                                             dataclasses.replace(mcfg, train=dataclasses.replace(
+                                                 mcfg.train, mixture=VARIANTS)), set_name)
+        run_ = generate_texts(network, tokenizer, None, encoded=[source for source, _ in examples],
                               batch_size=ecfg.batch_size, max_input_length=mcfg.train.max_input_length,
                               max_new_tokens=ecfg.max_new_tokens, num_beams=ecfg.num_beams,
-                              device=device, desc=f"generate {set_name}")
+                              device=device, desc=f"generate {set_name}", bf16=mcfg.train.bf16)
         set_records = [prediction_record(r, set_name, text) for r, text in zip(rows, run_.texts)]
         records.extend(set_records)
         sets[set_name], by_type[set_name] = score_set(set_records, mcfg.train.target_format)
-        losses = target_losses(network, tokenizer, rows, mcfg, ecfg.batch_size)
+        losses = target_losses(network, tokenizer, examples, strata, ecfg.batch_size, mcfg)
         sets[set_name] = {variant: msgspec.structs.replace(scores, target_loss_nats=losses.get(variant))
                           for variant, scores in sets[set_name].items()}
         memorized[set_name] = memorization(set_records)
@@ -96,7 +103,8 @@ def run(cfg: Config, variants: Path, models: Path, model: Path, results: Path, m
         method=method, seed=seed,
         run=run_info("evaluate", "completed",
                      {**dataclasses.asdict(mcfg), "evaluate": dataclasses.asdict(ecfg)},
-                     str(device), data_sha256=files_sha256(data_files), backbone_sha256=backbone_sha),
+                     str(device), data_sha256=files_sha256(data_files), backbone_sha256=backbone_sha,
+                     backbone_source=read_source_record(backbone_dir(models, mcfg.backbone))),
         sets=sets, by_type=by_type, memorization=memorized,
         most_frequent_em_pct={set_name: baseline_scores([r for r in records if r.set == set_name], frequent)
                               for set_name in QUESTION_SETS},

@@ -6,7 +6,10 @@ pretrained here with span corruption on the world's corpus, then an LM-adapted c
 (prefix-LM continuation, as in Lester et al.'s prompt-tuning backbone); `gpt_neo`, a
 byte-level BPE tokenizer and a tiny GPT-Neo pretrained with the next-token objective, whose
 LM-adapted backbone is the same model (a causal LM already is a language model). Real runs:
-`pretrain.hub_id` (and `pretrain.lm_adapted_hub_id`) name hub models instead.
+`pretrain.hub_id` (and `pretrain.lm_adapted_hub_id`) name hub models instead, loaded offline
+from the commit params.yaml `hub.models` pins, as `cfqa fetch` put it in the run's cache
+(safetensors only: a .bin-only checkpoint was converted there); each saved backbone records
+its hub commit in hub_source.json. A hub id may also name a local save_pretrained directory.
 """
 from __future__ import annotations
 
@@ -14,12 +17,14 @@ import copy
 import shutil
 import time
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 import torch
 
 from cfqa.atomic_io import atomic_dir, write_json
 from cfqa.config import PRETRAIN_FAMILIES, Config, ConfigError, PretrainConfig
+from cfqa.hub import is_local_directory, local_model_dir, pin_of, write_source_record
 from cfqa.logs import get_logger
 from cfqa.model_family import ModelFamily, family_of
 from cfqa.pretraining import loop
@@ -33,36 +38,50 @@ log = get_logger(__name__)
 CORPUS = "corpus.txt"
 
 
-def run(cfg: Config, raw: Path, out: Path, out_lm: Path) -> None:
+def run(cfg: Config, raw: Path, out: Path, out_lm: Path, cache: Path) -> None:
     torch.set_num_threads(cfg.pretrain.threads)
     if cfg.pretrain.hub_id:
-        save_hub_models(cfg.pretrain, out, out_lm)
+        save_hub_models(cfg.pretrain, out, out_lm, hub_models=cfg.hub.models, cache=cache)
     elif cfg.pretrain.family == "gpt_neo":
         pretrain_embedded_causal(cfg.pretrain, raw / CORPUS, out, out_lm)
     else:
         pretrain_embedded(cfg.pretrain, raw / CORPUS, out, out_lm)
 
 
-def save_hub_models(cfg: PretrainConfig, out: Path, out_lm: Path) -> None:
+def save_hub_models(cfg: PretrainConfig, out: Path, out_lm: Path, *, hub_models: Mapping | None = None,
+                    cache: Path | None = None) -> None:
+    """The hub backbones (or local save_pretrained directories) saved as `out` and `out_lm`."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
     for hub_id, target in ((cfg.hub_id, out), (cfg.lm_adapted_hub_id or cfg.hub_id, out_lm)):
-        log.info("loading %s from the hub (safetensors only)", hub_id)
+        pin = None
+        if is_local_directory(hub_id):
+            source = Path(hub_id)
+            log.info("loading %s, a local directory (safetensors only)", source)
+        else:
+            if cache is None:
+                raise ValueError(f"pretrain.hub_id {hub_id!r}: loading a hub model needs the run's cache (--cache)")
+            pin = pin_of(hub_models or {}, hub_id)
+            source = local_model_dir(pin, cache)
+            log.info("loading %s at commit %s from %s, offline (safetensors only%s)", hub_id, pin.revision, source,
+                     "; converted from .bin by `cfqa fetch`" if pin.converts else "")
         # The checkpoint's config says its family; the model name never does.
-        family = family_of(AutoConfig.from_pretrained(hub_id))
+        family = family_of(AutoConfig.from_pretrained(source, local_files_only=True))
         if family is not PRETRAIN_FAMILIES[cfg.family]:
             raise ConfigError(f"pretrain.family: {cfg.family} is the {PRETRAIN_FAMILIES[cfg.family].value} family, but "
                               f"the hub model {hub_id!r} is a {family.value} model (its config says so); set "
                               f"pretrain.family to match the model")
         auto = AutoModelForSeq2SeqLM if family is ModelFamily.SEQ2SEQ else AutoModelForCausalLM
-        model = auto.from_pretrained(hub_id, use_safetensors=True)
-        tokenizer = AutoTokenizer.from_pretrained(hub_id)
+        model = auto.from_pretrained(source, use_safetensors=True, local_files_only=True)
+        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
         if tokenizer.pad_token is None:
             # GPT-style hub tokenizers have no pad token; batches mask padding by length.
             tokenizer.pad_token = tokenizer.eos_token
         with atomic_dir(target) as tmp:
             model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
+            if pin is not None:
+                write_source_record(tmp, pin, source)
         log.info("wrote %s", target)
 
 

@@ -20,12 +20,14 @@ from cfqa.config import Config, MethodConfig
 from cfqa.contract import (WEIGHTS, CurveRow, MethodFiles, ParameterCounts, StepMemoryParts, TrainCost,
                            TrainRecord, write_curve, write_record)
 from cfqa.contract.run_info import directory_sha256, files_sha256, run_info
+from cfqa.hub import read_source_record
 from cfqa.logs import get_logger
 from cfqa.measure import PeakMemory, StepMemory, training_step_memory
 from cfqa.methods.base import count_parameters, save_trainable
 from cfqa.model_family import model_family
-from cfqa.training.batches import batch_at, collate, text_pairs, tokenize_pairs, variant_rows
+from cfqa.training.batches import batch_at, collate
 from cfqa.training.checkpoint import remove_checkpoint
+from cfqa.training.examples import training_examples
 from cfqa.training.loop import fine_tune, make_accelerator
 from cfqa.training.lr_selection import apply_lr_selection
 from cfqa.training.optimization import make_optimizer
@@ -80,7 +82,7 @@ def start_tracking(cfg: Config, mcfg: MethodConfig, variants: Path, method: str,
 
 
 def run(cfg: Config, variants: Path, models: Path, out: Path, results: Path, method: str, seed: int,
-        lr_selection: Path | None = None) -> None:
+        lr_selection: Path | None = None, tokenized: Path | None = None) -> None:
     started = time.perf_counter()
     mcfg = cfg.method(method, seed)
     if lr_selection is not None:
@@ -89,7 +91,7 @@ def run(cfg: Config, variants: Path, models: Path, out: Path, results: Path, met
     tracking = start_tracking(cfg, mcfg, variants, method, seed)
     try:
         curve = train_and_record(mcfg, variants, models, out, results, method, seed, lr_selection, started,
-                                 on_validation=tracking.log_point)
+                                 on_validation=tracking.log_point, tokenized=tokenized)
     except BaseException:
         tracking.fail()
         raise
@@ -98,7 +100,8 @@ def run(cfg: Config, variants: Path, models: Path, out: Path, results: Path, met
 
 def train_and_record(mcfg: MethodConfig, variants: Path, models: Path, out: Path, results: Path, method: str,
                      seed: int, lr_selection: Path | None, started: float,
-                     on_validation: Callable[[dict], None] | None = None) -> list[dict]:
+                     on_validation: Callable[[dict], None] | None = None,
+                     tokenized: Path | None = None) -> list[dict]:
     """Trains and writes the run's files; returns the training curve's points."""
     tcfg = mcfg.train
     torch.set_num_threads(tcfg.threads)
@@ -108,14 +111,11 @@ def train_and_record(mcfg: MethodConfig, variants: Path, models: Path, out: Path
              spec.name, seed, mcfg.backbone, counts.trainable, counts.total, counts.trainable_percent)
 
     read = [path for paths in data_files(variants, mcfg).values() for path in paths]
-    train_rows = variant_rows(variants, "train", tcfg.mixture)
-    validation_rows = variant_rows(variants, "validation", tcfg.mixture)
-    train = tokenize_pairs(tokenizer, text_pairs(train_rows, tcfg.target_format),
-                           tcfg.max_input_length, tcfg.max_target_length)
-    validation = tokenize_pairs(tokenizer, text_pairs(validation_rows, tcfg.target_format),
-                                tcfg.max_input_length, tcfg.max_target_length)
-    log.info("read %d training and %d validation examples (mixture %s, %s targets) from %s",
-             len(train), len(validation), "+".join(tcfg.mixture), tcfg.target_format, variants)
+    (train, strata), (validation, _) = (training_examples(tokenizer, variants, tokenized, mcfg, split)
+                                        for split in ("train", "validation"))
+    log.info("read %d training and %d validation examples (mixture %s, %s targets) from %s%s",
+             len(train), len(validation), "+".join(tcfg.mixture), tcfg.target_format, variants,
+             f", tokenized in {tokenized}" if tokenized else "")
 
     accelerator = make_accelerator(tcfg)
     first_batch = collate(batch_at(train, 0, tcfg.batch_size, tcfg.seed), tokenizer.pad_token_id,
@@ -132,7 +132,7 @@ def train_and_record(mcfg: MethodConfig, variants: Path, models: Path, out: Path
     with PeakMemory(cuda=accelerator.device.type == "cuda") as peak:
         result = fine_tune(model, train, validation, tcfg, pad_id=tokenizer.pad_token_id,
                            checkpoint_dir=checkpoints, fingerprint=fingerprint, accelerator=accelerator,
-                           on_validation=on_validation)
+                           on_validation=on_validation, strata=strata)
     model = accelerator.unwrap_model(model)
     if not accelerator.is_main_process:
         return result.state.curve       # another process of a data-parallel run: rank 0 writes the files
@@ -144,7 +144,8 @@ def train_and_record(mcfg: MethodConfig, variants: Path, models: Path, out: Path
         method=method, registry_method=mcfg.method, backbone=mcfg.backbone, seed=tcfg.seed,
         lr=tcfg.lr, lr_selected=lr_selection is not None,
         run=run_info("train", "stopped_early" if result.stopped_early else "completed", method_params(mcfg),
-                     str(accelerator.device), data_sha256=data_sha, backbone_sha256=backbone_sha),
+                     str(accelerator.device), data_sha256=data_sha, backbone_sha256=backbone_sha,
+                     backbone_source=read_source_record(backbone_dir(models, mcfg.backbone))),
         params=ParameterCounts(trainable=counts.trainable, total=counts.total,
                                trainable_pct=counts.trainable_percent),
         cost=TrainCost(
@@ -162,6 +163,8 @@ def train_and_record(mcfg: MethodConfig, variants: Path, models: Path, out: Path
         steps=state.step, best_step=state.best_step, best_val_loss=state.best_val_loss,
         stopped_early=result.stopped_early, resumed_from_step=result.resumed_from_step,
         train_examples=len(train), validation_examples=len(validation),
+        validation_sample_examples=result.validation_examples,
+        whole_validation_loss_nats=result.full_validation_loss, validation_time_s=result.validation_seconds,
     )
     files = MethodFiles(results)
     write_record(files.train_record, record)

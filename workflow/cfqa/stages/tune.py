@@ -23,7 +23,7 @@ from cfqa.contract import LrSelection, LrTrial, write_record
 from cfqa.contract.run_info import directory_sha256, files_sha256, run_info
 from cfqa.logs import get_logger
 from cfqa.progress import progress
-from cfqa.training.batches import TokenizedExample, text_pairs, tokenize_pairs, variant_rows
+from cfqa.training.batches import TokenizedExample, text_pairs, tokenize_pairs, variant_rows, variant_strata
 from cfqa.training.loop import fine_tune, make_accelerator
 
 log = get_logger(__name__)
@@ -52,7 +52,8 @@ def trial_config(mcfg: MethodConfig, tune: TuneConfig, lr: float) -> MethodConfi
 
 
 def run_trial(mcfg: MethodConfig, models: Path, train: list[TokenizedExample],
-              validation: list[TokenizedExample], pad_id: int, scratch: Path) -> tuple[LrTrial, str]:
+              validation: list[TokenizedExample], pad_id: int, scratch: Path,
+              strata: list[int] | None = None) -> tuple[LrTrial, str]:
     """(the trial's record, the device it ran on): fine-tune from the backbone with `mcfg`."""
     tcfg = mcfg.train
     model, _, _ = build_method_model(mcfg, models)
@@ -66,7 +67,7 @@ def run_trial(mcfg: MethodConfig, models: Path, train: list[TokenizedExample],
     hook = model.register_forward_pre_hook(count_forward)
     try:
         result = fine_tune(model, train, validation, tcfg, pad_id=pad_id, checkpoint_dir=scratch,
-                           fingerprint=f"tune lr={tcfg.lr!r}", accelerator=accelerator)
+                           fingerprint=f"tune lr={tcfg.lr!r}", accelerator=accelerator, strata=strata)
     except FloatingPointError as error:  # the training loss became non-finite
         log.info("lr %g diverged: %s", tcfg.lr, error)
         return LrTrial(lr=tcfg.lr, steps=forwards[0] // tcfg.grad_accum_steps, best_val_loss=None,
@@ -108,7 +109,8 @@ def run(cfg: Config, variants: Path, models: Path, out: Path, method: str) -> No
     backbone = backbone_dir(models, mcfg.backbone)
     tokenizer = AutoTokenizer.from_pretrained(backbone)
     data_files = [variants / split / f"{v}.jsonl" for split in ("train", "validation") for v in tcfg.mixture]
-    train = tokenize_pairs(tokenizer, text_pairs(variant_rows(variants, "train", tcfg.mixture), tcfg.target_format),
+    train_rows = variant_rows(variants, "train", tcfg.mixture)
+    train = tokenize_pairs(tokenizer, text_pairs(train_rows, tcfg.target_format),
                            tcfg.max_input_length, tcfg.max_target_length)
     validation_all = tokenize_pairs(tokenizer, text_pairs(variant_rows(variants, "validation", tcfg.mixture),
                                                           tcfg.target_format),
@@ -124,7 +126,8 @@ def run(cfg: Config, variants: Path, models: Path, out: Path, method: str) -> No
         trial_started = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent) as scratch:
             trial, device = run_trial(trial_config(mcfg, tune, lr), models, train, validation,
-                                      tokenizer.pad_token_id, Path(scratch) / "checkpoint")
+                                      tokenizer.pad_token_id, Path(scratch) / "checkpoint",
+                                      strata=variant_strata(train_rows))
         trials.append(trial)
         log.info("lr %g: %s after %d steps, best validation loss %s (%.1f s)", lr, trial.status, trial.steps,
                  "none" if trial.best_val_loss is None else f"{trial.best_val_loss:.4f}",

@@ -14,19 +14,30 @@ import numpy as np
 import torch
 
 from cfqa.atomic_io import read_jsonl
-from cfqa.formats import format_input, format_target
+from cfqa.formats import VARIANTS, format_input, format_target
 from cfqa.model_family import ModelFamily
 
 TokenizedExample = tuple[list[int], list[int]]
 
-# Batches per length-sorted chunk of an epoch; 1 (the default) gives plain random batches.
-# Measured on the embedded default: chunks of 25 batches cut the padded share of batch
-# positions from 29.5 % to 7.2 % and the step time by about 16-20 %, but sorting by length
-# also sorts by variant (short empty-context inputs land together, 15 % of batches hold one
-# variant only), and 1,500 steps then learned less: best validation loss 5-10 % higher in all
-# three runs (full seeds 0 and 1, lora), counterfactual contextual EM on test 86.9 -> 74.8 and
-# 82.2 -> 77.6 (full), 67.8 -> 34.6 (lora). So grouping stays off unless asked for.
-GROUP_BATCHES = 1
+# How training batches are drawn (params `train.batching`), every epoch a seeded permutation:
+#   random      consecutive slices of the permutation;
+#   length      the permutation cut into chunks of `train.group_batches` batches, each chunk
+#               sorted by length and cut into batches, the epoch's batches in random order: a
+#               batch holds rows of similar length, so little of it is padding;
+#   stratified  as `length`, but each variant of the mixture is sorted on its own and every
+#               batch takes the same length quantile of each variant: every batch holds the
+#               mixture's variants in their shares (short empty-context rows beside long ones).
+# Sorting by length also sorts by variant (empty contexts are the short rows): on the embedded
+# world 14.7 % of `length` batches hold one variant only, which an earlier single-seed run
+# blamed for lower EM. Measured with three seeds (full fine-tuning, paired on seeds;
+# benchmarks/batch_grouping.py): mean test contextual EM within 2.5 points of random batches
+# for both groupings, with t-intervals of +-25 to +-60 points, since seed to seed random
+# batches alone gave 69-96 % factual EM; the earlier drops were within that spread. Padded
+# positions 29.5 % (random), 7.2 % (length), 16.0 % (stratified); CPU per run 395, 311, 304 s.
+# The embedded default is stratified (the speed, and no single-variant batches, the one
+# mechanism seen); the t5-large profile is length (stratified leaves 30 % padding at NQ's
+# lengths, and its 8 accumulated micro-batches mix the variants within every optimizer step).
+BATCHINGS = ("random", "length", "stratified")
 
 
 def variant_rows(variants_dir: Path, split: str, variants: Sequence[str]) -> list[dict]:
@@ -37,6 +48,11 @@ def variant_rows(variants_dir: Path, split: str, variants: Sequence[str]) -> lis
             raise FileNotFoundError(f"{path}: variant file missing; run `cfqa counterfactuals`")
         rows.extend(read_jsonl(path))
     return rows
+
+
+def variant_strata(rows: list[dict]) -> list[int]:
+    """Each row's variant as a number (its place in VARIANTS): the strata of stratified batches."""
+    return [VARIANTS.index(row["variant"]) for row in rows]
 
 
 def text_pairs(rows: list[dict], target_format: str) -> list[tuple[str, str]]:
@@ -109,22 +125,40 @@ class LengthGroupedBatches:
     fixed by (seed, e): a random permutation of the examples, cut into consecutive batches.
     With group_batches > 1 the permutation is cut into chunks of that many batches, each chunk
     sorted by length and cut into batches, and the epoch's batches put in random order: a
-    batch then holds examples of similar length from a random part of the data. Either way
+    batch then holds examples of similar length from a random part of the data. With `strata`
+    (one label per example, e.g. its variant) a chunk is sorted within each stratum, and the
+    chunk's examples are ordered by their length quantile within their stratum (ties by
+    stratum), so that each batch takes the same quantile of every stratum. Either way
     resuming at any micro-step replays the same batches. Each epoch uses
     len(examples) // batch_size full batches (the remainder waits for a later permutation),
     or one batch of everything when there are fewer examples than batch_size."""
 
     def __init__(self, examples: Sequence[TokenizedExample], batch_size: int, seed: int,
-                 group_batches: int | None = None):
+                 group_batches: int = 1, strata: Sequence[int] | None = None):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if group_batches < 1:
+            raise ValueError(f"group_batches must be >= 1, got {group_batches}")
+        if strata is not None and len(strata) != len(examples):
+            raise ValueError(f"strata must label every example: {len(strata)} labels for {len(examples)} examples")
         self.examples, self.batch_size, self.seed = examples, batch_size, seed
-        self.group_batches = GROUP_BATCHES if group_batches is None else group_batches
-        if self.group_batches < 1:
-            raise ValueError(f"group_batches must be >= 1, got {self.group_batches}")
+        self.group_batches = group_batches
+        self.strata = None if strata is None else np.asarray(strata)
         self.per_epoch = max(len(examples) // batch_size, 1)
         self._epoch: int | None = None
         self._batches: list[np.ndarray] = []
+
+    def _sorted_chunk(self, indices: np.ndarray) -> np.ndarray:
+        ordered = length_order(self.examples, indices)
+        if self.strata is None:
+            return ordered
+        labels = self.strata[ordered]
+        quantile = np.empty(len(ordered))
+        for label in np.unique(labels):
+            members = np.flatnonzero(labels == label)
+            # The centre of each member's rank within its stratum, as a share of the stratum.
+            quantile[members] = (np.arange(len(members)) + 0.5) / len(members)
+        return ordered[np.lexsort((labels, quantile))]
 
     def epoch_batches(self, epoch: int) -> list[np.ndarray]:
         """The example indices of every batch of `epoch`, in the order they are trained on."""
@@ -133,7 +167,7 @@ class LengthGroupedBatches:
             order = rng.permutation(len(self.examples))[:self.per_epoch * self.batch_size]
             if self.group_batches > 1:
                 chunk = self.group_batches * self.batch_size
-                order = np.concatenate([length_order(self.examples, order[start:start + chunk])
+                order = np.concatenate([self._sorted_chunk(order[start:start + chunk])
                                         for start in range(0, len(order), chunk)])
             batches = [order[i * self.batch_size:(i + 1) * self.batch_size] for i in range(self.per_epoch)]
             if self.group_batches > 1:
@@ -156,9 +190,32 @@ class LengthGroupedBatches:
         return [self.examples[i] for i in self.epoch_batches(epoch)[position]]
 
 
+def training_batches(examples: Sequence[TokenizedExample], batch_size: int, seed: int, batching: str,
+                     group_batches: int, strata: Sequence[int] | None = None) -> LengthGroupedBatches:
+    """The sampler `train.batching` names (see BATCHINGS); `strata` (each example's variant) is
+    read by `stratified` only, which without it has one stratum: length-grouped batches."""
+    if batching == "random":
+        return LengthGroupedBatches(examples, batch_size, seed)
+    if batching == "length":
+        return LengthGroupedBatches(examples, batch_size, seed, group_batches)
+    if batching == "stratified":
+        return LengthGroupedBatches(examples, batch_size, seed, group_batches, strata)
+    raise ValueError(f"train.batching must be one of {', '.join(BATCHINGS)}, got {batching!r}")
+
+
 def batch_at(examples: Sequence[TokenizedExample], step: int, batch_size: int, seed: int) -> list[TokenizedExample]:
-    """The examples of micro-step `step`; a loop builds LengthGroupedBatches once instead."""
+    """The examples of micro-step `step` of random batches; a loop builds its sampler once instead."""
     return LengthGroupedBatches(examples, batch_size, seed)(step)
+
+
+def fixed_sample(examples: Sequence[TokenizedExample], size: int, seed: int) -> list[TokenizedExample]:
+    """`size` examples drawn without replacement by `seed`, in their original order; all of
+    them when `size` is 0 or not smaller. The same (examples, size, seed) give the same sample
+    in every run, so runs validated on it can be compared."""
+    if size == 0 or len(examples) <= size:
+        return list(examples)
+    chosen = np.sort(np.random.default_rng(seed).choice(len(examples), size=size, replace=False))
+    return [examples[i] for i in chosen]
 
 
 def sequential_batches(examples: Sequence[TokenizedExample], batch_size: int) -> Iterator[list[TokenizedExample]]:
