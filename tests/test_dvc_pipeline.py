@@ -43,7 +43,7 @@ def project(tmp_path_factory) -> Path:
     params["methods"] = {name: params["methods"][name] for name in METHODS}
     params["seeds"] = [0]
     params["tracking"]["experiment"] = "cfqa-dvc"
-    params["tune"]["lr_factors"] = [1.0]     # one grid point: the test is about DVC, not the grid
+    params["tune"].update(lr_factors=[1.0], trials=1)     # one grid point: the test is about DVC, not the grid
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run_tool([sys.executable, "-m", "cfqa.dag", "--write", "dvc.yaml"], root)
     run_tool(["git", "init", "-q"], root)

@@ -25,13 +25,13 @@ from cfqa.contract.files import (HEADLINE, LR_SELECTION, METRICS, PREDICTIONS, E
                                  read_lr_selection, read_metrics, read_predictions, read_summary, read_train_record,
                                  write_curve, write_metrics, write_predictions, write_record)
 from cfqa.contract.records import (SCHEMA_VERSION, BenchmarkRow, CurveRow, DataStats, EvaluationRun, Hardware, Headline,
-                                   Inference, LrSelection, LrTrial, Memorization, MetricsFile, MetricsRecord,
+                                   Inference, LrRung, LrSelection, LrTrial, Memorization, MetricsFile, MetricsRecord,
                                    ParameterCounts, PredictionRow, RunInfo, SeenStats, StepMemoryParts, Summary,
                                    TrainCost, TrainRecord, TypeScores, VariantScores)
 
 __all__ = [
     "HEADLINE", "EVALUATION_RUN", "EvaluationRun", "Headline", "MetricsFile", "read_headline", "write_metrics",
-    "LR_SELECTION", "LrSelection", "LrTrial", "read_lr_selection", "METRICS", "PREDICTIONS", "TRAIN_CURVE", "TRAIN_RECORD", "WEIGHTS", "MethodFiles", "ResultsError",
+    "LR_SELECTION", "LrRung", "LrSelection", "LrTrial", "read_lr_selection", "METRICS", "PREDICTIONS", "TRAIN_CURVE", "TRAIN_RECORD", "WEIGHTS", "MethodFiles", "ResultsError",
     "BenchmarkRow", "read_benchmark", "read_curve", "read_data_stats", "read_metrics", "read_predictions", "read_summary",
     "read_train_record", "write_curve", "write_predictions", "write_record", "SCHEMA_VERSION",
     "CurveRow", "DataStats", "Hardware", "Inference", "Memorization", "MetricsRecord", "ParameterCounts",

@@ -251,8 +251,9 @@ STAGES: tuple[Stage, ...] = (
         args="--method {method} --variants {variants} --models {models} --out {selection}",
         inputs={"validated": VALIDATED, "variants": "data/variants", "base": "models/base", "base_lm": "models/base_lm"},
         outputs={"selection": out(LR_SELECTION)},
-        params=("tune", "train", "methods.{method}"),
-        code=("stages/tune.py", "backbone.py", "methods", "training", "formats.py", "contract", "model_family.py"),
+        params=("tune", "train", "methods.{method}", "evaluate"),
+        code=("stages/tune.py", "backbone.py", "methods", "training", "evaluation", "answer_metrics.py", "formats.py",
+              "contract", "model_family.py"),
         dims=(METHOD,),
         dirs={"models": "models"},      # the backbones: models/base or models/base_lm, by method
     ),

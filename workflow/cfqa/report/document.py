@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from cfqa.report import formatting as fmt
-from cfqa.report import tables
+from cfqa.report import tables, tuning
 from cfqa.report.aggregate import CONVERGED_WELL_FORMED_PCT, Aggregates
 from cfqa.report.inputs import MethodResults
 from cfqa.report.mixtures import mixture_groups
@@ -250,12 +250,12 @@ def build_document(results: list[MethodResults], agg: Aggregates, stats: dict[st
                      "each run's losses.",)),
         tables=(tables.convergence_table(results, agg),) if stalled else (),
     )
-    lr_table = tables.lr_selection_table(results)
+    lr_tables = tuning.selection_tables(results)
     efficiency = Section(
         title="Efficiency",
         paragraphs=pretrain_jobs(results),
         tables=(tables.efficiency_table(results), tables.memory_table(results), tables.training_table(results))
-        + ((lr_table,) if lr_table else ()),
+        + lr_tables,
         figures=(_figure("accuracy_vs_cost"), _figure("training_curves")),
     )
     data = Section(
