@@ -49,7 +49,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy import stats
+from scipy import integrate, stats
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from cfqa.atomic_io import write_json
@@ -78,6 +78,8 @@ class Recipe:
 
 RECIPES = {
     "today": Recipe("params.yaml as it is: configured lr, 1500 steps, warmup 20, batch 16"),
+    "double_lr": Recipe("twice the learning rate", lr_factor=2.0),
+    "steps1000_double_lr": Recipe("1000 steps, twice the learning rate", {"max_steps": 1000}, 2.0),
     "half_lr": Recipe("half the learning rate", lr_factor=0.5),
     "half_lr_warmup150": Recipe("half the learning rate, warmup 150 steps", {"warmup_steps": 150}, 0.5),
     "steps1000": Recipe("1000 steps (schedule decays to zero at 1000)", {"max_steps": 1000}),
@@ -212,6 +214,61 @@ def t_interval(values: list[float]) -> dict:
             "high_pct": round(mean + half, 2), "values_pct": [round(v, 1) for v in values]}
 
 
+# The default's resolution target: a 10-point difference on the primary endpoint, 80 % power,
+# two-sided, Holm over the 8 comparisons with full fine-tuning (its first step is Bonferroni's
+# 0.05 / 8, so that level is a conservative stand-in for any one comparison).
+TARGET_DIFFERENCE_PCT = 10.0
+COMPARISONS = 8
+ALPHA, POWER = 0.05, 0.8
+
+
+def power(difference: float, sd: float, seeds: int, paired: bool, alpha: float = ALPHA / COMPARISONS) -> float:
+    """Power of the seed-level t-test: paired (per-seed differences, S - 1 degrees of freedom,
+    `sd` their SD) or two-sample with equal seeds (2S - 2 degrees of freedom, `sd` each
+    method's seed SD), from the noncentral t distribution."""
+    if seeds < 2 or sd <= 0:
+        return float("nan")
+    df = seeds - 1 if paired else 2 * seeds - 2
+    noncentrality = difference / (sd / math.sqrt(seeds) if paired else sd * math.sqrt(2 / seeds))
+    critical = stats.t.ppf(1 - alpha / 2, df)
+    exact = float(stats.nct.sf(critical, df, noncentrality) + stats.nct.cdf(-critical, df, noncentrality))
+    if math.isfinite(exact):
+        return exact
+
+    # scipy's nct returns NaN at large noncentrality: P(|Z + nc| > c * sqrt(V / df)), V ~ chi2(df)
+    def rejected(v: float) -> float:
+        bound = critical * math.sqrt(v / df)
+        return (stats.norm.sf(bound - noncentrality) + stats.norm.cdf(-bound - noncentrality)) * stats.chi2.pdf(v, df)
+
+    return float(integrate.quad(rejected, 0, np.inf, limit=200)[0])
+
+
+def seeds_needed(difference: float, sd: float, paired: bool, limit: int = 200) -> int | None:
+    """The fewest seeds per method reaching POWER, or None beyond `limit`."""
+    for seeds in range(2, limit + 1):
+        if power(difference, sd, seeds, paired) >= POWER:
+            return seeds
+    return None
+
+
+def detectable_difference(sd: float, seeds: int, paired: bool) -> float:
+    """The smallest difference (points) detected with POWER at `seeds` seeds."""
+    if seeds < 2 or not sd > 0:
+        return float("nan")
+    low, high = 0.0, 200.0
+    for _ in range(30):
+        middle = (low + high) / 2
+        low, high = (middle, high) if power(middle, sd, seeds, paired) < POWER else (low, middle)
+    return high
+
+
+def resolution(sd: float, paired: bool) -> dict:
+    return {"sd_pct": round(sd, 2), "test": "paired t on per-seed differences" if paired else "two-sample t (Welch, equal seeds)",
+            "seeds_for_10_points": seeds_needed(TARGET_DIFFERENCE_PCT, sd, paired),
+            "seeds_for_5_points": seeds_needed(TARGET_DIFFERENCE_PCT / 2, sd, paired),
+            "detectable_pct_at_seeds": {str(n): round(detectable_difference(sd, n, paired), 1) for n in (3, 5, 8, 10)}}
+
+
 def load_runs(workdir: Path) -> dict:
     runs: dict = {}
     for path in sorted((workdir / "seed_variance").glob("*/*/seed*.json")):
@@ -285,7 +342,15 @@ def analyze(runs: dict) -> dict:
                                            for r in sorted(method_runs, key=lambda r: r["seed"])}
              for recipe, methods in runs.items() for method, method_runs in methods.items()
              for rule in ("best_val_loss", "best_val_em")}
-    return {"table": table, "trajectory": trajectory, "paired_with_full": paired, "by_answer_type": types}
+    # what each recipe and rule could resolve: from each method's seed SD (two-sample) and from
+    # the SD of the per-seed difference with full (paired)
+    for row in table:
+        row["resolution_two_sample"] = resolution(row["test_counterfactual_em"]["sd_pct"], paired=False)
+    for row in paired:
+        row["resolution_paired"] = resolution(row["full_minus_method"]["sd_pct"], paired=True)
+    return {"table": table, "trajectory": trajectory, "paired_with_full": paired, "by_answer_type": types,
+            "resolution_target": {"difference_pct": TARGET_DIFFERENCE_PCT, "power": POWER, "alpha": ALPHA,
+                                  "comparisons": COMPARISONS, "per_comparison_alpha": ALPHA / COMPARISONS}}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,7 +24,8 @@ from cfqa.contract.files import (HEADLINE, LR_SELECTION, METRICS, PREDICTIONS, E
                                  WEIGHTS, MethodFiles, ResultsError, read_benchmark, read_curve, read_data_stats, read_headline,
                                  read_lr_selection, read_metrics, read_predictions, read_summary, read_train_record,
                                  write_curve, write_metrics, write_predictions, write_record)
-from cfqa.contract.records import (SCHEMA_VERSION, BenchmarkRow, CurveRow, DataStats, EvaluationRun, Hardware, Headline,
+from cfqa.contract.records import (SCHEMA_VERSION, BenchmarkRow, CurveRow, DataStats, EvaluationRun, FirstTargetToken,
+                                   Hardware, Headline,
                                    Inference, LrRung, LrSelection, LrTrial, Memorization, MetricsFile, MetricsRecord,
                                    ParameterCounts, PredictionRow, RunInfo, SeenStats, StepMemoryParts, Summary,
                                    TrainCost, TrainRecord, TypeScores, VariantScores)
@@ -34,7 +35,7 @@ __all__ = [
     "LR_SELECTION", "LrRung", "LrSelection", "LrTrial", "read_lr_selection", "METRICS", "PREDICTIONS", "TRAIN_CURVE", "TRAIN_RECORD", "WEIGHTS", "MethodFiles", "ResultsError",
     "BenchmarkRow", "read_benchmark", "read_curve", "read_data_stats", "read_metrics", "read_predictions", "read_summary",
     "read_train_record", "write_curve", "write_predictions", "write_record", "SCHEMA_VERSION",
-    "CurveRow", "DataStats", "Hardware", "Inference", "Memorization", "MetricsRecord", "ParameterCounts",
+    "CurveRow", "DataStats", "FirstTargetToken", "Hardware", "Inference", "Memorization", "MetricsRecord", "ParameterCounts",
     "PredictionRow", "RunInfo", "SeenStats", "StepMemoryParts", "Summary", "TrainCost", "TrainRecord",
     "TypeScores", "VariantScores",
 ]

@@ -86,6 +86,21 @@ class TrainCost(Record):
     max_epoch_time_s: float | None = None
 
 
+class FirstTargetToken(Record):
+    """The targets' first token (the format marker) at the first answer position, teacher-forced
+    on the validation examples before and after training (cfqa.training.first_token): its rank
+    among the vocabulary (0: the most likely token; lower median over the examples), how often
+    it is the most likely, and its mean probability."""
+    token: str                       # the most common first target token
+    vocabulary: int
+    rank_median_before: int
+    rank_median_after: int
+    top1_before_pct: float
+    top1_after_pct: float
+    probability_before_pct: float
+    probability_after_pct: float
+
+
 class TrainRecord(Record, kw_only=True):
     schema_version: int = SCHEMA_VERSION
     method: str                      # the params.yaml key, the {method} wildcard
@@ -104,6 +119,7 @@ class TrainRecord(Record, kw_only=True):
     resumed_from_step: int | None
     train_examples: int
     validation_examples: int
+    first_target_token: FirstTargetToken | None = None   # None: not measured (files written before it)
 
 
 # ---- train_curve.csv --------------------------------------------------------------------

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from cfqa.report import formatting as fmt
-from cfqa.report import tables, tuning
+from cfqa.report import format_learning, tables, tuning
 from cfqa.report.aggregate import CONVERGED_WELL_FORMED_PCT, Aggregates
 from cfqa.report.inputs import MethodResults
 from cfqa.report.mixtures import mixture_groups
@@ -250,6 +250,7 @@ def build_document(results: list[MethodResults], agg: Aggregates, stats: dict[st
                      "each run's losses.",)),
         tables=(tables.convergence_table(results, agg),) if stalled else (),
     )
+    convergence = format_learning.with_first_token(convergence, results, agg)
     lr_tables = tuning.selection_tables(results)
     efficiency = Section(
         title="Efficiency",

@@ -3,6 +3,7 @@ trainable weights and record accuracy-independent cost (parameters, memory, spee
 size). The run's MLflow run opens here, as training starts; evaluate ends it."""
 from __future__ import annotations
 
+import collections
 import copy
 import dataclasses
 import hashlib
@@ -17,8 +18,8 @@ import torch
 from cfqa.atomic_io import atomic_dir
 from cfqa.backbone import backbone_dir, build_method_model
 from cfqa.config import Config, MethodConfig
-from cfqa.contract import (WEIGHTS, CurveRow, MethodFiles, ParameterCounts, StepMemoryParts, TrainCost,
-                           TrainRecord, write_curve, write_record)
+from cfqa.contract import (WEIGHTS, CurveRow, FirstTargetToken, MethodFiles, ParameterCounts, StepMemoryParts,
+                           TrainCost, TrainRecord, write_curve, write_record)
 from cfqa.contract.run_info import directory_sha256, files_sha256, run_info
 from cfqa.logs import get_logger
 from cfqa.measure import PeakMemory, StepMemory, training_step_memory
@@ -26,6 +27,7 @@ from cfqa.methods.base import count_parameters, save_trainable
 from cfqa.model_family import model_family
 from cfqa.training.batches import batch_at, collate, text_pairs, tokenize_pairs, variant_rows
 from cfqa.training.checkpoint import remove_checkpoint
+from cfqa.training.first_token import first_token_scores
 from cfqa.training.loop import fine_tune, make_accelerator
 from cfqa.training.lr_selection import apply_lr_selection
 from cfqa.training.optimization import make_optimizer
@@ -125,6 +127,9 @@ def train_and_record(mcfg: MethodConfig, variants: Path, models: Path, out: Path
              "optimizer state %.2f, activations %.2f)", memory.total_bytes / 1e6, memory.parameter_bytes / 1e6,
              memory.gradient_bytes / 1e6, memory.optimizer_state_bytes / 1e6, memory.activation_bytes / 1e6)
 
+    probe = (validation, tokenizer.pad_token_id, tcfg.batch_size, accelerator.device)
+    first_before = first_token_scores(model, *probe)
+
     data_sha = files_sha256(read)
     backbone_sha = directory_sha256(backbone_dir(models, mcfg.backbone))
     fingerprint = resume_fingerprint(mcfg, data_sha, backbone_sha)
@@ -134,6 +139,16 @@ def train_and_record(mcfg: MethodConfig, variants: Path, models: Path, out: Path
                            checkpoint_dir=checkpoints, fingerprint=fingerprint, accelerator=accelerator,
                            on_validation=on_validation)
     model = accelerator.unwrap_model(model)
+    first_after = first_token_scores(model, *probe)
+    first_ids = collections.Counter(target[0] for _, target in validation)
+    first_target = FirstTargetToken(
+        token=tokenizer.convert_ids_to_tokens(first_ids.most_common(1)[0][0]), vocabulary=len(tokenizer),
+        rank_median_before=first_before.rank_median, rank_median_after=first_after.rank_median,
+        top1_before_pct=first_before.top1_pct, top1_after_pct=first_after.top1_pct,
+        probability_before_pct=first_before.probability_pct, probability_after_pct=first_after.probability_pct)
+    log.info("first target token %r at the first answer position: rank %d -> %d (median), probability %.1f %% -> "
+             "%.1f %%", first_target.token, first_before.rank_median, first_after.rank_median,
+             first_before.probability_pct, first_after.probability_pct)
 
     with atomic_dir(out) as tmp:
         checkpoint_bytes = save_trainable(model, tmp / WEIGHTS, metadata={"method": method, "seed": str(seed)})
@@ -159,7 +174,7 @@ def train_and_record(mcfg: MethodConfig, variants: Path, models: Path, out: Path
         ),
         steps=state.step, best_step=state.best_step, best_val_loss=state.best_val_loss,
         stopped_early=result.stopped_early, resumed_from_step=result.resumed_from_step,
-        train_examples=len(train), validation_examples=len(validation),
+        train_examples=len(train), validation_examples=len(validation), first_target_token=first_target,
     )
     files = MethodFiles(results)
     write_record(files.train_record, record)
