@@ -222,12 +222,13 @@ COMPARISONS = 8
 ALPHA, POWER = 0.05, 0.8
 
 
-def power(difference: float, sd: float, seeds: int, paired: bool, alpha: float = ALPHA / COMPARISONS) -> float:
+def power(difference: float, sd: float, seeds: int, paired: bool, comparisons: int = COMPARISONS) -> float:
     """Power of the seed-level t-test: paired (per-seed differences, S - 1 degrees of freedom,
     `sd` their SD) or two-sample with equal seeds (2S - 2 degrees of freedom, `sd` each
     method's seed SD), from the noncentral t distribution."""
     if seeds < 2 or sd <= 0:
         return float("nan")
+    alpha = ALPHA / comparisons
     df = seeds - 1 if paired else 2 * seeds - 2
     noncentrality = difference / (sd / math.sqrt(seeds) if paired else sd * math.sqrt(2 / seeds))
     critical = stats.t.ppf(1 - alpha / 2, df)
