@@ -73,8 +73,8 @@ def tiny_params(methods: tuple[str, ...] = TINY_METHODS) -> dict:
     merged["train"].update(max_steps=400, eval_every=100, mixture=["factual", "counterfactual"])
     for block in merged["methods"].values():
         block.setdefault("train", {})["lr"] = 0.01
-    # The tune stage runs for real; one grid point keeps the trained rate at 0.01.
-    merged["tune"].update(lr_factors=[1.0], max_steps=5)
+    # The tune stage runs for real; one grid point keeps the trained rate at 0.01 (5 steps of 400).
+    merged["tune"].update(lr_factors=[1.0], trials=1, rungs=[0.0125])
     return merged
 
 

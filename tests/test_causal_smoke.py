@@ -29,7 +29,7 @@ def causal_params() -> dict:
     params["train"].update(max_steps=8, eval_every=4)
     params["methods"]["lora"]["options"]["target_modules"] = ["q_proj", "v_proj"]   # GPT-Neo's attention
     params["methods"]["prompt"]["options"]["num_virtual_tokens"] = 4
-    params["tune"].update(lr_factors=[1.0], max_steps=2)
+    params["tune"].update(lr_factors=[1.0], trials=1, rungs=[0.25])
     params["tracking"]["experiment"] = "cfqa-causal-smoke"
     return params
 

@@ -41,7 +41,7 @@ def test_result_fields_name_their_units():
     """Every float field of a record says its unit, or is a loss or a count-like ratio."""
     # Losses and learning rates have no unit; Summary.methods maps summary keys that carry
     # their own suffixes.
-    unitless = {"best_val_loss", "train_loss", "val_loss", "lr", "chosen_lr", "methods"}
+    unitless = {"best_val_loss", "train_loss", "val_loss", "lr", "chosen_lr", "searched_lr_range", "methods"}
     for name in dir(records_module):
         kind = getattr(records_module, name)
         if not (isinstance(kind, type) and issubclass(kind, records_module.Record)):

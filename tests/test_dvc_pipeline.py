@@ -46,7 +46,7 @@ def project(tmp_path_factory) -> Path:
     params["methods"] = {name: params["methods"][name] for name in METHODS}
     params["seeds"] = [0]
     params["tracking"]["experiment"] = "cfqa-dvc"
-    params["tune"]["lr_factors"] = [1.0]     # one grid point: the test is about DVC, not the grid
+    params["tune"].update(lr_factors=[1.0], trials=1)     # one grid point: the test is about DVC, not the grid
     # As tests/stage_results.py: enough training for answers, so LoRA's ranks differ in EM.
     params["train"].update(max_steps=300, eval_every=100, mixture=["factual", "counterfactual"])
     for block in params["methods"].values():

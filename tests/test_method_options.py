@@ -83,6 +83,7 @@ def test_unknown_option_names_file_method_key_and_allowed_keys(tmp_path, name):
     ("lora", "dropout", "1.0", "expected a finite number >= 0 and < 1, got 1.0"),
     ("lst", "dropout", ".nan", "expected a finite number >= 0 and < 1, got nan"),
     ("lst", "fusion", "gated", "expected one of 'static', 'dynamic', 'attention', got 'gated'"),
+    ("lst", "seed", "-1", "expected an integer >= 0 or null, got -1"),
     ("prefix", "reparameterize", "1", "expected true or false, got 1"),
     ("prefix_decoder", "mlp_hidden_size", "null", "expected an integer >= 1, got None"),
     ("ia3", "target_modules", "k", "expected a list, each a string with at least 1 item(s), got 'k'"),
@@ -132,7 +133,7 @@ def test_shared_numbers_are_integers_and_finite(tmp_path, text, key, expected):
 def test_block_under_another_key_inherits_its_methods_options(tmp_path):
     extra = override(tmp_path, "methods: {lst_dynamic: {method: lst, options: {fusion: dynamic}}}\n")
     cfg = load([PARAMS, extra])
-    assert cfg.methods["lst_dynamic"].options == LstOptions(reduction_factor=8, fusion="dynamic", dropout=0.1, seed=0)
+    assert cfg.methods["lst_dynamic"].options == LstOptions(reduction_factor=8, fusion="dynamic", dropout=0.1, seed=None)
     assert cfg.methods["lst_dynamic"].backbone == "base"
     assert cfg.methods["lst"].options.fusion == "static"
 
@@ -155,7 +156,7 @@ def test_validate_config_names_the_override_file(tmp_path):
 
 
 def test_registry_options_start_from_params_yaml():
-    assert registry_options("lst") == LstOptions(reduction_factor=8, fusion="static", dropout=0.1, seed=0)
+    assert registry_options("lst") == LstOptions(reduction_factor=8, fusion="static", dropout=0.1, seed=None)
     assert registry_options("lst", {"seed": 3}).seed == 3
     with pytest.raises(ConfigError, match="unknown method 'lstm'"):
         registry_options("lstm")

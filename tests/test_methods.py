@@ -16,6 +16,7 @@ from transformers import GPT2Config, GPT2LMHeadModel
 from cfqa.config import registry_options
 from cfqa.methods import METHOD_NAMES, get_method
 from cfqa.methods.base import OptionsError, count_parameters, load_trainable, save_trainable
+from cfqa.training.optimization import seed_everything
 from conftest import tiny_t5
 
 GATED = {"feed_forward_proj": "gated-gelu"}
@@ -169,6 +170,25 @@ def test_prompt_starts_from_seeded_vocabulary_embeddings():
     other, _ = prompt(4)
     assert torch.equal(first, again) and not torch.equal(first, other)
     assert all(any(torch.equal(row, word) for word in vocabulary) for row in first)
+
+
+@pytest.mark.parametrize("name, options", [("prompt", {}), ("prefix", {}), ("lst", {"fusion": "attention"})])
+def test_a_methods_own_initialisation_follows_the_run_seed_unless_an_option_fixes_it(name, options):
+    def initial(run_seed: int, option_seed: int | None) -> dict[str, torch.Tensor]:
+        base = tiny_t5()                   # the same backbone every time (it seeds the RNG itself)
+        seed_everything(run_seed)          # what cfqa.backbone.build_method_model does with the run seed
+        model = get_method(name).build(base, registry_options(name, {**options, "seed": option_seed}))
+        return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+    def same(a: dict, b: dict) -> bool:
+        return all(torch.equal(a[n], b[n]) for n in a)
+
+    # params.yaml leaves the seed to the run: another run seed, another initialisation.
+    assert registry_options(name).seed is None
+    assert same(initial(0, None), initial(0, None))
+    assert not same(initial(0, None), initial(1, None))
+    # A fixed option seed gives every run seed the same initialisation.
+    assert same(initial(0, 5), initial(1, 5))
 
 
 def test_adapter_hooks_follow_a_deep_copy():

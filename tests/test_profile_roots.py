@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cfqa.config import deep_merge
+from cfqa.config import PROJECT_ROOT, deep_merge, load
 from cfqa.dag import METHOD, PARAMS_FILE, RUN_ROOT_KEY, STAGES, compared_summaries, rooted, run_root
 from cfqa.dag.dvc_yaml import dvc_document
 from pipeline_support import PROJECT, run_tool, tool_env
@@ -98,6 +98,18 @@ def test_the_mixtures_profile_runs_full_fine_tuning_with_four_mixtures_only():
                 for m in methods}
     assert mixtures == {"full": ("factual", "counterfactual", "empty", "random"), "full_f": ("factual",),
                         "full_fcf": ("factual", "counterfactual"), "full_fa": ("factual", "empty", "random")}
+
+
+def test_the_mixtures_share_one_learning_rate_and_see_their_factual_rows_equally_often():
+    cfg = load([PROJECT_ROOT / "params.yaml", PROJECT_ROOT / "workflow/profiles/mixtures/params.yaml"])
+    # rows per factual row: one of each variant, and several counterfactuals per question
+    rows = {"factual": 1, "counterfactual": cfg.counterfactuals.train_counterfactuals_per_question,
+            "empty": 1, "random": 1}
+    assert len({m.train.lr for m in cfg.methods.values()}) == 1
+    assert cfg.tune.lr_factors == (1.0,) and cfg.tune.trials == 1       # the rate as given, for every mixture
+    passes = {name: m.train.max_steps * m.train.batch_size / sum(rows[v] for v in m.train.mixture)
+              for name, m in cfg.methods.items()}   # factual passes per factual row, up to their count
+    assert len(set(passes.values())) == 1, passes
 
 
 @pytest.fixture(scope="module")

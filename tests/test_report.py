@@ -530,9 +530,11 @@ def test_training_table_shows_each_runs_lr(report):
     assert "num_virtual_tokens × d_model" in _text(report)
 
 
-def test_learning_rate_grid_of_the_tune_stage(report):
-    """stage_results ran `cfqa tune` for full and lora (not for `stalled`): their grids are shown."""
-    rows = _tables(report)["Learning-rate selection"]
+def test_learning_rate_search_of_the_tune_stage(report):
+    """stage_results ran `cfqa tune` for full and lora (not for `stalled`): every trial is shown,
+    with its score at each rung, and per method the choice and the searched range."""
+    tables = _tables(report)
+    rows, choices = tables["Learning-rate trials"], tables["Learning-rate search"]
     for method in report["methods"]:
         path = report["results"] / method / "lr_selection.json"
         if not path.is_file():
@@ -543,7 +545,27 @@ def test_learning_rate_grid_of_the_tune_stage(report):
         assert [row["lr"] for row in shown] == [fmt.scalar(float(t.lr)) for t in selection.trials]
         assert [row["chosen"] for row in shown] == ["chosen" if t.lr == selection.chosen_lr else ""
                                                     for t in selection.trials]
+        for row, trial in zip(shown, selection.trials):
+            assert row["rung 1"] == (f"{fmt.percent(trial.rungs[0].val_contextual_em_pct)} · "
+                                     f"{fmt.decimal(trial.rungs[0].val_loss, 3)}")
+        choice = _row(choices, method=method)
+        assert choice["chosen lr"] == fmt.scalar(selection.chosen_lr)
+        assert choice["chosen lies"] == ("inside" if selection.chosen_inside else "AT THE EDGE")
+        assert choice["trials"] == fmt.count(len(selection.trials))
         assert all(_train(report, method, seed).lr == selection.chosen_lr for seed in report["seeds"])
+
+
+def test_the_first_answer_token_before_and_after_training(report):
+    """train.json's probe of the format marker, per method; `stalled` (one step) is explained by it."""
+    rows = _tables(report)["Output format: the first answer token"]
+    for method in report["methods"]:
+        probes = [_train(report, method, seed).first_target_token for seed in report["seeds"]]
+        row = _row(rows, method=method)
+        assert row["first target token"] == probes[0].token == "▁contextual:"
+        assert row["rank after"] == fmt.count(int(np.median([p.rank_median_after for p in probes])))
+        assert row["probability after (%)"] == fmt.percent(np.mean([p.probability_after_pct for p in probes]))
+    stalled = [_train(report, STALLED, seed).first_target_token for seed in report["seeds"]]
+    assert f"is still token {int(np.median([p.rank_median_after for p in stalled]))} of" in _text(report)
 
 
 def test_memory_shows_the_sum_of_parts_and_a_measured_peak(report):

@@ -143,6 +143,39 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, monkeypatch, method, m
     assert resumed.state.best_val_loss == expected.state.best_val_loss
 
 
+def test_a_run_paused_at_rungs_resumes_on_the_full_schedule_to_the_same_weights(tmp_path):
+    """What `tune` does: stop at step 4, then 7 (weights of that step, not the best ones), then
+    finish; the schedule is the one of max_steps throughout, so the end equals one straight run."""
+    data = varied_task()
+    cfg = train_config(eval_every=12)                      # validation only at the pauses and the end
+    straight_model = build("full", dropout_rate=0.2)
+    straight = run(straight_model, data, data[:8], cfg, tmp_path / "straight")
+
+    paused_dir = tmp_path / "paused"
+    for stop in (4, 7):
+        model = build("full", dropout_rate=0.2)
+        if stop > 4:
+            torch.manual_seed(999)                          # a later call: the checkpoint restores the RNG
+        result = fine_tune(model, data, data[:8], cfg, pad_id=PAD, checkpoint_dir=paused_dir, fingerprint="run-a",
+                           accelerator=make_accelerator(cfg), stop_at=stop)
+        assert result.state.step == stop and read_json(paused_dir / STATE)["step"] == stop
+        assert [p["step"] for p in result.state.curve if p["val_loss"] is not None][-1] == stop
+        # A paused run keeps its current weights: they score the validation loss just measured.
+        assert validation_loss(model, data[:8], 4, PAD, make_accelerator(cfg)) == pytest.approx(
+            result.state.curve[-1]["val_loss"], abs=1e-6)
+    # The learning rate at the pause is the full schedule's (warmup 2, linear decay to 0 at 12).
+    optimizer_state = torch.load(paused_dir / "optimizer.pt", weights_only=True)
+    assert optimizer_state["schedule"]["_last_lr"][0] == pytest.approx(cfg.lr * (12 - 7) / (12 - 2))
+    finished_model = build("full", dropout_rate=0.2)
+    finished = run(finished_model, data, data[:8], cfg, paused_dir)
+    assert finished.resumed_from_step == 7 and finished.state.step == 12
+    # Step 12 is the same point of the same trajectory: its validation loss is bit-identical (the
+    # best weights each run ends on may differ: the paused run also validated at steps 4 and 7).
+    assert finished.state.curve[-1]["val_loss"] == straight.state.curve[-1]["val_loss"]
+    if finished.state.best_step == 12:
+        assert same_weights(finished_model, straight_model)
+
+
 def test_the_loop_trains_on_length_grouped_batches_in_their_order(tmp_path, monkeypatch):
     data = varied_task()
     cfg = train_config(max_steps=8, eval_every=100, batching="length", group_batches=25)

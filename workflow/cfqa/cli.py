@@ -143,9 +143,11 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
             "tokenizer of the backbones, untruncated; train and evaluate jobs load them and truncate to "
             "their own lengths instead of tokenizing again.",
             (VARIANTS, MODELS, PathArg("out", "tokenized data directory to write", "out"))),
-    Command("tune", "choose one method's learning rate on the validation set (short runs on a grid)",
-            "Fine-tunes the method briefly at each learning rate of the grid (its train.lr times "
-            "tune.lr_factors) and keeps the one with the lowest validation loss.",
+    Command("tune", "choose one method's learning rate on the validation set (successive halving)",
+            "Tries tune.trials learning rates (the grid train.lr times tune.lr_factors, extended beyond "
+            "its edge while the best rate is there), each on the real schedule of train.max_steps, "
+            "compares them at tune.rungs by validation contextual EM on tune.variant (then loss) and "
+            "continues the best; keeps the best at the last rung.",
             (VARIANTS, MODELS,
              PathArg("out", "learning-rate selection JSON to write (results/METHOD/lr_selection.json)", "out")),
             run="method"),

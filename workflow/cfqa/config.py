@@ -210,13 +210,25 @@ class MethodConfig:
 @with_config(TYPED)
 @dataclass(frozen=True)
 class TuneConfig:
-    """Learning-rate selection per method (stage `tune`): short runs on a grid around the
-    method's configured `train.lr`, one seed, the lowest validation loss wins."""
+    """Learning-rate search per method (stage `tune`, cfqa.training.lr_search): a log grid
+    around the method's configured `train.lr`, extended beyond its edge while the best rate is
+    there, then successive halving on the real schedule; one seed, validation data only."""
 
-    lr_factors: tuple[Number, ...]   # the grid: the method's train.lr times each factor
-    max_steps: StrictInt              # training steps per grid point
-    validation_examples: StrictInt    # a fixed sample of the validation set scores every point
+    lr_factors: tuple[Number, ...]   # the initial grid: the method's train.lr times each factor
+    trials: StrictInt                 # rates tried per method, the same for every method
+    rungs: tuple[Number, ...]         # fractions of train.max_steps where trials are compared
+    keep_fraction: Number             # share of trials that continue after each rung but the last
+    variant: Literal["factual", "counterfactual", "empty", "random"]   # ranks trials by its validation contextual EM
+    validation_examples: StrictInt    # a fixed sample of the validation mixture scores the loss
     seed: StrictInt
+
+    def __post_init__(self):
+        if self.trials < len(self.lr_factors):
+            raise ValueError(f"trials ({self.trials}) must be at least the number of lr_factors "
+                             f"({len(self.lr_factors)}): the initial grid is tried first")
+        if len(self.lr_factors) == 1 and self.trials != 1:
+            raise ValueError(f"with one lr factor, trials must be 1, got {self.trials}: a grid of one point "
+                             f"has no spacing to extend it by")
 
 
 @with_config(TYPED)

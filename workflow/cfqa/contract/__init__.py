@@ -26,18 +26,19 @@ from cfqa.contract.files import (HEADLINE, LR_SELECTION, METRICS, PREDICTIONS, E
                                  read_lr_selection, read_metrics, read_predictions, read_run_headline, read_summary,
                                  read_train_record, write_curve, write_metrics, write_predictions, write_record,
                                  write_run_headline)
-from cfqa.contract.records import (SCHEMA_VERSION, BenchmarkRow, CurveRow, DataStats, EvaluationRun, Hardware, Headline,
-                                   Inference, LrSelection, LrTrial, Memorization, MethodHeadline, MetricsFile, MetricsRecord,
+from cfqa.contract.records import (SCHEMA_VERSION, BenchmarkRow, CurveRow, DataStats, EvaluationRun, FirstTargetToken,
+                                   Hardware, Headline, Inference, LrRung, LrSelection, LrTrial, Memorization,
+                                   MethodHeadline, MetricsFile, MetricsRecord,
                                    ParameterCounts, PredictionRow, RunInfo, SeenStats, StepMemoryParts, Summary,
                                    TrainCost, TrainRecord, TypeScores, VariantScores)
 
 __all__ = [
     "HEADLINE", "EVALUATION_RUN", "EvaluationRun", "Headline", "MetricsFile", "read_headline", "write_metrics",
     "MethodHeadline", "read_run_headline", "write_run_headline",
-    "LR_SELECTION", "LrSelection", "LrTrial", "read_lr_selection", "METRICS", "PREDICTIONS", "TRAIN_CURVE", "TRAIN_RECORD", "WEIGHTS", "MethodFiles", "ResultsError",
+    "LR_SELECTION", "LrRung", "LrSelection", "LrTrial", "read_lr_selection", "METRICS", "PREDICTIONS", "TRAIN_CURVE", "TRAIN_RECORD", "WEIGHTS", "MethodFiles", "ResultsError",
     "BenchmarkRow", "read_benchmark", "read_curve", "read_data_stats", "read_metrics", "read_predictions", "read_summary",
     "read_train_record", "write_curve", "write_predictions", "write_record", "SCHEMA_VERSION",
-    "CurveRow", "DataStats", "Hardware", "Inference", "Memorization", "MetricsRecord", "ParameterCounts",
+    "CurveRow", "DataStats", "FirstTargetToken", "Hardware", "Inference", "Memorization", "MetricsRecord", "ParameterCounts",
     "PredictionRow", "RunInfo", "SeenStats", "StepMemoryParts", "Summary", "TrainCost", "TrainRecord",
     "TypeScores", "VariantScores",
 ]

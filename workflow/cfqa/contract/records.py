@@ -15,7 +15,7 @@ from typing import Any
 
 import msgspec
 
-SCHEMA_VERSION = 3   # 3: run info and timings moved out of metrics.json
+SCHEMA_VERSION = 4   # 3: run info and timings moved out of metrics.json; 4: lr_selection.json's rungs
 
 
 class Record(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -95,6 +95,21 @@ class TrainCost(Record):
     max_epoch_time_s: float | None = None
 
 
+class FirstTargetToken(Record):
+    """The targets' first token (the format marker) at the first answer position, teacher-forced
+    on the validation examples before and after training (cfqa.training.first_token): its rank
+    among the vocabulary (0: the most likely token; lower median over the examples), how often
+    it is the most likely, and its mean probability."""
+    token: str                       # the most common first target token
+    vocabulary: int
+    rank_median_before: int
+    rank_median_after: int
+    top1_before_pct: float
+    top1_after_pct: float
+    probability_before_pct: float
+    probability_after_pct: float
+
+
 class TrainRecord(Record, kw_only=True):
     schema_version: int = SCHEMA_VERSION
     method: str                      # the params.yaml key, the {method} wildcard
@@ -120,6 +135,7 @@ class TrainRecord(Record, kw_only=True):
     validation_sample_examples: int | None = None
     whole_validation_loss_nats: float | None = None
     validation_time_s: float | None = None
+    first_target_token: FirstTargetToken | None = None   # None: not measured (files written before it)
 
 
 # ---- train_curve.csv --------------------------------------------------------------------
@@ -271,22 +287,33 @@ class MethodHeadline(Record, kw_only=True):
 
 # ---- results/{method}/lr_selection.json ------------------------------------------------
 
+class LrRung(Record):
+    """A trial scored at one rung of the search (a step of the real schedule)."""
+    steps: int
+    val_contextual_em_pct: float | None   # None: diverged
+    val_loss: float | None                # mean per target token on the fixed validation sample
+
+
 class LrTrial(Record):
     lr: float
-    steps: int
-    best_val_loss: float | None      # None: no finite validation loss (diverged)
-    status: str                      # completed | stopped_early | diverged
+    origin: str                      # grid | extension (beyond an edge) | refinement (beside the best)
+    status: str                      # finalist (reached the last rung) | pruned | diverged
+    rungs: list[LrRung]              # one per rung it reached, in order
 
 
 class LrSelection(Record, kw_only=True):
-    """The `tune` stage's learning-rate grid for one method and the value it chose."""
+    """The `tune` stage's search for one method: every trial at every rung, and the choice."""
 
     schema_version: int = SCHEMA_VERSION
     method: str
     seed: int
-    criterion: str                   # e.g. "lowest validation loss"
-    trials: list[LrTrial]
+    criterion: str                   # what ranks trials, e.g. "validation counterfactual contextual EM"
+    max_steps: int                   # the schedule every trial follows (train.max_steps)
+    rung_steps: list[int]            # where trials are compared; the last decides
+    trials: list[LrTrial]            # in the order they started
     chosen_lr: float
+    searched_lr_range: list[float]   # [lowest, highest] rate tried
+    chosen_inside: bool              # a tried rate lies below and above the chosen one
     run: RunInfo
 
 

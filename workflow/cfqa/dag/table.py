@@ -359,10 +359,12 @@ STAGES: tuple[Stage, ...] = (
         args="--method {method} --variants {variants} --models {models} --out {selection}",
         inputs={"validated": VALIDATED, "variants": "data/variants", "base": "models/base", "base_lm": "models/base_lm"},
         outputs={"selection": out(LR_SELECTION)},
-        params=("tune", "train", "methods.{method}"),
-        code=("stages/tune.py", "backbone.py", "methods", "training", "formats.py", "contract", "model_family.py", "timing_files.py"),
-        # One short run per learning rate of the grid: 3 x tune.max_steps steps of train's size.
-        needs=Needs(at=sized((4000, 30), (64000, 360)), gpu=True),
+        params=("tune", "train", "methods.{method}", "evaluate"),
+        code=("stages/tune.py", "backbone.py", "methods", "training", "evaluation", "answer_metrics.py", "formats.py",
+              "contract", "model_family.py", "timing_files.py"),
+        # tune.trials runs on train's schedule, the best continuing (successive halving): about
+        # 1.6 training runs' steps at the default's budget, one GPU.
+        needs=Needs(at=sized((4000, 60), (64000, 2880)), gpu=True),
         dims=(METHOD,),
         dirs={"models": "models"},      # the backbones: models/base or models/base_lm, by method
     ),

@@ -11,10 +11,11 @@ returning token ids as transformers' `generate` does.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Callable, Iterator, Mapping
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -59,6 +60,20 @@ class OptionsError(ValueError):
 def freeze(module: nn.Module) -> None:
     for parameter in module.parameters():
         parameter.requires_grad_(False)
+
+
+@contextlib.contextmanager
+def initialisation_rng(seed: int | None) -> Iterator[None]:
+    """The random stream a method draws its new weights from. None: the caller's stream, which
+    `cfqa.backbone.build_method_model` seeds with the run seed, so each run seed gets its own
+    initialisation. An integer: a stream fixed by that seed (forked: the caller's stream is left
+    as it was), the same initialisation in every run."""
+    if seed is None:
+        yield
+        return
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
 
 
 def count_parameters(model: nn.Module) -> ParameterCounts:

@@ -17,7 +17,7 @@ frozen backbone's hidden states and predicts through the frozen LM head.
 Options (cfqa.methods.options.LstOptions; values in params.yaml): reduction_factor r,
 fusion (static | dynamic | attention, see lst_side.py: a learned scalar gate per layer, a
 gate from the pooled context, or attention over the rungs so far at each position), dropout
-(side network only), seed (initializes the attention fusion).
+(side network only), seed (initializes the attention fusion; null: from the run seed).
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import Seq2SeqLMOutput
 
-from cfqa.methods.base import MethodSpec, OptionsError, ParameterCounts, freeze
+from cfqa.methods.base import MethodSpec, OptionsError, ParameterCounts, freeze, initialisation_rng
 from cfqa.methods.options import LstOptions
 from cfqa.methods.t5_layout import require_t5, t5_parameter_count
 from cfqa.methods.lst_side import SideShape, SideStack
@@ -185,10 +185,9 @@ class LadderSideModel(nn.Module):
         freeze(self.backbone)
         self.backbone.eval()
         parameter = next(backbone.parameters())
-        # Seeded without touching the caller's random stream; pruning overwrites every weight
-        # but the fusion modules, so the seed only matters for the attention fusion.
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(options.seed)
+        # Pruning overwrites every weight but the fusion modules, so the initialisation seed
+        # only matters for the attention fusion.
+        with initialisation_rng(options.seed):
             self.side_encoder = SideStack(shape, config.num_layers, options.fusion, causal=False)
             self.side_decoder = SideStack(shape, config.num_decoder_layers, options.fusion, causal=True,
                                           memory_width=shape.width)

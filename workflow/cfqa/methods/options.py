@@ -31,6 +31,12 @@ def _distinct(values: tuple) -> tuple:
 
 Count = Annotated[StrictInt, Field(ge=1)]
 Seed = Annotated[StrictInt, Field(ge=0)]
+# A method's own initialisation seed: null (params.yaml's value) draws the initialisation from
+# the run's random stream, which `cfqa.backbone.build_method_model` seeds with the run seed, so
+# every run seed starts from its own initialisation and the spread over seeds includes it. An
+# integer fixes the initialisation in every run on purpose (recorded with the options in every
+# result file): the seeds then vary only the data order and dropout.
+InitSeed = Seed | None
 Number = Annotated[float, Strict()]                 # an int or a float, finite, never a bool or a string
 Dropout = Annotated[Number, Field(ge=0, lt=1)]
 ModuleNames = Annotated[tuple[StrictStr, ...], Field(min_length=1), AfterValidator(_distinct)]
@@ -79,7 +85,7 @@ class IA3Options:
 @dataclass(frozen=True)
 class PromptOptions:
     num_virtual_tokens: Count
-    seed: Seed                                      # draws the vocabulary rows the prompt starts from
+    seed: InitSeed                                  # draws the vocabulary rows the prompt starts from
 
 
 @with_config(TYPED)
@@ -88,7 +94,7 @@ class PrefixOptions:
     num_virtual_tokens: Count
     reparameterize: StrictBool                      # train through an MLP (Li & Liang) or the table
     mlp_hidden_size: Count
-    seed: Seed
+    seed: InitSeed                                  # initializes the prefix matrices and the MLP
     sites: Annotated[tuple[PrefixSite, ...], Field(min_length=1), AfterValidator(_distinct)]
 
 
@@ -114,7 +120,7 @@ class LstOptions:
     reduction_factor: Count                         # side width d_model // reduction_factor
     fusion: LstFusion
     dropout: Dropout
-    seed: Seed                                      # initializes the attention fusion
+    seed: InitSeed                                  # initializes the attention fusion
 
 
 # The registry: method name -> its options class (cfqa.methods.METHOD_NAMES is these keys).

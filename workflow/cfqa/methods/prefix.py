@@ -18,8 +18,8 @@ seeded MLP's output).
 Prefix positions get a zero relative-position bias and never enter the generation cache.
 
 Options (cfqa.methods.options.PrefixOptions; values in params.yaml): num_virtual_tokens,
-reparameterize, mlp_hidden_size, seed, sites (a subset of encoder_self, decoder_self,
-decoder_cross).
+reparameterize, mlp_hidden_size, seed (null: from the run seed, see `initialisation_rng`), sites
+(a subset of encoder_self, decoder_self, decoder_cross).
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel, T5ForConditionalGeneration
 
 from cfqa.methods import prefix_attention
-from cfqa.methods.base import MethodSpec, OptionsError, ParameterCounts, freeze
+from cfqa.methods.base import MethodSpec, OptionsError, ParameterCounts, freeze, initialisation_rng
 from cfqa.methods.families import check_method_family
 from cfqa.model_family import family_of
 from cfqa.methods.options import PREFIX_SITES, PrefixOptions
@@ -124,9 +124,7 @@ def build(model: PreTrainedModel, options: PrefixOptions) -> nn.Module:
     attention_name = prefix_attention.prefix_attention_name(config._attn_implementation)
     freeze(model)
     layers = _site_layers(config)
-    # Seeded without disturbing the caller's random stream.
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(options.seed)
+    with initialisation_rng(options.seed):
         sites = nn.ModuleDict({
             site: PrefixMLP(layers[site], config.num_heads, config.d_kv, options.num_virtual_tokens,
                             config.d_model, options.mlp_hidden_size)

@@ -1,7 +1,8 @@
 """Prompt tuning (Lester et al., 2021) through peft: learned embeddings prepended to the input.
 
-Initialised from the embeddings of vocabulary tokens drawn with a fixed seed (peft's
-SAMPLE_VOCAB under a seeded, forked RNG, so the global RNG is untouched). Lester et al.
+Initialised from the embeddings of vocabulary tokens (peft's SAMPLE_VOCAB) drawn from the run's
+random stream (option `seed: null`, so every run seed draws other tokens) or from a stream fixed
+by the option `seed` (the same tokens in every run). Lester et al.
 found prompt tuning works best on an LM-adapted backbone: params.yaml gives its block
 `backbone: lm_adapted`.
 
@@ -26,7 +27,7 @@ from peft import PromptTuningConfig, PromptTuningInit, get_peft_model
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 
-from cfqa.methods.base import MethodSpec, ParameterCounts
+from cfqa.methods.base import MethodSpec, ParameterCounts, initialisation_rng
 from cfqa.methods.options import PromptOptions
 from cfqa.methods.families import check_method_family
 from cfqa.methods.layouts import layout_for
@@ -44,8 +45,7 @@ def build(model: PreTrainedModel, options: PromptOptions) -> nn.Module:
     )
     if family_of(model.config) is ModelFamily.CAUSAL:
         model.base_model.register_forward_pre_hook(positions_from_attention_mask, with_kwargs=True)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(options.seed)
+    with initialisation_rng(options.seed):
         return get_peft_model(model, peft_config)
 
 

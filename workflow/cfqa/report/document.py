@@ -8,7 +8,7 @@ from typing import Any, Sequence
 
 from cfqa.config import PrimaryEndpoint
 from cfqa.report import formatting as fmt
-from cfqa.report import tables
+from cfqa.report import format_learning, tables, tuning
 from cfqa.report.aggregate import CONVERGED_WELL_FORMED_PCT, Aggregates
 from cfqa.report.inputs import MethodResults
 from cfqa.report.mixtures import MixtureGroup, mixture_groups
@@ -292,12 +292,13 @@ def build_document(results: list[MethodResults], agg: Aggregates, stats: dict[st
                      "each run's losses.",)),
         tables=(tables.convergence_table(results, agg),) if stalled else (),
     )
-    lr_table = tables.lr_selection_table(results)
+    convergence = format_learning.with_first_token(convergence, results, agg)
+    lr_tables = tuning.selection_tables(results)
     efficiency = Section(
         title="Efficiency",
         paragraphs=pretrain_jobs(results),
         tables=(tables.efficiency_table(results), tables.memory_table(results), tables.training_table(results))
-        + ((lr_table,) if lr_table else ()),
+        + lr_tables,
         figures=(_figure("accuracy_vs_cost"), _figure("training_curves")),
     )
     data = Section(

@@ -75,9 +75,10 @@ def _train_settings(result: MethodResults) -> dict[str, Any]:
     return dict(result.runs[0].train.run.params.get("train", {}))
 
 
-# Not compared: the mixture itself, and the learning rate, which `tune` chooses for each run
-# on its own mixture (a mixture is compared at its own best rate, as DisentQA tuned each).
-FREE_SETTINGS = ("mixture", "lr")
+# Not compared: the mixture itself; the learning rate, which a profile may tune per mixture
+# (workflow/profiles/mixtures gives all mixtures one rate); and the steps, which that profile
+# scales with the mixture's size so that every mixture sees its factual rows equally often.
+FREE_SETTINGS = ("mixture", "lr", "max_steps")
 
 
 def _others(result: MethodResults) -> tuple:

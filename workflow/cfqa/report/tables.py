@@ -449,30 +449,6 @@ def training_table(results: Sequence[MethodResults]) -> Table:
     )
 
 
-def lr_selection_table(results: Sequence[MethodResults]) -> Table | None:
-    """The `tune` stage's grid per method; None when no method has one."""
-    rows = []
-    for r in results:
-        selection = r.lr_selection
-        if selection is None:
-            continue
-        for trial in selection.trials:
-            rows.append((*method_cells(r), fmt.scalar(float(trial.lr)), fmt.count(trial.steps),
-                         fmt.decimal(trial.best_val_loss, 4), fmt.text(trial.status),
-                         "chosen" if trial.lr == selection.chosen_lr else ""))
-    if not rows:
-        return None
-    criteria = sorted({r.lr_selection.criterion for r in results if r.lr_selection is not None})
-    return Table(
-        key="lr-selection",
-        title="Learning-rate selection",
-        headers=(*method_headers(results), "lr", "steps", "best val loss", "status", "chosen"),
-        rows=tuple(rows),
-        caption=f"Short runs of the `tune` stage on a grid of learning rates, one seed each; criterion: "
-                f"{'; '.join(criteria)}. A diverged trial has no validation loss.",
-    )
-
-
 # Titles for the keys of data/stats.json the counterfactuals stage documents; any other key
 # is shown under its own name.
 DATA_STAT_TITLES = {

@@ -3,6 +3,7 @@ trainable weights and record accuracy-independent cost (parameters, memory, spee
 size). The run's MLflow run opens here, as training starts; evaluate ends it."""
 from __future__ import annotations
 
+import collections
 import copy
 import dataclasses
 import hashlib
@@ -17,17 +18,18 @@ import torch
 from cfqa.atomic_io import atomic_dir
 from cfqa.backbone import backbone_dir, build_method_model
 from cfqa.config import Config, MethodConfig
-from cfqa.contract import (WEIGHTS, CurveRow, MethodFiles, ParameterCounts, StepMemoryParts, TrainCost,
-                           TrainRecord, write_curve, write_record)
+from cfqa.contract import (WEIGHTS, CurveRow, FirstTargetToken, MethodFiles, ParameterCounts, StepMemoryParts,
+                           TrainCost, TrainRecord, write_curve, write_record)
 from cfqa.contract.run_info import directory_sha256, files_sha256, run_info
 from cfqa.hub import read_source_record
 from cfqa.logs import get_logger
 from cfqa.measure import PeakMemory, StepMemory, training_step_memory
 from cfqa.methods.base import count_parameters, save_trainable
 from cfqa.model_family import model_family
-from cfqa.training.batches import batch_at, collate
+from cfqa.training.batches import batch_at, collate, fixed_sample
 from cfqa.training.checkpoint import remove_checkpoint
 from cfqa.training.examples import training_examples
+from cfqa.training.first_token import first_token_scores
 from cfqa.training.loop import fine_tune, make_accelerator
 from cfqa.training.lr_selection import apply_lr_selection
 from cfqa.training.optimization import make_optimizer
@@ -125,6 +127,11 @@ def train_and_record(mcfg: MethodConfig, variants: Path, models: Path, out: Path
              "optimizer state %.2f, activations %.2f)", memory.total_bytes / 1e6, memory.parameter_bytes / 1e6,
              memory.gradient_bytes / 1e6, memory.optimizer_state_bytes / 1e6, memory.activation_bytes / 1e6)
 
+    # On the fixed validation sample (the whole set at t5-large scale would cost two full passes).
+    probe = (fixed_sample(validation, tcfg.validation_examples, tcfg.validation_seed), tokenizer.pad_token_id,
+             tcfg.batch_size, accelerator.device)
+    first_before = first_token_scores(model, *probe)
+
     data_sha = files_sha256(read)
     backbone_sha = directory_sha256(backbone_dir(models, mcfg.backbone))
     fingerprint = resume_fingerprint(mcfg, data_sha, backbone_sha)
@@ -136,6 +143,16 @@ def train_and_record(mcfg: MethodConfig, variants: Path, models: Path, out: Path
     model = accelerator.unwrap_model(model)
     if not accelerator.is_main_process:
         return result.state.curve       # another process of a data-parallel run: rank 0 writes the files
+    first_after = first_token_scores(model, *probe)
+    first_ids = collections.Counter(target[0] for _, target in probe[0])
+    first_target = FirstTargetToken(
+        token=tokenizer.convert_ids_to_tokens(first_ids.most_common(1)[0][0]), vocabulary=len(tokenizer),
+        rank_median_before=first_before.rank_median, rank_median_after=first_after.rank_median,
+        top1_before_pct=first_before.top1_pct, top1_after_pct=first_after.top1_pct,
+        probability_before_pct=first_before.probability_pct, probability_after_pct=first_after.probability_pct)
+    log.info("first target token %r at the first answer position: rank %d -> %d (median), probability %.1f %% -> "
+             "%.1f %%", first_target.token, first_before.rank_median, first_after.rank_median,
+             first_before.probability_pct, first_after.probability_pct)
 
     with atomic_dir(out) as tmp:
         checkpoint_bytes = save_trainable(model, tmp / WEIGHTS, metadata={"method": method, "seed": str(seed)})
@@ -165,6 +182,7 @@ def train_and_record(mcfg: MethodConfig, variants: Path, models: Path, out: Path
         train_examples=len(train), validation_examples=len(validation),
         validation_sample_examples=result.validation_examples,
         whole_validation_loss_nats=result.full_validation_loss, validation_time_s=result.validation_seconds,
+        first_target_token=first_target,
     )
     files = MethodFiles(results)
     write_record(files.train_record, record)

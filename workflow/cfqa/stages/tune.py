@@ -1,9 +1,13 @@
 """Stage `tune`: choose one method's learning rate on the validation set.
 
-Each learning rate of the grid (the method's configured `train.lr` times `tune.lr_factors`)
-fine-tunes the method from the frozen backbone for `tune.max_steps` steps with one seed
-(`tune.seed`), validating halfway and at the end; the lowest validation loss wins. A run
-whose loss becomes non-finite is `diverged` and cannot win.
+The search (cfqa.training.lr_search) tries `tune.trials` rates around the method's configured
+`train.lr`: the grid `tune.lr_factors`, extended beyond its edge while the best rate is there,
+then rates beside the best. Every trial trains with one seed (`tune.seed`) on the schedule of
+a full training run (`train.max_steps`) and is scored at the rungs `tune.rungs` (fractions of
+that run): contextual EM on the validation questions' `tune.variant` contexts, generated as
+`evaluate` does, with the validation loss on a fixed sample as the tie-breaker. After each
+rung but the last the better trials continue from their checkpoint. A trial whose loss
+becomes non-finite is `diverged` and stops. Never reads test data.
 """
 from __future__ import annotations
 
@@ -19,20 +23,21 @@ from transformers import AutoTokenizer
 
 from cfqa.backbone import backbone_dir, build_method_model
 from cfqa.config import Config, MethodConfig, TuneConfig
-from cfqa.contract import LrSelection, LrTrial, write_record
+from cfqa.contract import LrRung, LrSelection, LrTrial, write_record
 from cfqa.contract.run_info import directory_sha256, files_sha256, run_info
+from cfqa.evaluation.contextual_em import contextual_em_pct
 from cfqa.logs import get_logger
 from cfqa.progress import progress
 from cfqa.training.batches import TokenizedExample, text_pairs, tokenize_pairs, variant_rows, variant_strata
 from cfqa.training.loop import fine_tune, make_accelerator
+from cfqa.training.lr_search import RungScore, SearchPlan, SearchResult, Trial, rung_steps, search
 
 log = get_logger(__name__)
 
-CRITERION = "lowest validation loss"
-# Validation examples each trial is scored on (a fixed sample of the validation mixture).
-# With validation halfway and at the end, three 300-step trials cost about 60 % of one
-# 1500-step training run (little more than their steps), which validates on the whole set
-# every `eval_every` steps.
+
+def criterion(tune: TuneConfig) -> str:
+    return (f"highest validation {tune.variant} contextual EM at the last rung, then lowest validation loss "
+            f"(successive halving on the real schedule)")
 
 
 def validation_sample(examples: list[TokenizedExample], size: int, seed: int) -> list[TokenizedExample]:
@@ -44,55 +49,72 @@ def validation_sample(examples: list[TokenizedExample], size: int, seed: int) ->
     return [examples[i] for i in chosen]
 
 
-def trial_config(mcfg: MethodConfig, tune: TuneConfig, lr: float) -> MethodConfig:
-    """The method's settings for one grid point: its lr, tune's steps, validation halfway and at the end."""
-    train = dataclasses.replace(mcfg.train, lr=lr, max_steps=tune.max_steps,
-                                eval_every=max(tune.max_steps // 2, 1))
+def trial_config(mcfg: MethodConfig, lr: float) -> MethodConfig:
+    """One trial's settings: its lr on the method's own schedule (train.max_steps), validated
+    only at the rungs (stop_at) and never stopped early: the rungs compare trials."""
+    train = dataclasses.replace(mcfg.train, lr=lr, eval_every=mcfg.train.max_steps, early_stopping_patience=0)
     return dataclasses.replace(mcfg, train=train)
 
 
-def run_trial(mcfg: MethodConfig, models: Path, train: list[TokenizedExample],
-              validation: list[TokenizedExample], pad_id: int, scratch: Path,
-              strata: list[int] | None = None) -> tuple[LrTrial, str]:
-    """(the trial's record, the device it ran on): fine-tune from the backbone with `mcfg`."""
-    tcfg = mcfg.train
-    model, _, _ = build_method_model(mcfg, models)
-    accelerator = make_accelerator(tcfg)
-    # Training forwards, to tell at which step a diverging run stopped.
-    forwards = [0]
-
-    def count_forward(module, _args):
-        forwards[0] += int(module.training)
-
-    hook = model.register_forward_pre_hook(count_forward)
-    try:
-        result = fine_tune(model, train, validation, tcfg, pad_id=pad_id, checkpoint_dir=scratch,
-                           fingerprint=f"tune lr={tcfg.lr!r}", accelerator=accelerator, strata=strata)
-    except FloatingPointError as error:  # the training loss became non-finite
-        log.info("lr %g diverged: %s", tcfg.lr, error)
-        return LrTrial(lr=tcfg.lr, steps=forwards[0] // tcfg.grad_accum_steps, best_val_loss=None,
-                       status="diverged"), str(accelerator.device)
-    finally:
-        hook.remove()
-    state = result.state
-    val_losses = [p["val_loss"] for p in state.curve if p["val_loss"] is not None]
-    if not val_losses or not all(math.isfinite(v) for v in val_losses):
-        trial = LrTrial(lr=tcfg.lr, steps=state.step, best_val_loss=None, status="diverged")
-    else:
-        trial = LrTrial(lr=tcfg.lr, steps=state.step, best_val_loss=state.best_val_loss,
-                        status="stopped_early" if result.stopped_early else "completed")
-    return trial, str(accelerator.device)
+def search_plan(tune: TuneConfig, max_steps: int) -> SearchPlan:
+    return SearchPlan(factors=tuple(tune.lr_factors), trials=tune.trials,
+                      rung_steps=rung_steps(tune.rungs, max_steps), keep_fraction=tune.keep_fraction)
 
 
-def choose(trials: list[LrTrial], configured_lr: float, method: str) -> LrTrial:
-    """The trial with the lowest validation loss; on a tie, the lr nearest (in ratio) to the
-    configured one, then the smaller lr."""
-    finite = [t for t in trials if t.best_val_loss is not None]
-    if not finite:
+@dataclasses.dataclass
+class TrialRunner:
+    """Trains trials to rungs, each in its own checkpoint folder under `scratch`, and scores them."""
+    mcfg: MethodConfig
+    cfg: Config
+    models: Path
+    tokenizer: object
+    train: list[TokenizedExample]
+    validation: list[TokenizedExample]
+    em_rows: list[dict]
+    scratch: Path
+    strata: list[int] | None = None       # each training example's variant (train.batching: stratified)
+    device: str = "cpu"
+
+    def checkpoint(self, lr: float) -> Path:
+        return self.scratch / f"lr{lr!r}"
+
+    def __call__(self, lr: float, steps: int) -> RungScore:
+        started = time.perf_counter()
+        mcfg = trial_config(self.mcfg, lr)
+        model, _, _ = build_method_model(mcfg, self.models)
+        accelerator = make_accelerator(mcfg.train)
+        self.device = str(accelerator.device)
+        try:
+            result = fine_tune(model, self.train, self.validation, mcfg.train, pad_id=self.tokenizer.pad_token_id,
+                               checkpoint_dir=self.checkpoint(lr), fingerprint=f"tune lr={lr!r}",
+                               accelerator=accelerator, strata=self.strata, stop_at=steps)
+        except FloatingPointError as error:   # the training loss became non-finite
+            log.info("lr %g diverged before step %d: %s", lr, steps, error)
+            return RungScore(steps=steps, em_pct=None, loss=None)
+        losses = [p["val_loss"] for p in result.state.curve if p["step"] == result.state.step and p["val_loss"] is not None]
+        loss = losses[-1] if losses else None
+        if loss is None or not math.isfinite(loss):
+            return RungScore(steps=result.state.step, em_pct=None, loss=None)
+        model = accelerator.unwrap_model(model)
+        em = contextual_em_pct(model, self.tokenizer, self.em_rows, mcfg.train, self.cfg.evaluate, accelerator.device,
+                               desc=f"validate lr={lr:g}")
+        log.info("lr %g at step %d: validation %s contextual EM %.1f %%, loss %.4f (%.1f s)", lr,
+                 result.state.step, self.cfg.tune.variant, em, loss, time.perf_counter() - started)
+        return RungScore(steps=result.state.step, em_pct=em, loss=loss)
+
+
+def trial_record(trial: Trial, last_rung: int) -> LrTrial:
+    status = "diverged" if trial.diverged else "finalist" if trial.last.steps >= last_rung else "pruned"
+    return LrTrial(lr=trial.lr, origin=trial.origin, status=status,
+                   rungs=[LrRung(steps=r.steps, val_contextual_em_pct=r.em_pct, val_loss=r.loss) for r in trial.rungs])
+
+
+def chosen_or_error(result: SearchResult, method: str) -> Trial:
+    if result.chosen.diverged:
         raise FloatingPointError(f"method {method!r}: every learning rate diverged "
-                                 f"({', '.join(f'{t.lr:g}' for t in trials)}); lower methods.{method}.train.lr "
+                                 f"({', '.join(f'{t.lr:g}' for t in result.trials)}); lower methods.{method}.train.lr "
                                  f"or tune.lr_factors in params.yaml")
-    return min(finite, key=lambda t: (t.best_val_loss, abs(math.log(t.lr / configured_lr)), t.lr))
+    return result.chosen
 
 
 def run(cfg: Config, variants: Path, models: Path, out: Path, method: str) -> None:
@@ -101,14 +123,16 @@ def run(cfg: Config, variants: Path, models: Path, out: Path, method: str) -> No
     mcfg = cfg.method(method, tune.seed)
     tcfg = mcfg.train
     torch.set_num_threads(tcfg.threads)
-    lrs = [float(tcfg.lr * factor) for factor in tune.lr_factors]
-    log.info("tuning method %s (%s on backbone %s): lr %s (configured %g times %s), %d steps each, seed %d",
-             method, mcfg.method, mcfg.backbone, ", ".join(f"{lr:g}" for lr in lrs), tcfg.lr,
-             list(tune.lr_factors), tune.max_steps, tune.seed)
+    plan = search_plan(tune, tcfg.max_steps)
+    log.info("tuning method %s (%s on backbone %s): %d rates from the grid %g x %s, rungs at steps %s of %d, "
+             "keeping %g after each; seed %d", method, mcfg.method, mcfg.backbone, plan.trials, tcfg.lr,
+             list(tune.lr_factors), list(plan.rung_steps), tcfg.max_steps, tune.keep_fraction, tune.seed)
 
     backbone = backbone_dir(models, mcfg.backbone)
     tokenizer = AutoTokenizer.from_pretrained(backbone)
     data_files = [variants / split / f"{v}.jsonl" for split in ("train", "validation") for v in tcfg.mixture]
+    em_file = variants / "validation" / f"{tune.variant}.jsonl"
+    data_files += [] if em_file in data_files else [em_file]
     train_rows = variant_rows(variants, "train", tcfg.mixture)
     train = tokenize_pairs(tokenizer, text_pairs(train_rows, tcfg.target_format),
                            tcfg.max_input_length, tcfg.max_target_length)
@@ -116,28 +140,39 @@ def run(cfg: Config, variants: Path, models: Path, out: Path, method: str) -> No
                                                           tcfg.target_format),
                                     tcfg.max_input_length, tcfg.max_target_length)
     validation = validation_sample(validation_all, tune.validation_examples, tune.seed)
-    log.info("read %d training and %d validation examples (mixture %s, %s targets) from %s; "
-             "scoring on %d validation examples", len(train), len(validation_all), "+".join(tcfg.mixture),
-             tcfg.target_format, variants, len(validation))
+    em_rows = variant_rows(variants, "validation", (tune.variant,))
+    log.info("read %d training and %d validation examples (mixture %s, %s targets) from %s; loss on %d "
+             "validation examples, EM on %d validation %s rows", len(train), len(validation_all),
+             "+".join(tcfg.mixture), tcfg.target_format, variants, len(validation), len(em_rows), tune.variant)
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    trials, device = [], "cpu"
-    for lr in progress(lrs, desc=f"tune {method}", unit="lr"):
-        trial_started = time.perf_counter()
-        with tempfile.TemporaryDirectory(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent) as scratch:
-            trial, device = run_trial(trial_config(mcfg, tune, lr), models, train, validation,
-                                      tokenizer.pad_token_id, Path(scratch) / "checkpoint",
-                                      strata=variant_strata(train_rows))
-        trials.append(trial)
-        log.info("lr %g: %s after %d steps, best validation loss %s (%.1f s)", lr, trial.status, trial.steps,
-                 "none" if trial.best_val_loss is None else f"{trial.best_val_loss:.4f}",
-                 time.perf_counter() - trial_started)
+    with tempfile.TemporaryDirectory(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent) as scratch:
+        runner = TrialRunner(mcfg=mcfg, cfg=cfg, models=models, tokenizer=tokenizer, train=train,
+                             validation=validation, em_rows=em_rows, scratch=Path(scratch),
+                             strata=variant_strata(train_rows))
+        bar = progress(total=plan.planned_steps, desc=f"tune {method}", unit="step")
+        reached: dict[float, int] = {}
 
-    chosen = choose(trials, tcfg.lr, method)
-    params = {"tune": dataclasses.asdict(tune), "method": dataclasses.asdict(mcfg)}
-    selection = LrSelection(method=method, seed=tune.seed, criterion=CRITERION, trials=trials, chosen_lr=chosen.lr,
-                            run=run_info("tune", "completed", params, device, data_sha256=files_sha256(data_files),
-                                         backbone_sha256=directory_sha256(backbone)))
+        def advance(lr: float, steps: int) -> RungScore:
+            score = runner(lr, steps)
+            bar.update(steps - reached.get(lr, 0))
+            reached[lr] = steps
+            return score
+
+        result = search(tcfg.lr, plan, advance)
+        bar.close()
+    chosen = chosen_or_error(result, method)
+    low, high = result.searched_range
+    params = {"tune": dataclasses.asdict(tune), "method": dataclasses.asdict(mcfg),
+              "evaluate": dataclasses.asdict(cfg.evaluate)}
+    selection = LrSelection(
+        method=method, seed=tune.seed, criterion=criterion(tune), max_steps=tcfg.max_steps,
+        rung_steps=list(plan.rung_steps), trials=[trial_record(t, plan.rung_steps[-1]) for t in result.trials],
+        chosen_lr=chosen.lr, searched_lr_range=[low, high], chosen_inside=result.chosen_inside,
+        run=run_info("tune", "completed", params, runner.device, data_sha256=files_sha256(data_files),
+                     backbone_sha256=directory_sha256(backbone)))
     write_record(out, selection)
-    log.info("chose lr %g for %s (validation loss %.4f; configured %g); wrote %s in %.1f s", chosen.lr, method,
-             chosen.best_val_loss, tcfg.lr, out, time.perf_counter() - started)
+    log.info("chose lr %g for %s (validation %s contextual EM %.1f %%, loss %.4f at step %d; searched %g to %g, "
+             "chosen %s; configured %g); wrote %s in %.1f s", chosen.lr, method, tune.variant, chosen.last.em_pct,
+             chosen.last.loss, chosen.last.steps, low, high, "inside" if result.chosen_inside else "AT AN EDGE",
+             tcfg.lr, out, time.perf_counter() - started)

@@ -118,7 +118,7 @@ def validation_loss(model: nn.Module, examples: Sequence[TokenizedExample], batc
 def fine_tune(model: nn.Module, train: Sequence[TokenizedExample], validation: Sequence[TokenizedExample],
               cfg: TrainConfig, *, pad_id: int, checkpoint_dir: Path, fingerprint: str,
               accelerator: Accelerator, on_validation: Callable[[dict], None] | None = None,
-              strata: Sequence[int] | None = None) -> FineTuneResult:
+              strata: Sequence[int] | None = None, stop_at: int | None = None) -> FineTuneResult:
     """Trains `model` (resuming from `checkpoint_dir`); running out of memory raises
     TrainingOutOfMemory naming the step and the settings that change a step's memory.
     Every `eval_every` steps the loss is measured on a fixed sample of `validation`
@@ -126,12 +126,17 @@ def fine_tune(model: nn.Module, train: Sequence[TokenizedExample], validation: S
     best weights on the whole set. `strata` labels each training example with its variant
     (needed by `train.batching: stratified`). `on_validation` gets each curve point with a
     validation loss as it is measured (live tracking); the points between them are in the
-    returned curve."""
+    returned curve.
+
+    `stop_at` pauses the run at that step of its schedule (the schedule is still the one of
+    `cfg.max_steps`): it validates there and saves a checkpoint, which a later call with a
+    larger `stop_at` (or none) resumes, and the model keeps its weights at that step. Only a
+    run that is over (max_steps reached or stopped early) ends on its best validation weights."""
     progress_at = [0]
     try:
         return _fine_tune(model, train, validation, cfg, pad_id=pad_id, checkpoint_dir=checkpoint_dir,
                           fingerprint=fingerprint, accelerator=accelerator, progress_at=progress_at,
-                          on_validation=on_validation, strata=strata)
+                          on_validation=on_validation, strata=strata, stop_at=stop_at)
     except (RuntimeError, MemoryError) as error:
         if isinstance(error, TrainingOutOfMemory) or not _out_of_memory(error):
             raise
@@ -146,7 +151,7 @@ def _fine_tune(model: nn.Module, train: Sequence[TokenizedExample], validation: 
                cfg: TrainConfig, *, pad_id: int, checkpoint_dir: Path, fingerprint: str,
                accelerator: Accelerator, progress_at: list[int],
                on_validation: Callable[[dict], None] | None = None,
-               strata: Sequence[int] | None = None) -> FineTuneResult:
+               strata: Sequence[int] | None = None, stop_at: int | None = None) -> FineTuneResult:
     if cfg.gradient_checkpointing:
         if not hasattr(model, "gradient_checkpointing_enable"):
             raise ValueError("train.gradient_checkpointing is set but this method's model does not support it")
@@ -160,7 +165,8 @@ def _fine_tune(model: nn.Module, train: Sequence[TokenizedExample], validation: 
     else:
         state, best_weights = TrainingState(), cpu_copy(trainable_state_dict(model))
     resumed_from = progress_at[0] = state.step
-    finished = state.step >= cfg.max_steps or state.stopped_early  # killed after the last checkpoint
+    end = cfg.max_steps if stop_at is None else min(stop_at, cfg.max_steps)
+    finished = state.step >= end or state.stopped_early  # killed after the last checkpoint
     model, optimizer = accelerator.prepare(model, optimizer)
     unwrapped = accelerator.unwrap_model(model)
     family = model_family(unwrapped)
@@ -175,7 +181,7 @@ def _fine_tune(model: nn.Module, train: Sequence[TokenizedExample], validation: 
     pending: list[torch.Tensor] = []          # step losses not yet read from the device
     recent: list[float] = []                  # step losses read since the last curve point
     window_started = time.perf_counter()
-    bar = progress(range(state.step, cfg.max_steps if not finished else state.step), desc="train",
+    bar = progress(range(state.step, end if not finished else state.step), desc="train",
                    unit="step", initial=state.step, total=cfg.max_steps)
     for step in bar:
         model.train()
@@ -196,7 +202,7 @@ def _fine_tune(model: nn.Module, train: Sequence[TokenizedExample], validation: 
         pending.append(step_loss)
         state.step = progress_at[0] = step + 1
 
-        evaluate_now = state.step % cfg.eval_every == 0 or state.step == cfg.max_steps
+        evaluate_now = state.step % cfg.eval_every == 0 or state.step in (cfg.max_steps, end)
         curve_point = evaluate_now or state.step % LOG_EVERY == 0
         if curve_point or len(pending) >= read_every:
             losses = torch.stack(pending).tolist()      # the window's one wait for the device
@@ -242,18 +248,20 @@ def _fine_tune(model: nn.Module, train: Sequence[TokenizedExample], validation: 
             break
     bar.close()
 
-    # The best validation weights are the result.
-    with torch.no_grad():
-        named = dict(unwrapped.named_parameters())
-        for name, tensor in best_weights.items():
-            named[name].copy_(tensor)
+    # The best validation weights are the result of a run that is over; a paused one keeps its own.
     full_loss = None
-    if len(sample) < len(validation):
-        started = time.perf_counter()
-        full_loss = validation_loss(model, validation, cfg.batch_size, pad_id, accelerator)
-        validation_seconds += time.perf_counter() - started
-        log.info("best weights (step %d): validation loss %.4f on all %d validation examples (%.4f on the "
-                 "%d-example sample)", state.best_step, full_loss, len(validation), state.best_val_loss, len(sample))
+    if state.stopped_early or state.step >= cfg.max_steps:
+        with torch.no_grad():
+            named = dict(unwrapped.named_parameters())
+            for name, tensor in best_weights.items():
+                named[name].copy_(tensor)
+        if len(sample) < len(validation):
+            started = time.perf_counter()
+            full_loss = validation_loss(model, validation, cfg.batch_size, pad_id, accelerator)
+            validation_seconds += time.perf_counter() - started
+            log.info("best weights (step %d): validation loss %.4f on all %d validation examples (%.4f on the "
+                     "%d-example sample)", state.best_step, full_loss, len(validation), state.best_val_loss,
+                     len(sample))
     unwrapped.eval()
     warm = state.step_seconds[3:] or state.step_seconds or [float("nan")]
     step_time = sum(warm) / len(warm)
