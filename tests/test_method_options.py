@@ -83,7 +83,6 @@ def test_unknown_option_names_file_method_key_and_allowed_keys(tmp_path, name):
     ("lora", "dropout", "1.0", "expected a finite number >= 0 and < 1, got 1.0"),
     ("lst", "dropout", ".nan", "expected a finite number >= 0 and < 1, got nan"),
     ("lst", "fusion", "gated", "expected one of 'static', 'dynamic', 'attention', got 'gated'"),
-    ("lst", "seed", "-1", "expected an integer >= 0 or null, got -1"),
     ("prefix", "reparameterize", "1", "expected true or false, got 1"),
     ("prefix_decoder", "mlp_hidden_size", "null", "expected an integer >= 1, got None"),
     ("ia3", "target_modules", "k", "expected a list, each a string with at least 1 item(s), got 'k'"),

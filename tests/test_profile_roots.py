@@ -4,6 +4,7 @@ under its root, the default run's paths stay where they were, and a small real r
 profile writes nothing outside its root but Snakemake's state and the shared MLflow store."""
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -193,3 +194,15 @@ def test_a_profile_run_writes_nothing_outside_its_root(tmp_path):
     # A second run of the profile has nothing to do.
     again = run_tool(["snakemake", "--cores", "1", "--configfile", "tiny.yaml", "--dry-run"], root)
     assert "Nothing to be done" in again.stdout + again.stderr
+
+
+def test_the_precise_profile_has_the_seeds_a_five_point_difference_needs_at_the_measured_spread():
+    """The seed count follows from the recorded seed-variance study: per-seed SD of full minus
+    LoRA at the tuned rate, paired t with Holm over the 8 comparisons with full fine-tuning."""
+    from cfqa.statistics import seeds_needed
+    study = json.loads((PROJECT / "benchmarks/results/seed_variance.json").read_text())
+    (paired,) = [p for p in study["paired_with_full"] if (p["recipe"], p["rule"]) == ("half_lr", "best_val_loss")]
+    sd = paired["full_minus_method"]["sd_pct"]
+    compared = len(load([PROJECT_ROOT / "params.yaml"]).methods) - 1
+    precise = load([PROJECT_ROOT / "params.yaml", PROJECT_ROOT / "workflow/profiles/precise/params.yaml"])
+    assert len(precise.seeds) == seeds_needed(5.0, seed_sd=sd, tests=compared)

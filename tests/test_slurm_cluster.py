@@ -158,7 +158,7 @@ def test_every_job_requests_what_the_stage_table_declares(slurm_run):
     params = read_params([slurm_run / "params.yaml", slurm_run / PARAMS])
     jobs = scheduler_jobs(slurm_run)
     local = set(local_stages(params))
-    assert local == {"validate", "download", "report"}
+    assert local == {"validate", "fetch", "report"}
     assert sorted(job["rule"] for job in jobs) == sorted(s.name for s in STAGES if s.name not in local)
     for job in jobs:
         needs = stage(job["rule"]).needs
@@ -225,7 +225,7 @@ def one_failing_line(log: Path) -> str:
 def test_a_cuda_run_stops_at_its_first_gpu_job_on_the_cluster(slurm_run, tmp_path):
     root = set_to_cuda(slurm_run, tmp_path / "project")
     steps = as_tested(readme_cluster_steps(), PARAMS).splitlines()
-    cluster_dag = [line for line in steps if not line.startswith("snakemake download ")]   # step 2
+    cluster_dag = [line for line in steps if not line.startswith("snakemake fetch ")]   # step 2
     result, _ = run_steps(root, "\n".join(cluster_dag))
     assert result.returncode != 0
     one_failing_line(root / "logs" / "tune" / f"{METHOD}.stderr.log")

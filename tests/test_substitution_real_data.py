@@ -27,7 +27,7 @@ def read_rows(path):
 def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("embedded")
     cfg = config_module.load([config_module.PROJECT_ROOT / "params.yaml"])
-    download.run(cfg, out=root / "raw")
+    download.run(cfg, out=root / "raw", cache=root / "cache")   # the embedded world reads no cache
     prepare.run(cfg, raw=root / "raw", out=root / "prepared")
     entities.run(cfg, prepared=root / "prepared", raw=root / "raw", out=root / "entities")
     counterfactuals.run(cfg, prepared=root / "prepared", entities=root / "entities", out=root / "variants",

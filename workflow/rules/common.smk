@@ -116,7 +116,7 @@ def dag_shell(name):
     return job_shell(spec, cmd, "{log.stderr}", code="{params.code}", gpus="{resources.gpu}")
 
 
-# Light stages, and those that read the network for these params (downloads), run where
+# Light stages, and those that read the network for these params (fetch), run where
 # Snakemake runs: on a cluster the login node, as compute nodes often have no internet.
 workflow.localrules("all", *local_stages(config))
 

@@ -7,10 +7,12 @@ rule fetch:
         **dag_outputs("fetch"),
     params:
         **dag_params("fetch"),
+    resources:
+        **dag_resources("fetch"),
     log:
         **dag_log("fetch"),
     container:
-        CONTAINER
+        dag_container("fetch")
     shell:
         dag_shell("fetch")
 

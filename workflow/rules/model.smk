@@ -27,9 +27,11 @@ rule tokenize:
         **dag_outputs("tokenize"),
     params:
         **dag_params("tokenize"),
+    resources:
+        **dag_resources("tokenize"),
     log:
         **dag_log("tokenize"),
     container:
-        CONTAINER
+        dag_container("tokenize")
     shell:
         dag_shell("tokenize")
