@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 import filelock
 import orjson
+from cfqa.errors import BadInput
 
 
 _UMASK = os.umask(0)
@@ -87,11 +88,11 @@ def _naming_no_space(target: Path, tmp: Path | None = None) -> Iterator[None]:
         raise NoSpaceError(code, os.strerror(code), str(name)) from error
 
 
-class FileFormatError(ValueError):
+class FileFormatError(BadInput, ValueError):
     """An input file is not the format it should be; the message names the file (and line)."""
 
 
-class OutputLocked(RuntimeError):
+class OutputLocked(BadInput, RuntimeError):
     """Another process holds the lock on an output this run would write."""
 
 

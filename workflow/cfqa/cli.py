@@ -25,6 +25,7 @@ from cfqa import __version__
 from cfqa import config as config_module
 from cfqa import device
 from cfqa.atomic_io import exclusive_outputs, remove_debris, write_json
+from cfqa.errors import BadInput
 from cfqa.logs import get_logger, setup_logging
 from cfqa.redact import redact
 
@@ -34,31 +35,12 @@ BAD_INPUT_EXIT = 2
 FAILURE_EXIT = 1
 
 # The errors that mean "the input is wrong" (configuration, files, their contents) or "the
-# settings do not fit this machine": one line on stderr, exit 2. Named, not imported: the CLI
-# is code every stage runs, and importing each stage's error module would make a change
-# there rerun every stage (cfqa.dag hashes the code each stage imports).
-INPUT_ERRORS = frozenset({
-    "cfqa.config.ConfigError",
-    "cfqa.atomic_io.FileFormatError",
-    "cfqa.atomic_io.OutputLocked",
-    "cfqa.nq.errors.BadRecordError",
-    "cfqa.nq.errors.RecordProblem",
-    "cfqa.contract.files.ResultsError",
-    "cfqa.counterfactual.examples.RecordError",
-    "cfqa.ner.PatternFileError",
-    "cfqa.ner.NERUnavailable",
-    "cfqa.hub.HubPinError",
-    "cfqa.nq.download.ChecksumError",
-    "cfqa.methods.base.OptionsError",
-    "cfqa.training.loop.TrainingOutOfMemory",
-    "cfqa.device.CudaUnavailable",
-    "builtins.FileNotFoundError",
-    "builtins.NotADirectoryError",
-    "builtins.IsADirectoryError",
-})
+# settings do not fit this machine": one line on stderr, exit 2. Every such error of the
+# package derives from cfqa.errors.BadInput; of Python's own, a missing or misplaced path.
+INPUT_ERRORS = (BadInput, FileNotFoundError, NotADirectoryError, IsADirectoryError)
 
 
-class MissingInput(ValueError):
+class MissingInput(BadInput, ValueError):
     """A declared input path does not exist or is not the right kind (file or directory)."""
 
 
@@ -288,7 +270,7 @@ def is_out_of_memory(error: BaseException) -> bool:
 
 
 def is_bad_input(error: BaseException) -> bool:
-    return bool(_qualified_names(error) & INPUT_ERRORS) or isinstance(error, MissingInput)
+    return isinstance(error, INPUT_ERRORS)
 
 
 def one_line(error: BaseException) -> str:

@@ -29,6 +29,7 @@ import yaml
 from pydantic import StrictBool, StrictInt, StrictStr, TypeAdapter, ValidationError, with_config
 
 from cfqa import params_file
+from cfqa.errors import BadInput
 from cfqa.methods.families import UnsupportedFamily, check_method_family
 from cfqa.methods.options import METHOD_OPTIONS, TYPED, MethodOptions, Number, options_record
 from cfqa.model_family import ModelFamily
@@ -51,7 +52,7 @@ BYTE_LEVEL_MIN_VOCABULARY = 258
 Source = str | Callable[[tuple], str]
 
 
-class ConfigError(ValueError):
+class ConfigError(BadInput, ValueError):
     """params.yaml does not match the schema; the message names the file and the key."""
 
 

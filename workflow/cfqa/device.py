@@ -15,13 +15,14 @@ import ast
 import importlib.util
 import os
 from pathlib import Path
+from cfqa.errors import BadInput
 
 SETTINGS = ("cuda", "cpu", "auto")
 # A value of CUDA_VISIBLE_DEVICES that hides every device.
 _HIDES_ALL = ("", "-1")
 
 
-class CudaUnavailable(RuntimeError):
+class CudaUnavailable(BadInput, RuntimeError):
     """`train.device` is cuda and this process cannot use CUDA; the message says why."""
 
 

@@ -26,6 +26,7 @@ from typing import Mapping
 
 from cfqa.atomic_io import atomic_dir, read_json, write_json
 from cfqa.digests import sha256_file
+from cfqa.errors import BadInput
 from cfqa.logs import get_logger
 
 log = get_logger(__name__)
@@ -42,7 +43,7 @@ COMMIT = re.compile(r"^[0-9a-f]{40}$")
 DIGEST = re.compile(r"^[0-9a-f]{64}$")
 
 
-class HubPinError(ValueError):
+class HubPinError(BadInput, ValueError):
     """A hub model is not pinned, not in the cache, or its files are not the pinned ones."""
 
 

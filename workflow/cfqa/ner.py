@@ -21,6 +21,7 @@ import orjson
 import spacy
 from spacy.language import Language
 from spacy.tokens import Doc
+from cfqa.errors import BadInput
 
 OFFLINE = "offline"
 PATTERNS_FILE = "entity_patterns.jsonl"
@@ -47,11 +48,11 @@ _DAY = r"^([1-9]|0[1-9]|[12]\d|3[01])(st|nd|rd|th)?$"
 _CARDINAL_TOKEN = {"LIKE_NUM": True, "LOWER": {"REGEX": rf"^(?!{_YEAR_BODY}$)(?!{_ORDINAL_BODY}$)"}}
 
 
-class NERUnavailable(RuntimeError):
+class NERUnavailable(BadInput, RuntimeError):
     """The spaCy pipeline named in params.yaml cannot be loaded here."""
 
 
-class PatternFileError(ValueError):
+class PatternFileError(BadInput, ValueError):
     """A line of an entity-pattern file is not a {"label", "pattern"} object."""
 
 

@@ -19,6 +19,7 @@ from cfqa.atomic_io import atomic_open, write_jsonl
 from cfqa.contract.records import (SCHEMA_VERSION, BenchmarkRow, CurveRow, DataStats, EvaluationRun, Headline,
                                    LrSelection, MethodHeadline, MetricsFile, MetricsRecord, PredictionRow, Record,
                                    Summary, TrainRecord)
+from cfqa.errors import BadInput
 
 # File names inside a run's results/{method}/seed{seed}/ and models/{method}/seed{seed}/.
 TRAIN_RECORD = "train.json"
@@ -34,7 +35,7 @@ CURVE_COLUMNS = tuple(CurveRow.__struct_fields__)
 R = TypeVar("R", bound=Record)
 
 
-class ResultsError(ValueError):
+class ResultsError(BadInput, ValueError):
     """A result file is missing or does not have the expected shape."""
 
 

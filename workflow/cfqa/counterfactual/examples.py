@@ -3,9 +3,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Mapping
+from cfqa.errors import BadInput
 
 
-class RecordError(ValueError):
+class RecordError(BadInput, ValueError):
     """A prepared or entities record lacks a field or has the wrong type; names where."""
 
 

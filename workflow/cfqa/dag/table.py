@@ -256,7 +256,7 @@ PACKAGE = "workflow/cfqa"
 # validates), shared I/O and logging, the device check of a run's stages.
 COMMON_CODE: tuple[str, ...] = (
     "__init__.py", "cli.py", "config.py", "params_file.py", "redact.py", "atomic_io.py", "logs.py", "progress.py",
-    "device.py",
+    "device.py", "errors.py",
     "stages/__init__.py", "../schemas/params.schema.yaml",
     "methods/__init__.py", "methods/base.py", "methods/options.py", "methods/families.py", "model_family.py",
 )

@@ -22,6 +22,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 
+from cfqa.errors import BadInput
 from cfqa.methods.options import METHOD_DESCRIPTIONS, MethodOptions
 
 
@@ -53,7 +54,7 @@ class MethodSpec:
         return METHOD_DESCRIPTIONS[self.name]
 
 
-class OptionsError(ValueError):
+class OptionsError(BadInput, ValueError):
     """Options that are valid on their own but do not fit the model they are applied to."""
 
 

@@ -19,6 +19,7 @@ import requests
 from cfqa.atomic_io import atomic_path
 from cfqa.config import NQSourceConfig
 from cfqa.digests import sha256_file
+from cfqa.errors import BadInput
 from cfqa.logs import get_logger
 from cfqa.nq.http_fetch import DownloadError, fetch
 from cfqa.nq.original_format import convert_files
@@ -31,7 +32,7 @@ DEV_FILE = "dev.jsonl.gz"
 _GZIP_MAGIC = b"\x1f\x8b"
 
 
-class ChecksumError(ValueError):
+class ChecksumError(BadInput, ValueError):
     """A downloaded file is not the one params.yaml pins (or its digest is not pinned yet)."""
 
 

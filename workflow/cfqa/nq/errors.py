@@ -8,6 +8,7 @@ input can be wrong, and a caller can still tell a file it must fetch again from 
 from __future__ import annotations
 
 from pathlib import Path
+from cfqa.errors import BadInput
 
 INVALID_JSON = "invalid_json"
 INVALID_UTF8 = "invalid_utf8"
@@ -19,7 +20,7 @@ DUPLICATE_ID = "duplicate_id"
 REASONS = (INVALID_JSON, INVALID_UTF8, TOO_DEEPLY_NESTED, MISSING_FIELD, WRONG_TYPE, INVALID_VALUE, DUPLICATE_ID)
 
 
-class BadRecordError(ValueError):
+class BadRecordError(BadInput, ValueError):
     """One input record (or the file around it) is not what the format promises."""
 
     def __init__(self, path: str | Path, line: int | None, field: str | None, expectation: str,
@@ -60,7 +61,7 @@ class NoRecordsError(BadRecordError):
         super().__init__(path, None, None, expectation, reason="no_records")
 
 
-class RecordProblem(ValueError):
+class RecordProblem(BadInput, ValueError):
     """A problem found inside one record before its file and line are known."""
 
     def __init__(self, field: str | None, expectation: str, reason: str = INVALID_VALUE):

@@ -19,6 +19,7 @@ from torch import nn
 
 from cfqa.config import TrainConfig
 from cfqa.device import resolve
+from cfqa.errors import BadInput
 from cfqa.logs import get_logger
 from cfqa.methods.base import trainable_state_dict
 from cfqa.model_family import model_family
@@ -33,7 +34,7 @@ log = get_logger(__name__)
 LOG_EVERY = 10      # optimizer steps between curve points (and host syncs) outside validations
 
 
-class TrainingOutOfMemory(MemoryError):
+class TrainingOutOfMemory(BadInput, MemoryError):
     """A training or validation step did not fit in memory; the message names the knobs."""
 
 
