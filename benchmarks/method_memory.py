@@ -1,6 +1,6 @@
 """Training memory and step time of every registered fine-tuning method on one batch.
 
-Each method in `cfqa.methods.METHOD_NAMES` is built from the same randomly initialized T5
+Each method in `cfqa.methods.registry.METHOD_NAMES` is built from the same randomly initialized T5
 (t5-small's shape scaled down to run on a CPU: see MODEL below; the weights do not matter for
 memory or time), with its options from params.yaml (the first `methods` block that uses it,
 else the block named after it). One AdamW step on the same batch is measured with
@@ -34,7 +34,7 @@ from cfqa import config as cfqa_config
 from cfqa.atomic_io import write_json
 from cfqa.logs import get_logger, setup_logging
 from cfqa.measure import training_step_memory
-from cfqa.methods import METHOD_NAMES, get_method
+from cfqa.methods.registry import METHOD_NAMES, get_method
 from cfqa.methods.base import count_parameters
 from cfqa.methods.options import options_record
 from cfqa.progress import progress

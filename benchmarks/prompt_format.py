@@ -45,7 +45,7 @@ from cfqa.answer_metrics import exact_match
 from cfqa.atomic_io import write_json
 from cfqa.backbone import load_backbone
 from cfqa.config import BACKBONE_DIRS, PROJECT_ROOT, load
-from cfqa.methods import get_method
+from cfqa.methods.registry import get_method
 from cfqa.training.optimization import seed_everything
 from cfqa.evaluation.generation import generate_texts
 from cfqa.evaluation.scoring import gold_contextual

@@ -45,7 +45,7 @@ from cfqa.config import PROJECT_ROOT, Config, load
 from cfqa.formats import VARIANTS
 from cfqa.logs import get_logger, setup_logging
 from cfqa.measure import training_step_memory
-from cfqa.methods import get_method
+from cfqa.methods.registry import get_method
 from cfqa.training.batches import fixed_sample, length_order, sequential_batches, training_batches
 from cfqa.training.optimization import make_optimizer
 

@@ -9,7 +9,7 @@ from transformers import GPTNeoConfig, GPTNeoForCausalLM
 
 from cfqa.config import registry_options
 from cfqa.evaluation.generation import generate_texts
-from cfqa.methods import get_method
+from cfqa.methods.registry import get_method
 from cfqa.methods.base import OptionsError, count_parameters, load_trainable, save_trainable
 from cfqa.methods.families import UnsupportedFamily
 from cfqa.model_family import ModelFamily, family_of, model_family

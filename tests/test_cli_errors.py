@@ -327,7 +327,7 @@ def cpu_out_of_memory():
 def test_the_training_loop_turns_out_of_memory_into_one_clear_error(tmp_path, fail):
     """On the real loop: a step that does not fit names the step and the knobs, not a stack."""
     from cfqa.config import registry_options
-    from cfqa.methods import get_method
+    from cfqa.methods.registry import get_method
     from cfqa.training.loop import TrainingOutOfMemory, fine_tune, make_accelerator
     from conftest import tiny_t5
 

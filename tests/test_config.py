@@ -13,7 +13,7 @@ import yaml
 from cfqa import config as config_module
 from cfqa.config import ConfigError, TrainConfig, deep_merge, load
 from cfqa.dag import STAGE_PARAMS, param_slice, stage_param_keys
-from cfqa.methods import METHOD_NAMES
+from cfqa.methods.registry import METHOD_NAMES
 from cfqa.methods.options import LoraOptions
 
 PARAMS = config_module.PROJECT_ROOT / "params.yaml"

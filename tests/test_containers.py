@@ -13,7 +13,7 @@ from snakemake.cli import get_argument_parser
 from transformers import T5Config
 
 from cfqa.config import load
-from cfqa.methods import get_method
+from cfqa.methods.registry import get_method
 from pipeline_support import PROJECT, VENV_BIN, profile_settings, run_tool
 
 CONTAINERS = PROJECT / "containers"

@@ -8,7 +8,7 @@ import torch
 from transformers import GPTNeoConfig, GPTNeoForCausalLM
 
 from cfqa.config import registry_options
-from cfqa.methods import get_method
+from cfqa.methods.registry import get_method
 from cfqa.training.first_token import first_token_scores
 from test_training_loop import EOS, PAD, build, random_inputs, run, train_config
 

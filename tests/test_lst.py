@@ -8,7 +8,7 @@ from transformers import BartConfig, BartForConditionalGeneration
 
 from cfqa.config import ConfigError, registry_options
 from cfqa.measure import SavedActivations
-from cfqa.methods import get_method
+from cfqa.methods.registry import get_method
 from cfqa.methods.base import OptionsError, count_parameters
 from cfqa.methods.lst_side import FUSIONS
 from cfqa.methods.options import LST_FUSIONS

@@ -13,7 +13,7 @@ import yaml
 
 from cfqa import cli
 from cfqa.config import PROJECT_ROOT, ConfigError, from_dict, load, read_params, registry_options, validate_config
-from cfqa.methods import METHOD_NAMES
+from cfqa.methods.registry import METHOD_NAMES
 from cfqa.methods.options import METHOD_OPTIONS, LstOptions
 from pipeline_support import tool_env
 

@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from cfqa.config import registry_options
-from cfqa.methods import METHOD_NAMES, get_method
+from cfqa.methods.registry import METHOD_NAMES, get_method
 from cfqa.methods.base import OptionsError, count_parameters, load_trainable, save_trainable
 from cfqa.training.optimization import seed_everything
 from conftest import tiny_t5

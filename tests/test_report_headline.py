@@ -15,7 +15,7 @@ from matplotlib.container import ErrorbarContainer
 from cfqa import statistics
 from cfqa.config import PrimaryEndpoint
 from cfqa.dag.table import REPORT_FIGURES
-from cfqa.methods import METHOD_NAMES, get_method
+from cfqa.methods.registry import METHOD_NAMES, get_method
 from cfqa.methods.options import METHOD_DESCRIPTIONS
 from cfqa.report import formatting as fmt
 from cfqa.report import plots

@@ -11,7 +11,7 @@ import torch
 
 from cfqa.atomic_io import read_json
 from cfqa.config import PROJECT_ROOT, TrainConfig, load, registry_options
-from cfqa.methods import get_method
+from cfqa.methods.registry import get_method
 from cfqa.stages.train import resume_fingerprint
 from cfqa.training import loop as training_loop
 from cfqa.training.batches import LengthGroupedBatches, fixed_sample

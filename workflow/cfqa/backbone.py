@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from cfqa.config import BACKBONE_DIRS, MethodConfig
-from cfqa.methods import get_method
+from cfqa.methods.registry import get_method
 from cfqa.methods.families import check_method_family
 from cfqa.model_family import family_of
 from cfqa.training.optimization import seed_everything

@@ -1,6 +1,6 @@
 """The pipeline's DAG, declared once: every stage's command, inputs, outputs, params keys,
-dimensions, code and what its jobs need where they run (a GPU, the network, memory and
-runtime at each scale). dvc.yaml is generated from this table (`python -m cfqa.dag`) and the
+dimensions and what its jobs need where they run (a GPU, the network, memory and runtime at
+each scale); the code each stage runs is read from its imports (cfqa.dag.code). dvc.yaml is generated from this table (`python -m cfqa.dag`) and the
 Snakemake rules read it (workflow/rules/*.smk), so the two engines cannot drift; the
 execution profiles (workflow/profiles/) add only what a site names (partitions, images)."""
 from __future__ import annotations
@@ -177,7 +177,6 @@ class Stage:
     inputs: dict[str, str]
     outputs: dict[str, Output]
     params: tuple[str, ...]
-    code: tuple[str, ...]           # paths under workflow/cfqa/ the stage runs, besides COMMON_CODE
     needs: Needs                    # GPU, network, memory and runtime of one job
     dims: tuple[Dimension, ...] = ()
     # Paths `args` names that are neither an input nor an output (the folder holding some).
@@ -252,14 +251,6 @@ def placeholders(template: str) -> set[str]:
 
 
 PACKAGE = "workflow/cfqa"
-# Code every stage runs: the CLI, the configuration (its schema and the method options it
-# validates), shared I/O and logging, the device check of a run's stages.
-COMMON_CODE: tuple[str, ...] = (
-    "__init__.py", "cli.py", "config.py", "params_file.py", "redact.py", "atomic_io.py", "logs.py", "progress.py",
-    "device.py", "errors.py",
-    "stages/__init__.py", "../schemas/params.schema.yaml",
-    "methods/__init__.py", "methods/base.py", "methods/options.py", "methods/families.py", "model_family.py",
-)
 REPORT_FIGURES = ("headline", "contextual_em", "memorization_ratio", "accuracy_vs_cost", "training_curves")
 
 # The per-run training curves `dvc plots show/diff` draw in one figure (dvc.yaml's top-level
@@ -278,7 +269,6 @@ STAGES: tuple[Stage, ...] = (
         inputs={"params": PARAMS_FILE},
         outputs={"stamp": out(VALIDATED)},
         params=(),
-        code=(),        # the CLI, the config and its schema: COMMON_CODE
         needs=Needs(at=sized((1000, 5), (2000, 5)), light=True),
     ),
     Stage(
@@ -290,7 +280,6 @@ STAGES: tuple[Stage, ...] = (
         outputs={"fetched": out(FETCHED)},
         params=("data.source", "data.nq", "data.huggingface", "entities.ner", "pretrain.hub_id",
                 "pretrain.lm_adapted_hub_id", "hub"),
-        code=("stages/fetch.py", "hub.py", "digests.py", "nq", "ner.py"),
         # NQ (~5 GB gzipped) and the hub backbones (t5-large and its LM-adapted twin, ~6 GB).
         needs=Needs(at=sized((1000, 10), (8000, 480)), network=always),
     ),
@@ -300,7 +289,6 @@ STAGES: tuple[Stage, ...] = (
         inputs={"validated": VALIDATED, "fetched": FETCHED},
         outputs={"raw": folder("data/raw")},
         params=("data",),
-        code=("stages/download.py", "digests.py", "nq", "world"),
         # Reads what `fetch` put in the cache (NQ: ~5 GB gzipped) and converts the dev set.
         needs=Needs(at=sized((2000, 15), (8000, 480))),
     ),
@@ -310,7 +298,6 @@ STAGES: tuple[Stage, ...] = (
         inputs={"validated": VALIDATED, "raw": "data/raw"},
         outputs={"prepared": folder("data/prepared")},
         params=("prepare",),
-        code=("stages/prepare.py", "nq"),
         needs=Needs(at=sized((2000, 15), (16000, 360))),     # streams the ~17 GB NQ train file
     ),
     Stage(
@@ -319,7 +306,6 @@ STAGES: tuple[Stage, ...] = (
         inputs={"validated": VALIDATED, "prepared": "data/prepared", "raw": "data/raw"},
         outputs={"entities": folder("data/entities")},
         params=("entities",),
-        code=("stages/entities.py", "ner.py", "counterfactual", "answer_metrics.py", "formats.py"),
         needs=Needs(at=sized((2000, 15), (16000, 360))),
     ),
     Stage(
@@ -328,7 +314,6 @@ STAGES: tuple[Stage, ...] = (
         inputs={"validated": VALIDATED, "prepared": "data/prepared", "entities": "data/entities"},
         outputs={"variants": folder("data/variants"), "stats": out("data/stats.json")},
         params=("counterfactuals",),
-        code=("stages/counterfactuals.py", "counterfactual", "answer_metrics.py", "formats.py", "contract"),
         needs=Needs(at=sized((2000, 15), (16000, 120))),
     ),
     Stage(
@@ -337,8 +322,6 @@ STAGES: tuple[Stage, ...] = (
         inputs={"validated": VALIDATED, "raw": "data/raw", "fetched": FETCHED},
         outputs={"base": folder("models/base"), "base_lm": folder("models/base_lm")},
         params=("pretrain", "hub"),
-        code=("stages/pretrain.py", "pretraining", "training", "formats.py", "model_family.py", "hub.py",
-              "digests.py", "timing_files.py"),
         # Pretrains the embedded model on CPU, or copies the hub backbones `fetch` put in the
         # cache (t5-large and its LM-adapted twin, ~6 GB).
         needs=Needs(at=sized((2000, 30), (16000, 60))),
@@ -350,7 +333,6 @@ STAGES: tuple[Stage, ...] = (
         inputs={"validated": VALIDATED, "variants": "data/variants", "base": "models/base", "base_lm": "models/base_lm"},
         outputs={"tokenized": folder("data/tokenized")},
         params=(),
-        code=("stages/tokenize.py", "training/__init__.py", "training/tokenized.py", "formats.py", "digests.py"),
         needs=Needs(at=sized((2000, 15), (16000, 120))),    # fast tokenizers over every variant row, once
         dirs={"models": "models"},
     ),
@@ -360,8 +342,6 @@ STAGES: tuple[Stage, ...] = (
         inputs={"validated": VALIDATED, "variants": "data/variants", "base": "models/base", "base_lm": "models/base_lm"},
         outputs={"selection": out(LR_SELECTION)},
         params=("tune", "train", "methods.{method}", "evaluate"),
-        code=("stages/tune.py", "backbone.py", "methods", "training", "evaluation", "answer_metrics.py", "formats.py",
-              "contract", "model_family.py", "timing_files.py"),
         # tune.trials runs on train's schedule, the best continuing (successive halving): about
         # 1.6 training runs' steps at the default's budget, one GPU.
         needs=Needs(at=sized((4000, 60), (64000, 2880)), gpu=True),
@@ -380,9 +360,6 @@ STAGES: tuple[Stage, ...] = (
             "curve": git_held(f"{RUN_RESULTS}/train_curve.csv"),     # drawn by TRAINING_CURVE_PLOT
         },
         params=("train", "methods.{method}"),
-        code=("stages/train.py", "backbone.py", "methods", "training", "measure.py", "formats.py", "contract",
-              "tracking.py", "tracking_view.py", "headline.py", "model_family.py", "hub.py", "digests.py",
-              "timing_files.py"),
         needs=Needs(at=sized((4000, 60), (64000, 1440)), gpu=True, data_parallel=True),
         dims=RUN_DIMS,
         dirs={"models": "models", "results": RUN_RESULTS},
@@ -406,9 +383,6 @@ STAGES: tuple[Stage, ...] = (
             "evaluation_run": untracked(f"{RUN_RESULTS}/evaluation_run.json"),  # commit, machine, speed
         },
         params=("train", "methods.{method}", "evaluate", "tracking"),
-        code=("stages/evaluate.py", "stages/train.py", "backbone.py", "methods", "training", "measure.py",
-              "evaluation", "answer_metrics.py", "formats.py", "tracking.py", "tracking_view.py", "contract",
-              "model_family.py", "headline.py", "hub.py", "digests.py", "timing_files.py"),
         needs=Needs(at=sized((4000, 30), (32000, 240)), gpu=True),
         dims=RUN_DIMS,
         dirs={"models": "models", "results": RUN_RESULTS},
@@ -435,9 +409,6 @@ STAGES: tuple[Stage, ...] = (
             "headline": metric("results/headline.json"),
         },
         params=("data.source", "pretrain", "seeds", "train", "methods", "tracking", "report"),
-        # dag: the report finds each job's benchmark record by the table's path.
-        code=("stages/report.py", "report", "statistics.py", "answer_metrics.py", "formats.py", "contract", "dag",
-              "headline.py"),
         needs=Needs(at=sized((2000, 30), (8000, 60)), light=True),
         dirs={"results": "results", "reports": "reports"},
     ),

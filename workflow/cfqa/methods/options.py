@@ -123,7 +123,7 @@ class LstOptions:
     seed: InitSeed                                  # initializes the attention fusion
 
 
-# The registry: method name -> its options class (cfqa.methods.METHOD_NAMES is these keys).
+# The registry: method name -> its options class (cfqa.methods.registry.METHOD_NAMES is these keys).
 METHOD_OPTIONS: dict[str, type] = {
     "full": FullOptions,
     "last_layer": LastLayerOptions,

@@ -146,7 +146,7 @@ def train_and_record(mcfg: MethodConfig, variants: Path, models: Path, out: Path
     first_after = first_token_scores(model, *probe)
     first_ids = collections.Counter(target[0] for _, target in probe[0])
     first_target = FirstTargetToken(
-        token=tokenizer.convert_ids_to_tokens(first_ids.most_common(1)[0][0]), vocabulary=len(tokenizer),
+        token=tokenizer.convert_ids_to_tokens(int(first_ids.most_common(1)[0][0])), vocabulary=len(tokenizer),
         rank_median_before=first_before.rank_median, rank_median_after=first_after.rank_median,
         top1_before_pct=first_before.top1_pct, top1_after_pct=first_after.top1_pct,
         probability_before_pct=first_before.probability_pct, probability_after_pct=first_after.probability_pct)
