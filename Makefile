@@ -98,11 +98,11 @@ dvc-commit: install
 
 # `make ui`: the MLflow UI on this checkout's runs (mlflow.db, artifacts in mlartifacts/), on
 # 127.0.0.1 only; GenAI job execution off (it starts seven worker processes). The link opens
-# params.yaml's experiment on the runs view cfqa.tracking_view pins (configurations grouped,
+# params.yaml's experiment on the runs view cfqa.tracking.view pins (configurations grouped,
 # headline metrics as columns).
 MLFLOW_PORT ?= 5000
 ui: install
-	@echo "MLflow UI: $$($(BIN)/python -m cfqa.tracking_view --params params.yaml --url http://127.0.0.1:$(MLFLOW_PORT)) (Ctrl-C stops it)"
+	@echo "MLflow UI: $$($(BIN)/python -m cfqa.tracking.view --params params.yaml --url http://127.0.0.1:$(MLFLOW_PORT)) (Ctrl-C stops it)"
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false MLFLOW_DISABLE_TELEMETRY=true $(BIN)/mlflow server \
 		--host 127.0.0.1 --port $(MLFLOW_PORT) --workers 1 \
 		--backend-store-uri sqlite:///$(CURDIR)/mlflow.db --artifacts-destination $(CURDIR)/mlartifacts

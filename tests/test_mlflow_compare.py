@@ -15,12 +15,19 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.entities import ViewType
 
-from cfqa import tracking, tracking_view
 from cfqa.config import TrackingConfig
 from cfqa.contract import Headline
+from cfqa.tracking import view as tracking_view
+from cfqa.tracking.experiment import open_experiment
+from cfqa.tracking.identity import RunIdentity, run_identity
+from cfqa.tracking.method_run import log_method_run
+from cfqa.tracking.pipeline import PipelineRun
+from cfqa.tracking.store import DVC_ROOT_ENV, local_artifact_dir, sqlite_database_path
+from cfqa.tracking.training_run import TrainingRun, find_training_run, start_training_run
+from cfqa.tracking.work_times import work_times
 
 TRACKING = TrackingConfig(uri="sqlite:///mlflow.db", experiment="cfqa-compare")
-GROUP = tracking.PipelineRun(id="feed00000000", params={"train": {"lr": 0.001}})
+GROUP = PipelineRun(id="feed00000000", params={"train": {"lr": 0.001}})
 RANK_8 = {"options": {"r": 8}, "train": {"lr": 0.01}}
 RANK_16 = {"options": {"r": 16}, "train": {"lr": 0.01}}
 
@@ -37,7 +44,7 @@ def empty_store(tmp_path_factory) -> Path:
 def project_root(tmp_path, monkeypatch, empty_store) -> Path:
     shutil.copyfile(empty_store, tmp_path / "mlflow.db")
     monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv(tracking.DVC_ROOT_ENV, raising=False)
+    monkeypatch.delenv(DVC_ROOT_ENV, raising=False)
     monkeypatch.setenv("MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING", "false")
     return tmp_path
 
@@ -52,24 +59,24 @@ def _runs(root: Path, experiment: str = TRACKING.experiment) -> list:
     return client.search_runs([found.experiment_id], run_view_type=ViewType.ALL)
 
 
-def _identity(config: dict, seed: int) -> tracking.RunIdentity:
-    return tracking.run_identity(GROUP, "lora", seed, {**config, "train": {**config["train"], "seed": seed}})
+def _identity(config: dict, seed: int) -> RunIdentity:
+    return run_identity(GROUP, "lora", seed, {**config, "train": {**config["train"], "seed": seed}})
 
 
-def _train(root: Path, identity: tracking.RunIdentity, config: dict) -> tracking.TrainingRun:
+def _train(root: Path, identity: RunIdentity, config: dict) -> TrainingRun:
     data = root / "data" / "variants" / "train" / "factual.jsonl"
     data.parent.mkdir(parents=True, exist_ok=True)
     data.write_text('{"question": "q"}\n')
-    return tracking.start_training_run(TRACKING, identity, params=config, datasets={"training": [data]})
+    return start_training_run(TRACKING, identity, params=config, datasets={"training": [data]})
 
 
-def _evaluate(identity: tracking.RunIdentity, em: float, *, config: dict = RANK_8, evaluate_s: float = 0.5) -> str:
+def _evaluate(identity: RunIdentity, em: float, *, config: dict = RANK_8, evaluate_s: float = 0.5) -> str:
     """What log_results_dir does with the run train opened, once it has read the records."""
-    client, experiment_id = tracking.open_experiment(TRACKING)
-    run_id = tracking.find_training_run(client, experiment_id, identity)
-    start_ms, end_ms, times = tracking.work_times(client, run_id, train_wall_s=9.0, evaluate_s=evaluate_s,
-                                                  now_ms=int(time.time() * 1000))
-    return tracking.log_method_run(
+    client, experiment_id = open_experiment(TRACKING)
+    run_id = find_training_run(client, experiment_id, identity)
+    start_ms, end_ms, times = work_times(client, run_id, train_wall_s=9.0, evaluate_s=evaluate_s,
+                                         now_ms=int(time.time() * 1000))
+    return log_method_run(
         TRACKING, run_name=identity.run_name, params=config, metrics={"em": em, **times},
         step_metrics=[], artifacts=[], tags={"method": "lora", "seed": identity.seed, "config_hash": identity.config_hash},
         pipeline=GROUP, run_id=run_id, start_ms=start_ms, end_ms=end_ms)
@@ -122,7 +129,7 @@ def test_duration_is_training_and_evaluation_and_the_wait_is_apart(project_root)
 
 
 def test_a_run_evaluate_creates_is_dated_back_by_its_work():
-    start_ms, end_ms, times = tracking.work_times(None, None, train_wall_s=12.5, evaluate_s=2.5, now_ms=100_000)
+    start_ms, end_ms, times = work_times(None, None, train_wall_s=12.5, evaluate_s=2.5, now_ms=100_000)
     assert (start_ms, end_ms) == (85_000, 100_000)
     assert times == {"time/train_s": 12.5, "time/evaluate_s": 2.5}
 
@@ -133,27 +140,27 @@ def test_a_stage_dvc_runs_in_a_temporary_copy_logs_into_the_checkout(project_roo
     copy = tmp_path_factory.mktemp("dvc-exp-tmp") / "workspace"
     copy.mkdir()
     monkeypatch.chdir(copy)
-    monkeypatch.setenv(tracking.DVC_ROOT_ENV, str(project_root))
-    assert tracking.sqlite_database_path(TRACKING.uri) == (project_root / "mlflow.db").resolve()
+    monkeypatch.setenv(DVC_ROOT_ENV, str(project_root))
+    assert sqlite_database_path(TRACKING.uri) == (project_root / "mlflow.db").resolve()
     identity = _identity(RANK_16, 0)
     _train(copy, identity, RANK_16)
     artifact = copy / "metrics.json"
     artifact.write_text("{}")
-    client, experiment_id = tracking.open_experiment(TRACKING)
-    run_id = tracking.log_method_run(TRACKING, run_name=identity.run_name, params={}, metrics={"em": 1.0},
-                                     step_metrics=[], artifacts=[artifact], tags={"config_hash": identity.config_hash},
-                                     pipeline=GROUP, run_id=tracking.find_training_run(client, experiment_id, identity))
+    client, experiment_id = open_experiment(TRACKING)
+    run_id = log_method_run(TRACKING, run_name=identity.run_name, params={}, metrics={"em": 1.0},
+                            step_metrics=[], artifacts=[artifact], tags={"config_hash": identity.config_hash},
+                            pipeline=GROUP, run_id=find_training_run(client, experiment_id, identity))
     assert not (copy / "mlflow.db").exists() and not (copy / "mlartifacts").exists()
     (run,) = [r for r in _runs(project_root) if r.info.run_id == run_id]
     assert run.info.status == "FINISHED"
-    stored = tracking.local_artifact_dir(TRACKING.uri, run.info.artifact_uri)
+    stored = local_artifact_dir(TRACKING.uri, run.info.artifact_uri)
     assert stored.is_relative_to(project_root.resolve()) and (stored / "metrics.json").is_file()
     # The dataset keeps its path relative to the workspace it was read in.
     assert json.loads(run.inputs.dataset_inputs[0].dataset.source) == {"uri": "data/variants/train/factual.jsonl"}
 
 
 def test_every_experiment_opens_on_the_pinned_runs_view(project_root):
-    client, experiment_id = tracking.open_experiment(TRACKING)
+    client, experiment_id = open_experiment(TRACKING)
     state = json.loads(client.get_experiment(experiment_id).tags[tracking_view.SHARED_VIEW_TAG])
     assert state["groupBy"]["groupByKeys"] == [{"mode": "tag", "groupByData": "method"},
                                                {"mode": "tag", "groupByData": "config_hash"}]
@@ -167,7 +174,7 @@ def test_every_experiment_opens_on_the_pinned_runs_view(project_root):
         "&workflowType=machine_learning")
     # An experiment made before the view existed gets it when next opened.
     client.delete_experiment_tag(experiment_id, tracking_view.SHARED_VIEW_TAG)
-    tracking.open_experiment(TRACKING)
+    open_experiment(TRACKING)
     assert tracking_view.SHARED_VIEW_TAG in client.get_experiment(experiment_id).tags
     assert tracking_view.experiment_id(project_root / "mlflow.db", TRACKING.experiment) == experiment_id
     assert tracking_view.experiment_id(project_root / "absent.db", TRACKING.experiment) is None

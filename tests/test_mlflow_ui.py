@@ -19,8 +19,8 @@ import pytest
 import requests
 
 import chromium
-from cfqa import tracking_view
 from cfqa.contract import read_headline, read_metrics, read_train_record
+from cfqa.tracking import view as tracking_view
 
 EXPERIMENT = "cfqa-stage-results"      # tests/stage_results.py tiny_params
 pytestmark = pytest.mark.slow
@@ -128,7 +128,7 @@ def test_the_ui_serves_the_pipeline_runs_with_their_metrics_and_artifacts(ui, st
 
 def test_the_printed_link_opens_the_runs_grouped_by_configuration_with_headline_columns(ui, stage_results,
                                                                                       tmp_path_factory):
-    """What `make ui` prints (cfqa.tracking_view), in Chromium: one group per configuration
+    """What `make ui` prints (cfqa.tracking.view), in Chromium: one group per configuration
     (method and config hash, its seeds inside), the headline metrics as columns, the primary
     endpoint first; every run holds them under the names the view asks for."""
     response = requests.get(f"{ui}/api/2.0/mlflow/experiments/get-by-name", timeout=30,

@@ -19,9 +19,18 @@ from mlflow import MlflowClient
 
 from cfqa import config as config_module
 from cfqa.config import PROJECT_ROOT, TrackingConfig
-from cfqa import tracking
 from cfqa.contract import read_curve, read_metrics, read_train_record
 from cfqa.contract.run_info import git_commit, git_dirty
+from cfqa.tracking.datasets import log_datasets
+from cfqa.tracking.experiment import open_experiment
+from cfqa.tracking.failures import failures_as_warnings
+from cfqa.tracking.identity import RunIdentity, run_identity
+from cfqa.tracking.locking import with_lock_retry
+from cfqa.tracking.method_run import log_method_run
+from cfqa.tracking.pipeline import PipelineRun, pipeline_run
+from cfqa.tracking.results_dir import log_results_dir
+from cfqa.tracking.store import artifact_location, artifacts_root, local_artifact_dir, resolved_uri, sqlite_database_path
+from cfqa.tracking.training_run import TrainingRun, find_training_run, start_training_run
 
 TRACKING = TrackingConfig(uri="sqlite:///mlflow.db", experiment="cfqa-test")
 
@@ -51,10 +60,10 @@ def _runs(client: MlflowClient) -> dict:
     return {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
 
 
-def _log(tmp_path: Path, method: str, seed: int, em: float, pipeline: tracking.PipelineRun | None = None) -> str:
+def _log(tmp_path: Path, method: str, seed: int, em: float, pipeline: PipelineRun | None = None) -> str:
     metrics_file = tmp_path / f"{method}-metrics.json"
     metrics_file.write_text(json.dumps({"contextual_em": em}))
-    return tracking.log_method_run(
+    return log_method_run(
         TRACKING, run_name=f"{method}-seed{seed}",
         params={"method": method, "seed": seed, "options": {"r": 8, "target_modules": ["q", "v"]},
                 "train": {"lr": 0.005}},
@@ -108,7 +117,7 @@ def test_two_runs_read_back(project_root):
 
     assert lora.info.artifact_uri == f"mlflow-artifacts:/cfqa-test/{lora_id}/artifacts"
     stored = tmp_path / "mlartifacts" / "cfqa-test" / lora_id / "artifacts"
-    assert tracking.local_artifact_dir(TRACKING.uri, lora.info.artifact_uri) == stored.resolve()
+    assert local_artifact_dir(TRACKING.uri, lora.info.artifact_uri) == stored.resolve()
     assert [p.name for p in stored.iterdir()] == ["lora-metrics.json"]
     assert json.loads((stored / "lora-metrics.json").read_text()) == {"contextual_em": 77.25}
     assert not (tmp_path / "mlruns").exists()
@@ -122,8 +131,8 @@ def _all_runs(client: MlflowClient) -> list:
 
 
 def test_runs_are_grouped_under_one_parent_per_pipeline_run_and_a_rerun_replaces(project_root):
-    first = tracking.PipelineRun(id="aaaa11112222", params={"train": {"lr": 0.001, "mixture": ["factual"]}})
-    second = tracking.PipelineRun(id="bbbb33334444", params={"train": {"lr": 0.003, "mixture": ["factual"]}})
+    first = PipelineRun(id="aaaa11112222", params={"train": {"lr": 0.001, "mixture": ["factual"]}})
+    second = PipelineRun(id="bbbb33334444", params={"train": {"lr": 0.003, "mixture": ["factual"]}})
     replaced = _log(project_root, "lora", 0, 70.0, first)
     kept_seed1 = _log(project_root, "lora", 1, 71.0, first)
     rerun = _log(project_root, "lora", 0, 72.0, first)             # the same (method, seed, pipeline run)
@@ -150,10 +159,10 @@ def test_runs_are_grouped_under_one_parent_per_pipeline_run_and_a_rerun_replaces
 
 def test_pipeline_run_hashes_what_every_run_of_a_pipeline_shares():
     raw = config_module.read_params([PROJECT_ROOT / "params.yaml"])
-    base = tracking.pipeline_run(config_module.from_dict(raw))
+    base = pipeline_run(config_module.from_dict(raw))
 
     def changed(**sections) -> str:
-        return tracking.pipeline_run(config_module.from_dict(config_module.deep_merge(raw, sections))).id
+        return pipeline_run(config_module.from_dict(config_module.deep_merge(raw, sections))).id
 
     assert re.fullmatch(r"[0-9a-f]{12}", base.id)
     assert {"seeds", "methods", "tracking", "report"}.isdisjoint(base.params)
@@ -175,8 +184,8 @@ def test_log_results_dir_logs_a_stage_results_directory(project_root, stage_resu
     results = stage_results.run_dir("lora", 1)
     train = read_train_record(results / "train.json")
     metrics = read_metrics(results / "metrics.json")
-    pipeline = tracking.pipeline_run(config_module.load([stage_results.params]))
-    run_id = tracking.log_results_dir(TRACKING, results, method="lora", pipeline=pipeline)
+    pipeline = pipeline_run(config_module.load([stage_results.params]))
+    run_id = log_results_dir(TRACKING, results, method="lora", pipeline=pipeline)
     run = _client(project_root).get_run(run_id)
     assert train.seed == 1 and run.info.run_name == "lora-seed1"
     assert run.data.tags["seed"] == "1" and run.data.tags["pipeline_run"] == pipeline.id
@@ -195,7 +204,7 @@ def test_log_results_dir_logs_a_stage_results_directory(project_root, stage_resu
     curve = read_curve(results / "train_curve.csv")
     assert ([m.step for m in _client(project_root).get_metric_history(run_id, "val_loss")]
             == [row.step for row in curve if row.val_loss is not None])
-    stored = tracking.local_artifact_dir(TRACKING.uri, run.info.artifact_uri)
+    stored = local_artifact_dir(TRACKING.uri, run.info.artifact_uri)
     logged = {p.name for p in stored.iterdir()}
     assert {"train.json", "train_curve.csv", "metrics.json", "headline.json"} <= logged
     assert "predictions.jsonl" not in logged and logged <= {p.name for p in results.iterdir()}
@@ -204,11 +213,11 @@ def test_log_results_dir_logs_a_stage_results_directory(project_root, stage_resu
 def test_missing_artifact_fails_before_any_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(FileNotFoundError, match="nothing.json"):
-        tracking.log_method_run(TRACKING, run_name="x", params={}, metrics={}, step_metrics=[],
-                                artifacts=[tmp_path / "nothing.json"], tags={})
+        log_method_run(TRACKING, run_name="x", params={}, metrics={}, step_metrics=[],
+                       artifacts=[tmp_path / "nothing.json"], tags={})
     with pytest.raises(ValueError, match=r"step_metrics\[0\]: expected a 'step' key"):
-        tracking.log_method_run(TRACKING, run_name="x", params={}, metrics={},
-                                step_metrics=[{"train_loss": 1.0}], artifacts=[], tags={})
+        log_method_run(TRACKING, run_name="x", params={}, metrics={},
+                       step_metrics=[{"train_loss": 1.0}], artifacts=[], tags={})
     assert not (tmp_path / "mlflow.db").exists()
 
 
@@ -224,7 +233,7 @@ def test_retry_on_locked_database_only():
                 raise RuntimeError("commit failed") from cause   # wrapped, as MLflow does
         return "done"
 
-    assert tracking.with_lock_retry(locked_twice, "test", first_delay_s=0.001) == "done"
+    assert with_lock_retry(locked_twice, "test", first_delay_s=0.001) == "done"
     assert len(calls) == 3
 
     other = []
@@ -234,28 +243,28 @@ def test_retry_on_locked_database_only():
         raise ValueError("no such table")
 
     with pytest.raises(ValueError):
-        tracking.with_lock_retry(broken, "test", first_delay_s=0.001)
+        with_lock_retry(broken, "test", first_delay_s=0.001)
     assert len(other) == 1
     with pytest.raises(sqlite3.OperationalError):
-        tracking.with_lock_retry(lambda: (_ for _ in ()).throw(sqlite3.OperationalError("database is locked")),
-                                 "test", attempts=2, first_delay_s=0.001)
+        with_lock_retry(lambda: (_ for _ in ()).throw(sqlite3.OperationalError("database is locked")),
+                        "test", attempts=2, first_delay_s=0.001)
 
 
 def test_store_locations(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert tracking.sqlite_database_path("sqlite:///mlflow.db") == tmp_path.resolve() / "mlflow.db"
-    assert tracking.sqlite_database_path("sqlite:////srv/db/m.db") == Path("/srv/db/m.db")
-    assert tracking.artifacts_root("sqlite:////srv/db/m.db") == Path("/srv/db/mlartifacts")
-    assert tracking.artifact_location("sqlite:////srv/db/m.db", "cfqa embedded/v2") == "mlflow-artifacts:/cfqa_embedded_v2"
-    assert tracking.artifact_location("http://mlflow.example:5000", "cfqa") is None
-    assert (tracking.local_artifact_dir("sqlite:////srv/db/m.db", "mlflow-artifacts:/cfqa/0a1b/artifacts")
+    assert sqlite_database_path("sqlite:///mlflow.db") == tmp_path.resolve() / "mlflow.db"
+    assert sqlite_database_path("sqlite:////srv/db/m.db") == Path("/srv/db/m.db")
+    assert artifacts_root("sqlite:////srv/db/m.db") == Path("/srv/db/mlartifacts")
+    assert artifact_location("sqlite:////srv/db/m.db", "cfqa embedded/v2") == "mlflow-artifacts:/cfqa_embedded_v2"
+    assert artifact_location("http://mlflow.example:5000", "cfqa") is None
+    assert (local_artifact_dir("sqlite:////srv/db/m.db", "mlflow-artifacts:/cfqa/0a1b/artifacts")
             == Path("/srv/db/mlartifacts/cfqa/0a1b/artifacts"))
-    assert tracking.local_artifact_dir("sqlite:////srv/db/m.db", "file:///elsewhere/0a1b/artifacts") is None
-    assert tracking.local_artifact_dir("http://mlflow.example:5000", "mlflow-artifacts:/cfqa/0a1b") is None
+    assert local_artifact_dir("sqlite:////srv/db/m.db", "file:///elsewhere/0a1b/artifacts") is None
+    assert local_artifact_dir("http://mlflow.example:5000", "mlflow-artifacts:/cfqa/0a1b") is None
     with pytest.raises(ValueError, match="leaves"):
-        tracking.local_artifact_dir("sqlite:////srv/db/m.db", "mlflow-artifacts:/../../etc")
-    assert tracking.resolved_uri("sqlite:///sub/m.db") == f"sqlite:///{tmp_path.resolve()}/sub/m.db"
-    assert tracking.resolved_uri("http://mlflow.example:5000") == "http://mlflow.example:5000"
+        local_artifact_dir("sqlite:////srv/db/m.db", "mlflow-artifacts:/../../etc")
+    assert resolved_uri("sqlite:///sub/m.db") == f"sqlite:///{tmp_path.resolve()}/sub/m.db"
+    assert resolved_uri("http://mlflow.example:5000") == "http://mlflow.example:5000"
 
 
 def test_git_commit_and_dirty_flag_inside_and_outside_a_checkout(tmp_path):
@@ -273,20 +282,22 @@ def test_git_commit_and_dirty_flag_inside_and_outside_a_checkout(tmp_path):
 CHILD = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from cfqa import tracking
+    from cfqa.tracking.experiment import open_experiment
+    from cfqa.tracking.method_run import log_method_run
+    from cfqa.tracking.pipeline import PipelineRun
     from cfqa.config import TrackingConfig
     name, everyone = sys.argv[1], sys.argv[2].split(",")
     config = TrackingConfig(uri="sqlite:///mlflow.db", experiment="cfqa-test")
-    tracking.open_experiment(config)            # all children race to create the store
+    open_experiment(config)                     # all children race to create the store
     Path(f"ready-{name}").touch()               # then wait for each other, so the runs are
     deadline = time.time() + 120                # written at the same moment
     while not all(Path(f"ready-{n}").exists() for n in everyone) and time.time() < deadline:
         time.sleep(0.05)
-    tracking.log_method_run(
+    log_method_run(
         config, run_name=name, params={"method": name}, metrics={"em": float(len(name))},
         step_metrics=[{"step": s, "train_loss": 1.0 / s} for s in range(1, 51)],
         artifacts=[], tags={"method": name, "seed": 0, "data_hash": "x"},
-        pipeline=tracking.PipelineRun(id="cafe00000000", params={"train": {"lr": 0.001}}))
+        pipeline=PipelineRun(id="cafe00000000", params={"train": {"lr": 0.001}}))
 """)
 
 
@@ -317,11 +328,16 @@ def test_parallel_processes_share_one_store(tmp_path):
 JOB = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from cfqa import tracking
+    from cfqa.tracking.experiment import open_experiment
+    from cfqa.tracking.identity import run_identity
+    from cfqa.tracking.method_run import log_method_run
+    from cfqa.tracking.pipeline import PipelineRun
+    from cfqa.tracking.training_run import find_training_run, start_training_run
+    from cfqa.tracking import method_run, training_run
     from cfqa.config import TrackingConfig
     seed, jobs = int(sys.argv[1]), int(sys.argv[2])
     config = TrackingConfig(uri="sqlite:///mlflow.db", experiment="cfqa-race")
-    group = tracking.PipelineRun(id="race00000000", params={"train": {"lr": 0.001}})
+    group = PipelineRun(id="race00000000", params={"train": {"lr": 0.001}})
     variant = lambda split: [Path("data") / split / f"{v}.jsonl" for v in ("factual", "counterfactual")]
 
     BARRIERS = ("train", "train-datasets", "evaluate", "evaluate-datasets")
@@ -344,29 +360,30 @@ JOB = textwrap.dedent("""
     # Every job reaches each dataset logging (train's, then evaluate's) at the same moment: the
     # moment two jobs insert the same new dataset, which the file locks around the store's creation
     # and the parent run would otherwise spread out.
-    prepared, arrivals = tracking.dataset_inputs, iter(("train-datasets", "evaluate-datasets"))
+    prepared, arrivals = training_run.dataset_inputs, iter(("train-datasets", "evaluate-datasets"))
 
     def dataset_inputs_together(*args, **kwargs):
         inputs = prepared(*args, **kwargs)
         barrier(next(arrivals))
         return inputs
 
-    tracking.dataset_inputs = dataset_inputs_together
+    # Train's and evaluate's logging each call it by the name they imported.
+    training_run.dataset_inputs = method_run.dataset_inputs = dataset_inputs_together
     # A train job: every job starts on the brand-new store at once and logs the same data files.
-    identity = tracking.run_identity(group, "lora", seed, {"train": {"lr": 0.01}})
+    identity = run_identity(group, "lora", seed, {"train": {"lr": 0.01}})
     barrier("train")
-    run = tracking.start_training_run(config, identity, params={"train": {"lr": 0.01}},
-                                      datasets={"training": variant("train"), "validation": variant("validation")})
+    run = start_training_run(config, identity, params={"train": {"lr": 0.01}},
+                             datasets={"training": variant("train"), "validation": variant("validation")})
     run.log_point({"step": 10, "train_loss": 1.0 + seed})
     run.training_done([{"step": 10, "train_loss": 1.0 + seed}])
     # Its evaluate job: every job logs the same test files into its own run at once.
     barrier("evaluate")
-    client, experiment_id = tracking.open_experiment(config)
-    tracking.log_method_run(
+    client, experiment_id = open_experiment(config)
+    log_method_run(
         config, run_name=identity.run_name, params={"train": {"lr": 0.01}}, metrics={"em": float(seed)},
         step_metrics=[{"step": 10, "train_loss": 1.0 + seed}], artifacts=[],
         tags={"method": "lora", "seed": seed, "config_hash": identity.config_hash}, pipeline=group,
-        run_id=tracking.find_training_run(client, experiment_id, identity), datasets={"evaluation": variant("test")})
+        run_id=find_training_run(client, experiment_id, identity), datasets={"evaluation": variant("test")})
 """)
 
 
@@ -433,15 +450,15 @@ def test_a_dataset_insert_that_loses_the_race_is_retried_and_other_errors_are_no
     race = Exception("(sqlite3.IntegrityError) UNIQUE constraint failed: datasets.experiment_id, "
                      "datasets.name, datasets.digest")
     store = Store([race, race])
-    tracking.log_datasets(store, "run", [])
+    log_datasets(store, "run", [])
     assert store.calls == 3
     store = Store([ValueError("bad dataset")])
     with pytest.raises(ValueError, match="bad dataset"):
-        tracking.log_datasets(store, "run", [])
+        log_datasets(store, "run", [])
     assert store.calls == 1
     store = Store([race] * 5)
     with pytest.raises(Exception, match="UNIQUE constraint"):
-        tracking.log_datasets(store, "run", [], attempts=5)
+        log_datasets(store, "run", [], attempts=5)
     assert store.calls == 5
 
 
@@ -458,12 +475,12 @@ def test_a_tracking_failure_is_a_warning_and_marks_the_run(project_root, monkeyp
     identity, training = _train_run(project_root, {"train": {"lr": 0.01}})
     assert training.run_id is not None                  # the run exists and stays open for evaluate
     with caplog.at_level("WARNING", logger="cfqa.tracking"):
-        with tracking.failures_as_warnings("logging lora-seed0"):
-            client, experiment_id = tracking.open_experiment(TRACKING)
-            tracking.log_method_run(
+        with failures_as_warnings("logging lora-seed0"):
+            client, experiment_id = open_experiment(TRACKING)
+            log_method_run(
                 TRACKING, run_name=identity.run_name, params={}, metrics={"contextual_em": 70.0}, step_metrics=[],
                 artifacts=[], tags={"method": "lora", "seed": 0}, pipeline=GROUP, datasets=_data_files(project_root),
-                run_id=tracking.find_training_run(client, experiment_id, identity))
+                run_id=find_training_run(client, experiment_id, identity))
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert len(warnings) == 2 and "training goes on" in warnings[0] and "goes on without" in warnings[1]
     client = _client(project_root)
@@ -474,13 +491,13 @@ def test_a_tracking_failure_is_a_warning_and_marks_the_run(project_root, monkeyp
     assert tag.startswith("logging lora-seed0: RuntimeError: disk I/O error")
     assert "s3cret" not in tag and "alice:***@" in tag
     with pytest.raises(KeyboardInterrupt):              # an interrupt still stops the stage
-        with tracking.failures_as_warnings("logging"):
+        with failures_as_warnings("logging"):
             raise KeyboardInterrupt
 
 
 # ---- the run opened by the train stage, ended by evaluate ---------------------------------
 
-GROUP = tracking.PipelineRun(id="feed00000000", params={"train": {"lr": 0.001}})
+GROUP = PipelineRun(id="feed00000000", params={"train": {"lr": 0.001}})
 CURVE = [{"step": 10, "train_loss": 2.0, "val_loss": None}, {"step": 20, "train_loss": 1.5, "val_loss": 1.7},
          {"step": 30, "train_loss": 1.2, "val_loss": None}]
 
@@ -494,29 +511,29 @@ def _data_files(root: Path) -> dict[str, list[Path]]:
     return files
 
 
-def _train_run(root: Path, config: dict, **kwargs) -> tuple[tracking.RunIdentity, tracking.TrainingRun]:
-    identity = tracking.run_identity(GROUP, "lora", 0, config)
-    return identity, tracking.start_training_run(TRACKING, identity, params={"train": config["train"]},
-                                                 datasets=_data_files(root), **kwargs)
+def _train_run(root: Path, config: dict, **kwargs) -> tuple[RunIdentity, TrainingRun]:
+    identity = run_identity(GROUP, "lora", 0, config)
+    return identity, start_training_run(TRACKING, identity, params={"train": config["train"]},
+                                        datasets=_data_files(root), **kwargs)
 
 
-def _evaluate(identity: tracking.RunIdentity, em: float) -> str:
+def _evaluate(identity: RunIdentity, em: float) -> str:
     """What log_results_dir does once it has read a results directory."""
-    client, experiment_id = tracking.open_experiment(TRACKING)
-    return tracking.log_method_run(
+    client, experiment_id = open_experiment(TRACKING)
+    return log_method_run(
         TRACKING, run_name=identity.run_name, params={"train": {"lr": 0.01}}, metrics={"contextual_em": em},
         step_metrics=CURVE, artifacts=[], tags={"method": "lora", "seed": 0, "config_hash": identity.config_hash},
-        pipeline=GROUP, run_id=tracking.find_training_run(client, experiment_id, identity))
+        pipeline=GROUP, run_id=find_training_run(client, experiment_id, identity))
 
 
 def test_config_hash_tells_configurations_apart_not_their_encoding():
-    listed = tracking.run_identity(GROUP, "lora", 0, {"train": {"lr": 0.01, "mixture": ["factual"]}, "options": {"r": 8}})
-    tupled = tracking.run_identity(GROUP, "lora", 0, {"options": {"r": 8}, "train": {"mixture": ("factual",), "lr": 0.01}})
+    listed = run_identity(GROUP, "lora", 0, {"train": {"lr": 0.01, "mixture": ["factual"]}, "options": {"r": 8}})
+    tupled = run_identity(GROUP, "lora", 0, {"options": {"r": 8}, "train": {"mixture": ("factual",), "lr": 0.01}})
     assert listed.config_hash == tupled.config_hash and re.fullmatch(r"[0-9a-f]{12}", listed.config_hash)
-    assert tracking.run_identity(GROUP, "lora", 0, {"train": {"lr": 0.02}}).config_hash != listed.config_hash
-    other_group = tracking.PipelineRun(id="beef00000000", params={})
-    assert tracking.run_identity(other_group, "lora", 0, {"train": {"lr": 0.01}}).config_hash != \
-        tracking.run_identity(GROUP, "lora", 0, {"train": {"lr": 0.01}}).config_hash
+    assert run_identity(GROUP, "lora", 0, {"train": {"lr": 0.02}}).config_hash != listed.config_hash
+    other_group = PipelineRun(id="beef00000000", params={})
+    assert run_identity(other_group, "lora", 0, {"train": {"lr": 0.01}}).config_hash != \
+        run_identity(GROUP, "lora", 0, {"train": {"lr": 0.01}}).config_hash
     assert listed.tags == {"method": "lora", "seed": "0", "pipeline_run": GROUP.id, "config_hash": listed.config_hash}
 
 
@@ -548,9 +565,9 @@ def test_train_opens_the_run_and_evaluate_finds_and_ends_it(project_root, monkey
     training.training_done(CURVE)                  # the rest (points before a resumed checkpoint)
     assert client.get_run(training.run_id).info.status == "RUNNING"
 
-    client_, experiment_id = tracking.open_experiment(TRACKING)
-    other = tracking.run_identity(GROUP, "lora", 0, {"train": {"lr": 0.02}})
-    assert tracking.find_training_run(client_, experiment_id, other) is None
+    client_, experiment_id = open_experiment(TRACKING)
+    other = run_identity(GROUP, "lora", 0, {"train": {"lr": 0.02}})
+    assert find_training_run(client_, experiment_id, other) is None
     assert _evaluate(identity, 75.0) == training.run_id
     ended = client.get_run(training.run_id)
     assert ended.info.status == "FINISHED" and ended.info.end_time >= ended.info.start_time
@@ -559,7 +576,7 @@ def test_train_opens_the_run_and_evaluate_finds_and_ends_it(project_root, monkey
         [(10, 2.0), (20, 1.5), (30, 1.2)]                      # no point twice
     assert [m.step for m in client.get_metric_history(training.run_id, "val_loss")] == [20]
     # Ended, it is no longer found: evaluating again logs a new run, which replaces it.
-    assert tracking.find_training_run(client_, experiment_id, identity) is None
+    assert find_training_run(client_, experiment_id, identity) is None
 
 
 def test_a_rerun_ends_its_killed_attempt_and_replaces_it_once_complete(project_root, monkeypatch):
@@ -581,9 +598,9 @@ def test_a_rerun_ends_its_killed_attempt_and_replaces_it_once_complete(project_r
 def test_untracked_training_leaves_evaluate_to_create_the_run(tmp_path, monkeypatch, caplog):
     monkeypatch.chdir(tmp_path)
     unreachable = TrackingConfig(uri="sqlite:////proc/cfqa/mlflow.db", experiment="cfqa-test")
-    identity = tracking.run_identity(GROUP, "lora", 0, {"train": {"lr": 0.01}})
+    identity = run_identity(GROUP, "lora", 0, {"train": {"lr": 0.01}})
     with caplog.at_level("WARNING", logger="cfqa.tracking"):
-        training = tracking.start_training_run(unreachable, identity, params={}, datasets={})
+        training = start_training_run(unreachable, identity, params={}, datasets={})
     assert training.run_id is None and "training without it" in caplog.text
     training.log_point(CURVE[0])           # no store: nothing happens, nothing fails
     training.training_done(CURVE)
@@ -616,7 +633,7 @@ def test_a_copied_project_logs_artifacts_under_the_copy(project_root, tmp_path_f
     second = _log(copy, "lora", 0, 60.0)
     client = _client(copy)
     for run_id, method in ((first, "full"), (second, "lora")):
-        stored = tracking.local_artifact_dir(f"sqlite:///{copy / 'mlflow.db'}", client.get_run(run_id).info.artifact_uri)
+        stored = local_artifact_dir(f"sqlite:///{copy / 'mlflow.db'}", client.get_run(run_id).info.artifact_uri)
         assert stored.is_relative_to(copy.resolve())
         assert [p.name for p in stored.iterdir()] == [f"{method}-metrics.json"]
     assert not (original / "mlartifacts").exists()
@@ -631,7 +648,7 @@ def test_the_stages_log_one_run_from_training_start_to_its_evaluation(stage_resu
     client = _client(stage_results.root)
     experiment = client.get_experiment_by_name("cfqa-stage-results")
     runs = client.search_runs([experiment.experiment_id], run_view_type=ViewType.ALL)
-    pipeline = tracking.pipeline_run(config_module.load([stage_results.params]))
+    pipeline = pipeline_run(config_module.load([stage_results.params]))
     for method in stage_results.methods:
         for seed in stage_results.seeds:
             (run,) = [r for r in runs if r.info.run_name == f"{method}-seed{seed}"]
@@ -645,7 +662,7 @@ def test_the_stages_log_one_run_from_training_start_to_its_evaluation(stage_resu
             assert run.info.end_time - run.info.start_time == pytest.approx(work_s * 1000, abs=2)
             ended_ms = run.info.start_time + (work_s + run.data.metrics["time/queue_wait_s"]) * 1000
             assert ended_ms >= (results / "metrics.json").stat().st_mtime_ns // 1_000_000 - 2
-            identity = tracking.run_identity(pipeline, method, seed, train.run.params)
+            identity = run_identity(pipeline, method, seed, train.run.params)
             assert {k: run.data.tags[k] for k in identity.tags} == identity.tags
             assert run.data.tags["mlflow.source.name"] == "cfqa train"
             (parent,) = [r for r in runs if r.info.run_name == pipeline.run_name]
@@ -670,10 +687,10 @@ def test_a_store_whose_creation_is_cut_short_leaves_no_database(tmp_path, monkey
 
     monkeypatch.setattr(mlflow.MlflowClient, "search_experiments", fail_while_building)
     with pytest.raises(OSError, match=r"mlflow\.db: no space left on device \(ENOSPC\)"):
-        tracking.open_experiment(TRACKING)
+        open_experiment(TRACKING)
     assert not (tmp_path / "mlflow.db").exists()
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".mlflow.db")]
     monkeypatch.setattr(mlflow.MlflowClient, "search_experiments", built)
-    client, experiment_id = tracking.open_experiment(TRACKING)
+    client, experiment_id = open_experiment(TRACKING)
     assert (tmp_path / "mlflow.db").exists()
     assert client.get_experiment(experiment_id).name == TRACKING.experiment

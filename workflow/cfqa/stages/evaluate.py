@@ -118,7 +118,10 @@ def run(cfg: Config, variants: Path, models: Path, model: Path, results: Path, m
     write_record(files.headline, headline(trained, metrics))
     log.info("wrote %s (%d predictions), %s, %s and %s", files.predictions, len(records), files.metrics,
              files.evaluation_run, files.headline)
-    from cfqa.tracking import failures_as_warnings, log_results_dir, pipeline_run  # mlflow takes seconds to import
+    # imported late: mlflow takes seconds to import
+    from cfqa.tracking.failures import failures_as_warnings
+    from cfqa.tracking.pipeline import pipeline_run
+    from cfqa.tracking.results_dir import log_results_dir
 
     with failures_as_warnings(f"logging {method}-seed{seed} to {cfg.tracking.experiment!r}"):
         log_results_dir(cfg.tracking, results, method=method, pipeline=pipeline_run(cfg),

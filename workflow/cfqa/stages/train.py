@@ -33,7 +33,9 @@ from cfqa.training.first_token import first_token_scores
 from cfqa.training.loop import fine_tune, make_accelerator
 from cfqa.training.lr_selection import apply_lr_selection
 from cfqa.training.optimization import make_optimizer
-from cfqa.tracking import TrainingRun, pipeline_run, run_identity, run_params, start_training_run
+from cfqa.tracking.identity import run_identity, run_params
+from cfqa.tracking.pipeline import pipeline_run
+from cfqa.tracking.training_run import TrainingRun, start_training_run
 
 log = get_logger(__name__)
 

@@ -7,7 +7,7 @@ experiment tag `mlflow.sharedViewState.<key>` holds a view's state as JSON (colu
 sort order: what its "Share" button writes), and `#/experiments/<id>/runs?viewStateShareKey=<key>`
 opens it (server/js: useSharedExperimentViewState; the keys are its `EXPERIMENT_PAGE_UI_STATE_FIELDS`
 and `EXPERIMENT_PAGE_QUERY_PARAM_KEYS`). Every experiment this project creates or opens gets
-that tag, and `make ui` prints the link (`python -m cfqa.tracking_view`).
+that tag, and `make ui` prints the link (`python -m cfqa.tracking.view`).
 
 The headline numbers (headline.json) are logged a second time under short names that start
 with `Headline/` (`Headline/cf_em_pct`: test contextual EM on counterfactual contexts, as
@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cfqa.contract import Headline
+from cfqa.tracking.locking import with_lock_retry
+from cfqa.tracking.store import resolved_uri, sqlite_database_path
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -38,7 +40,7 @@ PRIMARY_METRIC = f"{HEADLINE_PREFIX}cf_em_pct"
 # Test contextual EM per context variant: f_em_pct and cf_em_pct as in results/headline.json.
 VARIANT_NAMES = {"counterfactual": "cf", "factual": "f"}
 VARIANT_ORDER = ("counterfactual", "factual", "empty", "random")
-# The tags a configuration's runs share (tracking.RunIdentity): one group per configuration.
+# The tags a configuration's runs share (cfqa.tracking.identity.RunIdentity): one group per configuration.
 GROUP_TAGS = ("method", "config_hash")
 SHOWN_TAGS = ("seed", "config_hash", "dvc_experiment")
 # Columns every view has, by their ag-grid ids: the run name, Created and Duration (a column
@@ -103,8 +105,6 @@ def view_state_json() -> str:
 def pin_runs_view(client: MlflowClient, experiment: Experiment) -> bool:
     """Gives `experiment` this project's runs view (the shared-view tag) unless it holds this
     very view already; True when the tag was written."""
-    from cfqa.tracking import with_lock_retry
-
     state = view_state_json()
     if experiment.tags.get(SHARED_VIEW_TAG) == state:
         return False
@@ -136,11 +136,10 @@ def experiment_id(database: Path, experiment: str) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m cfqa.tracking_view`: prints the runs view's link for `make ui`."""
+    """`python -m cfqa.tracking.view`: prints the runs view's link for `make ui`."""
     from cfqa import config as config_module
-    from cfqa.tracking import resolved_uri, sqlite_database_path
 
-    parser = argparse.ArgumentParser(prog="python -m cfqa.tracking_view", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m cfqa.tracking.view", description=main.__doc__)
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--url", default="http://127.0.0.1:5000", help="where the MLflow UI listens")
     args = parser.parse_args(argv)
