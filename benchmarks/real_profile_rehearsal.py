@@ -8,7 +8,7 @@ under the profile's `train.batching` (after); FLOPs per optimizer step (counted 
 torch's FlopCounterMode on the meta device at the full geometry, over the profile's real batch
 widths); examples/s and tokens/s; the step's memory; MFU against the device's bf16 peak (GPU);
 validation and tokenization cost as a share of the run; and a projected wall time and GPU-hours
-for the whole profile (every seed, tune's grid, validation; not generation).
+for the whole profile (every seed, tune's search, validation; not generation).
 
     nice -n 10 .venv/bin/python benchmarks/real_profile_rehearsal.py            # CPU: a few minutes
     .venv/bin/python benchmarks/real_profile_rehearsal.py --device cuda          # the full geometry on a GPU
@@ -47,6 +47,7 @@ from cfqa.logs import get_logger, setup_logging
 from cfqa.measure import training_step_memory
 from cfqa.methods.registry import get_method
 from cfqa.training.batches import fixed_sample, length_order, sequential_batches, training_batches
+from cfqa.training.lr_search import SearchPlan, rung_steps
 from cfqa.training.optimization import make_optimizer
 
 log = get_logger("benchmarks.real_profile_rehearsal")
@@ -372,7 +373,7 @@ def rehearse(args) -> dict:
                        "evaluations": evaluations},
         "projection": {"device": gpu_name or args.projection_device, "bf16_peak_tflops": peak and peak / 1e12,
                        "mfu": None if on_cuda else args.assumed_mfu,
-                       "covers": "train (every seed, max_steps), validation, tune's grid; not generation"},
+                       "covers": "train (every seed, max_steps), validation, tune's search; not generation"},
         "methods": {},
     }
     if not on_cuda:
@@ -441,9 +442,13 @@ def rehearse(args) -> dict:
             validation_s = (evaluations * validation_flops + whole_flops) / achieved
             train_s = mcfg.train.max_steps * step_time
             per_validation_example = whole_flops / len(validation) / achieved
-            # tune: each grid point trains tune.max_steps steps and validates twice on its sample.
-            tune_s = len(cfg.tune.lr_factors) * (cfg.tune.max_steps * step_time
-                                                 + 2 * cfg.tune.validation_examples * per_validation_example)
+            # tune: the search's planned steps (successive halving on the real schedule), each
+            # trial's loss on the fixed sample at every rung it reaches (at most all of them).
+            plan = SearchPlan(factors=tuple(cfg.tune.lr_factors), trials=cfg.tune.trials,
+                              rung_steps=rung_steps(cfg.tune.rungs, mcfg.train.max_steps),
+                              keep_fraction=cfg.tune.keep_fraction)
+            tune_s = (plan.planned_steps * step_time
+                      + plan.trials * len(plan.rung_steps) * cfg.tune.validation_examples * per_validation_example)
             run_s = train_s + validation_s
             # Before the tokenize stage every train job tokenized the training and validation
             # mixtures while holding its GPU; now the CPU stage does it once for every job.

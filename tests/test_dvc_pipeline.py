@@ -165,6 +165,7 @@ def test_exp_show_of_changed_columns_fits_a_terminal_and_names_the_parameter(pro
     changed dependency hashes into one "…" column."""
     shown = subprocess.run(["dvc", "exp", "show", "--only-changed", "--no-pager"], cwd=project, capture_output=True,
                            text=True, env=tool_env(COLUMNS="120"), timeout=300, check=True).stdout
+    print(f"dvc exp show --only-changed at 120 columns:\n{shown}")     # shown with pytest -s or -rP
     lines = shown.rstrip("\n").splitlines()
     assert max(len(line) for line in lines) <= 120, shown
     header = next(line for line in lines if "Experiment" in line).split()

@@ -120,15 +120,6 @@ def cfg_default() -> config_module.Config:
     return config_module.load([config_module.PROJECT_ROOT / "params.yaml"])
 
 
-def test_validation_sample_is_fixed_by_the_seed_and_keeps_file_order():
-    examples = [([i], [i]) for i in range(1000)]
-    sample = tune.validation_sample(examples, 100, seed=0)
-    assert sample == tune.validation_sample(examples, 100, seed=0)
-    assert len(sample) == 100 and sample == sorted(sample)
-    assert sample != tune.validation_sample(examples, 100, seed=1)
-    assert tune.validation_sample(examples[:50], 100, seed=0) == examples[:50]
-
-
 def test_all_diverged_is_an_error_naming_the_keys():
     diverged = [Trial(lr=lr, origin="grid", rungs=[RungScore(steps=5, em_pct=None, loss=None)]) for lr in (0.5, 5.0)]
     with pytest.raises(FloatingPointError, match=r"'lora': every learning rate diverged.*methods\.lora\.train\.lr"):

@@ -17,7 +17,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from transformers import AutoTokenizer
 
@@ -28,7 +27,8 @@ from cfqa.contract.run_info import directory_sha256, files_sha256, run_info
 from cfqa.evaluation.contextual_em import contextual_em_pct
 from cfqa.logs import get_logger
 from cfqa.progress import progress
-from cfqa.training.batches import TokenizedExample, text_pairs, tokenize_pairs, variant_rows, variant_strata
+from cfqa.training.batches import (TokenizedExample, fixed_sample, text_pairs, tokenize_pairs, variant_rows,
+                                   variant_strata)
 from cfqa.training.loop import fine_tune, make_accelerator
 from cfqa.training.lr_search import RungScore, SearchPlan, SearchResult, Trial, rung_steps, search
 
@@ -38,15 +38,6 @@ log = get_logger(__name__)
 def criterion(tune: TuneConfig) -> str:
     return (f"highest validation {tune.variant} contextual EM at the last rung, then lowest validation loss "
             f"(successive halving on the real schedule)")
-
-
-def validation_sample(examples: list[TokenizedExample], size: int, seed: int) -> list[TokenizedExample]:
-    """At most `size` examples drawn without replacement (in file order), the same for every
-    learning rate; the variants of the mixture keep their shares."""
-    if len(examples) <= size:
-        return examples
-    chosen = np.sort(np.random.default_rng(seed).choice(len(examples), size=size, replace=False))
-    return [examples[i] for i in chosen]
 
 
 def trial_config(mcfg: MethodConfig, lr: float) -> MethodConfig:
@@ -139,8 +130,10 @@ def run(cfg: Config, variants: Path, models: Path, out: Path, method: str) -> No
     validation_all = tokenize_pairs(tokenizer, text_pairs(variant_rows(variants, "validation", tcfg.mixture),
                                                           tcfg.target_format),
                                     tcfg.max_input_length, tcfg.max_target_length)
-    validation = validation_sample(validation_all, tune.validation_examples, tune.seed)
-    em_rows = variant_rows(variants, "validation", (tune.variant,))
+    # The same fixed samples for every learning rate: the loss on the mixture, EM (generation,
+    # the costly part on NQ's ~20k validation rows per variant) on tune.variant.
+    validation = fixed_sample(validation_all, tune.validation_examples, tune.seed)
+    em_rows = fixed_sample(variant_rows(variants, "validation", (tune.variant,)), tune.validation_examples, tune.seed)
     log.info("read %d training and %d validation examples (mixture %s, %s targets) from %s; loss on %d "
              "validation examples, EM on %d validation %s rows", len(train), len(validation_all),
              "+".join(tcfg.mixture), tcfg.target_format, variants, len(validation), len(em_rows), tune.variant)
