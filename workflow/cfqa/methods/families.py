@@ -1,27 +1,10 @@
-"""Which model families each fine-tuning method applies to. Light to import (no torch), so a
-configuration check can reject a method/family pair before any model loads."""
+"""Whether a fine-tuning method applies to a model family (the registry's `families`, in
+cfqa.methods.options). Light to import (no torch), so a configuration check can reject a
+method/family pair before any model loads."""
 from __future__ import annotations
 
+from cfqa.methods.options import METHOD_FAMILIES
 from cfqa.model_family import ModelFamily
-
-BOTH = (ModelFamily.SEQ2SEQ, ModelFamily.CAUSAL)
-
-# Why some are seq2seq only:
-# - prefix: the in-house prefixes sit in T5's encoder self-, decoder self- and cross-attention
-#   (through T5Stack hooks); a decoder-only LM gets peft's prefix tuning as `prefix_decoder`.
-# - lst: the side network is a pruned copy of T5's encoder and decoder (relative position
-#   bias, cross-attention), built from T5's weights.
-METHOD_FAMILIES: dict[str, tuple[ModelFamily, ...]] = {
-    "full": BOTH,
-    "last_layer": BOTH,
-    "lora": BOTH,
-    "ia3": BOTH,
-    "prompt": BOTH,
-    "prefix": (ModelFamily.SEQ2SEQ,),
-    "prefix_decoder": BOTH,
-    "adapter": BOTH,
-    "lst": (ModelFamily.SEQ2SEQ,),
-}
 
 
 class UnsupportedFamily(ValueError):

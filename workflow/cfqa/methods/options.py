@@ -18,6 +18,8 @@ from typing import Annotated, Any, Literal, Union, get_args
 
 from pydantic import AfterValidator, ConfigDict, Field, Strict, StrictBool, StrictInt, StrictStr, with_config
 
+from cfqa.model_family import ModelFamily
+
 # Unknown keys are errors; NaN and infinities are not numbers here.
 TYPED = ConfigDict(extra="forbid", allow_inf_nan=False)
 
@@ -123,35 +125,56 @@ class LstOptions:
     seed: InitSeed                                  # initializes the attention fusion
 
 
-# The registry: method name -> its options class (cfqa.methods.registry.METHOD_NAMES is these keys).
-METHOD_OPTIONS: dict[str, type] = {
-    "full": FullOptions,
-    "last_layer": LastLayerOptions,
-    "lora": LoraOptions,
-    "ia3": IA3Options,
-    "prompt": PromptOptions,
-    "prefix": PrefixOptions,
-    "prefix_decoder": PrefixDecoderOptions,
-    "adapter": AdapterOptions,
-    "lst": LstOptions,
+# Why some are seq2seq only:
+# - prefix: the in-house prefixes sit in T5's encoder self-, decoder self- and cross-attention
+#   (through T5Stack hooks); a decoder-only LM gets peft's prefix tuning as `prefix_decoder`.
+# - lst: the side network is a pruned copy of T5's encoder and decoder (relative position
+#   bias, cross-attention), built from T5's weights.
+BOTH = (ModelFamily.SEQ2SEQ, ModelFamily.CAUSAL)
+SEQ2SEQ_ONLY = (ModelFamily.SEQ2SEQ,)
+
+
+@dataclass(frozen=True)
+class MethodEntry:
+    """What the registry knows of a method without importing it: its options class, what it
+    trains (one line: the report's glossary and MethodSpec.description) and the model families
+    it applies to. The method's module, cfqa.methods.<name>, defines how it is built."""
+    options: type
+    description: str
+    families: tuple[ModelFamily, ...]
+
+
+# The registry: one entry per method, its key the module name under cfqa.methods. A new
+# method is its module and one entry here (and its block in params.yaml).
+METHODS: dict[str, MethodEntry] = {
+    "full": MethodEntry(FullOptions, "every weight of the backbone (the reference the other methods are compared with)",
+                        BOTH),
+    "last_layer": MethodEntry(LastLayerOptions, "the top decoder block(s) under the head, the final norm and an untied "
+                                                "copy of the output head", BOTH),
+    "lora": MethodEntry(LoraOptions, "low-rank updates B·A beside the targeted linear layers (peft); the backbone frozen",
+                        BOTH),
+    "ia3": MethodEntry(IA3Options, "learned rescaling vectors of keys, values and feed-forward activations ((IA)³, peft)",
+                       BOTH),
+    "prompt": MethodEntry(PromptOptions, "learned input embeddings prepended to the encoder input (prompt tuning, peft)",
+                          BOTH),
+    "prefix": MethodEntry(PrefixOptions, "prefix keys and values in encoder, decoder and cross-attention (Li & Liang 2021)",
+                          SEQ2SEQ_ONLY),
+    "prefix_decoder": MethodEntry(PrefixDecoderOptions, "peft's prefix tuning: prefix keys and values in decoder "
+                                                        "self-attention only", BOTH),
+    "adapter": MethodEntry(AdapterOptions, "Houlsby bottleneck adapters after every attention and feed-forward sub-layer",
+                           BOTH),
+    "lst": MethodEntry(LstOptions, "Ladder Side Tuning: a side network of width d_model/r reading the frozen backbone's "
+                                   "states", SEQ2SEQ_ONLY),
 }
 
-# What each method trains, one line per registry name: the report's glossary of method keys
-# and MethodSpec.description read it here (light: no torch import for the report).
-METHOD_DESCRIPTIONS: dict[str, str] = {
-    "full": "every weight of the backbone (the reference the other methods are compared with)",
-    "last_layer": "the top decoder block(s) under the head, the final norm and an untied copy of the output head",
-    "lora": "low-rank updates B·A beside the targeted linear layers (peft); the backbone frozen",
-    "ia3": "learned rescaling vectors of keys, values and feed-forward activations ((IA)³, peft)",
-    "prompt": "learned input embeddings prepended to the encoder input (prompt tuning, peft)",
-    "prefix": "prefix keys and values in encoder, decoder and cross-attention (Li & Liang 2021)",
-    "prefix_decoder": "peft's prefix tuning: prefix keys and values in decoder self-attention only",
-    "adapter": "Houlsby bottleneck adapters after every attention and feed-forward sub-layer",
-    "lst": "Ladder Side Tuning: a side network of width d_model/r reading the frozen backbone's states",
-}
+# Views of the registry for the places that need one fact (cfqa.methods.registry.METHOD_NAMES
+# is these keys).
+METHOD_OPTIONS: dict[str, type] = {name: entry.options for name, entry in METHODS.items()}
+METHOD_DESCRIPTIONS: dict[str, str] = {name: entry.description for name, entry in METHODS.items()}
+METHOD_FAMILIES: dict[str, tuple[ModelFamily, ...]] = {name: entry.families for name, entry in METHODS.items()}
 
-MethodOptions = Union[FullOptions, LastLayerOptions, LoraOptions, IA3Options, PromptOptions, PrefixOptions,
-                      PrefixDecoderOptions, AdapterOptions, LstOptions]
+# Any method's options (pydantic validates a MethodConfig's options against the method's class).
+MethodOptions = Union[tuple(METHOD_OPTIONS.values())]  # type: ignore[valid-type]
 
 
 def options_record(options: MethodOptions) -> dict[str, Any]:
