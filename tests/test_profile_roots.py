@@ -174,7 +174,7 @@ def test_a_profile_run_writes_nothing_outside_its_root(tmp_path):
     root = copy_project(tmp_path)
     tiny = yaml.safe_load((PROJECT / "tests/fixtures/params-tiny.yaml").read_text())
     (root / PARAMS_FILE).write_text(yaml.safe_dump(deep_merge(default_params(), tiny), sort_keys=False))
-    profile = {RUN_ROOT_KEY: "runs/tiny", "seeds": [0], "tune": {"lr_factors": [1.0]},
+    profile = {RUN_ROOT_KEY: "runs/tiny", "seeds": [0], "tune": {"lr_factors": [1.0], "trials": 1},
                "tracking": {"experiment": "cfqa-profile-root"},
                "methods": {name: None for name in default_params()["methods"] if name != "full"}}
     (root / "tiny.yaml").write_text(yaml.safe_dump(profile))
