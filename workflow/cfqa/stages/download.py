@@ -10,7 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from cfqa.config import Config
-from cfqa.digests import sha256_file
 from cfqa.logs import get_logger
 from cfqa.nq.manifest import write_manifest
 
