@@ -82,11 +82,14 @@ smoke: install
 
 # The suite dry-runs the SLURM and Kubernetes profiles with their real plugins (about a minute
 # of install once, then a stamp), so `make test` installs them; `make test-fast` does not.
+# Both run on every core (pytest-xdist). `make test` hands out whole files (--dist loadfile):
+# a file's end-to-end run (a module fixture) is built once, by the worker that runs its tests.
+TEST_WORKERS ?= auto
 test: install-executors
-	PATH=$(abspath $(BIN)):$$PATH $(BIN)/pytest -q
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 test-fast: install
-	PATH=$(abspath $(BIN)):$$PATH $(BIN)/pytest -q -m "not slow"
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/pytest -q -n $(TEST_WORKERS) -m "not slow"
 
 # dvc.yaml is generated from the DAG table (workflow/cfqa/dag/table.py) and params.yaml's methods.
 dvc.yaml: install
