@@ -279,7 +279,7 @@ class MethodBlock:
     options class, or of the block named after that method (`method_options`). The JSON schema
     types `train` and `options` from TrainConfig and the options classes (cfqa.config_schema)."""
 
-    method: Annotated[Name, Field(description="registry name; defaults to the block's key")]
+    method: Name          # the registry name; the block's key when not given
     backbone: Backbone
     train: dict[StrictStr, Any]
     options: Annotated[dict[StrictStr, Any], Field(description=(
