@@ -31,14 +31,14 @@ from typing import Annotated, Any, Callable, Iterable, Literal, Mapping, get_arg
 
 import jsonschema
 import yaml
-from pydantic import (AfterValidator, ConfigDict, Field, StrictBool, StrictInt, StrictStr, TypeAdapter,
+from pydantic import (AfterValidator, Field, StrictBool, StrictInt, StrictStr, TypeAdapter,
                       ValidationError, WithJsonSchema, with_config)
 from pydantic.json_schema import SkipJsonSchema
 
 from cfqa import params_file
 from cfqa.errors import BadInput
 from cfqa.methods.families import UnsupportedFamily, check_method_family
-from cfqa.methods.options import METHOD_OPTIONS, TYPED, MethodOptions, Number, distinct, options_record
+from cfqa.methods.options import METHOD_OPTIONS, TYPED, Count, MethodOptions, Number, distinct, options_record
 from cfqa.model_family import ModelFamily
 from cfqa.redact import redact
 
@@ -73,8 +73,7 @@ RUN_OUTPUT_DIRS = ("data", "models", "results", "reports", "logs")
 _INSIDE_OUTPUTS = rf"^({'|'.join(RUN_OUTPUT_DIRS)})(/|\Z)"
 
 Seed = Annotated[StrictInt, Field(ge=0, le=SEED_LIMIT - 1)]
-Threads = Annotated[StrictInt, Field(ge=1)]
-Count = Annotated[StrictInt, Field(ge=1)]
+Threads = Count
 NonNegative = Annotated[StrictInt, Field(ge=0)]
 Fraction = Annotated[Number, Field(gt=0, lt=1)]
 Positive = Annotated[Number, Field(gt=0)]
@@ -120,7 +119,6 @@ def _distinct_items(item_type, min_length: int = 1):
     """A list of distinct items (JSON Schema's uniqueItems), at least `min_length` of them."""
     return Annotated[tuple[item_type, ...], Field(min_length=min_length), AfterValidator(distinct),
                      Field(json_schema_extra={"uniqueItems": True})]
-
 
 
 class ConfigError(BadInput, ValueError):

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from string import Formatter
 from typing import Any, Callable, Literal
 
-from cfqa.config import DEFAULT_RUN_ROOT, RUN_ROOT_KEY, run_root
+from cfqa.config import DEFAULT_RUN_ROOT, RUN_ROOT_KEY, run_root  # noqa: F401 (RUN_ROOT_KEY: cfqa.dag exports it)
 
 
 @dataclass(frozen=True)
