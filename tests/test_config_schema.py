@@ -35,6 +35,16 @@ def test_the_committed_schema_is_the_one_the_typed_config_generates():
     assert config_schema.main(["--check"]) == 0
 
 
+def test_check_reports_a_stale_schema_and_write_regenerates_it(tmp_path, monkeypatch, capsys):
+    stale = tmp_path / "params.schema.yaml"
+    stale.write_text(SCHEMA_PATH.read_text(encoding="utf-8").replace("minimum: 8", "minimum: 9"), encoding="utf-8")
+    monkeypatch.setattr(config_schema, "SCHEMA_PATH", stale)
+    assert config_schema.main(["--check"]) == 1
+    assert "params.schema.yaml is stale: run python -m cfqa.config_schema --write" in capsys.readouterr().err
+    assert config_schema.main(["--write"]) == 0 and config_schema.main(["--check"]) == 0
+    assert stale.read_text(encoding="utf-8") == SCHEMA_PATH.read_text(encoding="utf-8")
+
+
 def violations(params: dict, schema: dict | None = None) -> list[tuple[str, str]]:
     """(dotted key path, failing keyword) for each error the committed schema finds."""
     validator = jsonschema.Draft202012Validator(schema or yaml.safe_load(SCHEMA_PATH.read_text(encoding="utf-8")))
