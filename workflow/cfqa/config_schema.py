@@ -80,7 +80,7 @@ def _nullable(node: Any) -> Any:
         return node
     node = {key: _nullable(value) for key, value in node.items()}
     options = node.get("anyOf")
-    if (isinstance(options, list) and len(options) == 2 and {"type": "null"} in options):
+    if isinstance(options, list) and len(options) == 2 and {"type": "null"} in options:
         other = next(option for option in options if option != {"type": "null"})
         if isinstance(other.get("type"), str):
             node.pop("anyOf")
@@ -124,7 +124,8 @@ def _method_blocks(schema: dict) -> dict:
 
 
 def _options_name(method: str) -> str:
-    return f"{METHOD_OPTIONS[method].__name__}"
+    """The schema's $defs entry of a method's options: its class name."""
+    return METHOD_OPTIONS[method].__name__
 
 
 def params_schema() -> dict:
