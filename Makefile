@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install install-executors install-ner-model lock reproduce smoke test test-fast lint clean image dvc.yaml ui browser dvc-commit
+.PHONY: install install-executors install-ner-model lock reproduce smoke test test-fast lint clean image dvc.yaml schema ui browser dvc-commit
 
 install: $(STAMP)
 
@@ -94,6 +94,11 @@ test-fast: install
 # dvc.yaml is generated from the DAG table (workflow/cfqa/dag/table.py) and params.yaml's methods.
 dvc.yaml: install
 	$(BIN)/python -m cfqa.dag --write dvc.yaml
+
+# The params JSON schema is generated from the typed configuration (workflow/cfqa/config.py)
+# and the methods' options classes (workflow/cfqa/methods/options.py).
+schema: install
+	$(BIN)/python -m cfqa.config_schema --write
 
 # `make dvc-commit`: after a Snakemake run, record its outputs in dvc.lock without a prompt.
 dvc-commit: install

@@ -24,7 +24,8 @@ configfile: "params.yaml"
 
 
 snakemake_start.check_config(config, CONFIG_FILES)
-# Already valid: this fills in the schema's defaults (run_root, report.compare_runs).
+# Already valid: this fills in the schema's defaults (run_root, report.compare_runs). The schema is
+# generated from cfqa.config's typed dataclasses (python -m cfqa.config_schema --write).
 validate(config, "workflow/schemas/params.schema.yaml")
 
 # The locks a killed Snakemake left are removed (never a live one's): a rerun needs no --unlock.

@@ -145,16 +145,16 @@ def test_malformed_params_file_is_one_line_naming_the_file(tmp_path, capsys, no_
 
 # Every value found accepted (or feared accepted) by trying faults on a finished run.
 BAD_PARAMS = [
-    ("prepare: {validation_fraction: .nan}", "prepare.validation_fraction: expected a finite number, got nan"),
+    ("prepare: {validation_fraction: .nan}", "prepare.validation_fraction: expected a finite number > 0 and < 1, got nan"),
     ("methods: {prompt: {options: {num_virtual_tokens: 0}}}",
      "methods.prompt.options.num_virtual_tokens: method 'prompt': expected an integer >= 1, got 0"),
     ("methods: {adapter: {options: {reduction_factor: true}}}",
      "methods.adapter.options.reduction_factor: method 'adapter': expected an integer >= 1, got True"),
-    ("train: {batch_size: 16.0}", "train.batch_size: expected an integer, got 16.0"),
-    ("train: {lr: .nan}", "train.lr: expected a finite number, got nan"),
-    ("train: {lr: .inf}", "train.lr: expected a finite number, got inf"),
+    ("train: {batch_size: 16.0}", "train.batch_size: expected an integer >= 1, got 16.0"),
+    ("train: {lr: .nan}", "train.lr: expected a finite number > 0, got nan"),
+    ("train: {lr: .inf}", "train.lr: expected a finite number > 0, got inf"),
     ("methods: {lora: {train: {lr: -.inf}}}", "methods.lora.train.lr"),
-    ("pretrain: {lr: .nan}", "pretrain.lr: expected a finite number, got nan"),
+    ("pretrain: {lr: .nan}", "pretrain.lr: expected a finite number > 0, got nan"),
     ("train: {lr: 0}", "train.lr: 0 is less than or equal to the minimum of 0"),
     ("methods: {'full;echo hi': {method: full}}", "methods: expected a method key: a lower-case letter"),
     ("methods: {'full $(touch pwned)': {method: full}}", "got 'full $(touch pwned)'"),

@@ -116,13 +116,13 @@ def test_unknown_registry_method_is_named(tmp_path):
 
 
 @pytest.mark.parametrize("text, key, expected", [
-    ("train: {batch_size: 16.0}\n", "train.batch_size", "expected an integer, got 16.0"),
-    ("train: {lr: .nan}\n", "train.lr", "expected a finite number, got nan"),
-    ("train: {weight_decay: .inf}\n", "train.weight_decay", "expected a finite number, got inf"),
-    ("methods: {lora: {train: {lr: .inf}}}\n", "methods.lora.train.lr", "expected a finite number, got inf"),
-    ("methods: {lora: {train: {max_steps: 10.0}}}\n", "methods.lora.train.max_steps", "expected an integer, got 10.0"),
-    ("pretrain: {steps: 150.0}\n", "pretrain.steps", "expected an integer, got 150.0"),
-    ("data: {embedded: {seed: 0.0}}\n", "data.embedded.seed", "expected an integer, got 0.0"),
+    ("train: {batch_size: 16.0}\n", "train.batch_size", "expected an integer >= 1, got 16.0"),
+    ("train: {lr: .nan}\n", "train.lr", "expected a finite number > 0, got nan"),
+    ("train: {weight_decay: .inf}\n", "train.weight_decay", "expected a finite number >= 0, got inf"),
+    ("methods: {lora: {train: {lr: .inf}}}\n", "methods.lora.train.lr", "expected a finite number > 0, got inf"),
+    ("methods: {lora: {train: {max_steps: 10.0}}}\n", "methods.lora.train.max_steps", "expected an integer >= 1, got 10.0"),
+    ("pretrain: {steps: 150.0}\n", "pretrain.steps", "expected an integer >= 1, got 150.0"),
+    ("data: {embedded: {seed: 0.0}}\n", "data.embedded.seed", "expected an integer >= 0 and <= 4294967295, got 0.0"),
 ])
 def test_shared_numbers_are_integers_and_finite(tmp_path, text, key, expected):
     bad = override(tmp_path, text)

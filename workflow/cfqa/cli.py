@@ -317,8 +317,7 @@ def cache_dir(args: argparse.Namespace, params: list) -> Path:
         return args.cache
     if os.environ.get(CACHE_ENV):
         return Path(os.environ[CACHE_ENV])
-    run_root = config_module.read_params(params).get("run_root") or "."
-    return Path(run_root) / CACHE_DIR
+    return Path(config_module.run_root(config_module.read_params(params))) / CACHE_DIR
 
 
 @contextlib.contextmanager

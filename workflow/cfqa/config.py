@@ -4,13 +4,18 @@ Every default lives in params.yaml; this module only types, merges and validates
 given later override earlier ones key by key (a profile's params.yaml on top of the default);
 a `methods` entry set to null in a later file removes that method.
 
-Two checks, both when the configuration loads: the JSON schema (the one Snakemake's
-`validate()` uses: shape, names, ranges) and then the typed dataclasses below and each
-method's options class (cfqa.methods.options), validated by pydantic. The second pass is
-what the schema cannot say: an int is not 16.0 or true (JSON Schema counts 16.0 as an
-integer), numbers are finite (it accepts NaN and infinity), and a method's options are the
-ones its class declares, and each method applies to the family of the base model
-(`pretrain.family`). `validate_config` is the entry point for Snakemake's parse.
+The dataclasses below are the one declaration of every key: its type, range, names and
+default. The JSON schema workflow/schemas/params.schema.yaml, the one Snakemake's
+`validate()` uses, is GENERATED from them and from each method's options class
+(cfqa.methods.options): `python -m cfqa.config_schema --write` after changing a key; a test
+fails when the committed file is stale.
+
+Two checks, both when the configuration loads: the JSON schema (shape, names, ranges) and
+then the same dataclasses validated by pydantic. The second pass is what the schema cannot
+say: an int is not 16.0 or true (JSON Schema counts 16.0 as an integer), numbers are finite
+(it accepts NaN and infinity), a method's options are complete once a block inherits from
+another, and each method applies to the family of the base model (`pretrain.family`).
+`validate_config` is the entry point for Snakemake's parse.
 """
 from __future__ import annotations
 
@@ -26,12 +31,14 @@ from typing import Annotated, Any, Callable, Iterable, Literal, Mapping, get_arg
 
 import jsonschema
 import yaml
-from pydantic import StrictBool, StrictInt, StrictStr, TypeAdapter, ValidationError, with_config
+from pydantic import (AfterValidator, Field, StrictBool, StrictInt, StrictStr, TypeAdapter,
+                      ValidationError, WithJsonSchema, with_config)
+from pydantic.json_schema import SkipJsonSchema
 
 from cfqa import params_file
 from cfqa.errors import BadInput
 from cfqa.methods.families import UnsupportedFamily, check_method_family
-from cfqa.methods.options import METHOD_OPTIONS, TYPED, MethodOptions, Number, options_record
+from cfqa.methods.options import METHOD_OPTIONS, TYPED, Count, MethodOptions, Number, distinct, options_record
 from cfqa.model_family import ModelFamily
 from cfqa.redact import redact
 
@@ -51,6 +58,68 @@ BYTE_LEVEL_MIN_VOCABULARY = 258
 
 Source = str | Callable[[tuple], str]
 
+# ---------------------------------------------------------------------------- value types
+# Each is declared once, with what the schema says of it (ranges, patterns and the
+# description that error messages quote) and what pydantic checks.
+
+SEED_LIMIT = 2 ** 32                 # numpy and Python's random take seeds in [0, 2**32)
+# Patterns end in \Z, not $: Python's `$` (jsonschema applies `pattern` with re.search) also
+# matches before a final newline, and a value such as "runs/x\n" would split a shell command.
+NAME_PATTERN = r"^[^\s\x00-\x1f\x7f](?:[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f])?\Z"
+RUN_PATH_PATTERN = r"^(\.|[A-Za-z0-9_][A-Za-z0-9_.-]*(/[A-Za-z0-9_][A-Za-z0-9_.-]*)*)\Z"
+METHOD_KEY_PATTERN = r"^[a-z][a-z0-9_]{0,63}\Z"
+# A run root may not lie inside the outputs of a run at the project root.
+RUN_OUTPUT_DIRS = ("data", "models", "results", "reports", "logs")
+_INSIDE_OUTPUTS = rf"^({'|'.join(RUN_OUTPUT_DIRS)})(/|\Z)"
+
+Seed = Annotated[StrictInt, Field(ge=0, le=SEED_LIMIT - 1)]
+Threads = Count
+NonNegative = Annotated[StrictInt, Field(ge=0)]
+Fraction = Annotated[Number, Field(gt=0, lt=1)]
+Positive = Annotated[Number, Field(gt=0)]
+Variant = Literal["factual", "counterfactual", "empty", "random"]
+# A name, an id, a URI or a path: one line, not empty, no space at either end.
+Name = Annotated[StrictStr, Field(min_length=1, max_length=1000, pattern=NAME_PATTERN,
+                                  description="one line of text, not empty, no space at either end")]
+# JSON Schema's `type: [string, "null"]` (not anyOf), so its error quotes the description.
+OptionalName = Annotated[StrictStr | None, Field(min_length=1, max_length=1000, pattern=NAME_PATTERN),
+                         WithJsonSchema({"description": "null or one line of text, not empty, no space at either end",
+                                         "type": ["string", "null"], "minLength": 1, "maxLength": 1000,
+                                         "pattern": NAME_PATTERN})]
+Sha256 = Annotated[StrictStr | None, Field(pattern=r"^[0-9a-f]{64}\Z")]
+WeightFile = Annotated[StrictStr, Field(pattern=r"^[^/]+(/[^/]+)*\.(safetensors|bin)\Z")]
+# A run root: a relative folder of plain segments (see run_root).
+RUN_PATH_SCHEMA = {"description": 'a relative folder: "." or segments of letters, digits, "_", "-" and "." '
+                                  '(not leading) joined by "/"', "type": "string", "pattern": RUN_PATH_PATTERN}
+RunPath = Annotated[StrictStr, Field(pattern=RUN_PATH_PATTERN), WithJsonSchema(RUN_PATH_SCHEMA)]
+
+
+def _outside_outputs(root: str) -> str:
+    if re.match(_INSIDE_OUTPUTS, root):
+        raise ValueError(f"{root!r} is ruled out here: a run root lies outside the default run's "
+                         f"{', '.join(RUN_OUTPUT_DIRS)} folders")
+    return root
+
+
+RUN_ROOT_DESCRIPTION = (
+    'The folder every output of the run goes under (data/, models/, results/, reports/, logs/): "." for '
+    "the default run, a relative path such as runs/mixtures for a profile, so that a profile never writes "
+    'over the default run\'s files. Path segments of letters, digits, "_", "-" and "." (not leading), inside '
+    "the project and outside its own data/, models/, results/, reports/ and logs/ folders.")
+RunRoot = Annotated[StrictStr, Field(pattern=RUN_PATH_PATTERN), AfterValidator(_outside_outputs),
+                    WithJsonSchema({"description": RUN_ROOT_DESCRIPTION, "allOf": [RUN_PATH_SCHEMA],
+                                    "not": {"type": "string", "pattern": _INSIDE_OUTPUTS}})]
+DEFAULT_RUN_ROOT = "."
+# A method key names output folders (models/<key>/) and is a shell word in every engine's command.
+MethodKey = Annotated[StrictStr, Field(pattern=METHOD_KEY_PATTERN, description=(
+    "a method key: a lower-case letter, then at most 63 lower-case letters, digits or _"))]
+
+
+def _distinct_items(item_type, min_length: int = 1):
+    """A list of distinct items (JSON Schema's uniqueItems), at least `min_length` of them."""
+    return Annotated[tuple[item_type, ...], Field(min_length=min_length), AfterValidator(distinct),
+                     Field(json_schema_extra={"uniqueItems": True})]
+
 
 class ConfigError(BadInput, ValueError):
     """params.yaml does not match the schema; the message names the file and the key."""
@@ -66,33 +135,33 @@ def memory_advice(method: str = "<method>") -> str:
 @with_config(TYPED)
 @dataclass(frozen=True)
 class EmbeddedWorldConfig:
-    seed: StrictInt
-    min_city_population: StrictInt
-    max_cities_per_country: StrictInt
-    min_subjects_per_answer: StrictInt
-    test_fraction: Number
+    seed: Seed
+    min_city_population: NonNegative
+    max_cities_per_country: Count
+    min_subjects_per_answer: Count
+    test_fraction: Fraction
 
 
 @with_config(TYPED)
 @dataclass(frozen=True)
 class NQSourceConfig:
-    train_url: StrictStr
-    dev_urls: tuple[StrictStr, ...]
-    # The sha256 of each downloaded file, by file name (the URL's last segment); `cfqa fetch`
-    # refuses a file whose digest differs, or is null (not yet pinned).
-    sha256: dict[StrictStr, StrictStr | None]
+    train_url: Name
+    dev_urls: Annotated[tuple[Name, ...], Field(min_length=1)]
+    sha256: Annotated[dict[StrictStr, Sha256], Field(description=(
+        "the sha256 of each downloaded file by file name (the URL's last segment); null is not yet pinned, "
+        "and `cfqa fetch` refuses the file (as it refuses one whose digest differs)"))]
 
 
 @with_config(TYPED)
 @dataclass(frozen=True)
 class HuggingFaceSourceConfig:
-    dataset_id: StrictStr
+    dataset_id: Name
 
 
 @with_config(TYPED)
 @dataclass(frozen=True)
 class DataConfig:
-    source: StrictStr
+    source: Literal["embedded", "nq", "huggingface"]
     embedded: EmbeddedWorldConfig
     nq: NQSourceConfig
     huggingface: HuggingFaceSourceConfig
@@ -101,17 +170,17 @@ class DataConfig:
 @with_config(TYPED)
 @dataclass(frozen=True)
 class PrepareConfig:
-    seed: StrictInt
-    validation_fraction: Number
+    seed: Seed
+    validation_fraction: Fraction
     drop_table_and_list_contexts: StrictBool
-    max_bad_records: StrictInt
+    max_bad_records: NonNegative
 
 
 @with_config(TYPED)
 @dataclass(frozen=True)
 class EntitiesConfig:
-    ner: StrictStr
-    groups: dict[StrictStr, tuple[StrictStr, ...]]
+    ner: Name
+    groups: dict[StrictStr, Annotated[tuple[Name, ...], Field(min_length=1)]]
 
     def group_of(self, label: str | None) -> str | None:
         """The Longpre answer-type group of a spaCy label, or None if it is in no group."""
@@ -124,67 +193,70 @@ class EntitiesConfig:
 @with_config(TYPED)
 @dataclass(frozen=True)
 class CounterfactualConfig:
-    seed: StrictInt
-    policy: StrictStr
-    substitute_within: StrictStr
-    seen_size: StrictInt
-    train_counterfactuals_per_question: StrictInt
+    seed: Seed
+    policy: Literal["corpus_substitution", "type_swap"]
+    substitute_within: Literal["label", "group"]
+    seen_size: Count
+    train_counterfactuals_per_question: Count
 
 
 @with_config(TYPED)
 @dataclass(frozen=True)
 class PretrainConfig:
-    family: Literal["t5", "gpt_neo"]   # the base model `cfqa pretrain` builds (or hub_id loads)
-    hub_id: StrictStr | None
-    lm_adapted_hub_id: StrictStr | None
-    seed: StrictInt
-    threads: StrictInt
-    vocab_size: StrictInt
-    d_model: StrictInt
-    num_layers: StrictInt
-    num_decoder_layers: StrictInt
-    num_heads: StrictInt
-    d_ff: StrictInt
-    max_length: StrictInt
-    batch_size: StrictInt
-    steps: StrictInt
-    lr: Number
-    noise_density: Number
-    mean_noise_span_length: Number
-    lm_adapt_steps: StrictInt
+    family: Annotated[Literal["t5", "gpt_neo"], Field(    # the base model `cfqa pretrain` builds (or hub_id loads)
+        description="the base model's family: T5 (seq2seq) or GPT-Neo (causal)")]
+    hub_id: OptionalName
+    lm_adapted_hub_id: OptionalName
+    seed: Seed
+    threads: Threads
+    vocab_size: Annotated[StrictInt, Field(ge=50)]
+    d_model: Annotated[StrictInt, Field(ge=8)]
+    num_layers: Count
+    num_decoder_layers: Count
+    num_heads: Count
+    d_ff: Annotated[StrictInt, Field(ge=8)]
+    max_length: Annotated[StrictInt, Field(ge=8)]
+    batch_size: Count
+    steps: Count
+    lr: Positive
+    noise_density: Fraction
+    mean_noise_span_length: Annotated[Number, Field(ge=1)]
+    lm_adapt_steps: NonNegative
 
 
 @with_config(TYPED)
 @dataclass(frozen=True)
 class TrainConfig:
-    threads: StrictInt
-    max_steps: StrictInt
-    batch_size: StrictInt
-    grad_accum_steps: StrictInt
-    optimizer: StrictStr
-    lr: Number
-    weight_decay: Number
-    warmup_steps: StrictInt
-    clip_norm: Number
+    threads: Threads
+    max_steps: Count
+    batch_size: Count
+    grad_accum_steps: Count
+    optimizer: Literal["adamw", "adafactor"]
+    lr: Positive
+    weight_decay: Annotated[Number, Field(ge=0)]
+    warmup_steps: NonNegative
+    clip_norm: Positive
     bf16: StrictBool
     gradient_checkpointing: StrictBool
-    eval_every: StrictInt
-    early_stopping_patience: StrictInt
-    max_input_length: StrictInt
-    max_target_length: StrictInt
-    mixture: tuple[StrictStr, ...]
-    target_format: StrictStr
-    # What tune, train and evaluate run the model on (cfqa.device): cuda (a GPU, or the job
-    # stops at once: never a silent CPU run), cpu, or auto (CUDA where torch can use it).
-    device: Literal["cuda", "cpu", "auto"]
+    eval_every: Count
+    early_stopping_patience: NonNegative
+    max_input_length: Annotated[StrictInt, Field(ge=8)]
+    max_target_length: Annotated[StrictInt, Field(ge=4)]
+    mixture: _distinct_items(Variant)
+    target_format: Literal["disentangled", "single"]
+    # What tune, train and evaluate run the model on (cfqa.device).
+    device: Annotated[Literal["cuda", "cpu", "auto"], Field(description=(
+        "What tune, train and evaluate run the model on: cuda (a GPU; a job that finds no usable CUDA stops "
+        "at once naming what it found), cpu, or auto (CUDA where torch can use it, else the CPU)."))]
     batching: Literal["random", "length", "stratified"]   # how batches are drawn (cfqa.training.batches)
-    group_batches: StrictInt          # batches per length-sorted chunk (length, stratified)
-    validation_examples: StrictInt    # the fixed sample validated every eval_every steps; 0: the whole set
-    validation_seed: StrictInt        # draws that sample: the same for every run, so their curves compare
-    # The run's seed, never a key of params.yaml: each run takes one value of the top-level
-    # `seeds` list (the {seed} wildcard) through `Config.method(name, seed)`. None in the
-    # shared `train` section and in `Config.methods`, which no run trains from directly.
-    seed: StrictInt | None = None
+    group_batches: Annotated[StrictInt, Field(ge=2)]   # batches per length-sorted chunk (length, stratified)
+    validation_examples: NonNegative  # the fixed sample validated every eval_every steps; 0: the whole set
+    validation_seed: Seed             # draws that sample: the same for every run, so their curves compare
+    # The run's seed, never a key of params.yaml (so not in the schema): each run takes one
+    # value of the top-level `seeds` list (the {seed} wildcard) through `Config.method(name,
+    # seed)`. None in the shared `train` section and in `Config.methods`, which no run trains
+    # from directly.
+    seed: SkipJsonSchema[StrictInt | None] = None
 
     def memory_knobs(self, method: str = "<method>") -> str:
         """The settings that change a training step's memory, with their values, and what to do."""
@@ -193,14 +265,34 @@ class TrainConfig:
                 f"{memory_advice(method)}")
 
 
+Backbone = Literal["base", "lm_adapted"]
+
+
+@with_config(TYPED)
+@dataclass(frozen=True)
+class MethodBlock:
+    """One entry of params.yaml `methods` as written, every key optional (the schema lists none
+    as required): `method` is the block's key unless given, `backbone` base; `train` overrides
+    keys of the shared `train` block (`method_train`), `options` those of the registry method's
+    options class, or of the block named after that method (`method_options`). The JSON schema
+    types `train` and `options` from TrainConfig and the options classes (cfqa.config_schema)."""
+
+    method: Name          # the registry name; the block's key when not given
+    backbone: Backbone
+    train: dict[StrictStr, Any]
+    options: Annotated[dict[StrictStr, Any], Field(description=(
+        "the registry method's options: every one set, in this block or (for a block whose key is not the "
+        "method's name) in the block named after the method"))]
+
+
 @dataclass(frozen=True)
 class MethodConfig:
     """One entry of params.yaml `methods`: a registry method, its backbone, its settings."""
 
     name: str                 # the run's name (the key in params.yaml, the {method} wildcard)
     method: str               # the registry entry it uses
-    backbone: str             # base | lm_adapted
-    train: TrainConfig        # shared `train` defaults overridden by this block's `train`
+    backbone: Backbone
+    train: TrainConfig        # shared `train` defaults overridden by this block's `train` (method_train)
     options: MethodOptions    # the registry method's options class, every option set
 
     def options_record(self) -> dict[str, Any]:
@@ -215,13 +307,13 @@ class TuneConfig:
     around the method's configured `train.lr`, extended beyond its edge while the best rate is
     there, then successive halving on the real schedule; one seed, validation data only."""
 
-    lr_factors: tuple[Number, ...]   # the initial grid: the method's train.lr times each factor
-    trials: StrictInt                 # rates tried per method, the same for every method
-    rungs: tuple[Number, ...]         # fractions of train.max_steps where trials are compared
-    keep_fraction: Number             # share of trials that continue after each rung but the last
-    variant: Literal["factual", "counterfactual", "empty", "random"]   # ranks trials by its validation contextual EM
-    validation_examples: StrictInt    # a fixed sample of the validation mixture scores the loss
-    seed: StrictInt
+    lr_factors: _distinct_items(Positive)   # the initial grid: the method's train.lr times each factor
+    trials: Count                     # rates tried per method, the same for every method
+    rungs: _distinct_items(Annotated[Number, Field(gt=0, le=1)])   # fractions of train.max_steps where trials are compared
+    keep_fraction: Annotated[Number, Field(gt=0, le=1)]   # share of trials that continue after each rung but the last
+    variant: Variant                  # ranks trials by its validation contextual EM
+    validation_examples: Count        # a fixed sample of the validation mixture scores the loss
+    seed: Seed
 
     def __post_init__(self):
         if self.trials < len(self.lr_factors):
@@ -236,30 +328,33 @@ class TuneConfig:
 @dataclass(frozen=True)
 class HubModelPin:
     """A hub model pinned: its commit and the sha256 of each weight file (cfqa.hub)."""
-    revision: StrictStr | None                    # null: not yet pinned (`cfqa fetch` refuses)
-    sha256: dict[StrictStr, StrictStr | None]     # weight file name -> sha256 (null: not yet pinned)
+    revision: Annotated[StrictStr | None, Field(pattern=r"^[0-9a-f]{40}\Z")]   # null: not yet pinned (`cfqa fetch` refuses)
+    sha256: Annotated[dict[WeightFile, Sha256], Field(min_length=1)]   # weight file name -> sha256 (null: not yet pinned)
 
 
 @with_config(TYPED)
 @dataclass(frozen=True)
 class HubConfig:
-    models: dict[StrictStr, HubModelPin]          # every hub model a stage loads, by hub id
+    models: Annotated[dict[StrictStr, HubModelPin], Field(description=(
+        "every hub model a stage loads (pretrain.hub_id, pretrain.lm_adapted_hub_id), by hub id: the commit "
+        "`cfqa fetch` downloads and the sha256 of each weight file it checks; null is not yet pinned, and "
+        "fetch refuses it"))]
 
 
 @with_config(TYPED)
 @dataclass(frozen=True)
 class EvaluateConfig:
-    batch_size: StrictInt
-    max_new_tokens: StrictInt
-    num_beams: StrictInt
-    threads: StrictInt
+    batch_size: Count
+    max_new_tokens: Count
+    num_beams: Count
+    threads: Threads
 
 
 @with_config(TYPED)
 @dataclass(frozen=True)
 class TrackingConfig:
-    uri: StrictStr
-    experiment: StrictStr
+    uri: Name
+    experiment: Name
 
 
 @with_config(TYPED)
@@ -270,7 +365,7 @@ class PrimaryEndpoint:
     other number is descriptive."""
 
     set: Literal["test", "seen"] = "test"
-    variant: Literal["factual", "counterfactual", "empty", "random"] = "counterfactual"
+    variant: Variant = "counterfactual"
     metric: Literal["contextual_em", "parametric_em"] = "contextual_em"
 
 
@@ -280,7 +375,10 @@ class ReportConfig:
     notes: tuple[StrictStr, ...]     # the report's "Limitations" bullets
     # Other runs' roots (e.g. a profile's runs/gpt-neo-embedded, or "." for the default run)
     # whose results the report shows beside this run's: another model family side by side.
-    compare_runs: tuple[StrictStr, ...] = ()
+    compare_runs: Annotated[tuple[RunPath, ...], Field(description=(
+        'Other runs\' roots ("." is the default run, runs/<profile> a profile\'s) whose results the report '
+        "shows beside this run's, e.g. another model family; each must hold a finished run (its "
+        "results/summary.json)."))] = ()
     primary_endpoint: PrimaryEndpoint = PrimaryEndpoint()
 
 
@@ -292,16 +390,23 @@ class Config:
     counterfactuals: CounterfactualConfig
     pretrain: PretrainConfig
     train: TrainConfig
-    methods: dict[str, MethodConfig]
+    methods: dict[str, MethodConfig]     # params.yaml holds dict[MethodKey, MethodBlock | None]
     tune: TuneConfig
     hub: HubConfig
     evaluate: EvaluateConfig
     tracking: TrackingConfig
     report: ReportConfig
-    seeds: tuple[int, ...]           # one run of every method per seed
+    seeds: Annotated[_distinct_items(Seed), Field(
+        description="every method is trained and evaluated once per seed (the {seed} wildcard)")]
     # The size of run these params describe: the DAG table's memory and runtime per job are
     # read at this scale (cfqa.dag.SCALES). Snakemake reads it; no stage does.
-    scale: Literal["embedded", "t5_large"]
+    scale: Annotated[Literal["embedded", "t5_large"], Field(description=(
+        "The size of run these params describe: each job's memory and runtime are the DAG table's values "
+        "(workflow/cfqa/dag/table.py) at this scale. embedded: the embedded world and a model of a few "
+        "million parameters on CPU; t5_large: Natural Questions with T5-large, one 80 GB GPU per tune, "
+        "train and evaluate job."))]
+    # Where every output of the run goes (cfqa.dag.rooted): a profile names its own.
+    run_root: RunRoot = DEFAULT_RUN_ROOT
 
     def method(self, name: str, seed: int) -> MethodConfig:
         """Method `name` as one run trains it: its `train.seed` is `seed`."""
@@ -311,6 +416,14 @@ class Config:
             raise ConfigError(f"method {name!r}: seed must be an integer >= 0, got {seed!r}")
         mcfg = self.methods[name]
         return dataclasses.replace(mcfg, train=dataclasses.replace(mcfg.train, seed=seed))
+
+
+RUN_ROOT_KEY = "run_root"
+
+
+def run_root(raw: Mapping) -> str:
+    """The run root merged parameters name (Config.run_root); its default when they name none."""
+    return raw.get(RUN_ROOT_KEY) or DEFAULT_RUN_ROOT
 
 
 def deep_merge(base: dict, override: dict) -> dict:
@@ -329,6 +442,12 @@ def load_schema() -> dict:
         return yaml.safe_load(handle)
 
 
+@functools.cache
+def _schema_validator() -> jsonschema.Draft202012Validator:
+    """The committed schema's validator, read once per process (the file is over 1,000 lines)."""
+    return jsonschema.Draft202012Validator(load_schema())
+
+
 # Keywords whose failure is told by the described schema ("expected a method key: ..."), not by
 # jsonschema's message, which for a pattern is the regular expression itself.
 _DESCRIBED_KEYWORDS = ("pattern", "minLength", "maxLength")
@@ -345,8 +464,7 @@ def _schema_message(error: jsonschema.ValidationError) -> str:
 
 def schema_errors(raw: dict) -> list[tuple[tuple, str]]:
     """(key path, message) for every schema violation."""
-    validator = jsonschema.Draft202012Validator(load_schema())
-    errors = sorted(validator.iter_errors(raw), key=lambda e: list(map(str, e.absolute_path)))
+    errors = sorted(_schema_validator().iter_errors(raw), key=lambda e: list(map(str, e.absolute_path)))
     return [(tuple(e.absolute_path), _schema_message(e)) for e in errors]
 
 
@@ -357,7 +475,6 @@ def schema_errors(raw: dict) -> list[tuple[tuple, str]]:
 # for all keys, so a key added later is covered without a line here.
 
 MAX_KEY_CHARS = 64
-SEED_LIMIT = 2 ** 32                 # numpy and Python's random take seeds in [0, 2**32)
 INT_LIMIT = 2 ** 63                  # an int64: what torch, numpy and the JSON writers hold
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 _KEY_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -414,7 +531,15 @@ def validate(raw: dict, source: Source = "params") -> None:
     key)."""
     errors = value_errors(raw)
     flagged = {path for path, _ in errors}
-    _raise(errors + [(path, message) for path, message in schema_errors(raw) if path not in flagged], source)
+    _raise(errors + [(path, message) for path, message in schema_errors(raw)
+                     if path not in flagged and not _method_option(path)], source)
+
+
+def _method_option(path: tuple) -> bool:
+    """A key path inside a method block's `options`. The schema checks options too (Snakemake,
+    editors), but the typed pass words the same faults better: it names the method, the
+    allowed keys and what was expected, and it sees an inherited block's options merged."""
+    return len(path) >= 3 and path[0] == "methods" and path[2] == "options"
 
 
 def read_params(paths: Iterable[str | Path]) -> dict:
@@ -440,6 +565,26 @@ def read_params(paths: Iterable[str | Path]) -> dict:
 @functools.cache
 def _adapter(cls: type) -> TypeAdapter:
     return TypeAdapter(cls)
+
+
+@functools.cache
+def _config_field(name: str):
+    """The annotation of Config's field `name`, constraints included."""
+    return typing.get_type_hints(Config, include_extras=True)[name]
+
+
+def _typed_adapter(annotation) -> TypeAdapter:
+    # A dataclass carries its own config; a bare annotation (seeds, run_root) takes TYPED, whose
+    # regex engine reads the patterns' \Z.
+    if dataclasses.is_dataclass(annotation):
+        return _adapter(annotation)
+    key = repr(annotation)          # Field(...) metadata is not hashable
+    if key not in _BARE_ADAPTERS:
+        _BARE_ADAPTERS[key] = TypeAdapter(annotation, config=TYPED)
+    return _BARE_ADAPTERS[key]
+
+
+_BARE_ADAPTERS: dict[str, TypeAdapter] = {}
 
 
 def _strip(annotation) -> tuple[Any, list]:
@@ -513,7 +658,7 @@ def _typed(cls: type, values: Any, place: Callable[[tuple], tuple], method: str 
     """(instance, []) or (None, [(key path, message)]); `place` maps a location inside `values`
     to its key path in the parameter files."""
     try:
-        return _adapter(cls).validate_python(values), []
+        return _typed_adapter(cls).validate_python(values), []
     except ValidationError as error:
         return None, [(place(tuple(e["loc"])), _message(cls, e, method)) for e in error.errors()]
 
@@ -522,27 +667,50 @@ def _under(*prefix: str) -> Callable[[tuple], tuple]:
     return lambda loc: (*prefix, *loc)
 
 
-def _method_config(name: str, raw: dict) -> tuple[MethodConfig | None, list]:
-    """One `methods` block typed: its key, registry method, merged train settings, options.
+def _block(raw: Mapping, name: str) -> Mapping:
+    return raw["methods"][name] or {}
+
+
+def registry_method(raw: Mapping, name: str) -> str:
+    """The registry method block `name` uses: its `method`, else its key."""
+    return _block(raw, name).get("method", name)
+
+
+def method_train(raw: Mapping, name: str) -> dict:
+    """Method `name`'s train settings as its runs use them: the shared `train` block with the
+    block's own `train` keys on top. The one place they merge: the typed config and Snakemake's
+    rules (workflow/rules/common.smk) both read it."""
+    return deep_merge(raw["train"], _block(raw, name).get("train") or {})
+
+
+def method_options(raw: Mapping, name: str) -> tuple[dict, dict]:
+    """(inherited, own) options of block `name`; the block's options are own on top of inherited.
 
     A block whose key is not a registry name (`method: lst` under `lst_dynamic`) starts from
     the options of the block named after its registry method, when there is one, and
     overrides them key by key; otherwise it lists every option itself."""
-    block, path = raw["methods"][name], ("methods", name)
+    method = registry_method(raw, name)
+    own = _block(raw, name).get("options") or {}
+    inherited = {}
+    if method != name and method in raw["methods"]:
+        inherited = _block(raw, method).get("options") or {}
+    return inherited, own
+
+
+def _method_config(name: str, raw: dict) -> tuple[MethodConfig | None, list]:
+    """One `methods` block typed: its key, registry method, merged train settings, options."""
+    block, path = _block(raw, name), ("methods", name)
     errors: list[tuple[tuple, str]] = []
     if name in RESERVED_METHOD_KEYS:
         errors.append((path, f"method key {name!r} would write models/{name}/, where `cfqa pretrain` writes a "
                              f"backbone; use another key (reserved: {', '.join(RESERVED_METHOD_KEYS)})"))
-    method = block.get("method", name)
+    method = registry_method(raw, name)
     if method not in METHOD_OPTIONS:
         errors.append(((*path, "method") if "method" in block else path,
                        f"unknown method {method!r}; the registry has {', '.join(METHOD_OPTIONS)}"))
         return None, errors
 
-    own_options = block.get("options") or {}
-    inherited = {}
-    if method != name and method in raw["methods"]:
-        inherited = raw["methods"][method].get("options") or {}
+    inherited, own_options = method_options(raw, name)
 
     def option_place(loc: tuple) -> tuple:
         owner = method if loc and loc[0] not in own_options and loc[0] in inherited else name
@@ -550,7 +718,7 @@ def _method_config(name: str, raw: dict) -> tuple[MethodConfig | None, list]:
 
     options, option_errors = _typed(METHOD_OPTIONS[method], deep_merge(inherited, own_options), option_place, method)
     own_train = block.get("train") or {}
-    train, train_errors = _typed(TrainConfig, deep_merge(raw["train"], own_train),
+    train, train_errors = _typed(TrainConfig, method_train(raw, name),
                                  lambda loc: (*path, "train", *loc) if loc and loc[0] in own_train else ("train", *loc))
     errors += option_errors + train_errors
     if errors:
@@ -607,15 +775,14 @@ def from_dict(raw: dict, source: Source = "params") -> Config:
         _raise([(("methods",), "every method is removed (null); keep at least one")], source)
     sections, errors = {}, family_errors(raw)
     for f in dataclasses.fields(Config):
-        if f.name not in ("methods", "seeds"):
-            cls = typing.get_type_hints(Config)[f.name]
-            sections[f.name], section_errors = _typed(cls, raw[f.name], _under(f.name))
-            errors += section_errors
-    # JSON Schema takes 1.0 for the integer 1; a seed must be an int.
-    seeds, seed_errors = _typed(tuple[StrictInt, ...], raw["seeds"], _under("seeds"))
+        if f.name == "methods" or (f.name not in raw and f.default is not dataclasses.MISSING):
+            continue
+        # JSON Schema takes 1.0 for the integer 1 (a seed must be an int), NaN for a number.
+        sections[f.name], section_errors = _typed(_config_field(f.name), raw[f.name], _under(f.name))
+        errors += section_errors
     methods, method_errors = method_configs(raw)
-    _raise(errors + seed_errors + method_errors, source)
-    return Config(methods=methods, seeds=seeds, **sections)
+    _raise(errors + method_errors, source)
+    return Config(methods=methods, **sections)
 
 
 def _file_setting(layers: list[tuple[str, dict]]) -> Callable[[tuple], str]:

@@ -5,6 +5,7 @@ import os
 import re
 from pathlib import Path
 
+from cfqa.config import method_train
 from cfqa.dag import (DIMENSIONS, ORDER_ONLY_INPUTS, PARAMS_FILE, code_hash, command, compared_summaries,
                       job_resources, job_shell, local_stages, param_slice, rooted, run_root, stage)
 from cfqa.launch import DEVICES_VARIABLE
@@ -35,9 +36,8 @@ wildcard_constraints:
 
 
 def method_threads(wildcards):
-    """A method's `train.threads`, else the shared default."""
-    block = config["methods"][wildcards.method].get("train") or {}
-    return block.get("threads", config["train"]["threads"])
+    """A method's `train.threads`: its train settings merged as its runs use them."""
+    return method_train(config, wildcards.method)["threads"]
 
 
 def dag_inputs(name):

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from string import Formatter
 from typing import Any, Callable, Literal
 
+from cfqa.config import DEFAULT_RUN_ROOT, RUN_ROOT_KEY, run_root  # noqa: F401 (RUN_ROOT_KEY: cfqa.dag exports it)
+
 
 @dataclass(frozen=True)
 class Dimension:
@@ -51,11 +53,9 @@ VALIDATED = "results/.validated"
 # cache, cfqa.stages.fetch); the stages that read the cache wait for it.
 FETCHED = "data/fetched.json"
 PARAMS_FILE = "params.yaml"
-# Where a run writes: every path in this table is relative to the run root, params.yaml's
-# `run_root` (a profile names its own, e.g. runs/mixtures, so it never writes over the
-# default run's files). The default "." keeps the paths as they are written here.
-RUN_ROOT_KEY = "run_root"
-DEFAULT_RUN_ROOT = "."
+# Where a run writes: every path in this table is relative to the run root, the typed
+# config's `run_root` (cfqa.config.run_root; a profile names its own, e.g. runs/mixtures, so it
+# never writes over the default run's files). The default "." keeps the paths as written here.
 # Inputs that order jobs but whose new timestamp does not rerun them (Snakemake's ancient()):
 # the stamp is rewritten whenever params.yaml changes, and each stage already reruns on its
 # own params slice. params.yaml too: Snakemake validates the config when it parses the
@@ -219,11 +219,6 @@ class Stage:
         """The dimensions an input path is expanded over (named in it, not splitting the stage)."""
         named = placeholders(path)
         return tuple(d for d in DIMENSIONS if d.name in named and d not in self.dims)
-
-
-def run_root(params: dict) -> str:
-    """The run root params.yaml (merged with any profile) names; "." when it names none."""
-    return params.get(RUN_ROOT_KEY) or DEFAULT_RUN_ROOT
 
 
 def rooted(path: str, root: str) -> str:

@@ -20,11 +20,12 @@ from pydantic import AfterValidator, ConfigDict, Field, Strict, StrictBool, Stri
 
 from cfqa.model_family import ModelFamily
 
-# Unknown keys are errors; NaN and infinities are not numbers here.
-TYPED = ConfigDict(extra="forbid", allow_inf_nan=False)
+# Unknown keys are errors; NaN and infinities are not numbers here. Patterns are Python's `re`
+# (the JSON schema's, which end in \Z; pydantic's default engine has no \Z).
+TYPED = ConfigDict(extra="forbid", allow_inf_nan=False, regex_engine="python-re")
 
 
-def _distinct(values: tuple) -> tuple:
+def distinct(values: tuple) -> tuple:
     repeated = sorted({v for v in values if values.count(v) > 1})
     if repeated:
         raise ValueError(f"items must be distinct; repeated: {repeated}")
@@ -41,7 +42,7 @@ Seed = Annotated[StrictInt, Field(ge=0)]
 InitSeed = Seed | None
 Number = Annotated[float, Strict()]                 # an int or a float, finite, never a bool or a string
 Dropout = Annotated[Number, Field(ge=0, lt=1)]
-ModuleNames = Annotated[tuple[StrictStr, ...], Field(min_length=1), AfterValidator(_distinct)]
+ModuleNames = Annotated[tuple[StrictStr, ...], Field(min_length=1), AfterValidator(distinct)]
 
 PrefixSite = Literal["encoder_self", "decoder_self", "decoder_cross"]
 PREFIX_SITES: tuple[str, ...] = get_args(PrefixSite)
@@ -74,7 +75,7 @@ class LoraOptions:
 @dataclass(frozen=True)
 class IA3Options:
     target_modules: ModuleNames
-    feedforward_modules: Annotated[tuple[StrictStr, ...], AfterValidator(_distinct)]
+    feedforward_modules: Annotated[tuple[StrictStr, ...], AfterValidator(distinct)]
 
     def __post_init__(self):
         stray = sorted(set(self.feedforward_modules) - set(self.target_modules))
@@ -97,7 +98,7 @@ class PrefixOptions:
     reparameterize: StrictBool                      # train through an MLP (Li & Liang) or the table
     mlp_hidden_size: Count
     seed: InitSeed                                  # initializes the prefix matrices and the MLP
-    sites: Annotated[tuple[PrefixSite, ...], Field(min_length=1), AfterValidator(_distinct)]
+    sites: Annotated[tuple[PrefixSite, ...], Field(min_length=1), AfterValidator(distinct)]
 
 
 @with_config(TYPED)
