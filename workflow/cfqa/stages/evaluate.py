@@ -14,6 +14,7 @@ from cfqa.backbone import backbone_dir, build_method_model
 from cfqa.config import Config
 from cfqa.contract import (WEIGHTS, Inference, MethodFiles, MetricsRecord, ResultsError, read_train_record,
                            write_metrics, write_predictions, write_record)
+from cfqa.layout import variant_file
 from cfqa.contract.run_info import directory_sha256, files_sha256, run_info
 from cfqa.device import resolve
 from cfqa.evaluation.generation import generate_texts
@@ -74,7 +75,7 @@ def run(cfg: Config, variants: Path, models: Path, model: Path, results: Path, m
 
     records, sets, by_type, memorized = [], {}, {}, {}
     generated, seconds = 0, 0.0
-    data_files = [variants / set_name / f"{v}.jsonl" for set_name in QUESTION_SETS for v in VARIANTS]
+    data_files = [variant_file(variants, set_name, v) for set_name in QUESTION_SETS for v in VARIANTS]
     for set_name in QUESTION_SETS:
         rows = variant_rows(variants, set_name, VARIANTS)
         # The training format's examples of every variant, in the rows' order: their inputs
