@@ -330,7 +330,7 @@ STAGES: tuple[Stage, ...] = (
         outputs={"tokenized": folder(TOKENIZED)},
         params=(),
         needs=Needs(at=sized((2000, 15), (16000, 120))),    # fast tokenizers over every variant row, once
-        dirs={MODELS: MODELS},
+        dirs={"models": MODELS},
     ),
     Stage(
         name="tune",
@@ -342,7 +342,7 @@ STAGES: tuple[Stage, ...] = (
         # 1.6 training runs' steps at the default's budget, one GPU.
         needs=Needs(at=sized((4000, 60), (64000, 2880)), gpu=True),
         dims=(METHOD,),
-        dirs={MODELS: MODELS},      # the backbones: models/base or models/base_lm, by method
+        dirs={"models": MODELS},    # the backbones: models/base or models/base_lm, by method
     ),
     Stage(
         name="train",
@@ -358,7 +358,7 @@ STAGES: tuple[Stage, ...] = (
         params=("train", "methods.{method}"),
         needs=Needs(at=sized((4000, 60), (64000, 1440)), gpu=True, data_parallel=True),
         dims=RUN_DIMS,
-        dirs={MODELS: MODELS, "results": RUN_RESULTS},
+        dirs={"models": MODELS, "results": RUN_RESULTS},
     ),
     Stage(
         name="evaluate",
@@ -381,7 +381,7 @@ STAGES: tuple[Stage, ...] = (
         params=("train", "methods.{method}", "evaluate", "tracking"),
         needs=Needs(at=sized((4000, 30), (32000, 240)), gpu=True),
         dims=RUN_DIMS,
-        dirs={MODELS: MODELS, "results": RUN_RESULTS},
+        dirs={"models": MODELS, "results": RUN_RESULTS},
     ),
     Stage(
         name="report",
