@@ -14,7 +14,6 @@ from cfqa.backbone import backbone_dir, build_method_model
 from cfqa.config import Config
 from cfqa.contract import (WEIGHTS, Inference, MethodFiles, MetricsRecord, ResultsError, read_train_record,
                            write_metrics, write_predictions, write_record)
-from cfqa.layout import variant_file
 from cfqa.contract.run_info import directory_sha256, files_sha256, run_info
 from cfqa.device import resolve
 from cfqa.evaluation.generation import generate_texts
@@ -23,6 +22,7 @@ from cfqa.evaluation.scoring import (baseline_scores, memorization, most_frequen
 from cfqa.formats import VARIANTS
 from cfqa.headline import headline
 from cfqa.hub import read_source_record
+from cfqa.layout import variant_file
 from cfqa.logs import get_logger
 from cfqa.methods.base import load_trainable
 from cfqa.training.examples import training_examples

@@ -13,8 +13,8 @@ import msgspec
 from cfqa.atomic_io import atomic_open
 from cfqa.config import Config
 from cfqa.contract import read_data_stats, write_record, write_run_headline
-from cfqa.layout import REPORT_FIGURE_FILE, REPORT_HTML_FILE, REPORT_MARKDOWN_FILE, RunLayout
 from cfqa.headline import headline as run_headline_of, run_headline
+from cfqa.layout import REPORT_FIGURE_FILE, REPORT_HTML_FILE, REPORT_MARKDOWN_FILE, RunLayout
 from cfqa.logs import get_logger
 from cfqa.redact import redact
 from cfqa.report import figures, plots

@@ -20,9 +20,9 @@ from cfqa.backbone import backbone_dir, build_method_model
 from cfqa.config import Config, MethodConfig
 from cfqa.contract import (WEIGHTS, CurveRow, FirstTargetToken, MethodFiles, ParameterCounts, StepMemoryParts,
                            TrainCost, TrainRecord, write_curve, write_record)
-from cfqa.layout import checkpoint_dir, variant_file
 from cfqa.contract.run_info import directory_sha256, files_sha256, run_info
 from cfqa.hub import read_source_record
+from cfqa.layout import checkpoint_dir, variant_file
 from cfqa.logs import get_logger
 from cfqa.measure import PeakMemory, StepMemory, training_step_memory
 from cfqa.methods.base import count_parameters, save_trainable

@@ -23,9 +23,9 @@ from transformers import AutoTokenizer
 from cfqa.backbone import backbone_dir, build_method_model
 from cfqa.config import Config, MethodConfig, TuneConfig
 from cfqa.contract import LrRung, LrSelection, LrTrial, write_record
-from cfqa.layout import variant_file
 from cfqa.contract.run_info import directory_sha256, files_sha256, run_info
 from cfqa.evaluation.contextual_em import contextual_em_pct
+from cfqa.layout import variant_file
 from cfqa.logs import get_logger
 from cfqa.progress import progress
 from cfqa.training.batches import (TokenizedExample, fixed_sample, text_pairs, tokenize_pairs, variant_rows,

@@ -14,8 +14,8 @@ import numpy as np
 import torch
 
 from cfqa.atomic_io import read_jsonl
-from cfqa.layout import variant_file
 from cfqa.formats import VARIANTS, format_input, format_target
+from cfqa.layout import variant_file
 from cfqa.model_family import ModelFamily
 
 TokenizedExample = tuple[list[int], list[int]]

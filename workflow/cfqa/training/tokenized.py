@@ -22,9 +22,9 @@ from typing import Sequence
 import numpy as np
 
 from cfqa.atomic_io import atomic_dir, read_json, read_jsonl, write_json
-from cfqa.layout import variant_file
 from cfqa.digests import sha256_file
 from cfqa.formats import VARIANTS, format_input, format_target
+from cfqa.layout import variant_file
 from cfqa.logs import get_logger
 from cfqa.progress import progress
 
