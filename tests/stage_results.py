@@ -15,6 +15,7 @@ import yaml
 from cfqa import cli
 from cfqa.config import PROJECT_ROOT, deep_merge
 from cfqa.dag import LR_SELECTION, RUN_MODEL, RUN_RESULTS
+from cfqa.layout import RunLayout
 
 TINY_METHODS = ("full", "lora")
 
@@ -27,28 +28,32 @@ class StageResults:
     seeds: tuple[int, ...]
 
     @property
+    def layout(self) -> RunLayout:
+        return RunLayout(str(self.root))
+
+    @property
     def results(self) -> Path:
-        return self.root / "results"
+        return self.layout.results
 
     def run_dir(self, method: str, seed: int) -> Path:
         """The results directory of one (method, seed) run."""
-        return self.root / RUN_RESULTS.format(method=method, seed=seed)
+        return self.layout.run_results(method, seed)
 
     def model_dir(self, method: str, seed: int) -> Path:
         """The trained directory of one (method, seed) run."""
-        return self.root / RUN_MODEL.format(method=method, seed=seed)
+        return self.layout.model(method, seed)
 
     @property
     def models(self) -> Path:
-        return self.root / "models"
+        return self.layout.models
 
     @property
     def data_stats(self) -> Path:
-        return self.root / "data" / "stats.json"
+        return self.layout.data_stats
 
     @property
     def variants(self) -> Path:
-        return self.root / "data" / "variants"
+        return self.layout.variants
 
 
 @contextlib.contextmanager

@@ -14,6 +14,7 @@ import yaml
 from cfqa.config import PROJECT_ROOT, deep_merge, load
 from cfqa.dag import METHOD, PARAMS_FILE, RUN_ROOT_KEY, STAGES, compared_summaries, rooted, run_root
 from cfqa.dag.dvc_yaml import dvc_document
+from cfqa.layout import RunLayout
 from pipeline_support import PROJECT, run_tool, tool_env
 from project_copy import copy_project
 
@@ -150,10 +151,25 @@ def test_a_dry_run_of_a_profile_lists_only_paths_under_its_root(project, profile
     assert {w for w in words if not w.startswith(root)} == {configfile}     # `--params` of the CLI
     for folder in DEFAULT_FOLDERS:
         assert f"{root}{folder}" in {"/".join(p.split("/")[:3]) for p in paths}, folder
+    assert layout_paths(RunLayout(root.rstrip("/")), deep_merge(default_params(), profile_params(profile))) <= paths
+
+
+def layout_paths(layout: RunLayout, params: dict) -> set[str]:
+    """Paths the run layout names for the first method and seed of `params`: the ones a dry run
+    of Snakemake must list (as the rules' inputs, outputs, logs and benchmarks)."""
+    method, seed = METHOD.values(params)[0], params["seeds"][0]
+    named = [layout.raw, layout.variants, layout.data_stats, layout.base, layout.tokenized,
+             layout.lr_selection(method), layout.model(method, seed), layout.run_results(method, seed) / "metrics.json",
+             layout.summary, layout.run_headline, layout.report_html, layout.report_figure("headline"),
+             layout.log("train", method, seed), layout.stderr_log("train", method, seed),
+             layout.benchmark("train", method, seed), layout.benchmark("evaluate", method, seed),
+             layout.benchmark("pretrain"), layout.log("tune", method), layout.stderr_log("report")]
+    return {path.as_posix() for path in named}
 
 
 def test_the_default_run_keeps_its_paths(project):
     paths, words = dry_run_paths(project)
+    assert layout_paths(RunLayout(), default_params()) <= paths
     assert not [p for p in paths | set(words) if p.startswith("runs/")]
     assert {"data/raw", "models/base", "results/lora/seed0/metrics.json", "reports/index.html",
             "logs/train/lora/seed0.log", "logs/train/lora/seed0.stderr.log",

@@ -24,6 +24,7 @@ from cfqa.answer_metrics import exact_match, memorization_class
 from cfqa.contract import (ResultsError, read_curve, read_data_stats, read_lr_selection, read_metrics,
                            read_predictions, read_summary, read_train_record, write_predictions)
 from cfqa.dag import RUN_MODEL, RUN_RESULTS
+from cfqa.layout import RunLayout
 from cfqa.report import aggregate as aggregate_module
 from cfqa.report import formatting as fmt
 from cfqa.methods.options import METHOD_DESCRIPTIONS
@@ -598,22 +599,22 @@ def test_efficiency_reads_snakemake_benchmarks_where_they_exist(tmp_path, runs, 
     columns of the runs that have them; a run made without Snakemake shows a dash."""
     from snakemake.benchmark import BenchmarkRecord, write_benchmark_records
 
-    from cfqa.report.inputs import benchmark_path
-
     root = tmp_path / "run"
+    layout = RunLayout(str(root))
     shutil.copytree(runs["results"], root / "results")
     seconds = {0: 40.0, 1: 50.0}
     for seed, wall in seconds.items():
         for stage_name, rss in (("train", 600.0), ("evaluate", 400.0)):
             record = BenchmarkRecord(max_rss=rss + seed, cpu_time=wall / 2)
             record.running_time, record.data_collected = wall, True
-            path = benchmark_path(root, stage_name, "full", seed)
+            path = layout.benchmark(stage_name, "full", seed)
             path.parent.mkdir(parents=True, exist_ok=True)
             write_benchmark_records([record], str(path), False)
-    assert benchmark_path(root, "train", "full", 1) == root / "logs/benchmarks/train/full/seed1.tsv"
+    assert layout.benchmark("train", "full", 1) == root / "logs/benchmarks/train/full/seed1.tsv"
     pretrain = BenchmarkRecord(max_rss=1024.0, cpu_time=100.0)
     pretrain.running_time, pretrain.data_collected = 123.4, True
-    write_benchmark_records([pretrain], str(root / "logs/benchmarks/pretrain.tsv"), False)
+    assert layout.benchmark("pretrain") == root / "logs/benchmarks/pretrain.tsv"
+    write_benchmark_records([pretrain], str(layout.benchmark("pretrain")), False)
     report_stage.run(cfg, results=root / "results", data_stats=runs["data_stats"], out=tmp_path / "reports",
                      summary=tmp_path / "summary.json")
     text = (tmp_path / "reports/report.md").read_text()

@@ -37,6 +37,7 @@ from pydantic.json_schema import SkipJsonSchema
 
 from cfqa import params_file
 from cfqa.errors import BadInput
+from cfqa.layout import DEFAULT_RUN_ROOT
 from cfqa.methods.families import UnsupportedFamily, check_method_family
 from cfqa.methods.options import METHOD_OPTIONS, TYPED, Count, MethodOptions, Number, distinct, options_record
 from cfqa.model_family import ModelFamily
@@ -109,7 +110,6 @@ RUN_ROOT_DESCRIPTION = (
 RunRoot = Annotated[StrictStr, Field(pattern=RUN_PATH_PATTERN), AfterValidator(_outside_outputs),
                     WithJsonSchema({"description": RUN_ROOT_DESCRIPTION, "allOf": [RUN_PATH_SCHEMA],
                                     "not": {"type": "string", "pattern": _INSIDE_OUTPUTS}})]
-DEFAULT_RUN_ROOT = "."
 # A method key names output folders (models/<key>/) and is a shell word in every engine's command.
 MethodKey = Annotated[StrictStr, Field(pattern=METHOD_KEY_PATTERN, description=(
     "a method key: a lower-case letter, then at most 63 lower-case letters, digits or _"))]

@@ -21,15 +21,11 @@ from cfqa.contract.records import (SCHEMA_VERSION, BenchmarkRow, CurveRow, DataS
                                    Summary, TrainRecord)
 from cfqa.errors import BadInput
 
-# File names inside a run's results/{method}/seed{seed}/ and models/{method}/seed{seed}/.
-TRAIN_RECORD = "train.json"
-TRAIN_CURVE = "train_curve.csv"
-PREDICTIONS = "predictions.jsonl"
-METRICS = "metrics.json"
-EVALUATION_RUN = "evaluation_run.json"
-HEADLINE = "headline.json"
-WEIGHTS = "trainable.safetensors"
-LR_SELECTION = "lr_selection.json"
+# File names inside a run's results/{method}/seed{seed}/ and models/{method}/seed{seed}/: the
+# run layout names them (cfqa.layout), with every other path of a run.
+from cfqa.layout import (EVALUATION_RUN, HEADLINE, LR_SELECTION_FILE as LR_SELECTION, METRICS, PREDICTIONS,
+                         TRAIN_CURVE, TRAIN_RECORD, WEIGHTS)
+
 CURVE_COLUMNS = tuple(CurveRow.__struct_fields__)
 
 R = TypeVar("R", bound=Record)

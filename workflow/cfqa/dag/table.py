@@ -6,12 +6,18 @@ execution profiles (workflow/profiles/) add only what a site names (partitions, 
 from __future__ import annotations
 
 import dataclasses
-import posixpath
 from dataclasses import dataclass
 from string import Formatter
 from typing import Any, Callable, Literal
 
-from cfqa.config import DEFAULT_RUN_ROOT, RUN_ROOT_KEY, run_root  # noqa: F401 (RUN_ROOT_KEY: cfqa.dag exports it)
+from cfqa.config import RUN_ROOT_KEY, run_root  # noqa: F401 (cfqa.dag exports both)
+# The run's paths (relative to its root) and how a root moves them: cfqa.layout names every
+# file of a run once; this table declares its stages with those names.
+from cfqa.layout import (BASE, BASE_LM, DATA_STATS, DEFAULT_RUN_ROOT, ENTITIES, EVALUATION_RUN, FETCHED, HEADLINE,
+                         JOB_BENCHMARK, JOB_LOG, JOB_STDERR_LOG, LR_SELECTION, METRICS, MODELS, PARAMS_FILE, PREDICTIONS,
+                         PREPARED, RAW, REPORT_FIGURE, REPORT_HTML, REPORT_MARKDOWN, REPORTS, RESULTS, RUN_HEADLINE,
+                         RUN_MODEL, RUN_RESULTS, SEED_PREFIX, SUMMARY, TOKENIZED, TRAIN_CURVE, TRAIN_RECORD, VALIDATED,
+                         VARIANTS, rooted)
 
 
 @dataclass(frozen=True)
@@ -36,26 +42,23 @@ class Dimension:
 
 
 METHOD = Dimension("method", "methods")
-SEED = Dimension("seed", "seeds", prefix="seed")
+SEED = Dimension("seed", "seeds", prefix=SEED_PREFIX)
 # Every dimension a path template may name; a stage lists in `dims` the ones it is split by.
 DIMENSIONS: tuple[Dimension, ...] = (METHOD, SEED)
 # One run: a method trained (and evaluated) with one seed.
 RUN_DIMS: tuple[Dimension, ...] = (METHOD, SEED)
-RUN_MODEL = "models/" + "/".join(d.segment for d in RUN_DIMS)        # models/{method}/seed{seed}
-RUN_RESULTS = "results/" + "/".join(d.segment for d in RUN_DIMS)      # results/{method}/seed{seed}
-LR_SELECTION = f"results/{METHOD.segment}/lr_selection.json"            # one per method (stage tune)
-# Written by the `validate` stage once params.yaml loads and validates; every other stage
-# depends on it, so `dvc repro` stops on a bad params.yaml before removing any output. Its
-# bytes must not depend on params.yaml's content: DVC hashes it as every stage's dependency,
-# so a stamp that changed with each edit would rerun the whole DAG.
-VALIDATED = "results/.validated"
-# Written by `fetch`, the one stage that uses the network (data and hub models into the run's
-# cache, cfqa.stages.fetch); the stages that read the cache wait for it.
-FETCHED = "data/fetched.json"
-PARAMS_FILE = "params.yaml"
-# Where a run writes: every path in this table is relative to the run root, the typed
-# config's `run_root` (cfqa.config.run_root; a profile names its own, e.g. runs/mixtures, so it
-# never writes over the default run's files). The default "." keeps the paths as written here.
+# RUN_MODEL (models/{method}/seed{seed}), RUN_RESULTS (results/{method}/seed{seed}) and
+# LR_SELECTION (results/{method}/lr_selection.json, one per method: stage tune) come from the
+# layout, spelled with these dimensions' segments (a test checks that they agree).
+# VALIDATED is written by the `validate` stage once params.yaml loads and validates; every
+# other stage depends on it, so `dvc repro` stops on a bad params.yaml before removing any
+# output. Its bytes must not depend on params.yaml's content: DVC hashes it as every stage's
+# dependency, so a stamp that changed with each edit would rerun the whole DAG.
+# FETCHED is written by `fetch`, the one stage that uses the network (data and hub models into
+# the run's cache, cfqa.stages.fetch); the stages that read the cache wait for it.
+# Where a run writes: every path in this table is relative to the run root, the typed config's
+# `run_root` (cfqa.config.run_root; a profile names its own, e.g. runs/mixtures, so it never writes over the
+# default run's files). The default "." (DEFAULT_RUN_ROOT) keeps the paths as they are written here.
 # Inputs that order jobs but whose new timestamp does not rerun them (Snakemake's ancient()):
 # the stamp is rewritten whenever params.yaml changes, and each stage already reruns on its
 # own params slice. params.yaml too: Snakemake validates the config when it parses the
@@ -203,17 +206,17 @@ class Stage:
     @property
     def log(self) -> str:
         """The CLI's `--log-file`: its records, tracebacks included."""
-        return rooted(f"logs/{self._log_name}.log", self.root)
+        return rooted(JOB_LOG.format(job=self._log_name), self.root)
 
     @property
     def stderr_log(self) -> str:
         """A Snakemake job's stderr and stdout as the terminal showed them (see `logged`)."""
-        return rooted(f"logs/{self._log_name}.stderr.log", self.root)
+        return rooted(JOB_STDERR_LOG.format(job=self._log_name), self.root)
 
     @property
     def benchmark(self) -> str:
         """Snakemake's `benchmark:` file (time and memory of the job), beside the logs."""
-        return rooted(f"logs/benchmarks/{self._log_name}.tsv", self.root)
+        return rooted(JOB_BENCHMARK.format(job=self._log_name), self.root)
 
     def gathered(self, path: str) -> tuple[Dimension, ...]:
         """The dimensions an input path is expanded over (named in it, not splitting the stage)."""
@@ -221,11 +224,6 @@ class Stage:
         return tuple(d for d in DIMENSIONS if d.name in named and d not in self.dims)
 
 
-def rooted(path: str, root: str) -> str:
-    """`path` under run root `root`; params.yaml stays the project's."""
-    if root == DEFAULT_RUN_ROOT or path == PARAMS_FILE:
-        return path
-    return posixpath.join(root, path)
 
 
 def compared_summaries(params: dict) -> list[str]:
@@ -238,7 +236,7 @@ def compared_summaries(params: dict) -> list[str]:
 
 
 # What a compared run must hold: its report's summary is written after all its results.
-COMPARED_SUMMARY = "results/summary.json"
+COMPARED_SUMMARY = SUMMARY
 
 
 def placeholders(template: str) -> set[str]:
@@ -282,7 +280,7 @@ STAGES: tuple[Stage, ...] = (
         name="download",
         args="--out {raw} --fetched {fetched}",
         inputs={"validated": VALIDATED, "fetched": FETCHED},
-        outputs={"raw": folder("data/raw")},
+        outputs={"raw": folder(RAW)},
         params=("data",),
         # Reads what `fetch` put in the cache (NQ: ~5 GB gzipped) and converts the dev set.
         needs=Needs(at=sized((2000, 15), (8000, 480))),
@@ -290,32 +288,32 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         name="prepare",
         args="--raw {raw} --out {prepared}",
-        inputs={"validated": VALIDATED, "raw": "data/raw"},
-        outputs={"prepared": folder("data/prepared")},
+        inputs={"validated": VALIDATED, "raw": RAW},
+        outputs={"prepared": folder(PREPARED)},
         params=("prepare",),
         needs=Needs(at=sized((2000, 15), (16000, 360))),     # streams the ~17 GB NQ train file
     ),
     Stage(
         name="entities",
         args="--prepared {prepared} --raw {raw} --out {entities}",
-        inputs={"validated": VALIDATED, "prepared": "data/prepared", "raw": "data/raw"},
-        outputs={"entities": folder("data/entities")},
+        inputs={"validated": VALIDATED, "prepared": PREPARED, "raw": RAW},
+        outputs={"entities": folder(ENTITIES)},
         params=("entities",),
         needs=Needs(at=sized((2000, 15), (16000, 360))),
     ),
     Stage(
         name="counterfactuals",
         args="--prepared {prepared} --entities {entities} --out {variants} --stats {stats}",
-        inputs={"validated": VALIDATED, "prepared": "data/prepared", "entities": "data/entities"},
-        outputs={"variants": folder("data/variants"), "stats": out("data/stats.json")},
+        inputs={"validated": VALIDATED, "prepared": PREPARED, "entities": ENTITIES},
+        outputs={"variants": folder(VARIANTS), "stats": out(DATA_STATS)},
         params=("counterfactuals",),
         needs=Needs(at=sized((2000, 15), (16000, 120))),
     ),
     Stage(
         name="pretrain",
         args="--raw {raw} --out {base} --out-lm {base_lm} --fetched {fetched}",
-        inputs={"validated": VALIDATED, "raw": "data/raw", "fetched": FETCHED},
-        outputs={"base": folder("models/base"), "base_lm": folder("models/base_lm")},
+        inputs={"validated": VALIDATED, "raw": RAW, "fetched": FETCHED},
+        outputs={"base": folder(BASE), "base_lm": folder(BASE_LM)},
         params=("pretrain", "hub"),
         # Pretrains the embedded model on CPU, or copies the hub backbones `fetch` put in the
         # cache (t5-large and its LM-adapted twin, ~6 GB).
@@ -325,39 +323,39 @@ STAGES: tuple[Stage, ...] = (
         # Reads no params: jobs truncate the tokens to their own lengths when they load them.
         name="tokenize",
         args="--variants {variants} --models {models} --out {tokenized}",
-        inputs={"validated": VALIDATED, "variants": "data/variants", "base": "models/base", "base_lm": "models/base_lm"},
-        outputs={"tokenized": folder("data/tokenized")},
+        inputs={"validated": VALIDATED, "variants": VARIANTS, "base": BASE, "base_lm": BASE_LM},
+        outputs={"tokenized": folder(TOKENIZED)},
         params=(),
         needs=Needs(at=sized((2000, 15), (16000, 120))),    # fast tokenizers over every variant row, once
-        dirs={"models": "models"},
+        dirs={"models": MODELS},
     ),
     Stage(
         name="tune",
         args="--method {method} --variants {variants} --models {models} --out {selection}",
-        inputs={"validated": VALIDATED, "variants": "data/variants", "base": "models/base", "base_lm": "models/base_lm"},
+        inputs={"validated": VALIDATED, "variants": VARIANTS, "base": BASE, "base_lm": BASE_LM},
         outputs={"selection": out(LR_SELECTION)},
         params=("tune", "train", "methods.{method}", "evaluate"),
         # tune.trials runs on train's schedule, the best continuing (successive halving): about
         # 1.6 training runs' steps at the default's budget, one GPU.
         needs=Needs(at=sized((4000, 60), (64000, 2880)), gpu=True),
         dims=(METHOD,),
-        dirs={"models": "models"},      # the backbones: models/base or models/base_lm, by method
+        dirs={"models": MODELS},    # the backbones: models/base or models/base_lm, by method
     ),
     Stage(
         name="train",
         args="--method {method} --seed {seed} --variants {variants} --tokenized {tokenized} --models {models} "
              "--out {model} --results {results} --lr-selection {lr_selection}",
-        inputs={"validated": VALIDATED, "variants": "data/variants", "base": "models/base", "base_lm": "models/base_lm",
-                "lr_selection": LR_SELECTION, "tokenized": "data/tokenized"},
+        inputs={"validated": VALIDATED, "variants": VARIANTS, "base": BASE, "base_lm": BASE_LM,
+                "lr_selection": LR_SELECTION, "tokenized": TOKENIZED},
         outputs={
             "model": folder(RUN_MODEL),
-            "train": out(f"{RUN_RESULTS}/train.json"),
-            "curve": git_held(f"{RUN_RESULTS}/train_curve.csv"),     # drawn by TRAINING_CURVE_PLOT
+            "train": out(f"{RUN_RESULTS}/{TRAIN_RECORD}"),
+            "curve": git_held(f"{RUN_RESULTS}/{TRAIN_CURVE}"),     # drawn by TRAINING_CURVE_PLOT
         },
         params=("train", "methods.{method}"),
         needs=Needs(at=sized((4000, 60), (64000, 1440)), gpu=True, data_parallel=True),
         dims=RUN_DIMS,
-        dirs={"models": "models", "results": RUN_RESULTS},
+        dirs={"models": MODELS, "results": RUN_RESULTS},
     ),
     Stage(
         name="evaluate",
@@ -365,22 +363,22 @@ STAGES: tuple[Stage, ...] = (
              "--model {model} --results {results}",
         # The backbones: a method's weights are only its trainable part, loaded onto one of them.
         inputs={
-            "validated": VALIDATED, "variants": "data/variants", "base": "models/base", "base_lm": "models/base_lm",
-            "model": RUN_MODEL, "train": f"{RUN_RESULTS}/train.json",
-            "curve": f"{RUN_RESULTS}/train_curve.csv", "tokenized": "data/tokenized",
+            "validated": VALIDATED, "variants": VARIANTS, "base": BASE, "base_lm": BASE_LM,
+            "model": RUN_MODEL, "train": f"{RUN_RESULTS}/{TRAIN_RECORD}",
+            "curve": f"{RUN_RESULTS}/{TRAIN_CURVE}", "tokenized": TOKENIZED,
         },
         outputs={
-            "predictions": out(f"{RUN_RESULTS}/predictions.jsonl"),
-            "metrics": out(f"{RUN_RESULTS}/metrics.json"),             # the full scores, DVC-cached
+            "predictions": out(f"{RUN_RESULTS}/{PREDICTIONS}"),
+            "metrics": out(f"{RUN_RESULTS}/{METRICS}"),             # the full scores, DVC-cached
             # The run's few numbers: git holds them (data; the report's results/headline.json,
             # the DVC metric, holds their seed means per method).
-            "headline": git_held(f"{RUN_RESULTS}/headline.json"),
-            "evaluation_run": untracked(f"{RUN_RESULTS}/evaluation_run.json"),  # commit, machine, speed
+            "headline": git_held(f"{RUN_RESULTS}/{HEADLINE}"),
+            "evaluation_run": untracked(f"{RUN_RESULTS}/{EVALUATION_RUN}"),  # commit, machine, speed
         },
         params=("train", "methods.{method}", "evaluate", "tracking"),
         needs=Needs(at=sized((4000, 30), (32000, 240)), gpu=True),
         dims=RUN_DIMS,
-        dirs={"models": "models", "results": RUN_RESULTS},
+        dirs={"models": MODELS, "results": RUN_RESULTS},
     ),
     Stage(
         name="report",
@@ -388,24 +386,25 @@ STAGES: tuple[Stage, ...] = (
         # Every (method, seed) run's files: the report gathers over both dimensions.
         inputs={
             "validated": VALIDATED,
-            "metrics": f"{RUN_RESULTS}/metrics.json",
-            "train": f"{RUN_RESULTS}/train.json",
-            "curves": f"{RUN_RESULTS}/train_curve.csv",
-            "stats": "data/stats.json",
+            "metrics": f"{RUN_RESULTS}/{METRICS}",
+            "train": f"{RUN_RESULTS}/{TRAIN_RECORD}",
+            "curves": f"{RUN_RESULTS}/{TRAIN_CURVE}",
+            "stats": DATA_STATS,
         },
         outputs={
-            "html": out("reports/index.html", caption="report.rst", category="Report"),
-            "markdown": out("reports/report.md"),
-            **{name: out(f"reports/{name}.png", caption=f"{name}.rst", category="Figures")
+            "html": out(REPORT_HTML, caption="report.rst", category="Report"),
+            "markdown": out(REPORT_MARKDOWN),
+            # Keyed apart from the other outputs: the figure "headline" is not the metric "headline".
+            **{f"figure_{name}": out(REPORT_FIGURE.format(figure=name), caption=f"{name}.rst", category="Figures")
                for name in REPORT_FIGURES},
             # Every method's ~60 keys: detail, not what `dvc metrics show` lists.
-            "summary": out("results/summary.json", caption="summary.rst", category="Report"),
+            "summary": out(SUMMARY, caption="summary.rst", category="Report"),
             # Per method, the seed mean and interval of the headline numbers: THE DVC metric.
-            "headline": metric("results/headline.json"),
+            "headline": metric(RUN_HEADLINE),
         },
         params=("data.source", "pretrain", "seeds", "train", "methods", "tracking", "report"),
         needs=Needs(at=sized((2000, 30), (8000, 60)), light=True),
-        dirs={"results": "results", "reports": "reports"},
+        dirs={"results": RESULTS, "reports": REPORTS},
     ),
 )
 

@@ -13,12 +13,11 @@ from pathlib import Path
 from typing import Sequence
 
 import dataclasses
-import re
 
-from cfqa.contract import (LR_SELECTION, BenchmarkRow, CurveRow, LrSelection, MethodFiles, MetricsRecord,
+from cfqa.contract import (BenchmarkRow, CurveRow, LrSelection, MethodFiles, MetricsRecord,
                            PredictionRow, ResultsError, TrainRecord, read_benchmark, read_curve, read_lr_selection,
                            read_metrics, read_predictions, read_train_record)
-from cfqa.dag import stage as dag_stage
+from cfqa.layout import RunLayout, seed_of
 
 
 @dataclass(frozen=True)
@@ -72,33 +71,24 @@ class MethodResults:
         return self.runs[0].train.backbone
 
 
-def seed_directory(results: Path, method: str, seed: int) -> Path:
-    return Path(results) / method / f"seed{seed}"
-
-
 BENCHMARKED_STAGES = ("train", "evaluate")
 
 
-def benchmark_path(run_root: Path, stage_name: str, method: str, seed: int) -> Path:
-    """Where Snakemake's `benchmark:` puts a job's record: the DAG table's path under the run's
-    root (the directory holding results/ and logs/)."""
-    return Path(run_root) / dag_stage(stage_name).benchmark.format(method=method, seed=seed)
-
-
-def load_pretrain_benchmark(run_root: Path) -> tuple[BenchmarkRow, ...]:
-    path = Path(run_root) / dag_stage("pretrain").benchmark
+def load_pretrain_benchmark(layout: RunLayout) -> tuple[BenchmarkRow, ...]:
+    path = layout.benchmark("pretrain")
     return tuple(read_benchmark(path)) if path.is_file() else ()
 
 
-def load_benchmarks(run_root: Path, method: str, seed: int) -> dict[str, tuple[BenchmarkRow, ...]]:
-    paths = {name: benchmark_path(run_root, name, method, seed) for name in BENCHMARKED_STAGES}
+def load_benchmarks(layout: RunLayout, method: str, seed: int) -> dict[str, tuple[BenchmarkRow, ...]]:
+    paths = {name: layout.benchmark(name, method, seed) for name in BENCHMARKED_STAGES}
     return {name: tuple(read_benchmark(path)) for name, path in paths.items() if path.is_file()}
 
 
-def load_run(directory: Path, method: str, seed: int) -> RunResults:
-    """One run; train.json, metrics.json and predictions.jsonl are required, the curve and the
-    benchmark records optional (the run's root is three levels above results/{method}/seed{seed})."""
-    files = MethodFiles(Path(directory))
+def load_run(layout: RunLayout, method: str, seed: int) -> RunResults:
+    """One run of the run root `layout`; train.json, metrics.json and predictions.jsonl are
+    required, the curve and the benchmark records optional."""
+    files = MethodFiles(layout.run_results(method, seed))
+    directory = files.directory
     train = read_train_record(files.train_record, method)
     metrics = read_metrics(files.metrics, method)
     for path, record in ((files.train_record, train), (files.metrics, metrics)):
@@ -106,27 +96,26 @@ def load_run(directory: Path, method: str, seed: int) -> RunResults:
             raise ResultsError(f"{path}: seed {record.seed}, expected {seed} (the seed{seed} directory)")
     predictions = tuple(read_predictions(files.predictions))
     curve = tuple(read_curve(files.train_curve)) if files.train_curve.is_file() else ()
-    return RunResults(method=method, seed=seed, directory=Path(directory), train=train, metrics=metrics,
+    return RunResults(method=method, seed=seed, directory=directory, train=train, metrics=metrics,
                       predictions=predictions, curve=curve,
-                      benchmarks=load_benchmarks(Path(directory).parent.parent.parent, method, seed))
+                      benchmarks=load_benchmarks(layout, method, seed))
 
 
-def load_method(results: Path, method: str, seeds: Sequence[int]) -> MethodResults:
-    """Every seed of one method under results/{method}/seed{seed}/."""
+def load_method(layout: RunLayout, method: str, seeds: Sequence[int]) -> MethodResults:
+    """Every seed of one method of the run root `layout` (results/{method}/seed{seed}/)."""
     if not seeds:
         raise ValueError(f"{method}: expected at least one seed")
-    runs = tuple(load_run(seed_directory(results, method, seed), method, seed) for seed in seeds)
-    selection_path = Path(results) / method / LR_SELECTION
+    runs = tuple(load_run(layout, method, seed) for seed in seeds)
+    selection_path = layout.lr_selection(method)
     selection = read_lr_selection(selection_path, method) if selection_path.is_file() else None
     return MethodResults(name=method, runs=runs, lr_selection=selection,
-                         pretrain_benchmark=load_pretrain_benchmark(Path(results).parent))
+                         pretrain_benchmark=load_pretrain_benchmark(layout))
 
 
 def load_results(results: Path, methods: Sequence[str], seeds: Sequence[int]) -> list[MethodResults]:
-    return [load_method(results, method, seeds) for method in methods]
-
-
-_SEED_DIRECTORY = re.compile(r"seed(\d+)")
+    """Every method and seed of the run whose results folder is `results`."""
+    layout = RunLayout.of_results(results)
+    return [load_method(layout, method, seeds) for method in methods]
 
 
 def discovered_runs(results: Path) -> dict[str, tuple[int, ...]]:
@@ -137,8 +126,8 @@ def discovered_runs(results: Path) -> dict[str, tuple[int, ...]]:
         raise ResultsError(f"{results}: missing; expected the results directory of a pipeline run")
     found = {}
     for method in sorted(p for p in results.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        seeds = sorted(int(m.group(1)) for d in method.iterdir()
-                       if d.is_dir() and (m := _SEED_DIRECTORY.fullmatch(d.name)) and (d / "metrics.json").is_file())
+        seeds = sorted(seed for d in method.iterdir()
+                       if d.is_dir() and (seed := seed_of(d.name)) is not None and MethodFiles(d).metrics.is_file())
         if seeds:
             found[method.name] = tuple(seeds)
     if not found:
@@ -181,7 +170,8 @@ def load_report_results(results: Path, methods: Sequence[str], seeds: Sequence[i
     `others` (other runs' results directories), families set side by side (`with_families`)."""
     loaded = load_results(results, methods, seeds)
     for other in others:
-        loaded += [load_method(other, method, found) for method, found in discovered_runs(other).items()]
+        layout = RunLayout.of_results(other)
+        loaded += [load_method(layout, method, found) for method, found in discovered_runs(other).items()]
     return with_families(loaded)
 
 

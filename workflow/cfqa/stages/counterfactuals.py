@@ -15,6 +15,7 @@ from cfqa.contract import DataStats, SeenStats, write_record
 from cfqa.counterfactual import (DROP_REASONS, PARTIAL_MENTION_COUNTS, Example, RecordError, SplitVariants,
                                  SubstitutionPolicy, build_seen, build_split, example_from_records,
                                  type_histogram)
+from cfqa.layout import variant_file
 from cfqa.logs import get_logger
 from cfqa.progress import progress
 
@@ -61,9 +62,9 @@ def load_examples(prepared: Path, entities: Path) -> list[Example]:
     return examples
 
 
-def _write_split(directory: Path, result: SplitVariants) -> None:
+def _write_split(variants: Path, split: str, result: SplitVariants) -> None:
     for variant, rows in result.rows.items():
-        write_jsonl(directory / f"{variant}.jsonl", rows)
+        write_jsonl(variant_file(variants, split, variant), rows)
 
 
 def remove_orphan(out: Path, stats: Path) -> None:
@@ -130,7 +131,7 @@ def commit(out: Path, stats: Path, results: dict[str, SplitVariants], record: Da
     stats.unlink(missing_ok=True)
     with atomic_dir(out) as tmp:
         for name, result in results.items():
-            _write_split(tmp / name, result)
+            _write_split(tmp, name, result)
     log.info("wrote %s/{%s}/{factual,counterfactual,empty,random}.jsonl", out, ",".join(results))
     write_record(stats, record)
     log.info("wrote %s", stats)

@@ -22,6 +22,7 @@ from cfqa.evaluation.scoring import (baseline_scores, memorization, most_frequen
 from cfqa.formats import VARIANTS
 from cfqa.headline import headline
 from cfqa.hub import read_source_record
+from cfqa.layout import variant_file
 from cfqa.logs import get_logger
 from cfqa.methods.base import load_trainable
 from cfqa.training.examples import training_examples
@@ -74,7 +75,7 @@ def run(cfg: Config, variants: Path, models: Path, model: Path, results: Path, m
 
     records, sets, by_type, memorized = [], {}, {}, {}
     generated, seconds = 0, 0.0
-    data_files = [variants / set_name / f"{v}.jsonl" for set_name in QUESTION_SETS for v in VARIANTS]
+    data_files = [variant_file(variants, set_name, v) for set_name in QUESTION_SETS for v in VARIANTS]
     for set_name in QUESTION_SETS:
         rows = variant_rows(variants, set_name, VARIANTS)
         # The training format's examples of every variant, in the rows' order: their inputs

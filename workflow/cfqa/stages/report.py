@@ -14,6 +14,7 @@ from cfqa.atomic_io import atomic_open
 from cfqa.config import Config
 from cfqa.contract import read_data_stats, write_record, write_run_headline
 from cfqa.headline import headline as run_headline_of, run_headline
+from cfqa.layout import REPORT_FIGURE_FILE, REPORT_HTML_FILE, REPORT_MARKDOWN_FILE, RunLayout
 from cfqa.logs import get_logger
 from cfqa.redact import redact
 from cfqa.report import figures, plots
@@ -67,8 +68,8 @@ def write_report(cfg: Config, results: Path, data_stats: Path, out: Path, summar
     results, data_stats, out, summary = map(Path, (results, data_stats, out, summary))
     started = time.perf_counter()
     # Other runs whose results stand beside this run's (report.compare_runs), never this run's own.
-    others = [Path(root) / "results" for root in cfg.report.compare_runs
-              if (Path(root) / "results").resolve() != results.resolve()]
+    others = [other for other in (RunLayout(root).results for root in cfg.report.compare_runs)
+              if other.resolve() != results.resolve()]
     method_results = load_report_results(results, list(cfg.methods), seeds, others=others)
     log.info("read %d methods x %d seeds from %s/{method}/seed{seed}/%s", len(method_results), len(seeds), results,
              "".join(f" and every evaluated run under {other}/" for other in others))
@@ -86,14 +87,15 @@ def write_report(cfg: Config, results: Path, data_stats: Path, out: Path, summar
     markdown, page = render_markdown(document), render_html(document, images)
     # Everything is computed before the first write: a failure leaves no partial report.
     for name, data in images.items():
-        with atomic_open(out / f"{name}.png", "wb") as handle:
+        figure = out / REPORT_FIGURE_FILE.format(figure=name)
+        with atomic_open(figure, "wb") as handle:
             handle.write(data)
-        log.info("wrote %s", out / f"{name}.png")
-    with atomic_open(out / "report.md") as handle:
+        log.info("wrote %s", figure)
+    with atomic_open(out / REPORT_MARKDOWN_FILE) as handle:
         handle.write(markdown)
-    with atomic_open(out / "index.html") as handle:
+    with atomic_open(out / REPORT_HTML_FILE) as handle:
         handle.write(page)
-    log.info("wrote %s and %s (%d methods, sets %s)", out / "report.md", out / "index.html",
+    log.info("wrote %s and %s (%d methods, sets %s)", out / REPORT_MARKDOWN_FILE, out / REPORT_HTML_FILE,
              len(method_results), ", ".join(agg.sets) or "none")
     write_record(summary, build_summary(method_results, agg))
     if headline is not None:

@@ -22,6 +22,7 @@ from cfqa.contract import (WEIGHTS, CurveRow, FirstTargetToken, MethodFiles, Par
                            TrainCost, TrainRecord, write_curve, write_record)
 from cfqa.contract.run_info import directory_sha256, files_sha256, run_info
 from cfqa.hub import read_source_record
+from cfqa.layout import checkpoint_dir, variant_file
 from cfqa.logs import get_logger
 from cfqa.measure import PeakMemory, StepMemory, training_step_memory
 from cfqa.methods.base import count_parameters, save_trainable
@@ -62,14 +63,9 @@ def measure_step_memory(model, batch, mcfg: MethodConfig, accelerator) -> StepMe
     return memory
 
 
-def checkpoint_dir(models: Path, method: str, seed: int) -> Path:
-    """Where an interrupted run's checkpoint waits to be resumed: one per (method, seed)."""
-    return models / ".checkpoints" / method / f"seed{seed}"
-
-
 def data_files(variants: Path, mcfg: MethodConfig) -> dict[str, list[Path]]:
     """The variant files training reads, by what it reads them for."""
-    return {context: [variants / split / f"{v}.jsonl" for v in mcfg.train.mixture]
+    return {context: [variant_file(variants, split, v) for v in mcfg.train.mixture]
             for context, split in (("training", "train"), ("validation", "validation"))}
 
 

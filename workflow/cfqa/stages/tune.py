@@ -25,6 +25,7 @@ from cfqa.config import Config, MethodConfig, TuneConfig
 from cfqa.contract import LrRung, LrSelection, LrTrial, write_record
 from cfqa.contract.run_info import directory_sha256, files_sha256, run_info
 from cfqa.evaluation.contextual_em import contextual_em_pct
+from cfqa.layout import variant_file
 from cfqa.logs import get_logger
 from cfqa.progress import progress
 from cfqa.training.batches import (TokenizedExample, fixed_sample, text_pairs, tokenize_pairs, variant_rows,
@@ -121,8 +122,8 @@ def run(cfg: Config, variants: Path, models: Path, out: Path, method: str) -> No
 
     backbone = backbone_dir(models, mcfg.backbone)
     tokenizer = AutoTokenizer.from_pretrained(backbone)
-    data_files = [variants / split / f"{v}.jsonl" for split in ("train", "validation") for v in tcfg.mixture]
-    em_file = variants / "validation" / f"{tune.variant}.jsonl"
+    data_files = [variant_file(variants, split, v) for split in ("train", "validation") for v in tcfg.mixture]
+    em_file = variant_file(variants, "validation", tune.variant)
     data_files += [] if em_file in data_files else [em_file]
     train_rows = variant_rows(variants, "train", tcfg.mixture)
     train = tokenize_pairs(tokenizer, text_pairs(train_rows, tcfg.target_format),

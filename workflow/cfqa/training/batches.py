@@ -15,6 +15,7 @@ import torch
 
 from cfqa.atomic_io import read_jsonl
 from cfqa.formats import VARIANTS, format_input, format_target
+from cfqa.layout import variant_file
 from cfqa.model_family import ModelFamily
 
 TokenizedExample = tuple[list[int], list[int]]
@@ -43,7 +44,7 @@ BATCHINGS = ("random", "length", "stratified")
 def variant_rows(variants_dir: Path, split: str, variants: Sequence[str]) -> list[dict]:
     rows = []
     for variant in variants:
-        path = variants_dir / split / f"{variant}.jsonl"
+        path = variant_file(variants_dir, split, variant)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: variant file missing; run `cfqa counterfactuals`")
         rows.extend(read_jsonl(path))

@@ -24,6 +24,7 @@ import numpy as np
 from cfqa.atomic_io import atomic_dir, read_json, read_jsonl, write_json
 from cfqa.digests import sha256_file
 from cfqa.formats import VARIANTS, format_input, format_target
+from cfqa.layout import variant_file
 from cfqa.logs import get_logger
 from cfqa.progress import progress
 
@@ -124,8 +125,8 @@ def load_examples(tokenized: Path, backbone: str, tokenizer, variants: Path, spl
         raise ValueError(f"{type(tokenizer).__name__} has no eos token: targets need one to end")
     examples, strata = [], []
     for variant in mixture:
-        name = f"{split}/{variant}.jsonl"
-        path = variants / name
+        path = variant_file(variants, split, variant)
+        name = path.relative_to(variants).as_posix()     # the index's key, as write_tokenized names it
         if not path.is_file():
             raise FileNotFoundError(f"{path}: variant file missing; run `cfqa counterfactuals`")
         if index["variant_sha256"].get(name) != sha256_file(path):
