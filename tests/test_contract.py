@@ -41,8 +41,10 @@ def test_no_stage_imports_another_and_tracking_does_not_import_the_report():
 def test_result_fields_name_their_units():
     """Every float field of a record says its unit, or is a loss or a count-like ratio."""
     # Losses and learning rates have no unit; Summary.methods maps summary keys that carry
-    # their own suffixes.
-    unitless = {"best_val_loss", "train_loss", "val_loss", "lr", "chosen_lr", "searched_lr_range", "methods"}
+    # their own suffixes; QuestionScores.scores maps metric names to one question's value, a
+    # fraction (0-1).
+    unitless = {"best_val_loss", "train_loss", "val_loss", "lr", "chosen_lr", "searched_lr_range", "methods",
+                "scores"}
     for name in dir(records_module):
         kind = getattr(records_module, name)
         if not (isinstance(kind, type) and issubclass(kind, records_module.Record)):
@@ -68,7 +70,7 @@ def test_every_stage_file_reads_back_through_the_contract(stage_results, tmp_pat
         epochs = train.steps * batch_size // train.train_examples
         assert len(train.cost.epoch_times_s) == epochs > 0
         assert train.cost.max_epoch_time_s == max(train.cost.epoch_times_s) > 0
-        n = sum(cell.n for cell_set in metrics.sets.values() for cell in cell_set.values())
+        n = sum(cell["n"] for cell_set in metrics.sets.values() for cell in cell_set.values())
         assert len(predictions) == n
         # Written again by the writers, the files are byte-identical (one encoding, fields in declaration order).
         write_record(tmp_path / "train.json", train)

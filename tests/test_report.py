@@ -194,7 +194,7 @@ def test_accuracy_cells_are_intervals_over_the_predictions(report, rebuilt):
                 # Each seed's row of the array is the EM the evaluate stage wrote for that run.
                 for seed, scores in zip(report["seeds"], arrays["contextual"]):
                     cell = _metrics(report, method, seed).sets[set_name][variant]
-                    assert 100 * scores.mean() == pytest.approx(cell.contextual_em_pct)
+                    assert 100 * scores.mean() == pytest.approx(cell["contextual_em_pct"])
 
 
 def test_by_type_cells_are_intervals_over_the_type_columns(report, rebuilt):
@@ -498,10 +498,10 @@ def test_every_figure_has_a_heading_and_a_caption(report):
 
 def test_not_converged_method_is_listed_with_its_curve_and_not_ranked(report):
     assert CONVERGED_WELL_FORMED_PCT == 50.0
-    shares = [_metrics(report, STALLED, s).sets["test"]["factual"].well_formed_pct for s in report["seeds"]]
+    shares = [_metrics(report, STALLED, s).sets["test"]["factual"]["well_formed_pct"] for s in report["seeds"]]
     assert np.mean(shares) < CONVERGED_WELL_FORMED_PCT
     for method in ("full", "lora"):
-        assert np.mean([_metrics(report, method, s).sets["test"]["factual"].well_formed_pct
+        assert np.mean([_metrics(report, method, s).sets["test"]["factual"]["well_formed_pct"]
                         for s in report["seeds"]]) >= CONVERGED_WELL_FORMED_PCT
     text = _text(report)
     rows = _tables(report)["Methods that did not converge"]
@@ -587,7 +587,7 @@ def test_target_loss_is_the_seed_mean_of_each_variant_s_loss(report):
     rows = _tables(report)["Accuracy on `test` by method and context variant"]
     for method in report["methods"]:
         for variant in VARIANTS:
-            losses = [_metrics(report, method, s).sets["test"][variant].target_loss_nats for s in report["seeds"]]
+            losses = [_metrics(report, method, s).sets["test"][variant]["target_loss_nats"] for s in report["seeds"]]
             assert all(loss is not None and loss > 0 for loss in losses)
             row = _row(rows, method=method, variant=variant)
             assert row["target loss (nats/token)"] == fmt.decimal(np.mean(losses), 3)

@@ -376,6 +376,7 @@ STAGES: tuple[Stage, ...] = (
         },
         outputs={
             "predictions": out(f"{RUN_RESULTS}/predictions.jsonl"),
+            "per_question": out(f"{RUN_RESULTS}/per_question.jsonl"),   # every metric per question: the report's input
             "metrics": out(f"{RUN_RESULTS}/metrics.json"),             # the full scores, DVC-cached
             # The run's few numbers: git holds them (data; the report's results/headline.json,
             # the DVC metric, holds their seed means per method).
@@ -394,6 +395,7 @@ STAGES: tuple[Stage, ...] = (
         inputs={
             "validated": VALIDATED,
             "metrics": f"{RUN_RESULTS}/metrics.json",
+            "per_question": f"{RUN_RESULTS}/per_question.jsonl",
             "train": f"{RUN_RESULTS}/train.json",
             "curves": f"{RUN_RESULTS}/train_curve.csv",
             "stats": "data/stats.json",
