@@ -11,8 +11,10 @@ import pytest
 import yaml
 
 from cfqa.config import PROJECT_ROOT
+from cfqa import metrics as metric_registry
 from cfqa.contract import (SCHEMA_VERSION, ResultsError, read_data_stats, read_metrics, read_predictions,
-                           read_train_record, write_predictions, write_record)
+                           read_question_scores, read_train_record, write_predictions, write_question_scores,
+                           write_record)
 from cfqa.contract import records as records_module
 
 PACKAGE = PROJECT_ROOT / "workflow" / "cfqa"
@@ -77,6 +79,12 @@ def test_every_stage_file_reads_back_through_the_contract(stage_results, tmp_pat
         assert (tmp_path / "train.json").read_bytes() == (directory / "train.json").read_bytes()
         write_predictions(tmp_path / "p.jsonl", predictions)
         assert (tmp_path / "p.jsonl").read_bytes() == (directory / "predictions.jsonl").read_bytes()
+        # One per-question record per prediction, in the same order, scoring every registered metric.
+        names = [m.name for m in metric_registry.registered()]
+        questions = read_question_scores(directory / "per_question.jsonl", names)
+        assert [(q.set, q.variant, q.id) for q in questions] == [(p.set, p.variant, p.id) for p in predictions]
+        write_question_scores(tmp_path / "q.jsonl", questions)
+        assert (tmp_path / "q.jsonl").read_bytes() == (directory / "per_question.jsonl").read_bytes()
     stats = read_data_stats(stage_results.data_stats)
     assert stats.counts["test"]["factual"] == stats.counts["test"]["counterfactual"] > 0
 

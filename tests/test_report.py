@@ -21,8 +21,10 @@ import yaml
 from cfqa import config as config_module
 from cfqa import statistics
 from cfqa.answer_metrics import exact_match, memorization_class
+from cfqa import metrics as metric_registry
 from cfqa.contract import (ResultsError, read_curve, read_data_stats, read_lr_selection, read_metrics,
-                           read_predictions, read_summary, read_train_record, write_predictions)
+                           read_predictions, read_question_scores, read_summary, read_train_record,
+                           write_question_scores)
 from cfqa.dag import RUN_MODEL, RUN_RESULTS
 from cfqa.report import aggregate as aggregate_module
 from cfqa.report import formatting as fmt
@@ -755,12 +757,12 @@ def test_missing_metrics_names_the_file(tmp_path, runs, cfg):
 def test_question_ids_that_differ_name_the_file(tmp_path, runs, cfg):
     results = tmp_path / "results"
     shutil.copytree(runs["results"], results)
-    path = results / "lora" / "seed1" / "predictions.jsonl"
-    rows = read_predictions(path)
+    path = results / "lora" / "seed1" / "per_question.jsonl"
+    rows = read_question_scores(path, [m.name for m in metric_registry.registered()])
     dropped = next(r for r in rows if r.set == "test" and r.variant == "factual")
-    write_predictions(path, [r for r in rows if r is not dropped])
+    write_question_scores(path, [r for r in rows if r is not dropped])
     with pytest.raises(ResultsError, match=re.escape(str(path)) + r": set `test`, variant factual: question ids "
-                                           r"differ from .*full/seed0/predictions\.jsonl: 1 missing \("
+                                           r"differ from .*full/seed0/per_question\.jsonl: 1 missing \("
                                            + re.escape(repr(dropped.id))):
         report_stage.run(cfg, results, runs["data_stats"], tmp_path / "reports", tmp_path / "s.json")
 

@@ -59,8 +59,9 @@ class Metric:
         an empty group, has no value (None)."""
         if all(value is None for value in values):
             return None
-        mean = sum(0.0 if value is None else value for value in values) / len(values)
-        return 100.0 * mean if self.percent else mean
+        total = sum(0.0 if value is None else value for value in values)
+        # 100 × total / n in this order: the same float as the shares metrics.json always held.
+        return 100.0 * total / len(values) if self.percent else total / len(values)
 
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")

@@ -35,13 +35,18 @@ def _percent(values: list[float]) -> float | None:
     return 100.0 * sum(values) / len(values) if values else None
 
 
+def _as_float(value: float | None) -> float | None:
+    # One JSON spelling per value: rouge-score gives an int 0 for an empty answer.
+    return None if value is None else float(value)
+
+
 def question_scores(records: list[PredictionRow], target_format: str) -> list[QuestionScores]:
     """Every metric of the registry (cfqa.metrics) on every question, and the memorization
     class of each counterfactual answer with a substitute: the one place predictions are
     scored."""
     registered = metrics.registered()
     return [QuestionScores(id=r.id, set=r.set, variant=r.variant, answer_type=r.answer_type,
-                           scores={m.name: m.score(r, target_format) for m in registered},
+                           scores={m.name: _as_float(m.score(r, target_format)) for m in registered},
                            memorization=(memorization_class(r.contextual, r.gold_parametric, r.substitute)
                                          if r.variant == "counterfactual" and r.substitute else None))
             for r in records]
