@@ -113,7 +113,9 @@ def _metric_mean(metric: metrics.Metric, value: float | None) -> str:
 
 
 def _joined(labels: Sequence[str]) -> str:
-    return labels[0] if len(labels) == 1 else f"{', '.join(labels[:-1])} and {labels[-1]}"
+    """"a, b and c", capitalized: the start of a caption sentence."""
+    text = labels[0] if len(labels) == 1 else f"{', '.join(labels[:-1])} and {labels[-1]}"
+    return text[:1].upper() + text[1:]
 
 
 def accuracy_table(results: Sequence[MethodResults], agg: Aggregates, set_name: str) -> Table:
