@@ -76,10 +76,10 @@ def test_every_method_trains_and_evaluates_on_the_causal_backbone(causal_run, me
     stats = read_data_stats(causal_run / "data/stats.json")
     for set_name in ("test", "seen"):
         for variant, scores in metrics.sets[set_name].items():
-            assert scores.n == stats.counts[set_name][variant]
-            for value in (scores.contextual_em_pct, scores.contextual_rouge1_pct, scores.contextual_rouge_l_pct):
+            assert scores["n"] == stats.counts[set_name][variant]
+            for value in (scores["contextual_em_pct"], scores["contextual_rouge1_pct"], scores["contextual_rouge_l_pct"]):
                 assert value is not None and 0.0 <= value <= 100.0
-            assert scores.contextual_rouge1_pct >= scores.contextual_em_pct   # an exact match is ROUGE-1 1
+            assert scores["contextual_rouge1_pct"] >= scores["contextual_em_pct"]   # an exact match is ROUGE-1 1
 
     with safe_open(str(causal_run / RUN_MODEL.format(method=method, seed=SEED) / "trainable.safetensors"),
                    "pt") as weights:
@@ -111,7 +111,7 @@ def test_every_run_records_its_epoch_times_family_and_target_losses(causal_run):
         assert metrics.family == "gpt_neo"
         for set_name in ("test", "seen"):
             for scores in metrics.sets[set_name].values():
-                assert scores.target_loss_nats is not None and scores.target_loss_nats > 0
+                assert scores["target_loss_nats"] is not None and scores["target_loss_nats"] > 0
 
 
 def _markdown_tables(text: str) -> dict[str, list[dict[str, str]]]:

@@ -11,8 +11,10 @@ import pytest
 import yaml
 
 from cfqa.config import PROJECT_ROOT
+from cfqa import metrics as metric_registry
 from cfqa.contract import (SCHEMA_VERSION, ResultsError, read_data_stats, read_metrics, read_predictions,
-                           read_train_record, write_predictions, write_record)
+                           read_question_scores, read_train_record, write_predictions, write_question_scores,
+                           write_record)
 from cfqa.contract import records as records_module
 
 PACKAGE = PROJECT_ROOT / "workflow" / "cfqa"
@@ -41,8 +43,10 @@ def test_no_stage_imports_another_and_tracking_does_not_import_the_report():
 def test_result_fields_name_their_units():
     """Every float field of a record says its unit, or is a loss or a count-like ratio."""
     # Losses and learning rates have no unit; Summary.methods maps summary keys that carry
-    # their own suffixes.
-    unitless = {"best_val_loss", "train_loss", "val_loss", "lr", "chosen_lr", "searched_lr_range", "methods"}
+    # their own suffixes; QuestionScores.scores maps metric names to one question's value, a
+    # fraction (0-1).
+    unitless = {"best_val_loss", "train_loss", "val_loss", "lr", "chosen_lr", "searched_lr_range", "methods",
+                "scores"}
     for name in dir(records_module):
         kind = getattr(records_module, name)
         if not (isinstance(kind, type) and issubclass(kind, records_module.Record)):
@@ -68,13 +72,19 @@ def test_every_stage_file_reads_back_through_the_contract(stage_results, tmp_pat
         epochs = train.steps * batch_size // train.train_examples
         assert len(train.cost.epoch_times_s) == epochs > 0
         assert train.cost.max_epoch_time_s == max(train.cost.epoch_times_s) > 0
-        n = sum(cell.n for cell_set in metrics.sets.values() for cell in cell_set.values())
+        n = sum(cell["n"] for cell_set in metrics.sets.values() for cell in cell_set.values())
         assert len(predictions) == n
         # Written again by the writers, the files are byte-identical (one encoding, fields in declaration order).
         write_record(tmp_path / "train.json", train)
         assert (tmp_path / "train.json").read_bytes() == (directory / "train.json").read_bytes()
         write_predictions(tmp_path / "p.jsonl", predictions)
         assert (tmp_path / "p.jsonl").read_bytes() == (directory / "predictions.jsonl").read_bytes()
+        # One per-question record per prediction, in the same order, scoring every registered metric.
+        names = [m.name for m in metric_registry.registered()]
+        questions = read_question_scores(directory / "per_question.jsonl", names)
+        assert [(q.set, q.variant, q.id) for q in questions] == [(p.set, p.variant, p.id) for p in predictions]
+        write_question_scores(tmp_path / "q.jsonl", questions)
+        assert (tmp_path / "q.jsonl").read_bytes() == (directory / "per_question.jsonl").read_bytes()
     stats = read_data_stats(stage_results.data_stats)
     assert stats.counts["test"]["factual"] == stats.counts["test"]["counterfactual"] > 0
 

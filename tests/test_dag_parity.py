@@ -168,7 +168,7 @@ def test_same_commands_inputs_outputs(both, two_methods):
     assert snakemake["train@lora-1"]["outputs"] == {"models/lora/seed1", "results/lora/seed1/train.json",
                                                     "results/lora/seed1/train_curve.csv"}
     assert snakemake["evaluate@lora-1"]["outputs"] == {f"results/lora/seed1/{name}" for name in (
-        "predictions.jsonl", "metrics.json", "headline.json", "evaluation_run.json")}
+        "predictions.jsonl", "per_question.jsonl", "metrics.json", "headline.json", "evaluation_run.json")}
     assert " --seed 1 " in snakemake["evaluate@lora-1"]["cmd"] + " "
     assert "--model models/lora/seed1 --results results/lora/seed1" in snakemake["evaluate@lora-1"]["cmd"]
     assert "--log-file logs/train/lora/seed1.log" in snakemake["train@lora-1"]["cmd"]
@@ -176,7 +176,8 @@ def test_same_commands_inputs_outputs(both, two_methods):
     assert "tee" not in dvc["train@lora-1"]["cmd"]
     # The report waits for every (method, seed) run.
     assert {f"results/{m}/seed{seed}/{name}" for m, seed in RUNS
-            for name in ("metrics.json", "train.json", "train_curve.csv")} <= snakemake["report"]["inputs"]
+            for name in ("metrics.json", "per_question.jsonl", "train.json", "train_curve.csv")} <= \
+        snakemake["report"]["inputs"]
 
 
 def test_same_params_and_code(both, two_methods):

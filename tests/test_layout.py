@@ -49,6 +49,7 @@ def named_by_layout(layout: RunLayout) -> dict[tuple[str, str], Path]:
         ("train", "curve"): run.train_curve, ("train", "results"): layout.run_results(METHOD, SEED),
         ("train", "lr_selection"): layout.lr_selection(METHOD),
         ("evaluate", "model"): layout.model(METHOD, SEED), ("evaluate", "predictions"): run.predictions,
+        ("evaluate", "per_question"): run.per_question, ("report", "per_question"): run.per_question,
         ("evaluate", "metrics"): run.metrics, ("evaluate", "headline"): run.headline,
         ("evaluate", "evaluation_run"): run.evaluation_run, ("report", "stats"): layout.data_stats,
         ("report", "html"): layout.report_html, ("report", "markdown"): layout.report_markdown,

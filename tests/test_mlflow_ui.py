@@ -108,7 +108,7 @@ def test_the_ui_serves_the_pipeline_runs_with_their_metrics_and_artifacts(ui, st
         logged = _values(run["data"]["metrics"])
         assert run["info"]["status"] == "FINISHED"
         assert (logged["sets.test.factual.contextual_em_pct"]
-                == metrics.sets["test"]["factual"].contextual_em_pct)
+                == metrics.sets["test"]["factual"]["contextual_em_pct"])
         assert logged["train.params.trainable"] == read_train_record(results / "train.json").params.trainable
         tags = _values(run["data"]["tags"])
         assert tags["mlflow.source.name"] == "cfqa train" and tags["method"] == method

@@ -21,7 +21,7 @@ from pipeline_support import PROJECT, run_tool, tool_env
 from project_copy import copy_project
 
 pytestmark = pytest.mark.slow
-RUN_FILES = ("train.json", "train_curve.csv", "predictions.jsonl", "metrics.json")
+RUN_FILES = ("train.json", "train_curve.csv", "predictions.jsonl", "per_question.jsonl", "metrics.json")
 
 
 @pytest.fixture(scope="module")

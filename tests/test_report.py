@@ -21,8 +21,10 @@ import yaml
 from cfqa import config as config_module
 from cfqa import statistics
 from cfqa.answer_metrics import exact_match, memorization_class
+from cfqa import metrics as metric_registry
 from cfqa.contract import (ResultsError, read_curve, read_data_stats, read_lr_selection, read_metrics,
-                           read_predictions, read_summary, read_train_record, write_predictions)
+                           read_predictions, read_question_scores, read_summary, read_train_record,
+                           write_question_scores)
 from cfqa.dag import RUN_MODEL, RUN_RESULTS
 from cfqa.layout import RunLayout
 from cfqa.report import aggregate as aggregate_module
@@ -195,7 +197,7 @@ def test_accuracy_cells_are_intervals_over_the_predictions(report, rebuilt):
                 # Each seed's row of the array is the EM the evaluate stage wrote for that run.
                 for seed, scores in zip(report["seeds"], arrays["contextual"]):
                     cell = _metrics(report, method, seed).sets[set_name][variant]
-                    assert 100 * scores.mean() == pytest.approx(cell.contextual_em_pct)
+                    assert 100 * scores.mean() == pytest.approx(cell["contextual_em_pct"])
 
 
 def test_by_type_cells_are_intervals_over_the_type_columns(report, rebuilt):
@@ -499,10 +501,10 @@ def test_every_figure_has_a_heading_and_a_caption(report):
 
 def test_not_converged_method_is_listed_with_its_curve_and_not_ranked(report):
     assert CONVERGED_WELL_FORMED_PCT == 50.0
-    shares = [_metrics(report, STALLED, s).sets["test"]["factual"].well_formed_pct for s in report["seeds"]]
+    shares = [_metrics(report, STALLED, s).sets["test"]["factual"]["well_formed_pct"] for s in report["seeds"]]
     assert np.mean(shares) < CONVERGED_WELL_FORMED_PCT
     for method in ("full", "lora"):
-        assert np.mean([_metrics(report, method, s).sets["test"]["factual"].well_formed_pct
+        assert np.mean([_metrics(report, method, s).sets["test"]["factual"]["well_formed_pct"]
                         for s in report["seeds"]]) >= CONVERGED_WELL_FORMED_PCT
     text = _text(report)
     rows = _tables(report)["Methods that did not converge"]
@@ -588,7 +590,7 @@ def test_target_loss_is_the_seed_mean_of_each_variant_s_loss(report):
     rows = _tables(report)["Accuracy on `test` by method and context variant"]
     for method in report["methods"]:
         for variant in VARIANTS:
-            losses = [_metrics(report, method, s).sets["test"][variant].target_loss_nats for s in report["seeds"]]
+            losses = [_metrics(report, method, s).sets["test"][variant]["target_loss_nats"] for s in report["seeds"]]
             assert all(loss is not None and loss > 0 for loss in losses)
             row = _row(rows, method=method, variant=variant)
             assert row["target loss (nats/token)"] == fmt.decimal(np.mean(losses), 3)
@@ -756,12 +758,12 @@ def test_missing_metrics_names_the_file(tmp_path, runs, cfg):
 def test_question_ids_that_differ_name_the_file(tmp_path, runs, cfg):
     results = tmp_path / "results"
     shutil.copytree(runs["results"], results)
-    path = results / "lora" / "seed1" / "predictions.jsonl"
-    rows = read_predictions(path)
+    path = results / "lora" / "seed1" / "per_question.jsonl"
+    rows = read_question_scores(path, [m.name for m in metric_registry.registered()])
     dropped = next(r for r in rows if r.set == "test" and r.variant == "factual")
-    write_predictions(path, [r for r in rows if r is not dropped])
+    write_question_scores(path, [r for r in rows if r is not dropped])
     with pytest.raises(ResultsError, match=re.escape(str(path)) + r": set `test`, variant factual: question ids "
-                                           r"differ from .*full/seed0/predictions\.jsonl: 1 missing \("
+                                           r"differ from .*full/seed0/per_question\.jsonl: 1 missing \("
                                            + re.escape(repr(dropped.id))):
         report_stage.run(cfg, results, runs["data_stats"], tmp_path / "reports", tmp_path / "s.json")
 

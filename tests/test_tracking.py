@@ -192,7 +192,7 @@ def test_log_results_dir_logs_a_stage_results_directory(project_root, stage_resu
     assert run.data.metrics["train.params.trainable"] == train.params.trainable
     assert run.data.metrics["train.cost.step_memory.sum_bytes"] == train.cost.step_memory.sum_bytes
     assert (run.data.metrics["sets.seen.counterfactual.contextual_em_pct"]
-            == metrics.sets["seen"]["counterfactual"].contextual_em_pct)
+            == metrics.sets["seen"]["counterfactual"]["contextual_em_pct"])
     ratio = metrics.memorization["seen"].memorization_ratio_pct
     assert run.data.metrics.get("memorization.seen.memorization_ratio_pct") == ratio
     assert not any(key.endswith("memorization_ratio") for key in run.data.metrics)

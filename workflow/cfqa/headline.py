@@ -34,7 +34,7 @@ def headline(trained: TrainRecord, metrics: MetricsRecord) -> Headline:
     """The run's few numbers: contextual EM per test variant, memorization ratio per set, and
     the training cost train.json measured."""
     return Headline(
-        test_contextual_em_pct={variant: scores.contextual_em_pct
+        test_contextual_em_pct={variant: scores.get("contextual_em_pct")
                                 for variant, scores in metrics.sets[HEADLINE_SET].items()},
         memorization_ratio_pct={name: cell.memorization_ratio_pct for name, cell in metrics.memorization.items()},
         trainable_params=trained.params.trainable,

@@ -32,6 +32,7 @@ _SEED_FOLDER = re.compile(rf"{SEED_PREFIX}(\d+)")
 TRAIN_RECORD = "train.json"
 TRAIN_CURVE = "train_curve.csv"
 PREDICTIONS = "predictions.jsonl"
+PER_QUESTION = "per_question.jsonl"      # every metric per question (evaluate): what the report reads
 METRICS = "metrics.json"
 EVALUATION_RUN = "evaluation_run.json"
 HEADLINE = "headline.json"

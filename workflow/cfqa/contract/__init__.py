@@ -6,6 +6,7 @@
 | `results/{method}/seed{seed}/train.json` | `TrainRecord` | train | evaluate, report, tracking |
 | `results/{method}/seed{seed}/train_curve.csv` | `CurveRow` rows | train | report, tracking |
 | `results/{method}/seed{seed}/predictions.jsonl` | `PredictionRow` rows | evaluate | tests, users |
+| `results/{method}/seed{seed}/per_question.jsonl` | `QuestionScores` rows (every metric per question) | evaluate | report |
 | `results/{method}/seed{seed}/metrics.json` | `MetricsFile` (scores) | evaluate | report, tracking |
 | `results/{method}/seed{seed}/evaluation_run.json` | `EvaluationRun` (provenance, speed) | evaluate | report, tracking |
 | `results/{method}/seed{seed}/headline.json` | `Headline` | evaluate | report (per method: results/headline.json) |
@@ -21,15 +22,15 @@ hashes, status) that makes each file self-describing. `read_metrics` returns met
 joined with evaluation_run.json (a `MetricsRecord`); they are two files so that what DVC
 tracks holds no timing, commit or machine, and an identical rerun writes the same bytes.
 """
-from cfqa.contract.files import (HEADLINE, LR_SELECTION, METRICS, PREDICTIONS, EVALUATION_RUN, TRAIN_CURVE, TRAIN_RECORD,
-                                 WEIGHTS, MethodFiles, ResultsError, read_benchmark, read_curve, read_data_stats, read_headline,
-                                 read_lr_selection, read_metrics, read_predictions, read_run_headline, read_summary,
-                                 read_train_record, write_curve, write_metrics, write_predictions, write_record,
-                                 write_run_headline)
+from cfqa.contract.files import (HEADLINE, LR_SELECTION, METRICS, PREDICTIONS, EVALUATION_RUN, PER_QUESTION, TRAIN_CURVE,
+                                 TRAIN_RECORD, WEIGHTS, MethodFiles, ResultsError, read_benchmark, read_curve, read_data_stats, read_headline,
+                                 read_lr_selection, read_metrics, read_predictions, read_question_scores, read_run_headline,
+                                 read_summary, read_train_record, write_curve, write_metrics, write_predictions,
+                                 write_question_scores, write_record, write_run_headline)
 from cfqa.contract.records import (SCHEMA_VERSION, BenchmarkRow, CurveRow, DataStats, EvaluationRun, FirstTargetToken,
                                    Hardware, Headline, Inference, LrRung, LrSelection, LrTrial, Memorization,
                                    MethodHeadline, MetricsFile, MetricsRecord,
-                                   ParameterCounts, PredictionRow, RunInfo, SeenStats, StepMemoryParts, Summary,
+                                   ParameterCounts, PredictionRow, QuestionScores, RunInfo, SeenStats, StepMemoryParts, Summary,
                                    TrainCost, TrainRecord, TypeScores, VariantScores)
 
 __all__ = [
@@ -40,5 +41,5 @@ __all__ = [
     "read_train_record", "write_curve", "write_predictions", "write_record", "SCHEMA_VERSION",
     "CurveRow", "DataStats", "FirstTargetToken", "Hardware", "Inference", "Memorization", "MetricsRecord", "ParameterCounts",
     "PredictionRow", "RunInfo", "SeenStats", "StepMemoryParts", "Summary", "TrainCost", "TrainRecord",
-    "TypeScores", "VariantScores",
+    "TypeScores", "VariantScores", "PER_QUESTION", "QuestionScores", "read_question_scores", "write_question_scores",
 ]

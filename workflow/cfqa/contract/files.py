@@ -11,20 +11,20 @@ import csv
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, TypeVar
+from typing import Any, Iterable, Sequence, TypeVar
 
 import msgspec
 
 from cfqa.atomic_io import atomic_open, write_jsonl
-from cfqa.contract.records import (SCHEMA_VERSION, BenchmarkRow, CurveRow, DataStats, EvaluationRun, Headline,
-                                   LrSelection, MethodHeadline, MetricsFile, MetricsRecord, PredictionRow, Record,
-                                   Summary, TrainRecord)
+from cfqa.contract.records import (SCHEMA_VERSION, VARIANT_FIXED_KEYS, BenchmarkRow, CurveRow, DataStats,
+                                   EvaluationRun, Headline, LrSelection, MethodHeadline, MetricsFile, MetricsRecord,
+                                   PredictionRow, QuestionScores, Record, Summary, TrainRecord)
 from cfqa.errors import BadInput
 
 # File names inside a run's results/{method}/seed{seed}/ and models/{method}/seed{seed}/: the
 # run layout names them (cfqa.layout), with every other path of a run.
-from cfqa.layout import (EVALUATION_RUN, HEADLINE, LR_SELECTION_FILE as LR_SELECTION, METRICS, PREDICTIONS,
-                         TRAIN_CURVE, TRAIN_RECORD, WEIGHTS)
+from cfqa.layout import (EVALUATION_RUN, HEADLINE, LR_SELECTION_FILE as LR_SELECTION, METRICS, PER_QUESTION,
+                         PREDICTIONS, TRAIN_CURVE, TRAIN_RECORD, WEIGHTS)
 
 CURVE_COLUMNS = tuple(CurveRow.__struct_fields__)
 
@@ -52,6 +52,10 @@ class MethodFiles:
     @property
     def predictions(self) -> Path:
         return self.directory / PREDICTIONS
+
+    @property
+    def per_question(self) -> Path:
+        return self.directory / PER_QUESTION
 
     @property
     def metrics(self) -> Path:
@@ -103,11 +107,15 @@ def read_train_record(path: str | Path, method: str = "M", seed: int | str = "S"
     return read_record(path, TrainRecord, f"cfqa train --method {method} --seed {seed}")
 
 
-def read_metrics(path: str | Path, method: str = "M", seed: int | str = "S") -> MetricsRecord:
-    """metrics.json joined with the evaluation_run.json beside it: one evaluation."""
+def read_metrics(path: str | Path, method: str = "M", seed: int | str = "S",
+                 registry: Sequence[Any] | None = None) -> MetricsRecord:
+    """metrics.json joined with the evaluation_run.json beside it: one evaluation. With
+    `registry` (cfqa.metrics.registered()), its scores may hold only those metrics' fields."""
     path = Path(path)
     producer = f"cfqa evaluate --method {method} --seed {seed}"
     scores = read_record(path, MetricsFile, producer)
+    if registry is not None:
+        _check_metric_keys(path, scores, producer, registry)
     run_path = path.with_name(EVALUATION_RUN)
     execution = read_record(run_path, EvaluationRun, producer)
     if (execution.method, execution.seed) != (scores.method, scores.seed):
@@ -115,6 +123,25 @@ def read_metrics(path: str | Path, method: str = "M", seed: int | str = "S") -> 
                            f"method {scores.method!r} seed {scores.seed}; rerun `{producer}`")
     return MetricsRecord(**msgspec.structs.asdict(scores), run=execution.run, inference=execution.inference,
                          wall_time_s=execution.wall_time_s)
+
+
+# The metric registry (cfqa.metrics) is passed in, not imported: every stage reads this
+# package, and a stage's code hash covers what it imports, so importing the registry here would
+# make adding a metric rerun the data and training stages.
+
+def _check_metric_keys(path: Path, scores: MetricsFile, producer: str, registered: Sequence[Any]) -> None:
+    """Every set and variant (and answer type) holds `n` and only fields of the metric registry:
+    the check a struct's forbid_unknown_fields makes, for scores keyed by the registry."""
+    groups = [(f"sets.{s}.{v}", cell, {*VARIANT_FIXED_KEYS, *(m.field for m in registered)})
+              for s, variants in scores.sets.items() for v, cell in variants.items()]
+    groups += [(f"by_type.{s}.{v}.{t}", cell, {"n", *(m.field for m in registered if m.compared)})
+               for s, variants in scores.by_type.items() for v, types in variants.items() for t, cell in types.items()]
+    for where, cell, allowed in groups:
+        unknown = sorted(set(cell) - allowed)
+        if unknown or not isinstance(cell.get("n"), int):
+            problem = f"unknown fields {unknown}" if unknown else "no integer `n`"
+            raise ResultsError(f"{path}: `$.{where}`: {problem}; expected `n` and the metrics of cfqa.metrics "
+                               f"({sorted(allowed - {'n'})}); rerun `{producer}`")
 
 
 def write_metrics(path: str | Path, record: MetricsRecord) -> None:
@@ -227,6 +254,40 @@ def read_predictions(path: str | Path) -> list[PredictionRow]:
                 rows.append(decoder.decode(line))
             except msgspec.DecodeError as error:
                 raise ResultsError(f"{path}:{number}: {error} (expected a PredictionRow)") from None
+    return rows
+
+
+# ---- per_question.jsonl -----------------------------------------------------------------
+
+def write_question_scores(path: str | Path, rows: Iterable[QuestionScores]) -> int:
+    return write_jsonl(path, rows, encode=_ENCODER.encode)
+
+
+def read_question_scores(path: str | Path, metric_names: Iterable[str], method: str = "M",
+                         seed: int | str = "S") -> list[QuestionScores]:
+    """The rows of per_question.jsonl; each must score exactly `metric_names` (the registry's,
+    cfqa.metrics: a file written before a metric was added is stale, evaluate again)."""
+    path = Path(path)
+    producer = f"cfqa evaluate --method {method} --seed {seed}"
+    if not path.is_file():
+        raise ResultsError(f"{path}: missing; `{producer}` writes it")
+    expected = set(metric_names)
+    decoder = msgspec.json.Decoder(QuestionScores)
+    rows = []
+    with open(path, "rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = decoder.decode(line)
+            except msgspec.DecodeError as error:
+                raise ResultsError(f"{path}:{number}: {error} (expected a QuestionScores row, see "
+                                   "cfqa.contract.records)") from None
+            if set(row.scores) != expected:
+                missing, unknown = sorted(expected - set(row.scores)), sorted(set(row.scores) - expected)
+                raise ResultsError(f"{path}:{number}: `scores` lacks {missing} and has unknown {unknown}; expected "
+                                   f"exactly the metrics of cfqa.metrics {sorted(expected)}; rerun `{producer}`")
+            rows.append(row)
     return rows
 
 

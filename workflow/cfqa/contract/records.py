@@ -11,7 +11,7 @@ other versions instead of misreading them.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
@@ -161,31 +161,39 @@ class PredictionRow(Record):
     substitute: str | None
 
 
+# ---- per_question.jsonl ------------------------------------------------------------------
+
+class QuestionScores(Record):
+    """One question of one set and variant, scored once by the evaluate stage: what the report
+    aggregates over seeds and questions instead of scoring predictions again."""
+
+    id: str
+    set: str                         # test | seen
+    variant: str                     # factual | counterfactual | empty | random
+    answer_type: str | None
+    # metric name (cfqa.metrics) -> the question's value, 0-1 (a match is 1.0); None where the
+    # prediction has no answer for that metric (no parametric line). The reader checks the
+    # names against the registry.
+    scores: dict[str, float | None]
+    # Longpre et al.'s class of the contextual answer on a counterfactual context with a
+    # substitute (cfqa.answer_metrics.memorization_class); None on every other row.
+    memorization: Literal["original", "substitute", "other"] | None = None
+
+
 # ---- metrics.json -----------------------------------------------------------------------
 
-class VariantScores(Record):
-    n: int
-    contextual_em_pct: float | None
-    contextual_f1_pct: float | None
-    contextual_lenient_pct: float | None   # EM, or one answer contains the other
-    unanswerable_pct: float | None         # contextual answer is "unanswerable"
-    well_formed_pct: float | None          # generation has every answer line the target format asks
-    parametric_em_pct: float | None
-    parametric_f1_pct: float | None
-    # ROUGE F-measure of the contextual answer, best over the gold answers (rouge-score's
-    # tokenizer, no stemming). Defaults keep metrics.json files written before them readable.
-    contextual_rouge1_pct: float | None = None
-    contextual_rouge2_pct: float | None = None
-    contextual_rouge_l_pct: float | None = None
-    # Mean cross-entropy per target token of the trained model, teacher-forced on the target the
-    # training format defines (as the validation loss of training). None: not measured.
-    target_loss_nats: float | None = None
+# One set and variant's scores: "n" (questions), every metric of cfqa.metrics under its field
+# (`contextual_em_pct`, ...: the group's mean in percent, None on an empty group), and
+# "target_loss_nats": the trained model's mean cross-entropy per target token, teacher-forced
+# on the target the training format defines (as the validation loss of training; None: not
+# measured). A mapping, not a struct, so that a metric is declared once, in the registry;
+# cfqa.contract.files checks the keys where it reads them. A metric a file predates is absent
+# (read as None).
+VariantScores = dict[str, float | int | None]
+VARIANT_FIXED_KEYS = ("n", "target_loss_nats")
 
-
-class TypeScores(Record):
-    n: int
-    contextual_em_pct: float | None
-    parametric_em_pct: float | None
+# One answer type's scores: "n" and the registry's compared metrics (contextual and parametric EM).
+TypeScores = dict[str, float | int | None]
 
 
 class Memorization(Record):

@@ -14,10 +14,10 @@ from cfqa.config import RUN_ROOT_KEY, run_root  # noqa: F401 (cfqa.dag exports b
 # The run's paths (relative to its root) and how a root moves them: cfqa.layout names every
 # file of a run once; this table declares its stages with those names.
 from cfqa.layout import (BASE, BASE_LM, DATA_STATS, DEFAULT_RUN_ROOT, ENTITIES, EVALUATION_RUN, FETCHED, HEADLINE,
-                         JOB_BENCHMARK, JOB_LOG, JOB_STDERR_LOG, LR_SELECTION, METRICS, MODELS, PARAMS_FILE, PREDICTIONS,
-                         PREPARED, RAW, REPORT_FIGURE, REPORT_HTML, REPORT_MARKDOWN, REPORTS, RESULTS, RUN_HEADLINE,
-                         RUN_MODEL, RUN_RESULTS, SEED_PREFIX, SUMMARY, TOKENIZED, TRAIN_CURVE, TRAIN_RECORD, VALIDATED,
-                         VARIANTS, rooted)
+                         JOB_BENCHMARK, JOB_LOG, JOB_STDERR_LOG, LR_SELECTION, METRICS, MODELS, PARAMS_FILE,
+                         PER_QUESTION, PREDICTIONS, PREPARED, RAW, REPORT_FIGURE, REPORT_HTML, REPORT_MARKDOWN,
+                         REPORTS, RESULTS, RUN_HEADLINE, RUN_MODEL, RUN_RESULTS, SEED_PREFIX, SUMMARY, TOKENIZED,
+                         TRAIN_CURVE, TRAIN_RECORD, VALIDATED, VARIANTS, rooted)
 
 
 @dataclass(frozen=True)
@@ -369,6 +369,7 @@ STAGES: tuple[Stage, ...] = (
         },
         outputs={
             "predictions": out(f"{RUN_RESULTS}/{PREDICTIONS}"),
+            "per_question": out(f"{RUN_RESULTS}/{PER_QUESTION}"),   # every metric per question: the report's input
             "metrics": out(f"{RUN_RESULTS}/{METRICS}"),             # the full scores, DVC-cached
             # The run's few numbers: git holds them (data; the report's results/headline.json,
             # the DVC metric, holds their seed means per method).
@@ -387,6 +388,7 @@ STAGES: tuple[Stage, ...] = (
         inputs={
             "validated": VALIDATED,
             "metrics": f"{RUN_RESULTS}/{METRICS}",
+            "per_question": f"{RUN_RESULTS}/{PER_QUESTION}",
             "train": f"{RUN_RESULTS}/{TRAIN_RECORD}",
             "curves": f"{RUN_RESULTS}/{TRAIN_CURVE}",
             "stats": DATA_STATS,

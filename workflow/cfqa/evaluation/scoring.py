@@ -1,18 +1,16 @@
-"""Scores for one method: per question set and variant, per answer type, memorization on
-counterfactual contexts, and the most-frequent-answer baseline. Pure functions over rows;
-results are the typed records of cfqa.contract, every share in percent (`_pct`)."""
+"""Scores for one method: every metric of the registry (cfqa.metrics) per question, and from
+those per question set and variant and per answer type; memorization on counterfactual
+contexts, and the most-frequent-answer baseline. Pure functions over rows; results are the
+records of cfqa.contract, every share in percent (`_pct`)."""
 from __future__ import annotations
 
-import functools
 from collections import Counter, defaultdict
 from typing import Iterable
 
-from rouge_score import rouge_scorer
-
-from cfqa.answer_metrics import (best_f1, exact_match, lenient_match, memorization_class,
-                                 memorization_ratio, normalize_answer)
-from cfqa.contract import Memorization, PredictionRow, TypeScores, VariantScores
-from cfqa.formats import UNANSWERABLE, is_well_formed, parse_generation
+from cfqa import metrics
+from cfqa.answer_metrics import exact_match, memorization_class, memorization_ratio, normalize_answer
+from cfqa.contract import Memorization, PredictionRow, QuestionScores, TypeScores, VariantScores
+from cfqa.formats import parse_generation
 
 
 def gold_contextual(row: dict) -> list[str]:
@@ -37,44 +35,33 @@ def _percent(values: list[float]) -> float | None:
     return 100.0 * sum(values) / len(values) if values else None
 
 
-ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
+def _as_float(value: float | None) -> float | None:
+    # One JSON spelling per value: rouge-score gives an int 0 for an empty answer.
+    return None if value is None else float(value)
 
 
-@functools.cache
-def _rouge() -> rouge_scorer.RougeScorer:
-    # rouge-score's own tokenizer (lower case; runs of ASCII letters and digits), as published
-    # ROUGE numbers use it; no stemming, so "American" and "Americans" stay different answers.
-    return rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=False)
+def question_scores(records: list[PredictionRow], target_format: str) -> list[QuestionScores]:
+    """Every metric of the registry (cfqa.metrics) on every question, and the memorization
+    class of each counterfactual answer with a substitute: the one place predictions are
+    scored."""
+    registered = metrics.registered()
+    return [QuestionScores(id=r.id, set=r.set, variant=r.variant, answer_type=r.answer_type,
+                           scores={m.name: _as_float(m.score(r, target_format)) for m in registered},
+                           memorization=(memorization_class(r.contextual, r.gold_parametric, r.substitute)
+                                         if r.variant == "counterfactual" and r.substitute else None))
+            for r in records]
 
 
-def best_rouge(prediction: str, golds: list[str]) -> dict[str, float]:
-    """ROUGE-1, ROUGE-2 and ROUGE-L F-measures (0-1) of `prediction` against the gold answer
-    that scores best, per type (rouge-score's score_multi); 0 with no gold answer."""
-    if not golds:
-        return dict.fromkeys(ROUGE_TYPES, 0.0)
-    scores = _rouge().score_multi(golds, prediction)
-    return {kind: scores[kind].fmeasure for kind in ROUGE_TYPES}
+def group_scores(questions: list[QuestionScores]) -> VariantScores:
+    """One group's scores: `n`, then every metric's field, the group value of its questions."""
+    scores: VariantScores = {"n": len(questions)}
+    for metric in metrics.registered():
+        scores[metric.field] = metric.group_value([q.scores[metric.name] for q in questions])
+    return scores
 
 
 def score_records(records: list[PredictionRow], target_format: str) -> VariantScores:
-    has_parametric = any(r.parametric is not None for r in records)
-    parametric_em = parametric_f1 = None
-    if has_parametric:
-        parametric_em = _percent([exact_match(r.parametric or "", r.gold_parametric) for r in records])
-        parametric_f1 = _percent([best_f1(r.parametric or "", r.gold_parametric) for r in records])
-    rouge = [best_rouge(r.contextual, r.gold_contextual) for r in records]
-    return VariantScores(
-        n=len(records),
-        contextual_em_pct=_percent([exact_match(r.contextual, r.gold_contextual) for r in records]),
-        contextual_f1_pct=_percent([best_f1(r.contextual, r.gold_contextual) for r in records]),
-        contextual_lenient_pct=_percent([lenient_match(r.contextual, r.gold_contextual) for r in records]),
-        unanswerable_pct=_percent([normalize_answer(r.contextual) == UNANSWERABLE for r in records]),
-        parametric_em_pct=parametric_em, parametric_f1_pct=parametric_f1,
-        well_formed_pct=_percent([is_well_formed(r.prediction, target_format) for r in records]),
-        contextual_rouge1_pct=_percent([scores["rouge1"] for scores in rouge]),
-        contextual_rouge2_pct=_percent([scores["rouge2"] for scores in rouge]),
-        contextual_rouge_l_pct=_percent([scores["rougeL"] for scores in rouge]),
-    )
+    return group_scores(question_scores(records, target_format))
 
 
 def memorization(records: list[PredictionRow]) -> Memorization:
@@ -121,20 +108,28 @@ def baseline_scores(records: list[PredictionRow], frequent: dict[str, str]) -> d
     return result
 
 
-def score_set(records: list[PredictionRow], target_format: str) -> tuple[dict[str, VariantScores], dict[str, dict[str, TypeScores]]]:
-    """(per-variant scores, per-variant-and-type scores) for one question set."""
-    by_variant: dict[str, list[PredictionRow]] = defaultdict(list)
-    for record in records:
-        by_variant[record.variant].append(record)
-    variants = {variant: score_records(rows, target_format) for variant, rows in by_variant.items()}
+def scores_by_variant(questions: list[QuestionScores]) -> tuple[dict[str, VariantScores],
+                                                                   dict[str, dict[str, TypeScores]]]:
+    """(per-variant scores, per-variant-and-type scores of the compared metrics) for one
+    question set."""
+    by_variant: dict[str, list[QuestionScores]] = defaultdict(list)
+    for question in questions:
+        by_variant[question.variant].append(question)
+    variants = {variant: group_scores(rows) for variant, rows in by_variant.items()}
+    compared = metrics.compared_metrics()
     by_type = {}
     for variant, rows in by_variant.items():
-        groups: dict[str, list[PredictionRow]] = defaultdict(list)
+        groups: dict[str, list[QuestionScores]] = defaultdict(list)
         for row in rows:
             groups[row.answer_type or "untyped"].append(row)
         by_type[variant] = {}
         for kind, group in sorted(groups.items()):
-            scores = score_records(group, target_format)
-            by_type[variant][kind] = TypeScores(n=scores.n, contextual_em_pct=scores.contextual_em_pct,
-                                                parametric_em_pct=scores.parametric_em_pct)
+            by_type[variant][kind] = {"n": len(group), **{m.field: m.group_value([q.scores[m.name] for q in group])
+                                                          for m in compared}}
     return variants, by_type
+
+
+def score_set(records: list[PredictionRow], target_format: str) -> tuple[dict[str, VariantScores],
+                                                                          dict[str, dict[str, TypeScores]]]:
+    """(per-variant scores, per-variant-and-type scores) for one question set."""
+    return scores_by_variant(question_scores(records, target_format))

@@ -22,7 +22,7 @@ from typing import Sequence
 
 import numpy as np
 
-from cfqa import statistics
+from cfqa import metrics, statistics
 from cfqa.formats import VARIANTS
 from cfqa.report.arrays import QuestionArrays, question_arrays
 from cfqa.report.inputs import MethodResults
@@ -35,11 +35,18 @@ ALPHA = statistics.DEFAULT_ALPHA                # Holm's family-wise level for e
 # rank a failed training run. Half the answers is the point where format failures dominate.
 CONVERGED_WELL_FORMED_PCT = 50.0
 CONVERGENCE_SET, CONVERGENCE_VARIANT = "test", "factual"
-
-METRICS = ("contextual_em", "parametric_em")
-METRIC_TITLES = {"contextual_em": "contextual EM", "parametric_em": "parametric EM"}
 TYPE_VARIANTS = ("factual", "counterfactual")    # variants with per-answer-type intervals
 TYPE_COMPARISON_VARIANT = "factual"
+
+
+def compared_metrics() -> tuple[str, ...]:
+    """The metrics with intervals and paired comparisons: the registry's `compared` ones
+    (cfqa.metrics), read at call time."""
+    return tuple(m.name for m in metrics.compared_metrics())
+
+
+def metric_title(name: str) -> str:
+    return metrics.metric(name).label
 
 
 @dataclass(frozen=True)
@@ -130,7 +137,7 @@ def convergence(result: MethodResults) -> Convergence:
     values = []
     for run in result.runs:
         cell = run.metrics.sets.get(CONVERGENCE_SET, {}).get(CONVERGENCE_VARIANT)
-        values.append(None if cell is None else cell.well_formed_pct)
+        values.append(None if cell is None else cell.get("well_formed_pct"))
     present = [v for v in values if v is not None]
     mean = float(np.mean(present)) if present else None
     # Without a measured share there is nothing to hold against a method.
@@ -160,7 +167,7 @@ def _interval(scores: np.ndarray) -> statistics.Interval:
 
 
 def _metric_array(outcomes, metric: str) -> np.ndarray | None:
-    array = outcomes.contextual if metric == "contextual_em" else outcomes.parametric
+    array = outcomes.of(metric)
     return None if array is None or array.shape[1] == 0 else array
 
 
@@ -230,7 +237,7 @@ def _aggregate_family(results: Sequence[MethodResults]) -> _Undecided:
         for s in sets:
             for v in variants[s]:
                 outcomes = arrays.outcomes[(method, s, v)]
-                for metric in METRICS:
+                for metric in compared_metrics():
                     array = _metric_array(outcomes, metric)
                     if array is not None:
                         accuracy[(method, s, v, metric)] = _interval(array)
@@ -238,7 +245,7 @@ def _aggregate_family(results: Sequence[MethodResults]) -> _Undecided:
                     continue
                 for t in arrays.types_in(s, v):
                     typed = arrays.of_type(method, s, v, t)
-                    for metric in METRICS:
+                    for metric in compared_metrics():
                         array = _metric_array(typed, metric)
                         if array is not None:
                             by_type[(method, s, v, t, metric)] = _interval(array)
@@ -257,7 +264,7 @@ def _aggregate_family(results: Sequence[MethodResults]) -> _Undecided:
     if reference is not None:
         for s in sets:
             for v in variants[s]:
-                for metric in METRICS:
+                for metric in compared_metrics():
                     base = _metric_array(arrays.outcomes[(reference, s, v)], metric)
                     pairs = [(m, _metric_array(arrays.outcomes[(m, s, v)], metric), base) for m in methods]
                     comparisons += _candidates(pairs, reference, convergence_of, s, v, metric, None)

@@ -2,9 +2,9 @@
 
 Every method and seed answered the same questions, so question j of one run is question j of
 every other: the columns are aligned by question id (the order of the first run read), and a
-run whose ids differ is an error naming its predictions file. Correctness uses the same
-normalisation as the evaluate stage (cfqa.answer_metrics), so a seed's row mean equals the
-EM metrics.json holds for that run.
+run whose ids differ is an error naming its per_question.jsonl. The values are the ones the
+evaluate stage scored per question (cfqa.metrics, the registry's `compared` metrics), so a
+seed's row mean equals the score metrics.json holds for that run; nothing is scored here.
 """
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from typing import Sequence
 
 import numpy as np
 
-from cfqa.answer_metrics import exact_match, memorization_class
-from cfqa.contract import PredictionRow, ResultsError
+from cfqa import metrics
+from cfqa.contract import QuestionScores, ResultsError
 from cfqa.report.inputs import MethodResults, RunResults
 
 GroupKey = tuple[str, str]          # (set, variant)
@@ -23,14 +23,22 @@ UNTYPED = "untyped"                 # the answer type of a row without one (as t
 
 @dataclass(frozen=True)
 class Outcomes:
-    """One method on one group of questions: seeds × questions 0/1 arrays."""
+    """One method on one group of questions: seeds × questions arrays of each compared metric's
+    per-question values (0/1 for a match); a metric's array is None when no run has an answer
+    for it (no parametric answer generated)."""
 
-    contextual: np.ndarray
-    parametric: np.ndarray | None   # None when no run generated a parametric answer
+    values: dict[str, np.ndarray | None]
+
+    def of(self, metric: str) -> np.ndarray | None:
+        return self.values[metric]
+
+    @property
+    def contextual(self) -> np.ndarray:
+        """Contextual EM: what the memorization and answerability comparisons condition on."""
+        return self.values["contextual_em"]
 
     def columns(self, index: np.ndarray) -> Outcomes:
-        return Outcomes(contextual=self.contextual[:, index],
-                        parametric=None if self.parametric is None else self.parametric[:, index])
+        return Outcomes(values={name: None if array is None else array[:, index] for name, array in self.values.items()})
 
 
 @dataclass(frozen=True)
@@ -74,12 +82,12 @@ class QuestionArrays:
         return self.outcomes[(method, set_name, variant)].columns(np.flatnonzero(types == answer_type))
 
 
-def _grouped(run: RunResults) -> dict[GroupKey, dict[str, PredictionRow]]:
-    groups: dict[GroupKey, dict[str, PredictionRow]] = {}
-    for row in run.predictions:
+def _grouped(run: RunResults) -> dict[GroupKey, dict[str, QuestionScores]]:
+    groups: dict[GroupKey, dict[str, QuestionScores]] = {}
+    for row in run.questions:
         group = groups.setdefault((row.set, row.variant), {})
         if row.id in group:
-            raise ResultsError(f"{run.predictions_path}: question {row.id!r} appears twice in set "
+            raise ResultsError(f"{run.questions_path}: question {row.id!r} appears twice in set "
                                f"`{row.set}`, variant {row.variant}; expected one prediction per question")
         group[row.id] = row
     return groups
@@ -90,36 +98,41 @@ def _examples(ids: set[str]) -> str:
     return ", ".join(repr(i) for i in shown) + (", ..." if len(ids) > 3 else "")
 
 
-def _check_same_ids(run: RunResults, key: GroupKey, ids: Sequence[str], rows: dict[str, PredictionRow],
+def _check_same_ids(run: RunResults, key: GroupKey, ids: Sequence[str], rows: dict[str, QuestionScores],
                     reference: RunResults) -> None:
     missing, extra = set(ids) - set(rows), set(rows) - set(ids)
     if missing or extra:
         parts = ([f"{len(missing)} missing ({_examples(missing)})"] if missing else []) + \
                 ([f"{len(extra)} extra ({_examples(extra)})"] if extra else [])
         raise ResultsError(
-            f"{run.predictions_path}: set `{key[0]}`, variant {key[1]}: question ids differ from "
-            f"{reference.predictions_path}: {', '.join(parts)}; every method and seed must answer the "
+            f"{run.questions_path}: set `{key[0]}`, variant {key[1]}: question ids differ from "
+            f"{reference.questions_path}: {', '.join(parts)}; every method and seed must answer the "
             "same questions (rerun `cfqa evaluate` on the same data)")
 
 
-def _outcomes(rows_per_seed: list[list[PredictionRow]]) -> Outcomes:
-    contextual = np.array([[exact_match(r.contextual, r.gold_contextual) for r in rows]
-                           for rows in rows_per_seed], dtype=float)
-    # As the evaluate stage scores it: a missing parametric answer counts as wrong, and a
-    # run that generated none has no parametric score at all.
-    has_parametric = any(r.parametric is not None for rows in rows_per_seed for r in rows)
-    parametric = (np.array([[exact_match(r.parametric or "", r.gold_parametric) for r in rows]
-                            for rows in rows_per_seed], dtype=float) if has_parametric else None)
-    return Outcomes(contextual=contextual, parametric=parametric)
+def _metric_values(rows_per_seed: list[list[QuestionScores]], name: str) -> np.ndarray | None:
+    """As the evaluate stage aggregates them (cfqa.metrics.Metric.group_value): a question
+    without an answer counts as wrong, and a metric no run has an answer for has no array."""
+    values = [[row.scores[name] for row in rows] for rows in rows_per_seed]
+    if all(value is None for seed_values in values for value in seed_values):
+        return None
+    return np.array([[0.0 if value is None else value for value in seed_values] for seed_values in values],
+                    dtype=float)
 
 
-def _classes(run: RunResults, rows: list[PredictionRow]) -> np.ndarray:
+def _outcomes(rows_per_seed: list[list[QuestionScores]]) -> Outcomes:
+    return Outcomes(values={metric.name: _metric_values(rows_per_seed, metric.name)
+                            for metric in metrics.compared_metrics()})
+
+
+def _classes(run: RunResults, rows: list[QuestionScores]) -> np.ndarray:
     labels = []
     for row in rows:
-        if not row.substitute:
-            raise ResultsError(f"{run.predictions_path}: question {row.id!r} (set `{row.set}`) has no "
-                               "substitute here but has one in other runs; expected the same data")
-        labels.append(memorization_class(row.contextual, row.gold_parametric, row.substitute))
+        if row.memorization is None:
+            raise ResultsError(f"{run.questions_path}: question {row.id!r} (set `{row.set}`) has no "
+                               "memorization class here (no substitute) but has one in other runs; expected the "
+                               "same data")
+        labels.append(row.memorization)
     return np.array(labels)
 
 
@@ -161,7 +174,7 @@ def question_arrays(results: Sequence[MethodResults]) -> QuestionArrays:
             outcomes[(method.key, *key)] = _outcomes(
                 [[grouped[(method.name, run.seed)][key][i] for i in key_ids] for run in method.runs])
 
-    memorization_ids = {set_name: tuple(i for i, row in rows.items() if row.substitute)
+    memorization_ids = {set_name: tuple(i for i, row in rows.items() if row.memorization is not None)
                         for (set_name, variant), rows in reference_groups.items() if variant == "counterfactual"}
     memorization: dict[tuple[str, str], Classes] = {}
     for method in results:

@@ -19,7 +19,7 @@ from matplotlib.lines import Line2D
 from matplotlib.transforms import blended_transform_factory
 
 from cfqa.config import PrimaryEndpoint
-from cfqa.report.aggregate import METRIC_TITLES, Aggregates, Comparison
+from cfqa.report.aggregate import Aggregates, Comparison, metric_title
 from cfqa.report.inputs import MethodResults
 from cfqa.report.plots import method_colors, no_data, seed_dots
 from cfqa.report.tables import compared, reference_label
@@ -48,7 +48,7 @@ class Headline:
 
     @property
     def metric_title(self) -> str:
-        return METRIC_TITLES[self.endpoint.metric]
+        return metric_title(self.endpoint.metric)
 
 
 def headline(results: Sequence[MethodResults], agg: Aggregates, endpoint: PrimaryEndpoint) -> Headline:

@@ -14,9 +14,10 @@ from typing import Sequence
 
 import dataclasses
 
+from cfqa import metrics as metric_registry
 from cfqa.contract import (BenchmarkRow, CurveRow, LrSelection, MethodFiles, MetricsRecord,
-                           PredictionRow, ResultsError, TrainRecord, read_benchmark, read_curve, read_lr_selection,
-                           read_metrics, read_predictions, read_train_record)
+                           QuestionScores, ResultsError, TrainRecord, read_benchmark, read_curve, read_lr_selection,
+                           read_metrics, read_question_scores, read_train_record)
 from cfqa.layout import RunLayout, seed_of
 
 
@@ -29,15 +30,15 @@ class RunResults:
     directory: Path
     train: TrainRecord
     metrics: MetricsRecord
-    predictions: tuple[PredictionRow, ...]
+    questions: tuple[QuestionScores, ...]   # per_question.jsonl: every metric per question, scored by evaluate
     curve: tuple[CurveRow, ...] = ()   # empty when train_curve.csv is absent
     # Snakemake's benchmark rows of this run's jobs, by stage (train, evaluate); a stage is
     # absent when its file is (runs made by DVC or by hand have none).
     benchmarks: dict[str, tuple[BenchmarkRow, ...]] = field(default_factory=dict)
 
     @property
-    def predictions_path(self) -> Path:
-        return MethodFiles(self.directory).predictions
+    def questions_path(self) -> Path:
+        return MethodFiles(self.directory).per_question
 
 
 @dataclass(frozen=True)
@@ -85,19 +86,20 @@ def load_benchmarks(layout: RunLayout, method: str, seed: int) -> dict[str, tupl
 
 
 def load_run(layout: RunLayout, method: str, seed: int) -> RunResults:
-    """One run of the run root `layout`; train.json, metrics.json and predictions.jsonl are
+    """One run of the run root `layout`; train.json, metrics.json and per_question.jsonl are
     required, the curve and the benchmark records optional."""
     files = MethodFiles(layout.run_results(method, seed))
     directory = files.directory
     train = read_train_record(files.train_record, method)
-    metrics = read_metrics(files.metrics, method)
+    metrics = read_metrics(files.metrics, method, registry=metric_registry.registered())
     for path, record in ((files.train_record, train), (files.metrics, metrics)):
         if record.seed != seed:
             raise ResultsError(f"{path}: seed {record.seed}, expected {seed} (the seed{seed} directory)")
-    predictions = tuple(read_predictions(files.predictions))
+    questions = tuple(read_question_scores(files.per_question, [m.name for m in metric_registry.registered()],
+                                           method, seed))
     curve = tuple(read_curve(files.train_curve)) if files.train_curve.is_file() else ()
     return RunResults(method=method, seed=seed, directory=directory, train=train, metrics=metrics,
-                      predictions=predictions, curve=curve,
+                      questions=questions, curve=curve,
                       benchmarks=load_benchmarks(layout, method, seed))
 
 

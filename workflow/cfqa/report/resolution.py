@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from cfqa import statistics
 from cfqa.config import PrimaryEndpoint
 from cfqa.report import formatting as fmt
-from cfqa.report.aggregate import ALPHA, CONFIDENCE, METRIC_TITLES, Aggregates
+from cfqa.report.aggregate import ALPHA, CONFIDENCE, Aggregates, metric_title
 from cfqa.report.tables import Table, method_cells, method_headers
 
 POWER = statistics.DEFAULT_POWER
@@ -62,7 +62,7 @@ class Resolution:
 
 
 def endpoint_title(endpoint: PrimaryEndpoint) -> str:
-    return f"{METRIC_TITLES[endpoint.metric]} on {endpoint.variant} `{endpoint.set}` contexts"
+    return f"{metric_title(endpoint.metric)} on {endpoint.variant} `{endpoint.set}` contexts"
 
 
 def resolve(agg: Aggregates, endpoint: PrimaryEndpoint, *, alpha: float = ALPHA, power: float = POWER) -> Resolution:
@@ -73,8 +73,7 @@ def resolve(agg: Aggregates, endpoint: PrimaryEndpoint, *, alpha: float = ALPHA,
         if reference is None:
             continue
         a, b = (agg.outcomes(m, endpoint.set, endpoint.variant) for m in (method, reference))
-        arrays = [None if o is None else (o.contextual if endpoint.metric == "contextual_em" else o.parametric)
-                  for o in (a, b)]
+        arrays = [None if o is None else o.of(endpoint.metric) for o in (a, b)]
         if not agg.convergence[method].converged:
             candidates.append((method, reference, None, "not converged: not compared"))
         elif any(x is None or x.shape[1] == 0 for x in arrays):

@@ -7,12 +7,14 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
+from cfqa import metrics
 from cfqa.contract import Summary
-from cfqa.report.aggregate import METRICS, Aggregates
+from cfqa.report.aggregate import Aggregates
 from cfqa.report.inputs import MethodResults
 from cfqa.report.tables import run_mean
 
-SEED_MEAN_SCORES = ("contextual_f1_pct", "well_formed_pct", "target_loss_nats")
+# Seed means of metrics.json beside the registry's (cfqa.metrics) seed-mean metrics.
+MEASURED_SCORES = ("target_loss_nats",)
 
 
 def _usable(value: object) -> bool:
@@ -34,19 +36,20 @@ def _same_or_mean(result: MethodResults, value) -> float | int | None:
 
 def method_summary(result: MethodResults, agg: Aggregates) -> dict[str, float | int]:
     """Keyed by MethodResults.key (`family/method` when several families are reported):
-    `{set}_{variant}_{score}` (+ `_low`/`_high` for EM), `{set}_memorization_ratio_pct`
+    `{set}_{variant}_{field}` for every metric of the registry (+ `_low`/`_high` for the
+    compared ones, contextual and parametric EM) and the target loss, `{set}_memorization_ratio_pct`
     (+ interval), the cost keys and `n_seeds`; absent or non-finite values are left out
     rather than written as null."""
     values: dict[str, float | int | None] = {}
     for set_name in agg.sets:
         for variant in agg.variants[set_name]:
-            for metric in METRICS:
-                interval = agg.accuracy.get((result.key, set_name, variant, metric))
+            for metric in metrics.compared_metrics():
+                interval = agg.accuracy.get((result.key, set_name, variant, metric.name))
                 if interval is not None:
-                    _with_interval(values, f"{set_name}_{variant}_{metric}_pct", interval)
-            for score in SEED_MEAN_SCORES:
+                    _with_interval(values, f"{set_name}_{variant}_{metric.field}", interval)
+            for score in (*(m.field for m in metrics.seed_mean_metrics()), *MEASURED_SCORES):
                 values[f"{set_name}_{variant}_{score}"] = run_mean(
-                    result, lambda run: getattr(run.metrics.sets.get(set_name, {}).get(variant), score, None))
+                    result, lambda run: (run.metrics.sets.get(set_name, {}).get(variant) or {}).get(score))
         cell = agg.memorization.get((result.key, set_name))
         if cell is not None:
             _with_interval(values, f"{set_name}_memorization_ratio_pct", cell.interval)

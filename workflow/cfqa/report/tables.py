@@ -18,10 +18,10 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from cfqa import statistics
+from cfqa import metrics, statistics
 from cfqa.report import formatting as fmt
-from cfqa.report.aggregate import (CONFIDENCE, CONVERGED_WELL_FORMED_PCT, METRIC_TITLES, METRICS,
-                                   TYPE_COMPARISON_VARIANT, TYPE_VARIANTS, Aggregates, Comparison)
+from cfqa.report.aggregate import (CONFIDENCE, CONVERGED_WELL_FORMED_PCT, TYPE_COMPARISON_VARIANT, TYPE_VARIANTS,
+                                   Aggregates, Comparison, compared_metrics, metric_title)
 from cfqa.report.inputs import MethodResults, RunResults
 from cfqa.report.mixtures import EFFECT_SET, MixtureGroup
 
@@ -101,37 +101,52 @@ def _comparison_cells(comparison: Comparison | None) -> tuple[str, str, str]:
 
 
 def _variant_cell(result: MethodResults, set_name: str, variant: str, field: str) -> float | None:
-    return run_mean(result, lambda run: getattr(run.metrics.sets.get(set_name, {}).get(variant), field, None))
+    return run_mean(result, lambda run: (run.metrics.sets.get(set_name, {}).get(variant) or {}).get(field))
+
+
+def metric_header(metric: metrics.Metric) -> str:
+    return f"{metric.label} (%)" if metric.percent else metric.label
+
+
+def _metric_mean(metric: metrics.Metric, value: float | None) -> str:
+    return fmt.percent(value) if metric.percent else fmt.decimal(value, 3)
+
+
+def _joined(labels: Sequence[str]) -> str:
+    """"a, b and c", capitalized: the start of a caption sentence."""
+    text = labels[0] if len(labels) == 1 else f"{', '.join(labels[:-1])} and {labels[-1]}"
+    return text[:1].upper() + text[1:]
 
 
 def accuracy_table(results: Sequence[MethodResults], agg: Aggregates, set_name: str) -> Table:
+    """Every metric of the registry (cfqa.metrics): the compared ones with intervals over seeds
+    and questions (the first with its seed SD), the others as seed means of metrics.json."""
+    compared = [metrics.metric(name) for name in compared_metrics()]
+    primary, others = compared[0], compared[1:]
+    seed_means = metrics.seed_mean_metrics()
     rows = []
     for r in results:
         for variant in agg.variants.get(set_name, ()):
-            contextual = agg.accuracy.get((r.key, set_name, variant, "contextual_em"))
-            parametric = agg.accuracy.get((r.key, set_name, variant, "parametric_em"))
-            if contextual is None:
+            first = agg.accuracy.get((r.key, set_name, variant, primary.name))
+            if first is None:
                 continue
-            rows.append((*method_cells(r), variant, fmt.count(contextual.n_questions), fmt.count(contextual.n_seeds),
-                         _cell(contextual), fmt.percent(contextual.seed_sd), _cell(parametric),
-                         fmt.percent(_variant_cell(r, set_name, variant, "contextual_f1_pct")),
-                         fmt.percent(_variant_cell(r, set_name, variant, "contextual_lenient_pct")),
-                         fmt.percent(_variant_cell(r, set_name, variant, "unanswerable_pct")),
-                         fmt.percent(_variant_cell(r, set_name, variant, "well_formed_pct")),
+            rows.append((*method_cells(r), variant, fmt.count(first.n_questions), fmt.count(first.n_seeds),
+                         _cell(first), fmt.percent(first.seed_sd),
+                         *(_cell(agg.accuracy.get((r.key, set_name, variant, m.name))) for m in others),
+                         *(_metric_mean(m, _variant_cell(r, set_name, variant, m.field)) for m in seed_means),
                          fmt.decimal(_variant_cell(r, set_name, variant, "target_loss_nats"), 3)))
+    descriptions = " ".join(m.description for m in (*compared, *seed_means) if m.description)
     return Table(
         key=f"accuracy-{set_name}",
         title=f"Accuracy on `{set_name}` by method and context variant",
-        headers=(*method_headers(results), "variant", "questions", "seeds", "contextual EM (%)", "seed SD (pp)",
-                 "parametric EM (%)", "contextual F1 (%)", "contextual lenient (%)", "unanswerable (%)",
-                 "well-formed (%)", "target loss (nats/token)"),
+        headers=(*method_headers(results), "variant", "questions", "seeds", metric_header(primary), "seed SD (pp)",
+                 *(metric_header(m) for m in others), *(metric_header(m) for m in seed_means),
+                 "target loss (nats/token)"),
         rows=tuple(rows),
-        caption=f"EM: mean over seeds with its {MEAN_INTERVAL}. Seed "
-                "SD: standard deviation of the per-seed contextual EM. F1, lenient, unanswerable and "
-                "well-formed: seed means. Contextual: the answer the context supports "
-                "(\"unanswerable\" for empty and random contexts). Parametric: the original answer. "
-                "Lenient: EM, or one answer's tokens contain the other's. Well-formed: the generation "
-                "has every answer line the target format asks for. Target loss: the trained model's mean "
+        caption=f"{_joined([m.label for m in compared])}: mean over seeds with its {MEAN_INTERVAL}. Seed "
+                f"SD: standard deviation of the per-seed {primary.label}. "
+                + (f"{_joined([m.label for m in seed_means])}: seed means. " if seed_means else "")
+                + descriptions + " Target loss: the trained model's mean "
                 "cross-entropy per target token, teacher-forced on the target it was trained to "
                 "generate (as the validation loss of training), seed mean.",
     )
@@ -156,7 +171,7 @@ def comparison_table(results: Sequence[MethodResults], agg: Aggregates, set_name
         for variant in agg.variants.get(set_name, ()):
             cells = []
             seeds = fmt.MISSING
-            for metric in METRICS:
+            for metric in compared_metrics():
                 comparison = agg.comparison(r.key, set_name, variant, metric)
                 cells += _comparison_cells(comparison)
                 if comparison is not None and comparison.difference is not None:
@@ -164,8 +179,8 @@ def comparison_table(results: Sequence[MethodResults], agg: Aggregates, set_name
             rows.append((*method_cells(r), variant, seeds, *cells))
     reference = reference_label(results, agg)
     headers = [*method_headers(results), "variant", "seeds"]
-    for metric in METRICS:
-        title = METRIC_TITLES[metric]
+    for metric in compared_metrics():
+        title = metric_title(metric)
         headers += [f"Δ {title} (pp)", f"{title} Holm p", f"{title} vs {reference}"]
     decisions = [c.decision for c in agg.comparisons if c.set == set_name]
     return Table(
@@ -234,7 +249,7 @@ def by_type_table(results: Sequence[MethodResults], agg: Aggregates, set_name: s
     variants = [v for v in TYPE_VARIANTS if v in agg.variants.get(set_name, ())]
     headers = [*method_headers(results), "answer type", "questions", "most-frequent EM (%)"]
     for variant in variants:
-        headers += [f"{variant} contextual EM (%)", f"{variant} parametric EM (%)"]
+        headers += [f"{variant} {metric_title(metric)} (%)" for metric in compared_metrics()]
     rows = []
     for r in results:
         for answer_type in list(agg.answer_types.get(set_name, ())) + ["all"]:
@@ -248,7 +263,7 @@ def by_type_table(results: Sequence[MethodResults], agg: Aggregates, set_name: s
             row = [*method_cells(r), answer_type, fmt.count(first.n_questions if first else None),
                    fmt.percent(baseline)]
             for variant in variants:
-                row += [_cell(interval(variant, "contextual_em")), _cell(interval(variant, "parametric_em"))]
+                row += [_cell(interval(variant, metric)) for metric in compared_metrics()]
             rows.append(tuple(row))
     return Table(
         key=f"by-type-{set_name}",
@@ -534,7 +549,7 @@ def mixture_table(group: MixtureGroup, agg: Aggregates) -> Table:
         rows.append((run.label, f"`{run.method}`", fmt.count(run.steps),
                      fmt.count(any_cell.n_seeds if any_cell else None), *cells))
     headers = ["mixture", "method", "steps", "seeds"] + [
-        f"{variant} {METRIC_TITLES[metric]} (%)" for variant, metric in MIXTURE_COLUMNS]
+        f"{variant} {metric_title(metric)} (%)" for variant, metric in MIXTURE_COLUMNS]
     return Table(
         key=f"mixture-{_group_slug(group)}",
         title=f"Training mixture of `{group.registry_method}`{_of_family(group)} × `{EFFECT_SET}` variant",

@@ -7,18 +7,17 @@ import dataclasses
 import time
 from pathlib import Path
 
-import msgspec
 import torch
 
 from cfqa.backbone import backbone_dir, build_method_model
 from cfqa.config import Config
 from cfqa.contract import (WEIGHTS, Inference, MethodFiles, MetricsRecord, ResultsError, read_train_record,
-                           write_metrics, write_predictions, write_record)
+                           write_metrics, write_predictions, write_question_scores, write_record)
 from cfqa.contract.run_info import directory_sha256, files_sha256, run_info
 from cfqa.device import resolve
 from cfqa.evaluation.generation import generate_texts
 from cfqa.evaluation.scoring import (baseline_scores, memorization, most_frequent_answers,
-                                     prediction_record, score_set)
+                                     prediction_record, question_scores, scores_by_variant)
 from cfqa.formats import VARIANTS
 from cfqa.headline import headline
 from cfqa.hub import read_source_record
@@ -73,7 +72,7 @@ def run(cfg: Config, variants: Path, models: Path, model: Path, results: Path, m
     network.to(device)
     log.info("loaded %s seed %d with trained weights from %s", method, seed, weights)
 
-    records, sets, by_type, memorized = [], {}, {}, {}
+    records, questions, sets, by_type, memorized = [], [], {}, {}, {}
     generated, seconds = 0, 0.0
     data_files = [variant_file(variants, set_name, v) for set_name in QUESTION_SETS for v in VARIANTS]
     for set_name in QUESTION_SETS:
@@ -89,14 +88,16 @@ def run(cfg: Config, variants: Path, models: Path, model: Path, results: Path, m
                               device=device, desc=f"generate {set_name}", bf16=mcfg.train.bf16)
         set_records = [prediction_record(r, set_name, text) for r, text in zip(rows, run_.texts)]
         records.extend(set_records)
-        sets[set_name], by_type[set_name] = score_set(set_records, mcfg.train.target_format)
+        set_questions = question_scores(set_records, mcfg.train.target_format)
+        questions.extend(set_questions)
+        sets[set_name], by_type[set_name] = scores_by_variant(set_questions)
         losses = target_losses(network, tokenizer, examples, strata, ecfg.batch_size, mcfg)
-        sets[set_name] = {variant: msgspec.structs.replace(scores, target_loss_nats=losses.get(variant))
+        sets[set_name] = {variant: {**scores, "target_loss_nats": losses.get(variant)}
                           for variant, scores in sets[set_name].items()}
         memorized[set_name] = memorization(set_records)
         generated, seconds = generated + len(rows), seconds + run_.seconds
         log.info("%s: %d examples; contextual EM %s", set_name, len(rows),
-                 {v: None if s.contextual_em_pct is None else round(s.contextual_em_pct, 1)
+                 {v: None if s["contextual_em_pct"] is None else round(s["contextual_em_pct"], 1)
                   for v, s in sets[set_name].items()})
 
     frequent = most_frequent_answers(variant_rows(variants, "train", ("factual",)))
@@ -115,10 +116,11 @@ def run(cfg: Config, variants: Path, models: Path, model: Path, results: Path, m
         family=cfg.pretrain.family,
     )
     write_predictions(files.predictions, records)
+    write_question_scores(files.per_question, questions)
     write_metrics(files.metrics, metrics)
     write_record(files.headline, headline(trained, metrics))
-    log.info("wrote %s (%d predictions), %s, %s and %s", files.predictions, len(records), files.metrics,
-             files.evaluation_run, files.headline)
+    log.info("wrote %s (%d predictions), %s, %s, %s and %s", files.predictions, len(records), files.per_question,
+             files.metrics, files.evaluation_run, files.headline)
     # imported late: mlflow takes seconds to import
     from cfqa.tracking.failures import failures_as_warnings
     from cfqa.tracking.pipeline import pipeline_run
