@@ -171,6 +171,7 @@ def test_pipeline_run_hashes_what_every_run_of_a_pipeline_shares():
     assert changed(seeds=[0, 1, 2, 3]) == base.id
     assert changed(methods={"lora": {"train": {"lr": 0.02}}}) == base.id
     assert changed(tracking={"experiment": "elsewhere"}, report={"notes": []}) == base.id
+    assert changed(run_root="runs/elsewhere") == base.id
     # ... what every run shares starts another.
     assert changed(train={"max_steps": 7}) != base.id
     assert changed(counterfactuals={"seed": 1}) != base.id

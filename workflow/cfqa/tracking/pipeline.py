@@ -32,8 +32,8 @@ log = get_logger(__name__)
 PIPELINE_RUN_TAG = "pipeline_run"
 PARENT_RUN_TAG = "mlflow.parentRunId"
 # Configuration sections that differ between the runs of one pipeline, or do not change
-# what a run computes: left out of the pipeline run's hash.
-NOT_SHARED = ("methods", "seeds", "tracking", "report", "scale")
+# what a run computes (run_root: where it writes), left out of the pipeline run's hash.
+NOT_SHARED = ("methods", "seeds", "tracking", "report", "scale", "run_root")
 
 
 @dataclasses.dataclass(frozen=True)
