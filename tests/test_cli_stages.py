@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import os
 import re
 import shlex
 import types
@@ -133,20 +134,33 @@ def test_each_option_names_a_path_of_its_stage_in_a_role_that_fits(spec: Stage):
 
 def test_the_stage_gets_its_dimensions_and_paths_not_an_ordering_one(tmp_path, monkeypatch):
     """`--fetched` only orders download after fetch: checked as an input, never passed to the
-    stage; a stage that reads the cache gets it."""
-    received = {}
-    module = types.SimpleNamespace(run=lambda cfg, **kwargs: received.update(kwargs))
-    monkeypatch.setattr(cli.importlib, "import_module", lambda name: module)
+    stage; a stage that reads the cache gets it; only the stage the table declares online
+    (fetch) runs with the hub online."""
+    received, imported = {}, []
+
+    def run(cfg, **kwargs):
+        received.update(kwargs, offline=os.environ.get("HF_HUB_OFFLINE"))
+
+    def import_module(name):
+        imported.append(name)
+        return types.SimpleNamespace(run=run)
+
+    monkeypatch.setattr(cli.importlib, "import_module", import_module)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     fetched = tmp_path / "fetched.json"
-    fetched.write_text("{}")
     params = PROJECT_ROOT / "params.yaml"
+    assert cli.main(["--cache", str(tmp_path / "cache"), "fetch", "--params", str(params), "--out", str(fetched)]) == 0
+    assert received == {"out": fetched, "cache": tmp_path / "cache", "offline": None}
+    received.clear()
+    fetched.write_text("{}")
     code = cli.main(["--cache", str(tmp_path / "cache"), "download", "--params", str(params),
                      "--out", str(tmp_path / "raw"), "--fetched", str(fetched)])
-    assert code == 0 and received == {"out": tmp_path / "raw", "cache": tmp_path / "cache"}
+    assert code == 0 and received == {"out": tmp_path / "raw", "cache": tmp_path / "cache", "offline": "1"}
+    assert imported == ["cfqa.stages.fetch", "cfqa.stages.download"]
     received.clear()
     (tmp_path / "variants").mkdir()
     (tmp_path / "models").mkdir()
     code = cli.main(["tune", "--params", str(params), "--method", "lora", "--variants", str(tmp_path / "variants"),
                      "--models", str(tmp_path / "models"), "--out", str(tmp_path / "lr.json")])
     assert code == 0 and received == {"method": "lora", "variants": tmp_path / "variants",
-                                      "models": tmp_path / "models", "out": tmp_path / "lr.json"}
+                                      "models": tmp_path / "models", "out": tmp_path / "lr.json", "offline": "1"}
