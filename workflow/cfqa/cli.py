@@ -1,11 +1,11 @@
 """The `cfqa` command line: one subcommand per pipeline stage, every path explicit.
 
-Snakemake rules and DVC stages call exactly these commands; each command's options, help and
-path roles are the stage table's (cfqa.dag.table), as are the commands the engines run. Each stage command validates
-params.yaml, checks that its inputs exist, takes a lock on its outputs and removes what a
-killed run of it left behind, then runs. Bad input (configuration, missing or malformed
-files) prints one line on stderr and exits 2; any other failure exits 1 and points to the
-log file holding the traceback.
+Snakemake rules and DVC stages call exactly these commands. Each command, its options, help
+and path roles are the stage table's (cfqa.dag.table), which also builds the engines' command
+lines; nothing here lists a stage. Each stage command validates params.yaml, checks that its
+inputs exist, takes a lock on its outputs and removes what a killed run of it left behind,
+then runs. Bad input (configuration, missing or malformed files) prints one line on stderr and
+exits 2; any other failure exits 1 and points to the log file holding the traceback.
 """
 from __future__ import annotations
 

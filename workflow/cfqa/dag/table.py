@@ -1,8 +1,10 @@
-"""The pipeline's DAG, declared once: every stage's command, inputs, outputs, params keys,
+"""The pipeline's DAG, declared once: every stage's command (its help and options, which the
+CLI parses: cfqa.cli builds its subcommands from this table), inputs, outputs, params keys,
 dimensions and what its jobs need where they run (a GPU, the network, memory and runtime at
-each scale); the code each stage runs is read from its imports (cfqa.dag.code). dvc.yaml is generated from this table (`python -m cfqa.dag`) and the
-Snakemake rules read it (workflow/rules/*.smk), so the two engines cannot drift; the
-execution profiles (workflow/profiles/) add only what a site names (partitions, images)."""
+each scale); the code each stage runs is read from its imports (cfqa.dag.code). dvc.yaml is
+generated from this table (`python -m cfqa.dag`) and the Snakemake rules read it
+(workflow/rules/*.smk), so the two engines and the CLI cannot drift; the execution profiles
+(workflow/profiles/) add only what a site names (partitions, images)."""
 from __future__ import annotations
 
 import dataclasses
@@ -220,7 +222,7 @@ class Stage:
     params: tuple[str, ...]
     needs: Needs                    # GPU, network, memory and runtime of one job
     dims: tuple[Dimension, ...] = ()
-    # Paths `args` names that are neither an input nor an output (the folder holding some).
+    # Paths an option names that are neither an input nor an output (the folder holding some).
     dirs: dict[str, str] = dataclasses.field(default_factory=dict)
     cache: bool = False
     root: str = DEFAULT_RUN_ROOT
