@@ -2,10 +2,12 @@
 tiny smoke configuration (tests/fixtures/params-tiny.yaml) in a temporary directory, every
 method with every seed of that configuration, so every train.json, metrics.json, curve,
 prediction file and data/stats.json comes from the real writers, at the pipeline's paths
-(models/{method}/seed{seed}, results/{method}/seed{seed})."""
+(models/{method}/seed{seed}, results/{method}/seed{seed}). Each job's command line is the
+stage table's (cfqa.dag.arguments, as both engines build it), in the table's order."""
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +16,8 @@ import yaml
 
 from cfqa import cli
 from cfqa.config import PROJECT_ROOT, deep_merge
-from cfqa.dag import LR_SELECTION, RUN_MODEL, RUN_RESULTS
+from cfqa.dag import STAGES, arguments
+from cfqa.dag import stage as dag_stage
 from cfqa.layout import RunLayout
 
 TINY_METHODS = ("full", "lora")
@@ -83,35 +86,44 @@ def tiny_params(methods: tuple[str, ...] = TINY_METHODS) -> dict:
     return merged
 
 
-def stage(command: str, params: Path, *args: str) -> None:
-    code = cli.main([command, "--params", str(params), *args])
+# The stages run_stages leaves out: the report reads every run; tests that need it run it.
+LEFT_OUT = ("report",)
+
+
+def stage_command(name: str, params: Path | list[Path], leave_out: tuple[str, ...] = (), **wildcards: object) -> list[str]:
+    """`cfqa` arguments of one job of stage `name` (`wildcards`: its method and seed), its paths
+    relative to the run root, built from the stage table as both engines build them; the
+    optional options named in `leave_out` (flags, as a user running it by hand may)."""
+    spec = dag_stage(name)
+    optional = {option.flag for option in spec.options if not option.required}
+    assert set(leave_out) <= optional, f"{name}: only optional options can be left out, not {set(leave_out) - optional}"
+    values = {key: str(value) for key, value in wildcards.items()}
+    args = arguments(spec, spec.named_paths(values), values)
+    pairs = [args[i:i + 2] for i in range(0, len(args), 2)]
+    kept = [part for flag, value in pairs if flag[2:] not in leave_out for part in (flag, value)]
+    files = params if isinstance(params, list) else [params]
+    return [name, *(part for path in files for part in ("--params", str(path))), *kept]
+
+
+def run_stage(name: str, params: Path | list[Path], leave_out: tuple[str, ...] = (), **wildcards: object) -> None:
+    argv = stage_command(name, params, leave_out, **wildcards)
+    code = cli.main(argv)
     if code != 0:
-        raise AssertionError(f"cfqa {command} {' '.join(args)} exited {code}")
+        raise AssertionError(f"cfqa {' '.join(argv)} exited {code}")
 
 
 def run_stages(root: Path, methods: tuple[str, ...] = TINY_METHODS, values: dict | None = None) -> StageResults:
-    """download -> prepare -> entities -> counterfactuals -> pretrain -> train/evaluate per
-    (method, seed), on `values` (default: the tiny params of `methods`)."""
+    """Every stage of the table but the report, each job of it (per method, per run) in the
+    table's order, on `values` (default: the tiny params of `methods`)."""
     params = root / "params.yaml"
     values = tiny_params(methods) if values is None else values
     methods = tuple(values["methods"])
     seeds = tuple(values["seeds"])
     params.write_text(yaml.safe_dump(values, sort_keys=False))
     with working_directory(root):
-        stage("download", params, "--out", "data/raw")
-        stage("prepare", params, "--raw", "data/raw", "--out", "data/prepared")
-        stage("entities", params, "--prepared", "data/prepared", "--raw", "data/raw", "--out", "data/entities")
-        stage("counterfactuals", params, "--prepared", "data/prepared", "--entities", "data/entities",
-              "--out", "data/variants", "--stats", "data/stats.json")
-        stage("pretrain", params, "--raw", "data/raw", "--out", "models/base", "--out-lm", "models/base_lm")
-        for method in methods:
-            selection = LR_SELECTION.format(method=method)
-            stage("tune", params, "--method", method, "--variants", "data/variants", "--models", "models",
-                  "--out", selection)
-            for seed in seeds:
-                model = RUN_MODEL.format(method=method, seed=seed)
-                results = RUN_RESULTS.format(method=method, seed=seed)
-                run = ("--method", method, "--seed", str(seed), "--variants", "data/variants", "--models", "models")
-                stage("train", params, *run, "--out", model, "--results", results, "--lr-selection", selection)
-                stage("evaluate", params, *run, "--model", model, "--results", results)
+        for spec in STAGES:
+            if spec.name in LEFT_OUT:
+                continue
+            for job in itertools.product(*(dim.values(values) for dim in spec.dims)):
+                run_stage(spec.name, params, **dict(zip((dim.name for dim in spec.dims), job)))
     return StageResults(root=root, params=params, methods=methods, seeds=seeds)

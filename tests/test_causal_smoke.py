@@ -15,7 +15,7 @@ from cfqa.contract import ResultsError, read_lr_selection, read_metrics, read_tr
 from cfqa.contract.files import read_data_stats
 from cfqa.dag import LR_SELECTION, RUN_MODEL, RUN_RESULTS
 from cfqa.model_family import ModelFamily, family_of
-from stage_results import run_stages, stage, tiny_params, working_directory
+from stage_results import run_stage, run_stages, tiny_params, working_directory
 
 PROJECT_PARAMS = PROJECT_ROOT / "params.yaml"
 METHODS = ("full", "last_layer", "lora", "prompt")
@@ -39,8 +39,7 @@ def causal_run(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("causal-smoke")
     run = run_stages(root, values=causal_params())
     with working_directory(root):
-        stage("report", run.params, "--results", "results", "--data-stats", "data/stats.json", "--out", "reports",
-              "--summary", "results/summary.json")
+        run_stage("report", run.params)
     return root
 
 

@@ -21,6 +21,7 @@ from cfqa.dag import stage as stage_spec
 from cfqa.dag.dvc_yaml import render
 from pipeline_support import PROJECT, run_tool
 from project_copy import copy_project
+from test_cli_stages import assert_parser_takes_exactly
 
 JOB = re.compile(r"^(?:local)?rule (?P<rule>\w+):$")
 TWO_METHODS = ("full", "lora")
@@ -178,6 +179,19 @@ def test_same_commands_inputs_outputs(both, two_methods):
     assert {f"results/{m}/seed{seed}/{name}" for m, seed in RUNS
             for name in ("metrics.json", "per_question.jsonl", "train.json", "train_curve.csv")} <= \
         snakemake["report"]["inputs"]
+
+
+def test_the_cli_parses_every_command_of_both_engines_with_exactly_its_options(both):
+    """Each job's `cfqa` command, as Snakemake runs it (behind cfqa.launch and tee) and as DVC
+    runs it, parses with the stage's CLI options, every one of them passed (cfqa.dag.table
+    declares both)."""
+    snakemake, dvc = both
+    for name, stage in dvc.items():
+        launched = snakemake[name]["cmd"]
+        cfqa_command = launched[launched.index(" -- cfqa ") + len(" -- "):launched.index(" 2>&1 | tee ")]
+        for cmd in (cfqa_command, stage["cmd"]):
+            args = assert_parser_takes_exactly(cmd)
+            assert args.command == name.partition("@")[0], cmd
 
 
 def test_same_params_and_code(both, two_methods):

@@ -25,7 +25,6 @@ from cfqa import metrics as metric_registry
 from cfqa.contract import (ResultsError, read_curve, read_data_stats, read_lr_selection, read_metrics,
                            read_predictions, read_question_scores, read_summary, read_train_record,
                            write_question_scores)
-from cfqa.dag import RUN_MODEL, RUN_RESULTS
 from cfqa.layout import RunLayout
 from cfqa.report import aggregate as aggregate_module
 from cfqa.report import formatting as fmt
@@ -40,7 +39,7 @@ from cfqa.report.mixtures import mixture_label
 from cfqa.report.render import render_html, render_markdown
 from cfqa.report.tables import mapping_table, measured_cell
 from cfqa.stages import report as report_stage
-from stage_results import stage, working_directory
+from stage_results import run_stage, working_directory
 
 pytestmark = pytest.mark.slow   # the stages run once per session (stage_results fixture)
 
@@ -67,11 +66,9 @@ def runs(tmp_path_factory, stage_results):
     with working_directory(root):
         for method in EXTRA_METHODS:
             for seed in stage_results.seeds:
-                model, results = (pattern.format(method=method, seed=seed) for pattern in (RUN_MODEL, RUN_RESULTS))
-                args = ("--params", str(extra), "--method", method, "--seed", str(seed), "--variants",
-                        "data/variants", "--models", "models")
-                stage("train", stage_results.params, *args, "--out", model, "--results", results)
-                stage("evaluate", stage_results.params, *args, "--model", model, "--results", results)
+                # Trained at the configured rate: no tune job for these methods.
+                run_stage("train", params, ("lr-selection",), method=method, seed=seed)
+                run_stage("evaluate", params, method=method, seed=seed)
     methods = (*stage_results.methods, *EXTRA_METHODS)
     return {"root": root, "params": params, "methods": methods, "seeds": stage_results.seeds,
             "results": root / "results", "data_stats": root / "data" / "stats.json"}

@@ -37,11 +37,8 @@ def expanded_inputs(spec: Stage, wildcards: dict[str, str], params: dict) -> lis
 
 def stage_body(spec: Stage, params: dict) -> dict:
     wildcards = dvc_wildcards(spec)
-    paths = {name: fill(path, wildcards)
-             for name, path in [*spec.inputs.items(), *((n, o.path) for n, o in spec.outputs.items())]
-             if not spec.gathered(path)}
     body: dict = {
-        "cmd": command(spec, fill(spec.log, wildcards), PARAMS_ARGS, paths, wildcards),
+        "cmd": command(spec, fill(spec.log, wildcards), PARAMS_ARGS, spec.named_paths(wildcards), wildcards),
         "deps": list(dict.fromkeys([*expanded_inputs(spec, wildcards, params),
                                     *(compared_summaries(params) if spec.name == "report" else []),
                                     *code_paths(spec)])),

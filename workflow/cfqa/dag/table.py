@@ -1,8 +1,10 @@
-"""The pipeline's DAG, declared once: every stage's command, inputs, outputs, params keys,
+"""The pipeline's DAG, declared once: every stage's command (its help and options, which the
+CLI parses: cfqa.cli builds its subcommands from this table), inputs, outputs, params keys,
 dimensions and what its jobs need where they run (a GPU, the network, memory and runtime at
-each scale); the code each stage runs is read from its imports (cfqa.dag.code). dvc.yaml is generated from this table (`python -m cfqa.dag`) and the
-Snakemake rules read it (workflow/rules/*.smk), so the two engines cannot drift; the
-execution profiles (workflow/profiles/) add only what a site names (partitions, images)."""
+each scale); the code each stage runs is read from its imports (cfqa.dag.code). dvc.yaml is
+generated from this table (`python -m cfqa.dag`) and the Snakemake rules read it
+(workflow/rules/*.smk), so the two engines and the CLI cannot drift; the execution profiles
+(workflow/profiles/) add only what a site names (partitions, images)."""
 from __future__ import annotations
 
 import dataclasses
@@ -24,10 +26,13 @@ from cfqa.layout import (BASE, BASE_LM, DATA_STATS, DEFAULT_RUN_ROOT, ENTITIES, 
 class Dimension:
     """A dimension of the DAG: a `{name}` wildcard in Snakemake, a foreach/matrix in DVC.
     Its values are the keys (or items) of `params_key` in params.yaml. `prefix` starts its
-    path segment (`seed{seed}`: a folder name that says what it holds)."""
+    path segment (`seed{seed}`: a folder name that says what it holds). A stage split by it
+    takes `--{name}` on its command line (`help`, parsed as `type`)."""
     name: str
     params_key: str
     prefix: str = ""
+    help: str = ""
+    type: Callable[[str], Any] = str
 
     def values(self, params: dict) -> list[str]:
         entries = params[self.params_key]
@@ -41,8 +46,8 @@ class Dimension:
         return f"{self.prefix}{{{self.name}}}"
 
 
-METHOD = Dimension("method", "methods")
-SEED = Dimension("seed", "seeds", prefix=SEED_PREFIX)
+METHOD = Dimension("method", "methods", help="a key of params.yaml `methods`")
+SEED = Dimension("seed", "seeds", prefix=SEED_PREFIX, help="the run's seed (one of params.yaml `seeds`)", type=int)
 # Every dimension a path template may name; a stage lists in `dims` the ones it is split by.
 DIMENSIONS: tuple[Dimension, ...] = (METHOD, SEED)
 # One run: a method trained (and evaluated) with one seed.
@@ -171,19 +176,58 @@ def sized(embedded: tuple[int, int], t5_large: tuple[int, int]) -> dict[str, Res
 
 
 @dataclass(frozen=True)
+class Option:
+    """One path option of a stage's command: `--flag PATH`, where the engines pass the stage's
+    input, output or `dirs` entry named `key`. `role` is what the CLI checks before any work:
+    an input directory or file (must exist), an output (locked, a killed run's debris
+    removed), or both (evaluate writes into train's results). `required: False` options may
+    be left out when the stage runs by hand (the engines pass every option). `passed: False`:
+    the path only orders the stage after another (checked, not given to the stage's `run`)."""
+    flag: str
+    key: str
+    help: str
+    role: Literal["dir", "file", "out", "dir+out"]
+    required: bool = True
+    metavar: str = "PATH"
+    passed: bool = True
+
+    @property
+    def dest(self) -> str:
+        """The option's attribute on the parsed arguments (argparse's name for it)."""
+        return self.flag.replace("-", "_")
+
+
+# Options several stages take, with the same meaning.
+RAW_OPTION = Option("raw", "raw", "raw data directory (stage download)", "dir")
+PREPARED_OPTION = Option("prepared", "prepared", "prepared data directory (stage prepare)", "dir")
+VARIANTS_OPTION = Option("variants", "variants", "variants directory (stage counterfactuals)", "dir")
+MODELS_OPTION = Option("models", "models", "models directory holding the backbones (stage pretrain)", "dir")
+TOKENIZED_OPTION = Option("tokenized", "tokenized", "tokenized variants (stage tokenize); default: tokenize here", "dir",
+                   required=False)
+FETCHED_OPTION = Option("fetched", "fetched", "fetch manifest (stage fetch): orders this stage after it", "file",
+                        required=False, passed=False)
+
+
+@dataclass(frozen=True)
 class Stage:
-    """One `cfqa <name>` command. `args` follows `--params ...`; in it `{input_or_output_name}`
-    stands for that path and `{dimension}` for the wildcard. An input path naming a
-    dimension the stage is not split by is gathered over all its values (the report's)."""
+    """One `cfqa <name>` command and its place in the DAG: what `cfqa --help` (`summary`) and
+    `cfqa <name> --help` (`description`) say, its options after `--params ...` (`--<dim>`
+    for each dimension it is split by, then `options`), its inputs and outputs by name, the
+    params keys it reads, what its jobs need, and whether it reads the run's cache (`cache`:
+    the CLI passes it to the stage). An input path naming a dimension the stage is not split
+    by is gathered over all its values (the report's); the command names no gathered path."""
     name: str
-    args: str
+    summary: str
+    description: str
+    options: tuple[Option, ...]
     inputs: dict[str, str]
     outputs: dict[str, Output]
     params: tuple[str, ...]
     needs: Needs                    # GPU, network, memory and runtime of one job
     dims: tuple[Dimension, ...] = ()
-    # Paths `args` names that are neither an input nor an output (the folder holding some).
+    # Paths an option names that are neither an input nor an output (the folder holding some).
     dirs: dict[str, str] = dataclasses.field(default_factory=dict)
+    cache: bool = False
     root: str = DEFAULT_RUN_ROOT
 
     def at(self, root: str) -> Stage:
@@ -198,6 +242,22 @@ class Stage:
             dirs={key: rooted(path, root) for key, path in self.dirs.items()},
             root=root,
         )
+
+    @property
+    def module(self) -> str:
+        """The module whose `run(cfg, **options)` the CLI calls (validate runs in the CLI)."""
+        return f"cfqa.stages.{self.name}"
+
+    @property
+    def runs_model(self) -> bool:
+        """A stage of one run (split by method): it loads a model on `train.device`."""
+        return METHOD in self.dims
+
+    def named_paths(self, wildcards: dict[str, str]) -> dict[str, str]:
+        """Each input and output the command can name (not the gathered ones), its dimensions
+        filled with `wildcards`."""
+        named = [*self.inputs.items(), *((key, o.path) for key, o in self.outputs.items())]
+        return {key: fill(path, wildcards) for key, path in named if not self.gathered(path)}
 
     @property
     def _log_name(self) -> str:
@@ -258,7 +318,11 @@ TRAINING_CURVE_PLOT = {"name": "training_loss", "x": "step", "y": "train_loss",
 STAGES: tuple[Stage, ...] = (
     Stage(
         name="validate",
-        args="--out {stamp}",
+        summary="check params.yaml completely; write nothing (or a stamp)",
+        description="Loads the parameter files and validates every section and every method's options, as each "
+                    "stage does before it starts. Writes nothing but the optional --out stamp.",
+        options=(Option("out", "stamp", "on success, write this stamp atomically (its bytes do not depend on the "
+                                        "parameters)", "out", required=False, metavar="JSON"),),
         inputs={"params": PARAMS_FILE},
         outputs={"stamp": out(VALIDATED)},
         params=(),
@@ -268,7 +332,14 @@ STAGES: tuple[Stage, ...] = (
         # Needs the network (the only stage that does; every other runs with the hub offline):
         # run it where the network is, e.g. the login node (Snakemake runs it locally).
         name="fetch",
-        args="--out {fetched}",
+        summary="download the pinned data and hub models into the run's cache (the one stage online)",
+        description="Downloads what later stages need from the network into the run's cache (see --cache): NQ "
+                    "(data.source nq, each file checked against data.nq.sha256) or its Hugging Face export, and "
+                    "the hub models pretrain.hub_id and pretrain.lm_adapted_hub_id at the commits hub.models pins, "
+                    "weights checked against their sha256 and a .bin-only checkpoint converted to safetensors. "
+                    "Writes a manifest of what it fetched. Every other stage runs with the hub offline.",
+        options=(Option("out", "fetched", "fetch manifest JSON to write", "out"),),
+        cache=True,
         inputs={"validated": VALIDATED},
         outputs={"fetched": out(FETCHED)},
         params=("data.source", "data.nq", "data.huggingface", "entities.ner", "pretrain.hub_id",
@@ -278,7 +349,12 @@ STAGES: tuple[Stage, ...] = (
     ),
     Stage(
         name="download",
-        args="--out {raw} --fetched {fetched}",
+        summary="build the raw dataset (NQ simplified format) from the embedded world or the cache",
+        description="Writes the raw dataset in Natural Questions simplified format with a sha256 manifest: the "
+                    "embedded offline world (data.source: embedded), NQ itself (nq) or its Hugging Face copy "
+                    "(huggingface), the last two from what `cfqa fetch` put in the run's cache.",
+        options=(Option("out", "raw", "raw data directory to write", "out"), FETCHED_OPTION),
+        cache=True,
         inputs={"validated": VALIDATED, "fetched": FETCHED},
         outputs={"raw": folder(RAW)},
         params=("data",),
@@ -287,7 +363,11 @@ STAGES: tuple[Stage, ...] = (
     ),
     Stage(
         name="prepare",
-        args="--raw {raw} --out {prepared}",
+        summary="keep questions with a short and a long answer; split",
+        description="Streams the raw NQ files, keeps questions with both a short and a long answer (context = the "
+                    "long answer's text) and splits NQ train into train/validation by a hash of (prepare.seed, "
+                    "example id); test comes from NQ dev. Writes {train,validation,test}.jsonl and stats.json.",
+        options=(RAW_OPTION, Option("out", "prepared", "prepared data directory to write", "out")),
         inputs={"validated": VALIDATED, "raw": RAW},
         outputs={"prepared": folder(PREPARED)},
         params=("prepare",),
@@ -295,7 +375,9 @@ STAGES: tuple[Stage, ...] = (
     ),
     Stage(
         name="entities",
-        args="--prepared {prepared} --raw {raw} --out {entities}",
+        summary="type each answer with spaCy NER",
+        description="Labels each prepared answer with its spaCy entity type and Longpre answer-type group.",
+        options=(PREPARED_OPTION, RAW_OPTION, Option("out", "entities", "entities directory to write", "out")),
         inputs={"validated": VALIDATED, "prepared": PREPARED, "raw": RAW},
         outputs={"entities": folder(ENTITIES)},
         params=("entities",),
@@ -303,7 +385,12 @@ STAGES: tuple[Stage, ...] = (
     ),
     Stage(
         name="counterfactuals",
-        args="--prepared {prepared} --entities {entities} --out {variants} --stats {stats}",
+        summary="entity substitution; factual/counterfactual/empty/random variants",
+        description="Builds the factual, counterfactual (answer replaced by another of the same type), empty and "
+                    "random contexts of every split and of the `seen` set, and the data statistics.",
+        options=(PREPARED_OPTION, Option("entities", "entities", "entities directory (stage entities)", "dir"),
+                 Option("out", "variants", "variants directory to write", "out"),
+                 Option("stats", "stats", "data statistics JSON to write", "out")),
         inputs={"validated": VALIDATED, "prepared": PREPARED, "entities": ENTITIES},
         outputs={"variants": folder(VARIANTS), "stats": out(DATA_STATS)},
         params=("counterfactuals",),
@@ -311,7 +398,15 @@ STAGES: tuple[Stage, ...] = (
     ),
     Stage(
         name="pretrain",
-        args="--raw {raw} --out {base} --out-lm {base_lm} --fetched {fetched}",
+        summary="tokenizer + tiny base model of pretrain.family (or a hub model) saved as safetensors",
+        description="pretrain.family t5: trains a sentencepiece tokenizer and pretrains a tiny T5 with span "
+                    "corruption, then an LM-adapted copy; gpt_neo: trains a byte-level BPE tokenizer and pretrains "
+                    "a tiny GPT-Neo on next-token prediction (its --out-lm directory is a copy). With "
+                    "pretrain.hub_id set, saves those hub models instead, loaded offline from the run's cache "
+                    "(`cfqa fetch`).",
+        options=(RAW_OPTION, Option("out", "base", "base model directory to write", "out"),
+                 Option("out-lm", "base_lm", "LM-adapted base model directory to write", "out"), FETCHED_OPTION),
+        cache=True,
         inputs={"validated": VALIDATED, "raw": RAW, "fetched": FETCHED},
         outputs={"base": folder(BASE), "base_lm": folder(BASE_LM)},
         params=("pretrain", "hub"),
@@ -322,7 +417,11 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         # Reads no params: jobs truncate the tokens to their own lengths when they load them.
         name="tokenize",
-        args="--variants {variants} --models {models} --out {tokenized}",
+        summary="tokenize every variant file once per backbone tokenizer, for every job",
+        description="Tokenizes the inputs and targets (both formats) of every variant file with each distinct "
+                    "tokenizer of the backbones, untruncated; train and evaluate jobs load them and truncate to "
+                    "their own lengths instead of tokenizing again.",
+        options=(VARIANTS_OPTION, MODELS_OPTION, Option("out", "tokenized", "tokenized data directory to write", "out")),
         inputs={"validated": VALIDATED, "variants": VARIANTS, "base": BASE, "base_lm": BASE_LM},
         outputs={"tokenized": folder(TOKENIZED)},
         params=(),
@@ -331,7 +430,14 @@ STAGES: tuple[Stage, ...] = (
     ),
     Stage(
         name="tune",
-        args="--method {method} --variants {variants} --models {models} --out {selection}",
+        summary="choose one method's learning rate on the validation set (successive halving)",
+        description="Tries tune.trials learning rates (the grid train.lr times tune.lr_factors, extended beyond "
+                    "its edge while the best rate is there), each on the real schedule of train.max_steps, "
+                    "compares them at tune.rungs by validation contextual EM on tune.variant (then loss) and "
+                    "continues the best; keeps the best at the last rung.",
+        options=(VARIANTS_OPTION, MODELS_OPTION,
+                 Option("out", "selection",
+                        "learning-rate selection JSON to write (results/METHOD/lr_selection.json)", "out")),
         inputs={"validated": VALIDATED, "variants": VARIANTS, "base": BASE, "base_lm": BASE_LM},
         outputs={"selection": out(LR_SELECTION)},
         params=("tune", "train", "methods.{method}", "evaluate"),
@@ -343,8 +449,17 @@ STAGES: tuple[Stage, ...] = (
     ),
     Stage(
         name="train",
-        args="--method {method} --seed {seed} --variants {variants} --tokenized {tokenized} --models {models} "
-             "--out {model} --results {results} --lr-selection {lr_selection}",
+        summary="fine-tune one method with one seed",
+        description="Fine-tunes one method of params.yaml `methods` with one seed; saves only its trainable "
+                    "weights, the training record and the loss curve. A killed run resumes from its last "
+                    "checkpoint.",
+        options=(VARIANTS_OPTION, TOKENIZED_OPTION, MODELS_OPTION,
+                 Option("out", "model", "trained directory of the run to write (models/METHOD/seedSEED)", "out"),
+                 Option("results", "results", "results directory of the run to write (results/METHOD/seedSEED)",
+                        "out"),
+                 Option("lr-selection", "lr_selection", "train with the learning rate `cfqa tune` chose "
+                        "(results/METHOD/lr_selection.json); default: the configured train.lr", "file",
+                        required=False)),
         inputs={"validated": VALIDATED, "variants": VARIANTS, "base": BASE, "base_lm": BASE_LM,
                 "lr_selection": LR_SELECTION, "tokenized": TOKENIZED},
         outputs={
@@ -359,8 +474,13 @@ STAGES: tuple[Stage, ...] = (
     ),
     Stage(
         name="evaluate",
-        args="--method {method} --seed {seed} --variants {variants} --tokenized {tokenized} --models {models} "
-             "--model {model} --results {results}",
+        summary="generate and score one trained run on the test and seen sets",
+        description="Generates answers of one trained (method, seed) run on the test and seen sets in all four "
+                    "context variants, scores them and logs the run to MLflow.",
+        options=(VARIANTS_OPTION, TOKENIZED_OPTION, MODELS_OPTION,
+                 Option("model", "model", "trained directory of the run (train's --out)", "dir"),
+                 Option("results", "results", "results directory of the run (train's --results; predictions and "
+                                              "metrics are written there)", "dir+out")),
         # The backbones: a method's weights are only its trainable part, loaded onto one of them.
         inputs={
             "validated": VALIDATED, "variants": VARIANTS, "base": BASE, "base_lm": BASE_LM,
@@ -383,7 +503,15 @@ STAGES: tuple[Stage, ...] = (
     ),
     Stage(
         name="report",
-        args="--results {results} --data-stats {stats} --out {reports} --summary {summary} --headline {headline}",
+        summary="tables, plots, HTML and Markdown report, summary metrics",
+        description="Aggregates every method and seed into reports/report.md, reports/index.html, figures and the "
+                    "summary metrics.",
+        options=(Option("results", "results", "results directory (results/)", "dir"),
+                 Option("data-stats", "stats", "data statistics JSON (stage counterfactuals)", "file"),
+                 Option("out", "reports", "reports directory to write", "out"),
+                 Option("summary", "summary", "summary metrics JSON to write", "out"),
+                 Option("headline", "headline", "per method, the seed mean and interval of the headline numbers "
+                                                "(the DVC metric): JSON to write", "out", required=False)),
         # Every (method, seed) run's files: the report gathers over both dimensions.
         inputs={
             "validated": VALIDATED,
@@ -427,12 +555,25 @@ def fill(template: str, wildcards: dict[str, str]) -> str:
     return template.format(**wildcards)
 
 
-def command(spec: Stage | str, log: str, params_args: str, paths: dict[str, str], wildcards: dict[str, str]) -> str:
-    """The stage's command line. `paths` maps input/output names to what stands for them (a
-    path, or Snakemake's `{input.x}`); `wildcards` maps each dimension to its placeholder."""
+def arguments(spec: Stage | str, paths: dict[str, str], wildcards: dict[str, str]) -> list[str]:
+    """The stage's options after `--params ...`: `--<dim> VALUE` for each dimension it is split
+    by, then each option with the path it names. `paths` maps input/output names to what
+    stands for them (a path, or Snakemake's `{input.x}`); `wildcards` maps each dimension to
+    its value or placeholder. The CLI parses exactly these options (cfqa.cli)."""
     spec = stage(spec) if isinstance(spec, str) else spec
-    dirs = {key: fill(path, wildcards) for key, path in spec.dirs.items()}
-    return f"cfqa --log-file {log} {spec.name} {params_args} {spec.args.format(**paths, **dirs, **wildcards)}"
+    values = {**paths, **{key: fill(path, wildcards) for key, path in spec.dirs.items()}}
+    args: list[str] = []
+    for dim in spec.dims:
+        args += [f"--{dim.name}", wildcards[dim.name]]
+    for option in spec.options:
+        args += [f"--{option.flag}", values[option.key]]
+    return args
+
+
+def command(spec: Stage | str, log: str, params_args: str, paths: dict[str, str], wildcards: dict[str, str]) -> str:
+    """The stage's command line, as both engines run it (see `arguments`)."""
+    spec = stage(spec) if isinstance(spec, str) else spec
+    return f"cfqa --log-file {log} {spec.name} {params_args} {' '.join(arguments(spec, paths, wildcards))}"
 
 
 def logged(cmd: str, stderr_log: str) -> str:
