@@ -35,8 +35,8 @@ import numpy as np
 import yaml
 from scipy import stats
 
-from cfqa.answer_metrics import exact_match
-from cfqa.atomic_io import write_json
+from cfqa.scoring.answer_metrics import exact_match
+from cfqa.io.atomic_io import write_json
 from cfqa.config import PROJECT_ROOT, load
 from cfqa.contract import read_predictions
 from cfqa.formats import VARIANTS
@@ -139,7 +139,7 @@ def t_interval(differences: np.ndarray, confidence: float = 0.95) -> dict:
 
 def batch_mix(code_params: Path, workdir: Path, method: str, batching: str) -> dict:
     """Over one run's micro-batches: padded share of positions, single-variant share, mean width."""
-    from cfqa.backbone import backbone_dir
+    from cfqa.training.backbone import backbone_dir
     from transformers import AutoTokenizer
 
     cfg = load([code_params, overrides(workdir, batching)])

@@ -38,10 +38,10 @@ import transformers
 from transformers import T5ForConditionalGeneration
 
 from cfqa import config as cfqa_config
-from cfqa.atomic_io import write_json
+from cfqa.io.atomic_io import write_json
 from cfqa.evaluation.generation import generate_texts
 from cfqa.formats import format_input
-from cfqa.logs import get_logger, setup_logging
+from cfqa.io.logs import get_logger, setup_logging
 from cfqa.pretraining.model import tiny_t5_config
 from cfqa.pretraining.tokenizer import load_t5_tokenizer, train_sentencepiece
 from cfqa.world import documents

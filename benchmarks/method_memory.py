@@ -4,7 +4,7 @@ Each method in `cfqa.methods.registry.METHOD_NAMES` is built from the same rando
 (t5-small's shape scaled down to run on a CPU: see MODEL below; the weights do not matter for
 memory or time), with its options from params.yaml (the first `methods` block that uses it,
 else the block named after it). One AdamW step on the same batch is measured with
-`cfqa.measure.training_step_memory` (parameters + gradients + optimizer state + activations
+`cfqa.model.measure.training_step_memory` (parameters + gradients + optimizer state + activations
 saved for backward, summed exactly; on CUDA also the allocator's peak), then a few more steps
 are timed. Ratios are to `full` in the same run. A method whose module is missing or fails is
 recorded with its error and the run goes on.
@@ -31,13 +31,13 @@ import transformers
 from transformers import T5Config, T5ForConditionalGeneration
 
 from cfqa import config as cfqa_config
-from cfqa.atomic_io import write_json
-from cfqa.logs import get_logger, setup_logging
-from cfqa.measure import training_step_memory
+from cfqa.io.atomic_io import write_json
+from cfqa.io.logs import get_logger, setup_logging
+from cfqa.model.measure import training_step_memory
 from cfqa.methods.registry import METHOD_NAMES, get_method
 from cfqa.methods.base import count_parameters
 from cfqa.methods.options import options_record
-from cfqa.progress import progress
+from cfqa.io.progress import progress
 
 RESULTS = Path(__file__).resolve().parent / "results" / "method_memory.json"
 PROJECT_ROOT = Path(__file__).resolve().parents[1]

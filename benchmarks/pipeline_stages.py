@@ -23,7 +23,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from cfqa.atomic_io import write_json
+from cfqa.io.atomic_io import write_json
 
 STAMP = re.compile(r"^\[(\w{3} \w{3} +\d+ \d\d:\d\d:\d\d \d{4})\]$")
 STARTED = re.compile(r"^(?:local)?(?:rule|checkpoint) (\w+):$")

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 from isal import igzip
 
-from cfqa.atomic_io import write_json
+from cfqa.io.atomic_io import write_json
 from cfqa.nq.manifest import write_manifest
 
 RESULTS = Path(__file__).resolve().parent / "results" / "prepare_throughput.json"

@@ -41,9 +41,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cfqa.answer_metrics import exact_match
-from cfqa.atomic_io import write_json
-from cfqa.backbone import load_backbone
+from cfqa.scoring.answer_metrics import exact_match
+from cfqa.io.atomic_io import write_json
+from cfqa.training.backbone import load_backbone
 from cfqa.config import BACKBONE_DIRS, PROJECT_ROOT, load
 from cfqa.methods.registry import get_method
 from cfqa.training.optimization import seed_everything
@@ -145,7 +145,7 @@ def build(cfg, workdir: Path, variant: Variant, seed: int):
     options = dataclasses.replace(mcfg.options, **variant.options) if variant.options else mcfg.options
     train = dataclasses.replace(mcfg.train, **variant.train, lr=mcfg.train.lr * variant.lr_factor)
     mcfg = dataclasses.replace(mcfg, options=options, train=train, backbone=variant.backbone)
-    # as cfqa.backbone.build_method_model, with this benchmark's own backbone folder allowed
+    # as cfqa.training.backbone.build_method_model, with this benchmark's own backbone folder allowed
     base, tokenizer = load_backbone(workdir / "models" / BACKBONE_DIRS.get(variant.backbone, variant.backbone))
     seed_everything(seed)
     model = get_method(variant.method).build(base, options)

@@ -40,11 +40,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cfqa.atomic_io import read_jsonl, write_json
+from cfqa.io.atomic_io import read_jsonl, write_json
 from cfqa.config import PROJECT_ROOT, Config, load
 from cfqa.formats import VARIANTS
-from cfqa.logs import get_logger, setup_logging
-from cfqa.measure import training_step_memory
+from cfqa.io.logs import get_logger, setup_logging
+from cfqa.model.measure import training_step_memory
 from cfqa.methods.registry import get_method
 from cfqa.training.batches import fixed_sample, length_order, sequential_batches, training_batches
 from cfqa.training.lr_search import SearchPlan, rung_steps

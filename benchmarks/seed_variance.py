@@ -52,12 +52,12 @@ import torch
 from scipy import integrate, stats
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
-from cfqa.atomic_io import write_json
-from cfqa.backbone import build_method_model
+from cfqa.io.atomic_io import write_json
+from cfqa.training.backbone import build_method_model
 from cfqa.config import PROJECT_ROOT, MethodConfig, load
 from cfqa.evaluation.generation import generate_texts
 from cfqa.evaluation.scoring import prediction_record
-from cfqa.answer_metrics import exact_match
+from cfqa.scoring.answer_metrics import exact_match
 from cfqa.formats import format_input
 from cfqa.methods.base import trainable_state_dict
 from cfqa.training.batches import text_pairs, tokenize_pairs, variant_rows

@@ -1,4 +1,4 @@
-"""Coverage and family-wise false positives of cfqa.statistics on simulated experiments, beside
+"""Coverage and family-wise false positives of cfqa.analysis.statistics on simulated experiments, beside
 the alternatives that were weighed and (optionally) the module a git commit held; and what the
 recorded step-budget runs can resolve under the module's rule.
 
@@ -44,8 +44,8 @@ from pathlib import Path
 import numpy as np
 from scipy import special
 
-from cfqa import statistics
-from cfqa.atomic_io import write_json
+from cfqa.analysis import statistics
+from cfqa.io.atomic_io import write_json
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
@@ -198,8 +198,8 @@ def module_rates(rng, experiments: int, module=statistics) -> dict:
 
 
 def load_module_at(commit: str):
-    """cfqa/statistics.py as `commit` held it, as a module of its own."""
-    source = subprocess.run(["git", "show", f"{commit}:workflow/cfqa/statistics.py"], cwd=ROOT, check=True,
+    """cfqa/analysis/statistics.py as `commit` held it, as a module of its own."""
+    source = subprocess.run(["git", "show", f"{commit}:workflow/cfqa/analysis/statistics.py"], cwd=ROOT, check=True,
                             capture_output=True, text=True).stdout
     path = Path(tempfile.mkdtemp()) / "statistics_at_commit.py"
     path.write_text(source)
@@ -299,7 +299,7 @@ def step_budget_resolution(path: Path) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--experiments", type=int, default=2000)
-    parser.add_argument("--baseline-commit", help="also measure cfqa/statistics.py as this commit held it")
+    parser.add_argument("--baseline-commit", help="also measure cfqa/analysis/statistics.py as this commit held it")
     parser.add_argument("--baseline-experiments", type=int, default=400)
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args(argv)

@@ -1,6 +1,6 @@
 """What fewer training steps cost in accuracy: methods trained for several step budgets with
 every seed, each run evaluated; per budget the seed mean of `test` contextual EM per variant
-with its 95 % interval (seeds and questions, cfqa.statistics), each shorter budget against the
+with its 95 % interval (seeds and questions, cfqa.analysis.statistics), each shorter budget against the
 longest as a paired difference (same seeds, same questions), and the training time per run.
 
 The pipeline's wall time is almost all training (27 runs of 1500 steps with three seeds), so a
@@ -28,12 +28,12 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from cfqa.answer_metrics import exact_match
-from cfqa.atomic_io import write_json
+from cfqa.scoring.answer_metrics import exact_match
+from cfqa.io.atomic_io import write_json
 from cfqa.config import PROJECT_ROOT
 from cfqa.contract import read_predictions, read_train_record
 from cfqa.formats import VARIANTS
-from cfqa.statistics import mean_interval, paired_difference
+from cfqa.analysis.statistics import mean_interval, paired_difference
 
 SEEDS = (0, 1, 2)
 

@@ -47,13 +47,13 @@ import numpy as np
 import torch
 
 from cfqa import cli
-from cfqa.atomic_io import write_json
-from cfqa.backbone import build_method_model
+from cfqa.io.atomic_io import write_json
+from cfqa.training.backbone import build_method_model
 from cfqa.config import PROJECT_ROOT, load
 from cfqa.evaluation import generation
 from cfqa.evaluation.generation import generate_texts
 from cfqa.formats import VARIANTS, format_input
-from cfqa.logs import get_logger, setup_logging
+from cfqa.io.logs import get_logger, setup_logging
 from cfqa.training import loop as training_loop
 from cfqa.training.batches import (LengthGroupedBatches, collate, padding_share, text_pairs,
                                    tokenize_pairs, variant_rows)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cfqa.answer_metrics import (best_f1, exact_match, lenient_match, memorization_class,
+from cfqa.scoring.answer_metrics import (best_f1, exact_match, lenient_match, memorization_class,
                                  memorization_ratio, normalize_answer, token_f1)
 
 

@@ -18,7 +18,7 @@ import sys
 import torch
 from safetensors.torch import save_file
 
-from cfqa.atomic_io import (FileFormatError, NoSpaceError, OutputLocked, atomic_dir, atomic_open, atomic_path,
+from cfqa.io.atomic_io import (FileFormatError, NoSpaceError, OutputLocked, atomic_dir, atomic_open, atomic_path,
                             exclusive_outputs, is_temporary, lock_path, no_space_errno, read_json, read_jsonl,
                             remove_debris, write_json, write_jsonl)
 
@@ -200,7 +200,7 @@ def test_exclusive_outputs_refuses_a_second_writer_and_leaves_no_lock_file(tmp_p
 
 def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
     out = tmp_path / "prepared"
-    holder = subprocess.Popen([sys.executable, "-c", "import os, signal\nfrom cfqa.atomic_io import exclusive_outputs\n"
+    holder = subprocess.Popen([sys.executable, "-c", "import os, signal\nfrom cfqa.io.atomic_io import exclusive_outputs\n"
                                f"with exclusive_outputs([{str(out)!r}]):\n    os.kill(os.getpid(), signal.SIGKILL)"])
     assert holder.wait(timeout=60) == -9
     assert lock_path(out).exists()          # the file stays; the kernel dropped the lock with the process

@@ -12,7 +12,7 @@ from cfqa.evaluation.generation import generate_texts
 from cfqa.methods.registry import get_method
 from cfqa.methods.base import OptionsError, count_parameters, load_trainable, save_trainable
 from cfqa.methods.families import UnsupportedFamily
-from cfqa.model_family import ModelFamily, family_of, model_family
+from cfqa.model.model_family import ModelFamily, family_of, model_family
 from cfqa.pretraining.causal_tokenizer import train_bpe_tokenizer
 from cfqa.training.batches import collate, padding_share, tokenize_pairs
 from conftest import tiny_t5
@@ -295,7 +295,7 @@ def test_last_layer_num_blocks_beyond_the_depth_is_rejected():
 
 def test_a_gpt_tokenizer_without_pad_loads_with_eos_as_pad(tokenizer, tmp_path):
     from transformers import PreTrainedTokenizerFast
-    from cfqa.backbone import load_backbone
+    from cfqa.training.backbone import load_backbone
 
     no_pad = PreTrainedTokenizerFast(tokenizer_object=tokenizer.backend_tokenizer, eos_token="<|endoftext|>")
     assert no_pad.pad_token is None

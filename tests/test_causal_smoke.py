@@ -14,7 +14,7 @@ from cfqa.config import PROJECT_ROOT, load
 from cfqa.contract import ResultsError, read_lr_selection, read_metrics, read_train_record
 from cfqa.contract.files import read_data_stats
 from cfqa.dag import LR_SELECTION, RUN_MODEL, RUN_RESULTS
-from cfqa.model_family import ModelFamily, family_of
+from cfqa.model.model_family import ModelFamily, family_of
 from stage_results import run_stage, run_stages, tiny_params, working_directory
 
 PROJECT_PARAMS = PROJECT_ROOT / "params.yaml"

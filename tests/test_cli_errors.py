@@ -15,7 +15,7 @@ import torch
 
 from cfqa import __version__, cli
 from cfqa import config as config_module
-from cfqa.atomic_io import exclusive_outputs, lock_path
+from cfqa.io.atomic_io import exclusive_outputs, lock_path
 from cfqa.config import PROJECT_ROOT
 from cfqa.dag import STAGES
 from cfqa.dag import stage as dag_stage
@@ -275,7 +275,7 @@ def test_a_second_run_on_the_same_outputs_fails_naming_the_lock(tmp_path, capsys
 
 def test_the_lock_holds_across_processes(tmp_path):
     out = tmp_path / "models" / "full" / "seed0"
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom cfqa.atomic_io import exclusive_outputs\n"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom cfqa.io.atomic_io import exclusive_outputs\n"
                                f"with exclusive_outputs([{str(out)!r}], holder='train full 0'):\n"
                                "    print('held', flush=True); time.sleep(60)"],
                               stdout=subprocess.PIPE, text=True, env=tool_env())

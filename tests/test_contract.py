@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from cfqa.config import PROJECT_ROOT
-from cfqa import metrics as metric_registry
+from cfqa.scoring import metrics as metric_registry
 from cfqa.contract import (SCHEMA_VERSION, ResultsError, read_data_stats, read_metrics, read_predictions,
                            read_question_scores, read_train_record, write_predictions, write_question_scores,
                            write_record)
@@ -165,7 +165,7 @@ def test_metrics_without_their_run_record_name_the_missing_file(tmp_path):
 
 def test_headline_reads_back_and_holds_a_handful_of_numbers(tmp_path):
     from cfqa.contract import Headline, read_headline
-    from cfqa.headline import headline
+    from cfqa.analysis.headline import headline
 
     evaluation = _evaluation(wall_time_s=1.0, per_example_ms=1.0)
     trained = _trained(peak=2048, step_time_s=0.3, trainable=1234)

@@ -14,9 +14,9 @@ import pytest
 import torch
 import yaml
 
-import cfqa.device as device
+import cfqa.model.device as device
 from cfqa.config import PROJECT_ROOT, deep_merge, load
-from cfqa.device import CudaUnavailable, cuda_problem, resolve, torch_build
+from cfqa.model.device import CudaUnavailable, cuda_problem, resolve, torch_build
 from cfqa.training.loop import make_accelerator
 from pipeline_support import tool_env
 

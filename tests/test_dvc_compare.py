@@ -17,7 +17,7 @@ import yaml
 
 from cfqa.contract import CurveRow, Headline, MethodFiles, write_curve, write_record, write_run_headline
 from cfqa.dag import RUN_RESULTS
-from cfqa.headline import run_headline
+from cfqa.analysis.headline import run_headline
 from pipeline_support import PROJECT, run_tool
 from project_copy import copy_project
 

@@ -11,7 +11,7 @@ import pytest
 
 from cfqa import config as config_module
 from cfqa.contract import Headline, MethodHeadline, read_headline, read_run_headline, write_run_headline
-from cfqa.headline import method_headline, run_headline, seed_interval
+from cfqa.analysis.headline import method_headline, run_headline, seed_interval
 from cfqa.stages import report as report_stage
 
 T_975_2DF = 4.302652729911275      # Student's t, 97.5 % quantile, 2 degrees of freedom (tables)

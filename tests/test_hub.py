@@ -1,4 +1,4 @@
-"""Hub models pinned and offline (cfqa.hub, `cfqa fetch`, `cfqa pretrain`'s hub path), against
+"""Hub models pinned and offline (cfqa.model.hub, `cfqa fetch`, `cfqa pretrain`'s hub path), against
 tiny random T5 and GPT-Neo checkpoints written here in the hub's layout, in both forms
 (model.safetensors; pytorch_model.bin only), served by a local stand-in for the hub
 (tests/hub_server.py) on 127.0.0.1: fetched once, then loaded with no request reaching it."""
@@ -21,7 +21,7 @@ from transformers import (AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoToken
                           GPTNeoForCausalLM, PreTrainedTokenizerFast)
 
 from cfqa.config import PROJECT_ROOT, HubModelPin
-from cfqa.hub import CONVERSION_RECORD, HubPinError, fetch_model, local_model_dir, pin_of, read_source_record
+from cfqa.model.hub import CONVERSION_RECORD, HubPinError, fetch_model, local_model_dir, pin_of, read_source_record
 from conftest import tiny_t5
 from hub_server import HubServer
 from pipeline_support import tool_env

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from cfqa import cli
-from cfqa.atomic_io import is_temporary
+from cfqa.io.atomic_io import is_temporary
 from cfqa.config import PROJECT_ROOT
 from pipeline_support import tool_env
 from project_copy import copy_project

@@ -7,7 +7,7 @@ import torch
 from transformers import BartConfig, BartForConditionalGeneration
 
 from cfqa.config import ConfigError, registry_options
-from cfqa.measure import SavedActivations
+from cfqa.model.measure import SavedActivations
 from cfqa.methods.registry import get_method
 from cfqa.methods.base import OptionsError, count_parameters
 from cfqa.methods.lst_side import FUSIONS

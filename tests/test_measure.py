@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from cfqa.measure import (SavedActivations, PeakMemory, training_step_memory,
+from cfqa.model.measure import (SavedActivations, PeakMemory, training_step_memory,
                           unique_storage_bytes)
 
 FLOAT = 4   # bytes per float32

@@ -176,7 +176,7 @@ def test_prompt_starts_from_seeded_vocabulary_embeddings():
 def test_a_methods_own_initialisation_follows_the_run_seed_unless_an_option_fixes_it(name, options):
     def initial(run_seed: int, option_seed: int | None) -> dict[str, torch.Tensor]:
         base = tiny_t5()                   # the same backbone every time (it seeds the RNG itself)
-        seed_everything(run_seed)          # what cfqa.backbone.build_method_model does with the run seed
+        seed_everything(run_seed)          # what cfqa.training.backbone.build_method_model does with the run seed
         model = get_method(name).build(base, registry_options(name, {**options, "seed": option_seed}))
         return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
 

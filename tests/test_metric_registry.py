@@ -1,4 +1,4 @@
-"""The metric registry (cfqa.metrics) is the one declaration of a metric: a metric added to the
+"""The metric registry (cfqa.scoring.metrics) is the one declaration of a metric: a metric added to the
 table alone is scored per question, written to per_question.jsonl and metrics.json, accepted by
 the contract's readers, logged to MLflow (metrics.json flattened), and shown in the report's
 accuracy, comparison and answer-type tables and in summary.json. The per-question record is
@@ -13,8 +13,8 @@ import msgspec
 import numpy as np
 import pytest
 
-from cfqa import metrics
-from cfqa.answer_metrics import normalize_answer
+from cfqa.scoring import metrics
+from cfqa.scoring.answer_metrics import normalize_answer
 from cfqa.contract import (Hardware, Inference, MethodFiles, MetricsRecord, PredictionRow, ResultsError, RunInfo,
                            read_metrics, read_predictions, read_question_scores, read_summary, write_metrics,
                            write_question_scores)
@@ -172,7 +172,7 @@ def test_an_added_metric_reaches_the_report_and_summary(extra_metric, stage_resu
             assert [q.scores["contextual_first_token"] for q in written] == values[-1]
         per_seed[method] = np.array(values)
 
-    from cfqa import statistics
+    from cfqa.analysis import statistics
 
     text = (out / "report.md").read_text()
     assert "contextual first-token match (%)" in text                       # accuracy table column

@@ -8,7 +8,7 @@ import pytest
 
 from cfqa import config as config_module
 from cfqa.counterfactual import RecordError
-from cfqa.ner import (GENERIC_RULER, SOURCE_RULER, NERUnavailable, PatternFileError, answer_label,
+from cfqa.counterfactual.ner import (GENERIC_RULER, SOURCE_RULER, NERUnavailable, PatternFileError, answer_label,
                       build_pipeline, label_answers)
 from cfqa.stages import entities as entities_stage
 

@@ -11,7 +11,7 @@ from packaging.requirements import Requirement
 
 from cfqa import cli
 from cfqa.config import PROJECT_ROOT
-from cfqa.ner import NERUnavailable, require_installed
+from cfqa.counterfactual.ner import NERUnavailable, require_installed
 
 LOCK = PROJECT_ROOT / "requirements-ner-model.lock"
 DOCKERFILES = [PROJECT_ROOT / "containers" / name for name in ("Dockerfile", "Dockerfile.cpu")]

@@ -10,7 +10,7 @@ import datasets
 import pytest
 
 from cfqa import config
-from cfqa.atomic_io import read_jsonl
+from cfqa.io.atomic_io import read_jsonl
 from cfqa.config import HuggingFaceSourceConfig
 from cfqa.nq.errors import BadRecordError
 from cfqa.nq.huggingface import HuggingFaceExportError, export_huggingface

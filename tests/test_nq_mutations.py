@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from cfqa import config
-from cfqa.atomic_io import read_json
+from cfqa.io.atomic_io import read_json
 from cfqa.nq.errors import BadRecordError, DamagedGzipError, NoRecordsError, RecordProblem
 from cfqa.nq.examples import extract_example
 from cfqa.nq.manifest import write_manifest

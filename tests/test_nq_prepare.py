@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from cfqa import config
-from cfqa.atomic_io import read_json, read_jsonl
+from cfqa.io.atomic_io import read_json, read_jsonl
 from cfqa.nq.errors import BadRecordError, ManifestMismatch
 from cfqa.nq.manifest import MANIFEST, write_manifest
 from cfqa.nq.original_format import convert_files

@@ -12,11 +12,11 @@ import pytest
 import torch
 
 from cfqa import config as config_module
-from cfqa.backbone import load_backbone
+from cfqa.training.backbone import load_backbone
 from cfqa.config import PretrainConfig
 from cfqa.evaluation.generation import generate_texts
 from cfqa.formats import MARKERS, UNANSWERABLE, format_input, format_target
-from cfqa.model_family import ModelFamily
+from cfqa.model.model_family import ModelFamily
 from cfqa.pretraining import loop
 from cfqa.pretraining.causal_lm import pack_documents, pretrain_causal_lm, tiny_gpt_neo_config
 from cfqa.pretraining.causal_tokenizer import train_bpe_tokenizer

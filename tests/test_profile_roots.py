@@ -215,7 +215,7 @@ def test_a_profile_run_writes_nothing_outside_its_root(tmp_path):
 def test_the_precise_profile_has_the_seeds_a_five_point_difference_needs_at_the_measured_spread():
     """The seed count follows from the recorded seed-variance study: per-seed SD of full minus
     LoRA at the tuned rate, paired t with Holm over the 8 comparisons with full fine-tuning."""
-    from cfqa.statistics import seeds_needed
+    from cfqa.analysis.statistics import seeds_needed
     study = json.loads((PROJECT / "benchmarks/results/seed_variance.json").read_text())
     (paired,) = [p for p in study["paired_with_full"] if (p["recipe"], p["rule"]) == ("half_lr", "best_val_loss")]
     sd = paired["full_minus_method"]["sd_pct"]

@@ -19,9 +19,9 @@ import pytest
 import yaml
 
 from cfqa import config as config_module
-from cfqa import statistics
-from cfqa.answer_metrics import exact_match, memorization_class
-from cfqa import metrics as metric_registry
+from cfqa.analysis import statistics
+from cfqa.scoring.answer_metrics import exact_match, memorization_class
+from cfqa.scoring import metrics as metric_registry
 from cfqa.contract import (ResultsError, read_curve, read_data_stats, read_lr_selection, read_metrics,
                            read_predictions, read_question_scores, read_summary, read_train_record,
                            write_question_scores)

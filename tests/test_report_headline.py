@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from matplotlib.container import ErrorbarContainer
 
-from cfqa import statistics
+from cfqa.analysis import statistics
 from cfqa.config import PrimaryEndpoint
 from cfqa.dag.table import REPORT_FIGURES
 from cfqa.methods.registry import METHOD_NAMES, get_method

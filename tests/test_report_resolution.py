@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 
-from cfqa import statistics
+from cfqa.analysis import statistics
 from cfqa.config import PrimaryEndpoint
 from cfqa.report.document import mixture_cost
 from cfqa.report.resolution import (NOT_RESOLVED, RESOLVED_BELOW, EndpointComparison, Resolution,

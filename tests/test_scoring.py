@@ -6,7 +6,7 @@ import pytest
 
 from cfqa.evaluation.scoring import (baseline_scores, gold_contextual, memorization, most_frequent_answers,
                                      prediction_record, score_records, score_set)
-from cfqa.metrics import best_rouge
+from cfqa.scoring.metrics import best_rouge
 from cfqa.contract import Memorization, PredictionRow, TypeScores
 from cfqa.formats import UNANSWERABLE
 

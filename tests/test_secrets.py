@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cfqa.redact import redact
+from cfqa.io.redact import redact
 from pipeline_support import tool_env
 
 SECRET = "S3cr3t-pw"

@@ -29,7 +29,7 @@ from cfqa.config import PROJECT_ROOT, deep_merge, read_params
 from cfqa.contract import read_train_record
 from cfqa.contract.run_info import package_sha256
 from cfqa.dag import STAGES, local_stages, stage
-from cfqa.timing_files import is_timing_file
+from cfqa.io.timing_files import is_timing_file
 from pipeline_support import PROJECT, tool_env
 from project_copy import copy_project
 from required_tools import missing as tool_missing

@@ -11,7 +11,7 @@ import pytest
 from scipy import integrate, stats
 from scipy.special import expit
 
-from cfqa.statistics import (
+from cfqa.analysis.statistics import (
     Decision,
     Difference,
     Interval,

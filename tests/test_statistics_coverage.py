@@ -1,4 +1,4 @@
-"""Simulation tests of cfqa.statistics: do its 95 % intervals cover, and does Holm over a
+"""Simulation tests of cfqa.analysis.statistics: do its 95 % intervals cover, and does Holm over a
 family of comparisons with full fine-tuning keep false positives at 5 %, with 3 and 8 seeds?
 
 Experiments are drawn from a crossed logit model shaped like this project's results (214 test
@@ -24,7 +24,7 @@ import pytest
 from scipy import optimize
 from scipy.special import expit
 
-from cfqa import statistics
+from cfqa.analysis import statistics
 
 QUESTIONS = 214
 MEAN_LOGIT = 1.5

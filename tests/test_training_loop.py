@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from cfqa.atomic_io import read_json
+from cfqa.io.atomic_io import read_json
 from cfqa.config import PROJECT_ROOT, TrainConfig, load, registry_options
 from cfqa.methods.registry import get_method
 from cfqa.stages.train import resume_fingerprint
@@ -290,7 +290,7 @@ def tiny_gpt_neo(seed: int = 0):
 def test_a_causal_model_trains_and_validates_on_causal_batches(tmp_path):
     """A decoder-only model reads input + target as one sequence with the loss on the target:
     the loop and the validation loss lay batches out by the model's family."""
-    from cfqa.model_family import ModelFamily
+    from cfqa.model.model_family import ModelFamily
     from cfqa.training.batches import collate
 
     data = reverse_task()

@@ -22,12 +22,12 @@ from pathlib import Path
 
 from cfqa import __version__
 from cfqa import config as config_module
-from cfqa import device
-from cfqa.atomic_io import exclusive_outputs, remove_debris, write_json
+from cfqa.model import device
+from cfqa.io.atomic_io import exclusive_outputs, remove_debris, write_json
 from cfqa.dag.table import SEED, STAGE_BY_NAME, STAGES, Stage
 from cfqa.errors import BadInput
-from cfqa.logs import get_logger, setup_logging
-from cfqa.redact import redact
+from cfqa.io.logs import get_logger, setup_logging
+from cfqa.io.redact import redact
 
 log = get_logger("cfqa")
 

@@ -35,13 +35,13 @@ from pydantic import (AfterValidator, Field, StrictBool, StrictInt, StrictStr, T
                       ValidationError, WithJsonSchema, with_config)
 from pydantic.json_schema import SkipJsonSchema
 
-from cfqa import params_file
+from cfqa.io import params_file
 from cfqa.errors import BadInput
 from cfqa.layout import DEFAULT_RUN_ROOT
 from cfqa.methods.families import UnsupportedFamily, check_method_family
 from cfqa.methods.options import METHOD_OPTIONS, TYPED, Count, MethodOptions, Number, distinct, options_record
-from cfqa.model_family import ModelFamily
-from cfqa.redact import redact
+from cfqa.model.model_family import ModelFamily
+from cfqa.io.redact import redact
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_PATH = PROJECT_ROOT / "workflow" / "schemas" / "params.schema.yaml"
@@ -244,7 +244,7 @@ class TrainConfig:
     max_target_length: Annotated[StrictInt, Field(ge=4)]
     mixture: _distinct_items(Variant)
     target_format: Literal["disentangled", "single"]
-    # What tune, train and evaluate run the model on (cfqa.device).
+    # What tune, train and evaluate run the model on (cfqa.model.device).
     device: Annotated[Literal["cuda", "cpu", "auto"], Field(description=(
         "What tune, train and evaluate run the model on: cuda (a GPU; a job that finds no usable CUDA stops "
         "at once naming what it found), cpu, or auto (CUDA where torch can use it, else the CPU)."))]
@@ -327,7 +327,7 @@ class TuneConfig:
 @with_config(TYPED)
 @dataclass(frozen=True)
 class HubModelPin:
-    """A hub model pinned: its commit and the sha256 of each weight file (cfqa.hub)."""
+    """A hub model pinned: its commit and the sha256 of each weight file (cfqa.model.hub)."""
     revision: Annotated[StrictStr | None, Field(pattern=r"^[0-9a-f]{40}\Z")]   # null: not yet pinned (`cfqa fetch` refuses)
     sha256: Annotated[dict[WeightFile, Sha256], Field(min_length=1)]   # weight file name -> sha256 (null: not yet pinned)
 
@@ -543,7 +543,7 @@ def _method_option(path: tuple) -> bool:
 
 
 def read_params(paths: Iterable[str | Path]) -> dict:
-    """The files merged in order, each read within cfqa.params_file's limits (size, UTF-8,
+    """The files merged in order, each read within cfqa.io.params_file's limits (size, UTF-8,
     nesting, alias expansion)."""
     raw: dict = {}
     for path in paths:

@@ -27,7 +27,7 @@ from typing import Annotated, Any
 import yaml
 from pydantic import Field, TypeAdapter, with_config
 
-from cfqa.atomic_io import atomic_open
+from cfqa.io.atomic_io import atomic_open
 from cfqa.config import SCHEMA_PATH, Config, MethodBlock, MethodKey, TrainConfig
 from cfqa.methods.options import METHOD_OPTIONS, TYPED
 

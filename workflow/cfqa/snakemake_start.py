@@ -1,6 +1,6 @@
 """What the Snakefile does before Snakemake reads a parameter or takes its lock.
 
-Parameters: each file is read by cfqa (cfqa.params_file: size, UTF-8, nesting, alias expansion)
+Parameters: each file is read by cfqa (cfqa.io.params_file: size, UTF-8, nesting, alias expansion)
 before Snakemake's own loader sees it, and the merged configuration is validated by cfqa.config
 before Snakemake's `validate()`. A bad file or value stops the run there with the line
 `cfqa validate` prints and exit status 2: a Snakefile can end Snakemake with SystemExit at parse

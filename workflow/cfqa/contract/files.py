@@ -15,7 +15,7 @@ from typing import Any, Iterable, Sequence, TypeVar
 
 import msgspec
 
-from cfqa.atomic_io import atomic_open, write_jsonl
+from cfqa.io.atomic_io import atomic_open, write_jsonl
 from cfqa.contract.records import (SCHEMA_VERSION, VARIANT_FIXED_KEYS, BenchmarkRow, CurveRow, DataStats,
                                    EvaluationRun, Headline, LrSelection, MethodHeadline, MetricsFile, MetricsRecord,
                                    PredictionRow, QuestionScores, Record, Summary, TrainRecord)
@@ -110,7 +110,7 @@ def read_train_record(path: str | Path, method: str = "M", seed: int | str = "S"
 def read_metrics(path: str | Path, method: str = "M", seed: int | str = "S",
                  registry: Sequence[Any] | None = None) -> MetricsRecord:
     """metrics.json joined with the evaluation_run.json beside it: one evaluation. With
-    `registry` (cfqa.metrics.registered()), its scores may hold only those metrics' fields."""
+    `registry` (cfqa.scoring.metrics.registered()), its scores may hold only those metrics' fields."""
     path = Path(path)
     producer = f"cfqa evaluate --method {method} --seed {seed}"
     scores = read_record(path, MetricsFile, producer)
@@ -125,7 +125,7 @@ def read_metrics(path: str | Path, method: str = "M", seed: int | str = "S",
                          wall_time_s=execution.wall_time_s)
 
 
-# The metric registry (cfqa.metrics) is passed in, not imported: every stage reads this
+# The metric registry (cfqa.scoring.metrics) is passed in, not imported: every stage reads this
 # package, and a stage's code hash covers what it imports, so importing the registry here would
 # make adding a metric rerun the data and training stages.
 
@@ -140,7 +140,7 @@ def _check_metric_keys(path: Path, scores: MetricsFile, producer: str, registere
         unknown = sorted(set(cell) - allowed)
         if unknown or not isinstance(cell.get("n"), int):
             problem = f"unknown fields {unknown}" if unknown else "no integer `n`"
-            raise ResultsError(f"{path}: `$.{where}`: {problem}; expected `n` and the metrics of cfqa.metrics "
+            raise ResultsError(f"{path}: `$.{where}`: {problem}; expected `n` and the metrics of cfqa.scoring.metrics "
                                f"({sorted(allowed - {'n'})}); rerun `{producer}`")
 
 
@@ -266,7 +266,7 @@ def write_question_scores(path: str | Path, rows: Iterable[QuestionScores]) -> i
 def read_question_scores(path: str | Path, metric_names: Iterable[str], method: str = "M",
                          seed: int | str = "S") -> list[QuestionScores]:
     """The rows of per_question.jsonl; each must score exactly `metric_names` (the registry's,
-    cfqa.metrics: a file written before a metric was added is stale, evaluate again)."""
+    cfqa.scoring.metrics: a file written before a metric was added is stale, evaluate again)."""
     path = Path(path)
     producer = f"cfqa evaluate --method {method} --seed {seed}"
     if not path.is_file():
@@ -286,7 +286,7 @@ def read_question_scores(path: str | Path, metric_names: Iterable[str], method: 
             if set(row.scores) != expected:
                 missing, unknown = sorted(expected - set(row.scores)), sorted(set(row.scores) - expected)
                 raise ResultsError(f"{path}:{number}: `scores` lacks {missing} and has unknown {unknown}; expected "
-                                   f"exactly the metrics of cfqa.metrics {sorted(expected)}; rerun `{producer}`")
+                                   f"exactly the metrics of cfqa.scoring.metrics {sorted(expected)}; rerun `{producer}`")
             rows.append(row)
     return rows
 

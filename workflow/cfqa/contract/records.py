@@ -51,7 +51,7 @@ class RunInfo(Record):
     # that package was (cfqa.contract.run_info.code_sha256).
     code_sha256: str | None = None
     code_path: str | None = None
-    # Where a hub backbone came from (cfqa.hub's hub_source.json): repo_id, revision (the
+    # Where a hub backbone came from (cfqa.model.hub's hub_source.json): repo_id, revision (the
     # pinned commit), the weight files' sha256, whether it was converted from .bin; None for a
     # backbone pretrained here or read from a local directory.
     backbone_source: dict[str, Any] | None = None
@@ -66,7 +66,7 @@ class ParameterCounts(Record):
 
 
 class StepMemoryParts(Record):
-    """Memory one training step holds, by part (counted exactly, see cfqa.measure)."""
+    """Memory one training step holds, by part (counted exactly, see cfqa.model.measure)."""
 
     parameters_bytes: int
     gradients_bytes: int
@@ -171,18 +171,18 @@ class QuestionScores(Record):
     set: str                         # test | seen
     variant: str                     # factual | counterfactual | empty | random
     answer_type: str | None
-    # metric name (cfqa.metrics) -> the question's value, 0-1 (a match is 1.0); None where the
+    # metric name (cfqa.scoring.metrics) -> the question's value, 0-1 (a match is 1.0); None where the
     # prediction has no answer for that metric (no parametric line). The reader checks the
     # names against the registry.
     scores: dict[str, float | None]
     # Longpre et al.'s class of the contextual answer on a counterfactual context with a
-    # substitute (cfqa.answer_metrics.memorization_class); None on every other row.
+    # substitute (cfqa.scoring.answer_metrics.memorization_class); None on every other row.
     memorization: Literal["original", "substitute", "other"] | None = None
 
 
 # ---- metrics.json -----------------------------------------------------------------------
 
-# One set and variant's scores: "n" (questions), every metric of cfqa.metrics under its field
+# One set and variant's scores: "n" (questions), every metric of cfqa.scoring.metrics under its field
 # (`contextual_em_pct`, ...: the group's mean in percent, None on an empty group), and
 # "target_loss_nats": the trained model's mean cross-entropy per target token, teacher-forced
 # on the target the training format defines (as the validation loss of training; None: not
@@ -284,7 +284,7 @@ class Headline(Record, kw_only=True):
 
 class MethodHeadline(Record, kw_only=True):
     """One method's entry of results/headline.json: seed means of its runs' headline numbers
-    (cfqa.headline says why these three). The file maps each method to one of these and holds
+    (cfqa.analysis.headline says why these three). The file maps each method to one of these and holds
     nothing else, so `dvc exp show` names its columns `<method>.cf_em%`; no stage reads it.
     Short JSON names (the unit as `%`): every key is a column of `dvc exp show`."""
 

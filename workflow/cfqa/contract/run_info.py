@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from cfqa.contract.records import Hardware, RunInfo
-from cfqa.timing_files import is_timing_file
+from cfqa.io.timing_files import is_timing_file
 
 VERSIONED_PACKAGES = ("cfqa", "torch", "transformers", "peft", "accelerate")
 _HASH_CHUNK_BYTES = 1 << 20
@@ -97,7 +97,7 @@ def files_sha256(paths: Iterable[Path]) -> str:
 
 def directory_sha256(directory: Path) -> str:
     """The hash of the content under `directory`: every file by relative path in sorted order,
-    timing files (cfqa.timing_files) left out, so two identical backbones hash alike whenever
+    timing files (cfqa.io.timing_files) left out, so two identical backbones hash alike whenever
     they were made."""
     directory = Path(directory)
     files = sorted(p for p in directory.rglob("*") if p.is_file() and not is_timing_file(p))
@@ -131,7 +131,7 @@ def code_sha256() -> str:
 def run_info(stage: str, status: str, params: dict[str, Any], device: str, *,
              data_sha256: str | None = None, backbone_sha256: str | None = None,
              backbone_source: dict[str, Any] | None = None) -> RunInfo:
-    """`backbone_source`: the hub commit and files of the backbone (cfqa.hub.read_source_record)."""
+    """`backbone_source`: the hub commit and files of the backbone (cfqa.model.hub.read_source_record)."""
     return RunInfo(stage=stage, status=status, git_commit=git_commit(), git_dirty=git_dirty(),
                    versions=package_versions(), hardware=hardware(device), params=params,
                    data_sha256=data_sha256, backbone_sha256=backbone_sha256,

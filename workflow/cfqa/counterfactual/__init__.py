@@ -5,7 +5,7 @@ from cfqa.counterfactual.build import (ANSWER_NOT_IN_CONTEXT, ANSWER_ONLY_IN_LON
                                        SplitVariants, build_seen, build_split,
                                        counterfactual_eligibility, type_histogram)
 from cfqa.counterfactual.examples import Example, RecordError, example_from_records
-from cfqa.answer_metrics import normalize_answer
+from cfqa.scoring.answer_metrics import normalize_answer
 from cfqa.counterfactual.sampling import (POLICIES, WITHIN, SubstitutePool, SubstitutionPolicy,
                                           choose_random_context, choose_substitute, donor_ring, example_rng,
                                           stable_sample)

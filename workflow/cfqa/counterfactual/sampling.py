@@ -15,7 +15,7 @@ from typing import Any, Callable, Generic, Iterable, Sequence, TypeVar
 import numpy as np
 
 from cfqa.counterfactual.examples import Example
-from cfqa.answer_metrics import normalize_answer
+from cfqa.scoring.answer_metrics import normalize_answer
 from cfqa.counterfactual.substitution import answer_in_context, answers_pattern
 
 T = TypeVar("T")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from cfqa.atomic_io import atomic_open
+from cfqa.io.atomic_io import atomic_open
 from cfqa.config import read_params
 from cfqa.dag.dvc_yaml import render
 from cfqa.dag.needs_table import markdown

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from cfqa.answer_metrics import exact_match
+from cfqa.scoring.answer_metrics import exact_match
 from cfqa.config import EvaluateConfig, TrainConfig
 from cfqa.evaluation.generation import generate_texts
 from cfqa.evaluation.scoring import gold_contextual

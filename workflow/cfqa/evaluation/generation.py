@@ -14,8 +14,8 @@ from typing import Sequence
 
 import torch
 
-from cfqa.model_family import ModelFamily, model_family
-from cfqa.progress import progress
+from cfqa.model.model_family import ModelFamily, model_family
+from cfqa.io.progress import progress
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ def generate_texts(model, tokenizer, inputs: list[str] | None, *, batch_size: in
     pad_id = tokenizer.pad_token_id
     if pad_id is None:
         raise ValueError(f"{type(tokenizer).__name__} has no pad token; load the backbone with "
-                         f"cfqa.backbone.load_backbone, which sets one")
+                         f"cfqa.training.backbone.load_backbone, which sets one")
     if encoded is None:
         encoded = tokenizer(inputs, truncation=True, max_length=max_input_length).input_ids
     order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))

@@ -1,4 +1,4 @@
-"""Scores for one method: every metric of the registry (cfqa.metrics) per question, and from
+"""Scores for one method: every metric of the registry (cfqa.scoring.metrics) per question, and from
 those per question set and variant and per answer type; memorization on counterfactual
 contexts, and the most-frequent-answer baseline. Pure functions over rows; results are the
 records of cfqa.contract, every share in percent (`_pct`)."""
@@ -7,8 +7,8 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from typing import Iterable
 
-from cfqa import metrics
-from cfqa.answer_metrics import exact_match, memorization_class, memorization_ratio, normalize_answer
+from cfqa.scoring import metrics
+from cfqa.scoring.answer_metrics import exact_match, memorization_class, memorization_ratio, normalize_answer
 from cfqa.contract import Memorization, PredictionRow, QuestionScores, TypeScores, VariantScores
 from cfqa.formats import parse_generation
 
@@ -41,7 +41,7 @@ def _as_float(value: float | None) -> float | None:
 
 
 def question_scores(records: list[PredictionRow], target_format: str) -> list[QuestionScores]:
-    """Every metric of the registry (cfqa.metrics) on every question, and the memorization
+    """Every metric of the registry (cfqa.scoring.metrics) on every question, and the memorization
     class of each counterfactual answer with a substitute: the one place predictions are
     scored."""
     registered = metrics.registered()

@@ -29,7 +29,7 @@ from transformers.models.t5.modeling_t5 import T5LayerNorm
 from cfqa.methods.base import MethodSpec, OptionsError, ParameterCounts, freeze
 from cfqa.methods.options import AdapterOptions
 from cfqa.methods.layouts import Layout, layout_for
-from cfqa.model_family import ModelFamily
+from cfqa.model.model_family import ModelFamily
 
 
 class BottleneckAdapter(nn.Module):

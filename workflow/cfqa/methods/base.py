@@ -66,7 +66,7 @@ def freeze(module: nn.Module) -> None:
 @contextlib.contextmanager
 def initialisation_rng(seed: int | None) -> Iterator[None]:
     """The random stream a method draws its new weights from. None: the caller's stream, which
-    `cfqa.backbone.build_method_model` seeds with the run seed, so each run seed gets its own
+    `cfqa.training.backbone.build_method_model` seeds with the run seed, so each run seed gets its own
     initialisation. An integer: a stream fixed by that seed (forked: the caller's stream is left
     as it was), the same initialisation in every run."""
     if seed is None:

@@ -4,7 +4,7 @@ method/family pair before any model loads."""
 from __future__ import annotations
 
 from cfqa.methods.options import METHOD_FAMILIES
-from cfqa.model_family import ModelFamily
+from cfqa.model.model_family import ModelFamily
 
 
 class UnsupportedFamily(ValueError):

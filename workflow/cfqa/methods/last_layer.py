@@ -25,7 +25,7 @@ from transformers import PretrainedConfig, PreTrainedModel
 from cfqa.methods.base import MethodSpec, OptionsError, ParameterCounts, freeze
 from cfqa.methods.options import LastLayerOptions
 from cfqa.methods.layouts import Layout, layout_for
-from cfqa.model_family import ModelFamily
+from cfqa.model.model_family import ModelFamily
 
 
 def _num_blocks(config: PretrainedConfig, layout: Layout, options: LastLayerOptions) -> int:

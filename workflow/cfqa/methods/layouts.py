@@ -19,7 +19,7 @@ from cfqa.methods.gpt_neo_layout import (gpt_neo_block_parameter_count, gpt_neo_
                                          gpt_neo_linear_layers, gpt_neo_parameter_count, gpt_neo_sublayers)
 from cfqa.methods.t5_layout import (LinearLayer, t5_decoder_block_parameter_count, t5_layer_norm_count,
                                     t5_linear_layers, t5_parameter_count, t5_sublayers)
-from cfqa.model_family import ModelFamily, family_of
+from cfqa.model.model_family import ModelFamily, family_of
 
 
 @dataclass(frozen=True)

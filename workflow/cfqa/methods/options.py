@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal, Union, get_args
 
 from pydantic import AfterValidator, ConfigDict, Field, Strict, StrictBool, StrictInt, StrictStr, with_config
 
-from cfqa.model_family import ModelFamily
+from cfqa.model.model_family import ModelFamily
 
 # Unknown keys are errors; NaN and infinities are not numbers here. Patterns are Python's `re`
 # (the JSON schema's, which end in \Z; pydantic's default engine has no \Z).
@@ -35,7 +35,7 @@ def distinct(values: tuple) -> tuple:
 Count = Annotated[StrictInt, Field(ge=1)]
 Seed = Annotated[StrictInt, Field(ge=0)]
 # A method's own initialisation seed: null (params.yaml's value) draws the initialisation from
-# the run's random stream, which `cfqa.backbone.build_method_model` seeds with the run seed, so
+# the run's random stream, which `cfqa.training.backbone.build_method_model` seeds with the run seed, so
 # every run seed starts from its own initialisation and the spread over seeds includes it. An
 # integer fixes the initialisation in every run on purpose (recorded with the options in every
 # result file): the seeds then vary only the data order and dropout.

@@ -30,7 +30,7 @@ from transformers import PretrainedConfig, PreTrainedModel, T5ForConditionalGene
 from cfqa.methods import prefix_attention
 from cfqa.methods.base import MethodSpec, OptionsError, ParameterCounts, freeze, initialisation_rng
 from cfqa.methods.families import check_method_family
-from cfqa.model_family import family_of
+from cfqa.model.model_family import family_of
 from cfqa.methods.options import PREFIX_SITES, PrefixOptions
 from cfqa.methods.t5_layout import t5_parameter_count
 

@@ -29,7 +29,7 @@ from cfqa.methods.base import MethodSpec, ParameterCounts
 from cfqa.methods.options import PrefixDecoderOptions
 from cfqa.methods.families import check_method_family
 from cfqa.methods.layouts import layout_for
-from cfqa.model_family import family_of
+from cfqa.model.model_family import family_of
 from cfqa.methods.peft_backed import peft_task_type
 
 

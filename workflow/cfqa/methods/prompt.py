@@ -31,7 +31,7 @@ from cfqa.methods.base import MethodSpec, ParameterCounts, initialisation_rng
 from cfqa.methods.options import PromptOptions
 from cfqa.methods.families import check_method_family
 from cfqa.methods.layouts import layout_for
-from cfqa.model_family import ModelFamily, family_of
+from cfqa.model.model_family import ModelFamily, family_of
 from cfqa.methods.peft_backed import peft_task_type
 
 

@@ -16,7 +16,7 @@ from transformers import PretrainedConfig
 from transformers.models.t5.modeling_t5 import T5LayerCrossAttention, T5LayerFF, T5LayerSelfAttention
 
 from cfqa.methods.families import check_method_family
-from cfqa.model_family import family_of
+from cfqa.model.model_family import family_of
 
 T5_MODEL_TYPES = ("t5",)
 

@@ -16,11 +16,11 @@ from urllib.parse import urlparse
 
 import requests
 
-from cfqa.atomic_io import atomic_path
+from cfqa.io.atomic_io import atomic_path
 from cfqa.config import NQSourceConfig
-from cfqa.digests import sha256_file
+from cfqa.io.digests import sha256_file
 from cfqa.errors import BadInput
-from cfqa.logs import get_logger
+from cfqa.io.logs import get_logger
 from cfqa.nq.http_fetch import DownloadError, fetch
 from cfqa.nq.original_format import convert_files
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import requests
 import urllib3
 
-from cfqa.logs import get_logger
-from cfqa.progress import progress
+from cfqa.io.logs import get_logger
+from cfqa.io.progress import progress
 
 log = get_logger(__name__)
 

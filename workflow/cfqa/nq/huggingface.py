@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from cfqa.config import HuggingFaceSourceConfig
-from cfqa.logs import get_logger
+from cfqa.io.logs import get_logger
 from cfqa.nq.errors import RecordProblem
 from cfqa.nq.original_format import simplified_token
 from cfqa.nq.writer import atomic_jsonl_gz
-from cfqa.progress import progress
+from cfqa.io.progress import progress
 
 log = get_logger(__name__)
 

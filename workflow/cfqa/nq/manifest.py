@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from cfqa.atomic_io import FileFormatError, read_json, write_json
+from cfqa.io.atomic_io import FileFormatError, read_json, write_json
 from cfqa.nq.errors import ManifestMismatch
 
 MANIFEST = "manifest.json"

@@ -14,7 +14,7 @@ from typing import Iterable
 
 import orjson
 
-from cfqa.logs import get_logger
+from cfqa.io.logs import get_logger
 from cfqa.nq.errors import INVALID_JSON, MISSING_FIELD, WRONG_TYPE, BadRecordError, RecordProblem
 from cfqa.nq.reader import gzip_lines
 from cfqa.nq.writer import atomic_jsonl_gz

@@ -23,9 +23,9 @@ from typing import BinaryIO, Iterator
 
 from isal import igzip, igzip_threaded, isal_zlib
 
-from cfqa.logs import get_logger
+from cfqa.io.logs import get_logger
 from cfqa.nq.errors import DamagedGzipError, NoRecordsError
-from cfqa.progress import progress
+from cfqa.io.progress import progress
 
 log = get_logger(__name__)
 

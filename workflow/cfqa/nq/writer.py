@@ -8,7 +8,7 @@ from typing import Iterator
 import orjson
 from isal import igzip_threaded
 
-from cfqa.atomic_io import atomic_path
+from cfqa.io.atomic_io import atomic_path
 
 # isal's levels run 0-3; 2 is its speed/size trade-off (close to zlib's level 6 in size).
 _COMPRESS_LEVEL = 2

@@ -3,7 +3,7 @@ next-token objective on the world's corpus, beside the span-corruption T5 (stage
 
 The tokenizer is a byte-level BPE trained on the corpus (causal_tokenizer.py) with its own
 pad token. The model is saved with save_pretrained (safetensors) beside the tokenizer, so
-cfqa.backbone.load_backbone reads it back as an AutoModelForCausalLM (its config has
+cfqa.training.backbone.load_backbone reads it back as an AutoModelForCausalLM (its config has
 is_encoder_decoder false). Every layer attends globally: GPT-Neo's local layers slide a
 window over cache slots, which left-padded batched generation would shift.
 """
@@ -15,13 +15,13 @@ from pathlib import Path
 import numpy as np
 from transformers import GPTNeoConfig, GPTNeoForCausalLM
 
-from cfqa.atomic_io import write_json
+from cfqa.io.atomic_io import write_json
 from cfqa.config import PretrainConfig
-from cfqa.logs import get_logger
-from cfqa.model_family import ModelFamily
+from cfqa.io.logs import get_logger
+from cfqa.model.model_family import ModelFamily
 from cfqa.pretraining import loop
 from cfqa.pretraining.causal_tokenizer import train_bpe_tokenizer
-from cfqa.timing_files import write_timing
+from cfqa.io.timing_files import write_timing
 from cfqa.training.optimization import seed_everything
 
 log = get_logger(__name__)

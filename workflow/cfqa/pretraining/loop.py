@@ -10,10 +10,10 @@ import torch
 from torch import nn
 
 from cfqa.config import PretrainConfig
-from cfqa.logs import get_logger
-from cfqa.model_family import ModelFamily
+from cfqa.io.logs import get_logger
+from cfqa.model.model_family import ModelFamily
 from cfqa.pretraining.span_corruption import corrupt, random_spans_noise_mask
-from cfqa.progress import progress
+from cfqa.io.progress import progress
 from cfqa.training.batches import collate
 from cfqa.training.optimization import make_optimizer, make_schedule
 

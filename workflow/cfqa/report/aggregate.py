@@ -1,4 +1,4 @@
-"""Every number the report compares, computed once with cfqa.statistics from the aligned
+"""Every number the report compares, computed once with cfqa.analysis.statistics from the aligned
 seeds × questions arrays: accuracy intervals per cell, paired differences against full
 fine-tuning, memorization ratios (pooled, and on the questions the model knew) and seen − test,
 and which methods did not converge. Pure: the same results give the same numbers, bit for bit.
@@ -22,7 +22,8 @@ from typing import Sequence
 
 import numpy as np
 
-from cfqa import metrics, statistics
+from cfqa.analysis import statistics
+from cfqa.scoring import metrics
 from cfqa.formats import VARIANTS
 from cfqa.report.arrays import QuestionArrays, question_arrays
 from cfqa.report.inputs import MethodResults
@@ -41,7 +42,7 @@ TYPE_COMPARISON_VARIANT = "factual"
 
 def compared_metrics() -> tuple[str, ...]:
     """The metrics with intervals and paired comparisons: the registry's `compared` ones
-    (cfqa.metrics), read at call time."""
+    (cfqa.scoring.metrics), read at call time."""
     return tuple(m.name for m in metrics.compared_metrics())
 
 

@@ -1,9 +1,9 @@
-"""Per-question outcomes as seeds × questions arrays, the input of cfqa.statistics.
+"""Per-question outcomes as seeds × questions arrays, the input of cfqa.analysis.statistics.
 
 Every method and seed answered the same questions, so question j of one run is question j of
 every other: the columns are aligned by question id (the order of the first run read), and a
 run whose ids differ is an error naming its per_question.jsonl. The values are the ones the
-evaluate stage scored per question (cfqa.metrics, the registry's `compared` metrics), so a
+evaluate stage scored per question (cfqa.scoring.metrics, the registry's `compared` metrics), so a
 seed's row mean equals the score metrics.json holds for that run; nothing is scored here.
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-from cfqa import metrics
+from cfqa.scoring import metrics
 from cfqa.contract import QuestionScores, ResultsError
 from cfqa.report.inputs import MethodResults, RunResults
 
@@ -111,7 +111,7 @@ def _check_same_ids(run: RunResults, key: GroupKey, ids: Sequence[str], rows: di
 
 
 def _metric_values(rows_per_seed: list[list[QuestionScores]], name: str) -> np.ndarray | None:
-    """As the evaluate stage aggregates them (cfqa.metrics.Metric.group_value): a question
+    """As the evaluate stage aggregates them (cfqa.scoring.metrics.Metric.group_value): a question
     without an answer counts as wrong, and a metric no run has an answer for has no array."""
     values = [[row.scores[name] for row in rows] for rows in rows_per_seed]
     if all(value is None for seed_values in values for value in seed_values):

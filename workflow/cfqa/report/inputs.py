@@ -14,7 +14,7 @@ from typing import Sequence
 
 import dataclasses
 
-from cfqa import metrics as metric_registry
+from cfqa.scoring import metrics as metric_registry
 from cfqa.contract import (BenchmarkRow, CurveRow, LrSelection, MethodFiles, MetricsRecord,
                            QuestionScores, ResultsError, TrainRecord, read_benchmark, read_curve, read_lr_selection,
                            read_metrics, read_question_scores, read_train_record)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from cfqa import statistics
+from cfqa.analysis import statistics
 from cfqa.report.aggregate import ALPHA, CONFIDENCE, Aggregates
 from cfqa.report.inputs import MethodResults
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from cfqa import statistics
+from cfqa.analysis import statistics
 from cfqa.config import PrimaryEndpoint
 from cfqa.report import formatting as fmt
 from cfqa.report.aggregate import ALPHA, CONFIDENCE, Aggregates, metric_title

@@ -7,13 +7,13 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
-from cfqa import metrics
+from cfqa.scoring import metrics
 from cfqa.contract import Summary
 from cfqa.report.aggregate import Aggregates
 from cfqa.report.inputs import MethodResults
 from cfqa.report.tables import run_mean
 
-# Seed means of metrics.json beside the registry's (cfqa.metrics) seed-mean metrics.
+# Seed means of metrics.json beside the registry's (cfqa.scoring.metrics) seed-mean metrics.
 MEASURED_SCORES = ("target_loss_nats",)
 
 

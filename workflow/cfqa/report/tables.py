@@ -18,7 +18,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from cfqa import metrics, statistics
+from cfqa.analysis import statistics
+from cfqa.scoring import metrics
 from cfqa.report import formatting as fmt
 from cfqa.report.aggregate import (CONFIDENCE, CONVERGED_WELL_FORMED_PCT, TYPE_COMPARISON_VARIANT, TYPE_VARIANTS,
                                    Aggregates, Comparison, compared_metrics, metric_title)
@@ -119,7 +120,7 @@ def _joined(labels: Sequence[str]) -> str:
 
 
 def accuracy_table(results: Sequence[MethodResults], agg: Aggregates, set_name: str) -> Table:
-    """Every metric of the registry (cfqa.metrics): the compared ones with intervals over seeds
+    """Every metric of the registry (cfqa.scoring.metrics): the compared ones with intervals over seeds
     and questions (the first with its seed SD), the others as seed means of metrics.json."""
     compared = [metrics.metric(name) for name in compared_metrics()]
     primary, others = compared[0], compared[1:]

@@ -9,15 +9,15 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from cfqa.atomic_io import atomic_dir, read_json, read_jsonl, write_jsonl
+from cfqa.io.atomic_io import atomic_dir, read_json, read_jsonl, write_jsonl
 from cfqa.config import Config
 from cfqa.contract import DataStats, SeenStats, write_record
 from cfqa.counterfactual import (DROP_REASONS, PARTIAL_MENTION_COUNTS, Example, RecordError, SplitVariants,
                                  SubstitutionPolicy, build_seen, build_split, example_from_records,
                                  type_histogram)
 from cfqa.layout import variant_file
-from cfqa.logs import get_logger
-from cfqa.progress import progress
+from cfqa.io.logs import get_logger
+from cfqa.io.progress import progress
 
 log = get_logger(__name__)
 SPLITS = ("train", "validation", "test")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from cfqa.config import Config
-from cfqa.logs import get_logger
+from cfqa.io.logs import get_logger
 from cfqa.nq.manifest import write_manifest
 
 log = get_logger(__name__)

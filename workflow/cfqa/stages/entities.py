@@ -8,12 +8,12 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from cfqa.atomic_io import atomic_dir, read_jsonl, write_jsonl
+from cfqa.io.atomic_io import atomic_dir, read_jsonl, write_jsonl
 from cfqa.config import Config
 from cfqa.counterfactual.examples import RecordError
-from cfqa.logs import get_logger
-from cfqa.ner import OFFLINE, PATTERNS_FILE, build_pipeline, label_answers
-from cfqa.progress import progress
+from cfqa.io.logs import get_logger
+from cfqa.counterfactual.ner import OFFLINE, PATTERNS_FILE, build_pipeline, label_answers
+from cfqa.io.progress import progress
 
 log = get_logger(__name__)
 SPLITS = ("train", "validation", "test")

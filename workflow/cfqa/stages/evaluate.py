@@ -9,20 +9,20 @@ from pathlib import Path
 
 import torch
 
-from cfqa.backbone import backbone_dir, build_method_model
+from cfqa.training.backbone import backbone_dir, build_method_model
 from cfqa.config import Config
 from cfqa.contract import (WEIGHTS, Inference, MethodFiles, MetricsRecord, ResultsError, read_train_record,
                            write_metrics, write_predictions, write_question_scores, write_record)
 from cfqa.contract.run_info import directory_sha256, files_sha256, run_info
-from cfqa.device import resolve
+from cfqa.model.device import resolve
 from cfqa.evaluation.generation import generate_texts
 from cfqa.evaluation.scoring import (baseline_scores, memorization, most_frequent_answers,
                                      prediction_record, question_scores, scores_by_variant)
 from cfqa.formats import VARIANTS
-from cfqa.headline import headline
-from cfqa.hub import read_source_record
+from cfqa.analysis.headline import headline
+from cfqa.model.hub import read_source_record
 from cfqa.layout import variant_file
-from cfqa.logs import get_logger
+from cfqa.io.logs import get_logger
 from cfqa.methods.base import load_trainable
 from cfqa.training.examples import training_examples
 from cfqa.training.batches import variant_rows

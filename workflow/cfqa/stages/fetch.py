@@ -6,10 +6,10 @@ the run's cache, checked, and recorded; every other stage runs with the hub offl
   `<cache>/huggingface`; `embedded` needs nothing;
 - models: `pretrain.hub_id` and `pretrain.lm_adapted_hub_id`, each at the commit `hub.models`
   pins, into the hub cache `<cache>/hub` (HF_HOME is the cache), weights checked against
-  their sha256 and a .bin-only checkpoint converted to safetensors (cfqa.hub). A hub id that
+  their sha256 and a .bin-only checkpoint converted to safetensors (cfqa.model.hub). A hub id that
   names a local directory is read from there by `pretrain` and fetched by nothing.
 
-It first checks that the spaCy pipeline `entities.ner` names is installed (cfqa.ner), so a
+It first checks that the spaCy pipeline `entities.ner` names is installed (cfqa.counterfactual.ner), so a
 missing model stops a real run here, not hours later. Writes the manifest `--out` (what was fetched: sources, commits, digests, conversions). Rerun
 safely: files already in the cache are checked, not downloaded again.
 """
@@ -17,11 +17,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cfqa.atomic_io import write_json
+from cfqa.io.atomic_io import write_json
 from cfqa.config import Config
-from cfqa.hub import fetch_model, is_local_directory, pin_of
-from cfqa.logs import get_logger
-from cfqa.ner import require_installed
+from cfqa.model.hub import fetch_model, is_local_directory, pin_of
+from cfqa.io.logs import get_logger
+from cfqa.counterfactual.ner import require_installed
 
 log = get_logger(__name__)
 

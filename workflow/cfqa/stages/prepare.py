@@ -30,9 +30,9 @@ from typing import BinaryIO, Callable
 
 import orjson
 
-from cfqa.atomic_io import atomic_dir, write_json
+from cfqa.io.atomic_io import atomic_dir, write_json
 from cfqa.config import Config, PrepareConfig
-from cfqa.logs import get_logger
+from cfqa.io.logs import get_logger
 from cfqa.nq.errors import DUPLICATE_ID, BadRecordError, NoRecordsError, RecordProblem
 from cfqa.nq.examples import DROP_REASONS, extract_example
 from cfqa.nq.manifest import check_size, manifest_entry, sha256_file, sha256_mismatch

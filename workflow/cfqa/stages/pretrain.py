@@ -22,16 +22,16 @@ from typing import Mapping
 import numpy as np
 import torch
 
-from cfqa.atomic_io import atomic_dir, write_json
+from cfqa.io.atomic_io import atomic_dir, write_json
 from cfqa.config import PRETRAIN_FAMILIES, Config, ConfigError, PretrainConfig
-from cfqa.hub import is_local_directory, local_model_dir, pin_of, write_source_record
-from cfqa.logs import get_logger
-from cfqa.model_family import ModelFamily, family_of
+from cfqa.model.hub import is_local_directory, local_model_dir, pin_of, write_source_record
+from cfqa.io.logs import get_logger
+from cfqa.model.model_family import ModelFamily, family_of
 from cfqa.pretraining import loop
 from cfqa.pretraining.causal_lm import pretrain_causal_lm
 from cfqa.pretraining.model import new_tiny_t5
 from cfqa.pretraining.tokenizer import EXTRA_IDS, load_t5_tokenizer, train_sentencepiece
-from cfqa.timing_files import write_timing
+from cfqa.io.timing_files import write_timing
 from cfqa.training.optimization import seed_everything
 
 log = get_logger(__name__)

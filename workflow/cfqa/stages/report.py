@@ -1,7 +1,7 @@
 """Stage `cfqa report`: every method's results for every seed (results/{method}/seed{seed}/)
 -> reports/report.md, reports/index.html (self-contained), reports/*.png and
 results/summary.json (every method's key numbers) and results/headline.json (the run root's
-DVC metric, cfqa.headline). The same results give byte-identical outputs."""
+DVC metric, cfqa.analysis.headline). The same results give byte-identical outputs."""
 from __future__ import annotations
 
 import time
@@ -10,13 +10,13 @@ from typing import Sequence
 
 import msgspec
 
-from cfqa.atomic_io import atomic_open
+from cfqa.io.atomic_io import atomic_open
 from cfqa.config import Config
 from cfqa.contract import read_data_stats, write_record, write_run_headline
-from cfqa.headline import headline as run_headline_of, run_headline
+from cfqa.analysis.headline import headline as run_headline_of, run_headline
 from cfqa.layout import REPORT_FIGURE_FILE, REPORT_HTML_FILE, REPORT_MARKDOWN_FILE, RunLayout
-from cfqa.logs import get_logger
-from cfqa.redact import redact
+from cfqa.io.logs import get_logger
+from cfqa.io.redact import redact
 from cfqa.report import figures, plots
 from cfqa.report.aggregate import aggregate
 from cfqa.report.document import build_document

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from cfqa.config import BACKBONE_DIRS, Config
-from cfqa.logs import get_logger
+from cfqa.io.logs import get_logger
 from cfqa.training.tokenized import write_tokenized
 
 log = get_logger(__name__)

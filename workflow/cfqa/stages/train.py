@@ -15,18 +15,18 @@ from typing import Callable
 import orjson
 import torch
 
-from cfqa.atomic_io import atomic_dir
-from cfqa.backbone import backbone_dir, build_method_model
+from cfqa.io.atomic_io import atomic_dir
+from cfqa.training.backbone import backbone_dir, build_method_model
 from cfqa.config import Config, MethodConfig
 from cfqa.contract import (WEIGHTS, CurveRow, FirstTargetToken, MethodFiles, ParameterCounts, StepMemoryParts,
                            TrainCost, TrainRecord, write_curve, write_record)
 from cfqa.contract.run_info import directory_sha256, files_sha256, run_info
-from cfqa.hub import read_source_record
+from cfqa.model.hub import read_source_record
 from cfqa.layout import checkpoint_dir, variant_file
-from cfqa.logs import get_logger
-from cfqa.measure import PeakMemory, StepMemory, training_step_memory
+from cfqa.io.logs import get_logger
+from cfqa.model.measure import PeakMemory, StepMemory, training_step_memory
 from cfqa.methods.base import count_parameters, save_trainable
-from cfqa.model_family import model_family
+from cfqa.model.model_family import model_family
 from cfqa.training.batches import batch_at, collate, fixed_sample
 from cfqa.training.checkpoint import remove_checkpoint
 from cfqa.training.examples import training_examples

@@ -20,14 +20,14 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer
 
-from cfqa.backbone import backbone_dir, build_method_model
+from cfqa.training.backbone import backbone_dir, build_method_model
 from cfqa.config import Config, MethodConfig, TuneConfig
 from cfqa.contract import LrRung, LrSelection, LrTrial, write_record
 from cfqa.contract.run_info import directory_sha256, files_sha256, run_info
 from cfqa.evaluation.contextual_em import contextual_em_pct
 from cfqa.layout import variant_file
-from cfqa.logs import get_logger
-from cfqa.progress import progress
+from cfqa.io.logs import get_logger
+from cfqa.io.progress import progress
 from cfqa.training.batches import (TokenizedExample, fixed_sample, text_pairs, tokenize_pairs, variant_rows,
                                    variant_strata)
 from cfqa.training.loop import fine_tune, make_accelerator

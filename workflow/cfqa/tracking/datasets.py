@@ -6,7 +6,7 @@ import hashlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Mapping
 
-from cfqa.logs import get_logger
+from cfqa.io.logs import get_logger
 from cfqa.tracking.locking import is_unique_conflict, with_lock_retry
 
 if TYPE_CHECKING:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from cfqa.atomic_io import atomic_path
+from cfqa.io.atomic_io import atomic_path
 from cfqa.config import TrackingConfig
-from cfqa.logs import get_logger
+from cfqa.io.logs import get_logger
 from cfqa.tracking.locking import store_lock, with_lock_retry
 from cfqa.tracking.store import artifact_location, artifacts_root, resolved_uri, sqlite_database_path
 from cfqa.tracking.view import pin_runs_view

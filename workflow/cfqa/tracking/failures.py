@@ -10,8 +10,8 @@ from __future__ import annotations
 import contextlib
 from typing import TYPE_CHECKING, Iterator
 
-from cfqa.logs import get_logger
-from cfqa.redact import redact
+from cfqa.io.logs import get_logger
+from cfqa.io.redact import redact
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient

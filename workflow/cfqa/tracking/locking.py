@@ -12,7 +12,7 @@ from typing import Callable, Iterator, TypeVar
 
 from filelock import FileLock
 
-from cfqa.logs import get_logger
+from cfqa.io.logs import get_logger
 from cfqa.tracking.store import sqlite_database_path
 
 log = get_logger(__name__)

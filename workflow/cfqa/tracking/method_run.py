@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from cfqa.config import TrackingConfig
-from cfqa.logs import get_logger
+from cfqa.io.logs import get_logger
 from cfqa.tracking.datasets import dataset_inputs, log_datasets
 from cfqa.tracking.experiment import open_experiment
 from cfqa.tracking.failures import mark_tracking_error

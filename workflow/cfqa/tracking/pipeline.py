@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from cfqa.config import Config
 from cfqa.contract.run_info import git_commit
-from cfqa.logs import get_logger
+from cfqa.io.logs import get_logger
 from cfqa.tracking.locking import store_lock, with_lock_retry
 from cfqa.tracking.values import MAX_PARAMS_PER_BATCH, chunks, flatten, param_value
 

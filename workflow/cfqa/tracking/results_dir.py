@@ -10,8 +10,8 @@ import msgspec
 
 from cfqa.config import TrackingConfig
 from cfqa.contract import MethodFiles, read_curve, read_metrics, read_train_record
-from cfqa.headline import headline
-from cfqa.logs import get_logger
+from cfqa.analysis.headline import headline
+from cfqa.io.logs import get_logger
 from cfqa.tracking.experiment import open_experiment
 from cfqa.tracking.identity import CONFIG_HASH_TAG, MLFLOW_GIT_COMMIT, MLFLOW_GIT_DIRTY, run_identity, run_params
 from cfqa.tracking.method_run import log_method_run

@@ -13,10 +13,10 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-from cfqa.atomic_io import read_jsonl
+from cfqa.io.atomic_io import read_jsonl
 from cfqa.formats import VARIANTS, format_input, format_target
 from cfqa.layout import variant_file
-from cfqa.model_family import ModelFamily
+from cfqa.model.model_family import ModelFamily
 
 TokenizedExample = tuple[list[int], list[int]]
 
@@ -77,7 +77,7 @@ def tokenize_pairs(tokenizer, pairs: list[tuple[str, str]], max_input: int, max_
 
 def collate(examples: Sequence[TokenizedExample], pad_id: int,
             family: ModelFamily = ModelFamily.SEQ2SEQ) -> dict[str, torch.Tensor]:
-    """A padded batch for the model family (read it with `cfqa.model_family.model_family`)."""
+    """A padded batch for the model family (read it with `cfqa.model.model_family.model_family`)."""
     if ModelFamily(family) is ModelFamily.CAUSAL:
         return collate_causal(examples, pad_id)
     return collate_seq2seq(examples, pad_id)

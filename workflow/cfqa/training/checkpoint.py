@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from cfqa.atomic_io import atomic_dir, read_json, remove_debris, write_json
-from cfqa.logs import get_logger
+from cfqa.io.atomic_io import atomic_dir, read_json, remove_debris, write_json
+from cfqa.io.logs import get_logger
 from cfqa.methods.base import load_trainable, save_trainable, trainable_state_dict
 
 log = get_logger(__name__)

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from cfqa.model_family import ModelFamily, model_family
+from cfqa.model.model_family import ModelFamily, model_family
 from cfqa.training.batches import TokenizedExample, collate, sequential_batches
 
 

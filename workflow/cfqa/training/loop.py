@@ -18,12 +18,12 @@ from accelerate import Accelerator
 from torch import nn
 
 from cfqa.config import TrainConfig
-from cfqa.device import resolve
+from cfqa.model.device import resolve
 from cfqa.errors import BadInput
-from cfqa.logs import get_logger
+from cfqa.io.logs import get_logger
 from cfqa.methods.base import trainable_state_dict
-from cfqa.model_family import model_family
-from cfqa.progress import progress
+from cfqa.model.model_family import model_family
+from cfqa.io.progress import progress
 from cfqa.training.batches import (TokenizedExample, collate, fixed_sample, length_order, sequential_batches,
                                    training_batches)
 from cfqa.training.checkpoint import TrainingState, load_checkpoint, save_checkpoint
@@ -65,7 +65,7 @@ class FineTuneResult:
 
 
 def make_accelerator(cfg: TrainConfig) -> Accelerator:
-    """On `cfg.device` (cfqa.device: cuda stops with CudaUnavailable where CUDA is unusable,
+    """On `cfg.device` (cfqa.model.device: cuda stops with CudaUnavailable where CUDA is unusable,
     never a silent CPU run). Under `accelerate launch` each process takes its own GPU, or on
     the CPU joins the others over gloo."""
     return Accelerator(mixed_precision="bf16" if cfg.bf16 else "no", cpu=resolve(cfg.device) == "cpu")

@@ -21,12 +21,12 @@ from typing import Sequence
 
 import numpy as np
 
-from cfqa.atomic_io import atomic_dir, read_json, read_jsonl, write_json
-from cfqa.digests import sha256_file
+from cfqa.io.atomic_io import atomic_dir, read_json, read_jsonl, write_json
+from cfqa.io.digests import sha256_file
 from cfqa.formats import VARIANTS, format_input, format_target
 from cfqa.layout import variant_file
-from cfqa.logs import get_logger
-from cfqa.progress import progress
+from cfqa.io.logs import get_logger
+from cfqa.io.progress import progress
 
 log = get_logger(__name__)
 

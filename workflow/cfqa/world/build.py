@@ -10,9 +10,9 @@ from pathlib import Path
 
 import orjson
 
-from cfqa.atomic_io import atomic_open
+from cfqa.io.atomic_io import atomic_open
 from cfqa.config import EmbeddedWorldConfig
-from cfqa.logs import get_logger
+from cfqa.io.logs import get_logger
 from cfqa.nq.writer import atomic_jsonl_gz
 from cfqa.world import documents
 from cfqa.world.facts import Fact, facts_with_shared_answers, load_cities, load_countries, world_facts

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cfqa.atomic_io import write_json
+from cfqa.io.atomic_io import write_json
 
 TIMING_SUFFIX = ".timing.json"
 

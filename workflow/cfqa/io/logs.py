@@ -1,6 +1,6 @@
 """Stage logging: one format for every stage. Messages go to stderr and, with --log-file, to
 that file; tracebacks go only to the file, so the terminal (and Snakemake's job output)
-shows one line per problem. Every record passes through cfqa.redact, tracebacks included, so a
+shows one line per problem. Every record passes through cfqa.io.redact, tracebacks included, so a
 password in a URL (a tracking URI, a request an error names) never reaches a terminal or a file."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
-from cfqa.redact import redact
+from cfqa.io.redact import redact
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 DATE_FORMAT = "%H:%M:%S"

@@ -6,7 +6,7 @@ from pathlib import Path
 from cfqa.config import BACKBONE_DIRS, MethodConfig
 from cfqa.methods.registry import get_method
 from cfqa.methods.families import check_method_family
-from cfqa.model_family import family_of
+from cfqa.model.model_family import family_of
 from cfqa.training.optimization import seed_everything
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 

@@ -4,7 +4,7 @@ A tracking URI may carry a password (`http://user:password@host`, `postgresql://
 and so may any URL a library puts into an error message (MLflow's REST client names the whole
 request URL). `redact` masks the password part of a URL's user information and the values of
 query parameters that are usually secrets, wherever they appear in a text; the logging setup
-(cfqa.logs) applies it to every record, tracebacks included, and the CLI to the tracebacks it
+(cfqa.io.logs) applies it to every record, tracebacks included, and the CLI to the tracebacks it
 writes itself. The user name stays: it tells which account was used without granting it.
 """
 from __future__ import annotations

@@ -24,10 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
-from cfqa.atomic_io import atomic_dir, read_json, write_json
-from cfqa.digests import sha256_file
+from cfqa.io.atomic_io import atomic_dir, read_json, write_json
+from cfqa.io.digests import sha256_file
 from cfqa.errors import BadInput
-from cfqa.logs import get_logger
+from cfqa.io.logs import get_logger
 
 log = get_logger(__name__)
 

@@ -46,7 +46,7 @@ def headline(trained: TrainRecord, metrics: MetricsRecord) -> Headline:
 def seed_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> tuple[float, float | None]:
     """(mean, half-width) of a t-interval over per-seed values, n − 1 degrees of freedom:
     seeds are the unit of replication. The half-width is None with one seed (no spread to
-    estimate). The one place this file's interval is computed: cfqa.statistics' seed-level
+    estimate). The one place this file's interval is computed: cfqa.analysis.statistics' seed-level
     interval can replace the body."""
     from scipy import stats     # imported here: scipy costs a second to import
 

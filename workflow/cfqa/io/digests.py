@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from cfqa.progress import progress
+from cfqa.io.progress import progress
 
 _CHUNK_BYTES = 1 << 20
 _SHOW_PROGRESS_FROM_BYTES = 256 << 20

@@ -13,7 +13,7 @@ downstream iterates over this table instead of naming metrics:
 - MLflow, which logs metrics.json field by field (`sets.<set>.<variant>.<field>`).
 
 Adding a metric is one entry here (and its per-question function, here or in
-cfqa.answer_metrics). This module sits beside cfqa.answer_metrics, below the evaluation and
+cfqa.scoring.answer_metrics). This module sits beside cfqa.scoring.answer_metrics, below the evaluation and
 the report, because the report may not import cfqa.evaluation (pyproject's import contracts).
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ import functools
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-from cfqa.answer_metrics import best_f1, exact_match, lenient_match, normalize_answer
+from cfqa.scoring.answer_metrics import best_f1, exact_match, lenient_match, normalize_answer
 from cfqa.formats import UNANSWERABLE, is_well_formed
 
 # (a cfqa.contract.PredictionRow, the run's target format) -> the question's value, 0-1 (a
@@ -45,7 +45,7 @@ class Metric:
 
     def __post_init__(self) -> None:
         if self.compared and not self.percent:
-            # cfqa.statistics reports intervals and differences of 0/1-scaled values in percentage points.
+            # cfqa.analysis.statistics reports intervals and differences of 0/1-scaled values in percentage points.
             raise ValueError(f"metric {self.name!r}: a compared metric must be a percentage")
 
     @property
@@ -146,5 +146,5 @@ def seed_mean_metrics() -> tuple[Metric, ...]:
 def metric(name: str) -> Metric:
     found = next((m for m in METRICS if m.name == name), None)
     if found is None:
-        raise KeyError(f"no metric {name!r}; the registry (cfqa.metrics) has {[m.name for m in METRICS]}")
+        raise KeyError(f"no metric {name!r}; the registry (cfqa.scoring.metrics) has {[m.name for m in METRICS]}")
     return found

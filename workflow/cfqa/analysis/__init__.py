@@ -1,0 +1,2 @@
+"""Numbers over seeds: seed-level statistics (intervals, tests, Holm, power) and the headline
+numbers built on them."""
