@@ -140,18 +140,16 @@ def test_an_added_metric_reaches_the_report_and_summary(extra_metric, stage_resu
     """The stages' real runs evaluated again with one more metric in the registry: the report
     shows it, and summary.json holds it, with no other edit."""
     from cfqa import config as config_module
-    from cfqa.dag import RUN_MODEL, RUN_RESULTS
+    from cfqa.dag import RUN_RESULTS
     from cfqa.stages import report as report_stage
-    from stage_results import stage, working_directory
+    from stage_results import run_stage, working_directory
 
     for part in ("data", "results", "models"):
         shutil.copytree(stage_results.root / part, tmp_path / part)
     with working_directory(tmp_path):
         for method in stage_results.methods:
             for seed in stage_results.seeds:
-                stage("evaluate", stage_results.params, "--method", method, "--seed", str(seed), "--variants",
-                      "data/variants", "--models", "models", "--model", RUN_MODEL.format(method=method, seed=seed),
-                      "--results", RUN_RESULTS.format(method=method, seed=seed))
+                run_stage("evaluate", stage_results.params, method=method, seed=seed)
     cfg = config_module.load([stage_results.params])
     out, summary = tmp_path / "reports", tmp_path / "summary.json"
     report_stage.run(cfg, results=tmp_path / "results", data_stats=tmp_path / "data/stats.json", out=out,
