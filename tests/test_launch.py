@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from cfqa.dag import code_hash
 from cfqa.launch import data_parallel
 from pipeline_support import PROJECT, tool_env
@@ -61,6 +63,7 @@ with open(sys.argv[1], "w") as handle:
 """
 
 
+@pytest.mark.slow     # runs three launcher processes that hold devices for seconds
 def test_gpu_jobs_on_a_shared_box_each_get_their_own_device(tmp_path):
     """Three one-GPU jobs on a box listing devices 5 and 7: two run at once on different
     devices, the third waits for a device to be released, and none shares one."""
@@ -102,6 +105,7 @@ def test_a_data_parallel_stage_on_several_gpus_runs_one_process_each():
         "-m", "cfqa.cli", "--log-file", "logs/train/full/seed0.log", "train", "--method", "full", "--seed", "0"]
 
 
+@pytest.mark.slow     # parses the Snakefile three times in a copy of the project
 def test_the_snakefile_shares_the_boxs_gpus_when_the_run_counts_them(tmp_path):
     """`resources: gpu: N` (workflow/profiles/local-gpus) makes the Snakefile hand the jobs the
     device list: CUDA_VISIBLE_DEVICES of the run, else 0..N-1; without it, no list."""
