@@ -527,7 +527,7 @@ STAGES: tuple[Stage, ...] = (
             # Keyed apart from the other outputs: the figure "headline" is not the metric "headline".
             **{f"figure_{name}": out(REPORT_FIGURE.format(figure=name), caption=f"{name}.rst", category="Figures")
                for name in REPORT_FIGURES},
-            # Every method's ~60 keys: detail, not what `dvc metrics show` lists.
+            # Every method's ~140 keys (each registered metric): detail, not `dvc metrics show`'s.
             "summary": out(SUMMARY, caption="summary.rst", category="Report"),
             # Per method, the seed mean and interval of the headline numbers: THE DVC metric.
             "headline": metric(RUN_HEADLINE),
