@@ -11,7 +11,7 @@ import csv
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence, TypeVar
+from typing import Any, Iterable, Iterator, Sequence, TypeVar
 
 import msgspec
 
@@ -29,6 +29,7 @@ from cfqa.layout import (EVALUATION_RUN, HEADLINE, LR_SELECTION_FILE as LR_SELEC
 CURVE_COLUMNS = tuple(CurveRow.__struct_fields__)
 
 R = TypeVar("R", bound=Record)
+Row = TypeVar("Row")
 
 
 class ResultsError(BadInput, ValueError):
@@ -240,21 +241,24 @@ def write_predictions(path: str | Path, rows: Iterable[PredictionRow]) -> int:
     return write_jsonl(path, rows, encode=_ENCODER.encode)
 
 
-def read_predictions(path: str | Path) -> list[PredictionRow]:
-    path = Path(path)
+def _jsonl_rows(path: Path, row_type: type[Row], producer: str, expected: str) -> Iterator[tuple[int, Row]]:
+    """(line number, decoded row) of a JSON-lines result file, blank lines skipped; a missing
+    file or a line that is not a `row_type` is a ResultsError naming the file and line."""
     if not path.is_file():
-        raise ResultsError(f"{path}: missing; `cfqa evaluate` writes it")
-    decoder = msgspec.json.Decoder(PredictionRow)
-    rows = []
+        raise ResultsError(f"{path}: missing; `{producer}` writes it")
+    decoder = msgspec.json.Decoder(row_type)
     with open(path, "rb") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
             try:
-                rows.append(decoder.decode(line))
+                yield number, decoder.decode(line)
             except msgspec.DecodeError as error:
-                raise ResultsError(f"{path}:{number}: {error} (expected a PredictionRow)") from None
-    return rows
+                raise ResultsError(f"{path}:{number}: {error} (expected {expected})") from None
+
+
+def read_predictions(path: str | Path) -> list[PredictionRow]:
+    return [row for _, row in _jsonl_rows(Path(path), PredictionRow, "cfqa evaluate", "a PredictionRow")]
 
 
 # ---- per_question.jsonl -----------------------------------------------------------------
@@ -269,25 +273,14 @@ def read_question_scores(path: str | Path, metric_names: Iterable[str], method: 
     cfqa.scoring.metrics: a file written before a metric was added is stale, evaluate again)."""
     path = Path(path)
     producer = f"cfqa evaluate --method {method} --seed {seed}"
-    if not path.is_file():
-        raise ResultsError(f"{path}: missing; `{producer}` writes it")
     expected = set(metric_names)
-    decoder = msgspec.json.Decoder(QuestionScores)
     rows = []
-    with open(path, "rb") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = decoder.decode(line)
-            except msgspec.DecodeError as error:
-                raise ResultsError(f"{path}:{number}: {error} (expected a QuestionScores row, see "
-                                   "cfqa.contract.records)") from None
-            if set(row.scores) != expected:
-                missing, unknown = sorted(expected - set(row.scores)), sorted(set(row.scores) - expected)
-                raise ResultsError(f"{path}:{number}: `scores` lacks {missing} and has unknown {unknown}; expected "
-                                   f"exactly the metrics of cfqa.scoring.metrics {sorted(expected)}; rerun `{producer}`")
-            rows.append(row)
+    for number, row in _jsonl_rows(path, QuestionScores, producer, "a QuestionScores row, see cfqa.contract.records"):
+        if set(row.scores) != expected:
+            missing, unknown = sorted(expected - set(row.scores)), sorted(set(row.scores) - expected)
+            raise ResultsError(f"{path}:{number}: `scores` lacks {missing} and has unknown {unknown}; expected "
+                               f"exactly the metrics of cfqa.scoring.metrics {sorted(expected)}; rerun `{producer}`")
+        rows.append(row)
     return rows
 
 
