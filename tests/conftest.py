@@ -46,8 +46,11 @@ def t5_model():
 
 
 @pytest.fixture(scope="session")
-def stage_results(tmp_path_factory):
-    """The pipeline's stages run once on the tiny configuration: real result files."""
-    from stage_results import run_stages
+def stage_results(tmp_path_factory, worker_id):
+    """The pipeline's stages run once per test run on the tiny configuration: real result files,
+    read (never changed) by every test and every xdist worker that asks for them."""
+    from stage_results import run_stages, shared_run_stages
 
-    return run_stages(tmp_path_factory.mktemp("stage-results"))
+    if worker_id == "master":                   # no xdist: this process is the whole run
+        return run_stages(tmp_path_factory.mktemp("stage-results"))
+    return shared_run_stages(tmp_path_factory.getbasetemp().parent / "stage-results")

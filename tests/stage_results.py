@@ -9,10 +9,12 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+from filelock import FileLock
 
 from cfqa import cli
 from cfqa.config import PROJECT_ROOT, deep_merge
@@ -127,3 +129,23 @@ def run_stages(root: Path, methods: tuple[str, ...] = TINY_METHODS, values: dict
             for job in itertools.product(*(dim.values(values) for dim in spec.dims)):
                 run_stage(spec.name, params, **dict(zip((dim.name for dim in spec.dims), job)))
     return StageResults(root=root, params=params, methods=methods, seeds=seeds)
+
+
+# Written last into a shared stage-results directory: the run in it finished.
+FINISHED = ".finished"
+
+
+def shared_run_stages(root: Path) -> StageResults:
+    """run_stages into `root` once for every process of a test run: the first to ask runs them
+    while holding `root`.lock, the others wait and read its files. pytest-xdist gives each
+    worker its own session, so a session fixture alone would run the stages once per worker."""
+    with FileLock(f"{root}.lock"):
+        if not (root / FINISHED).is_file():
+            if root.exists():                   # a run cut short: start again
+                shutil.rmtree(root)
+            root.mkdir(parents=True)
+            run_stages(root)
+            (root / FINISHED).touch()
+    values = yaml.safe_load((root / "params.yaml").read_text())
+    return StageResults(root=root, params=root / "params.yaml", methods=tuple(values["methods"]),
+                        seeds=tuple(values["seeds"]))

@@ -1,7 +1,11 @@
-"""The whole DAG, end to end, on a tiny configuration (two seeds) in a temporary copy of the
-project: Snakemake runs every stage, each (method, seed) run has its own files and MLflow run
-under one pipeline run, a second run has nothing to do, and after `dvc commit` a LoRA
-hyper-parameter change reruns LoRA's stages for every seed, and the report, and nothing else."""
+"""The whole DAG, end to end, on a tiny configuration (two methods, two seeds) in a temporary
+copy of the project: Snakemake runs every stage, each (method, seed) run has its own files and
+MLflow run under one pipeline run, a second run has nothing to do, and after `dvc commit` a LoRA
+hyper-parameter change reruns LoRA's stages for every seed, and the report, and nothing else.
+
+Every registered method goes through the same stage commands in one process (the last test):
+a Snakemake job costs about 6 s of imports (torch, transformers, peft) before it does anything,
+so the Snakemake run holds the two methods its checks need, full fine-tuning and LoRA."""
 from __future__ import annotations
 
 import contextlib
@@ -17,8 +21,10 @@ import yaml
 
 from cfqa.config import deep_merge
 from cfqa.contract import read_metrics, read_train_record
+from cfqa.methods.registry import METHOD_NAMES
 from pipeline_support import PROJECT, run_tool, tool_env
 from project_copy import copy_project
+from stage_results import TINY_METHODS, run_stage, run_stages, tiny_params, working_directory
 
 pytestmark = pytest.mark.slow
 RUN_FILES = ("train.json", "train_curve.csv", "predictions.jsonl", "per_question.jsonl", "metrics.json")
@@ -31,7 +37,9 @@ def pipeline(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     root = copy_project(tmp_path_factory.mktemp("cfqa"))
     params = yaml.safe_load((PROJECT / "params.yaml").read_text())
     tiny = yaml.safe_load((PROJECT / "tests/fixtures/params-tiny.yaml").read_text())
-    (root / "params.yaml").write_text(yaml.safe_dump(deep_merge(params, tiny), sort_keys=False))
+    values = deep_merge(params, tiny)
+    values["methods"] = {name: values["methods"][name] for name in TINY_METHODS}
+    (root / "params.yaml").write_text(yaml.safe_dump(values, sort_keys=False))
     # Two seeds: the report's deps in dvc.yaml list every (method, seed).
     run_tool([sys.executable, "-m", "cfqa.dag", "--write", "dvc.yaml"], root)
     git = ["git", "-c", "user.email=ci@cfqa", "-c", "user.name=ci"]
@@ -178,3 +186,29 @@ def job_stats(dry_run: str) -> dict[str, int]:
     table = dry_run.split("Job stats:")[1].split("total")[0]
     return {parts[0]: int(parts[1]) for line in table.splitlines()
             if len(parts := line.split()) == 2 and parts[1].isdigit()}
+
+
+def test_every_registered_method_runs_through_the_stage_commands(tmp_path):
+    """Every method of the registry, one seed, a few steps: tune, train, evaluate and the report
+    through the stage table's command lines (tests/stage_results.py), in one process."""
+    methods = tuple(yaml.safe_load((PROJECT / "params.yaml").read_text())["methods"])
+    assert set(methods) == set(METHOD_NAMES)
+    values = tiny_params(methods)
+    values["seeds"] = [0]
+    values["train"].update(max_steps=6, eval_every=3)
+    values["tune"].update(lr_factors=[1.0], trials=1, rungs=[0.5])
+    run = run_stages(tmp_path, values=values)
+    with working_directory(tmp_path):
+        run_stage("report", run.params)
+    for method in methods:
+        train = read_train_record(run.run_dir(method, 0) / "train.json", method)
+        assert (train.seed, train.steps) == (0, 6) and train.lr_selected, method
+        metrics = read_metrics(run.run_dir(method, 0) / "metrics.json", method)
+        assert set(metrics.sets["test"]) == {"factual", "counterfactual", "empty", "random"}, method
+        assert (run.model_dir(method, 0) / "trainable.safetensors").stat().st_size > 0, method
+    summary = json.loads((run.results / "summary.json").read_text())
+    assert set(summary["methods"]) == set(methods)
+    headline = json.loads((run.results / "headline.json").read_text())
+    assert list(headline) == list(methods)
+    report = (tmp_path / "reports/report.md").read_text()
+    assert all(f"| {method} " in report for method in methods)
