@@ -1,11 +1,11 @@
-"""The whole DAG, end to end, on a tiny configuration (two methods, two seeds) in a temporary
-copy of the project: Snakemake runs every stage, each (method, seed) run has its own files and
-MLflow run under one pipeline run, a second run has nothing to do, and after `dvc commit` a LoRA
-hyper-parameter change reruns LoRA's stages for every seed, and the report, and nothing else.
+"""The whole DAG, end to end, on a tiny configuration (two methods, two seeds), run by
+Snakemake once for the test run (tests/smoke_run.py: a copy of the project, the local-gpus
+profile): Snakemake runs every stage, each (method, seed) run has its own files and MLflow run
+under one pipeline run, each GPU job held its own device, a second run has nothing to do, and
+after `dvc commit` a LoRA hyper-parameter change reruns LoRA's stages for every seed, and the
+report, and nothing else.
 
-Every registered method goes through the same stage commands in one process (the last test):
-a Snakemake job costs about 6 s of imports (torch, transformers, peft) before it does anything,
-so the Snakemake run holds the two methods its checks need, full fine-tuning and LoRA."""
+Every registered method goes through the same stage commands in one process (the last test)."""
 from __future__ import annotations
 
 import contextlib
@@ -13,42 +13,25 @@ import hashlib
 import json
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from cfqa.config import deep_merge
 from cfqa.contract import read_metrics, read_train_record
 from cfqa.methods.registry import METHOD_NAMES
-from pipeline_support import PROJECT, run_tool, tool_env
-from project_copy import copy_project
-from stage_results import TINY_METHODS, run_stage, run_stages, tiny_params, working_directory
+from pipeline_support import PROJECT, run_tool
+from smoke_run import SMOKE_GROUP
+from stage_results import run_stage, run_stages, tiny_params, working_directory
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group(SMOKE_GROUP)]
 RUN_FILES = ("train.json", "train_curve.csv", "predictions.jsonl", "per_question.jsonl", "metrics.json")
 
 
 @pytest.fixture(scope="module")
-def pipeline(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
-    """The project run by Snakemake, and that run's result. --keep-going: every job that can
-    run does, so a failure in one stage leaves the other stages' checks meaningful."""
-    root = copy_project(tmp_path_factory.mktemp("cfqa"))
-    params = yaml.safe_load((PROJECT / "params.yaml").read_text())
-    tiny = yaml.safe_load((PROJECT / "tests/fixtures/params-tiny.yaml").read_text())
-    values = deep_merge(params, tiny)
-    values["methods"] = {name: values["methods"][name] for name in TINY_METHODS}
-    (root / "params.yaml").write_text(yaml.safe_dump(values, sort_keys=False))
-    # Two seeds: the report's deps in dvc.yaml list every (method, seed).
-    run_tool([sys.executable, "-m", "cfqa.dag", "--write", "dvc.yaml"], root)
-    git = ["git", "-c", "user.email=ci@cfqa", "-c", "user.name=ci"]
-    run_tool(["git", "init", "-q"], root)
-    run_tool(git + ["add", "-A"], root)
-    run_tool(git + ["commit", "-qm", "smoke"], root)
-    result = subprocess.run(["snakemake", "--cores", "2", "--keep-going"], cwd=root, env=tool_env(),
-                            capture_output=True, text=True, timeout=1800)
-    return root, result
+def pipeline(smoke_run) -> tuple[Path, subprocess.CompletedProcess]:
+    """The project run by Snakemake, and that run's result."""
+    return smoke_run.root, smoke_run.result
 
 
 def assert_completed(result: subprocess.CompletedProcess) -> None:
@@ -146,6 +129,19 @@ def test_report_and_summary_cover_every_method(pipeline):
         assert f"| {method} " in report
         assert method in html
     assert "<script src=" not in html
+
+
+def test_each_gpu_job_held_its_own_device(pipeline):
+    """The local-gpus profile: tune, train and evaluate start through cfqa.launch, which pins each
+    to one device of the list Snakemake was given; the CPU stages see none."""
+    root, result = pipeline
+    assert_completed(result)
+    logs = [root / "logs" / "tune" / f"{method}.stderr.log" for method, _ in runs_of(root)[::2]]
+    logs += [root / "logs" / stage / method / f"seed{seed}.stderr.log"
+             for stage in ("train", "evaluate") for method, seed in runs_of(root)]
+    for log in logs:
+        assert re.search(r"pinned to CUDA device\(s\) [57] \(CUDA_VISIBLE_DEVICES", log.read_text()), log
+    assert "pinned" not in (root / "logs" / "prepare.stderr.log").read_text()
 
 
 def test_second_run_has_nothing_to_do(pipeline):

@@ -5,9 +5,10 @@ on the tiny configuration, without Apptainer (CFQA_CONTAINERS=none) and with the
 cluster's overlay (tests/cluster/profile: no job accounting here). Every job's request is read
 back from the scheduler: the GPU stages asked for a GPU on the GPU partition, the others ran on
 the CPU partition, the network stages never became jobs, and each got the stage table's memory
-and time limit. The outputs equal a local run's of the same params (workflow/profiles/local-gpus
-with a fake device list, which pins each GPU job to its own device), and a run set to
-`train.device: cuda` stops at its first GPU job with one line, exit 2, on the cluster and locally.
+and time limit. The outputs equal those of the test run's local Snakemake run of the same params
+with one more method and seed (tests/smoke_run.py: workflow/profiles/local-gpus with a fake
+device list), and a run set to `train.device: cuda` stops at its first GPU job with one line,
+exit 2, on the cluster and locally.
 
 Needs root and slurmctld, slurmd and munge (`make slurm-local`); skipped without them, except
 in CI (CI=true), where a missing tool fails."""
@@ -33,8 +34,9 @@ from cfqa.io.timing_files import is_timing_file
 from pipeline_support import PROJECT, tool_env
 from project_copy import copy_project
 from required_tools import missing as tool_missing
+from smoke_run import SMOKE_GROUP
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group(SMOKE_GROUP)]
 SCRIPT = PROJECT / "tests" / "cluster" / "local_slurm.sh"
 OVERLAY = "tests/cluster/profile"
 PARAMS = "cluster-test.yaml"            # the tiny configuration, one method and one seed
@@ -125,14 +127,11 @@ def slurm_run(cluster, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def local_run(tmp_path_factory):
-    """The same params run locally, one job per (fake) GPU: CUDA_VISIBLE_DEVICES=5,7."""
-    root = project(tmp_path_factory.mktemp("local") / "project")
-    env = environment(CUDA_VISIBLE_DEVICES="5,7", CFQA_GPU_LOCK_DIR=str(root.parent / "gpu-locks"))
-    result = subprocess.run(["snakemake", "--profile", "workflow/profiles/local-gpus", "--cores", "2",
-                             "--configfile", PARAMS], cwd=root, env=env, capture_output=True, text=True, timeout=2400)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
-    return root
+def local_run(smoke_run):
+    """The tiny configuration run locally by Snakemake (tests/smoke_run.py: the local-gpus
+    profile, one job per fake GPU): its params are this test's, with one more method and seed."""
+    assert smoke_run.result.returncode == 0, smoke_run.result.stdout[-3000:] + smoke_run.result.stderr[-6000:]
+    return smoke_run.root
 
 
 def scheduler_jobs(root: Path) -> list[dict[str, str]]:
@@ -178,7 +177,8 @@ def file_hashes(root: Path) -> dict[str, str]:
 
 def test_cluster_outputs_equal_the_local_run(slurm_run, local_run):
     cluster, local = file_hashes(slurm_run), file_hashes(local_run)
-    assert cluster == local
+    assert set(cluster) <= set(local), sorted(set(cluster) - set(local))
+    assert cluster == {path: local[path] for path in cluster}
     assert {f"models/{METHOD}/seed{SEED}/trainable.safetensors", f"results/{METHOD}/seed{SEED}/predictions.jsonl",
             f"results/{METHOD}/seed{SEED}/metrics.json", "data/stats.json"} <= set(cluster)
     selection = [json.loads((root / f"results/{METHOD}/lr_selection.json").read_text()) for root in (slurm_run, local_run)]
@@ -195,15 +195,6 @@ def test_results_record_the_code_that_ran(slurm_run, local_run):
         assert run.code_path == str((root / "workflow" / "cfqa").resolve())
         assert run.code_sha256 == package_sha256(root / "workflow" / "cfqa")
         assert run.git_commit != "unknown" and run.git_dirty is False
-
-
-def test_local_gpu_jobs_each_held_their_own_device(local_run):
-    logs = [local_run / "logs" / "tune" / f"{METHOD}.stderr.log",
-            local_run / "logs" / "train" / METHOD / f"seed{SEED}.stderr.log",
-            local_run / "logs" / "evaluate" / METHOD / f"seed{SEED}.stderr.log"]
-    for log in logs:
-        assert re.search(r"pinned to CUDA device\(s\) [57] \(CUDA_VISIBLE_DEVICES", log.read_text()), log
-    assert "pinned" not in (local_run / "logs" / "prepare.stderr.log").read_text()
 
 
 def set_to_cuda(finished: Path, root: Path) -> Path:
