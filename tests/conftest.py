@@ -14,27 +14,39 @@ os.environ.setdefault("CFQA_REQUIRE_TOOLS", "1" if os.environ.get("CI", "").lowe
 os.environ.setdefault("CI", "true")  # progress bars off in tests
 
 
-# `make test` hands each pytest-xdist worker whole groups (--dist loadgroup): a module is a group
-# unless it names a shared one (pytest.mark.xdist_group), so a module fixture is built once, and
-# modules sharing a session fixture that changes files run in one worker, one after another.
-# Groups start longest first (minutes on 2 cores, `make test`), so no long one starts last.
-LONGEST_GROUPS = ("test_dvc_pipeline.py", "tiny-snakemake-run", "test_kill.py", "test_profile_roots.py",
-                  "test_image.py")
+# `make test` hands each pytest-xdist worker whole files (--dist loadfile), so a module fixture is
+# built once, except that the files sharing the tiny Snakemake run (tests/smoke_run.py) are one
+# unit, run by one worker one after another: the smoke tests change that run's files for a while.
+# (pytest-xdist 3.8's --dist loadgroup would say this with marks, but it groups by renaming node
+# ids, which pytest 9 ignores.) Units start longest first (--no-loadscope-reorder keeps this
+# order), so no long one starts last; measured on 2 cores, `make test`.
+LONGEST_FIRST = ("test_dvc_pipeline.py", "tiny-snakemake-run", "test_kill.py", "test_profile_roots.py",
+                 "test_image.py")
 
 
-def xdist_group(item: pytest.Item) -> str:
-    marker = item.get_closest_marker("xdist_group")
-    return marker.args[0] if marker else item.nodeid.split("::", 1)[0].rsplit("/", 1)[-1]
+def work_unit(path: str) -> str:
+    """The unit of work a test file belongs to: its name, or the shared run's group."""
+    from smoke_run import SMOKE_GROUP, SMOKE_MODULES
+
+    name = path.rsplit("/", 1)[-1]
+    return SMOKE_GROUP if name in SMOKE_MODULES else name
 
 
-@pytest.hookimpl(tryfirst=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class SharedRunScheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return work_unit(super()._split_scope(nodeid))
+
+    return SharedRunScheduling(config, log)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Before pytest-xdist reads the groups: every item gets one, the longest groups first."""
-    for item in items:
-        if item.get_closest_marker("xdist_group") is None:
-            item.add_marker(pytest.mark.xdist_group(xdist_group(item)))
-    rank = {name: place for place, name in enumerate(LONGEST_GROUPS)}
-    items.sort(key=lambda item: rank.get(xdist_group(item), len(rank)))
+    rank = {name: place for place, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(work_unit(item.nodeid.split("::", 1)[0]), len(rank)))
 
 
 def tiny_t5_config(**overrides) -> T5Config:
@@ -81,8 +93,8 @@ def stage_results(tmp_path_factory, worker_id):
 
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory):
-    """The tiny configuration run by Snakemake (tests/smoke_run.py); modules using it name
-    smoke_run.SMOKE_GROUP as their xdist_group."""
+    """The tiny configuration run by Snakemake (tests/smoke_run.py); the modules using it are
+    smoke_run.SMOKE_MODULES, which `make test` runs in one worker."""
     from smoke_run import run_smoke
 
     return run_smoke(tmp_path_factory.mktemp("smoke") / "project")

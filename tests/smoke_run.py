@@ -4,8 +4,8 @@ list (CUDA_VISIBLE_DEVICES=5,7), which pins each GPU job to its own device; on t
 machine the jobs then train on the CPU as configured.
 
 tests/test_pipeline_smoke.py checks the run itself; tests/test_slurm_cluster.py compares the
-cluster's outputs with it. Both name SMOKE_GROUP, so pytest-xdist (`--dist loadgroup`) runs them
-in one worker, one after the other: the smoke tests change the run's params.yaml for a while."""
+cluster's outputs with it. `make test` runs both in one pytest-xdist worker, one after the other
+(tests/conftest.py): the smoke tests change the run's params.yaml for a while."""
 from __future__ import annotations
 
 import subprocess
@@ -21,6 +21,7 @@ from project_copy import copy_project
 from stage_results import TINY_METHODS
 
 SMOKE_GROUP = "tiny-snakemake-run"
+SMOKE_MODULES = ("test_pipeline_smoke.py", "test_slurm_cluster.py")
 FAKE_DEVICES = "5,7"
 
 

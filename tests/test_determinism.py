@@ -11,14 +11,13 @@ import pytest
 import yaml
 
 from cfqa.contract.run_info import directory_sha256
-from stage_results import tiny_params
-from test_kill import COUNTERFACTUALS, PREPARE, TRAIN, stage
+from stage_results import stage_command, tiny_params
+from test_kill import COUNTERFACTUALS, DOWNLOAD, ENTITIES, PARAMS, PREPARE, PRETRAIN, stage
 
 pytestmark = pytest.mark.slow
 
-TUNE = ("tune", "--method", "lora", "--variants", "data/variants", "--models", "models",
-        "--out", "results/lora/lr_selection.json")
-PRETRAIN = ("pretrain", "--raw", "data/raw", "--out", "models/base", "--out-lm", "models/base_lm")
+TUNE = tuple(stage_command("tune", PARAMS, method="lora"))
+TRAIN = tuple(stage_command("train", PARAMS, ("tokenized",), method="lora", seed=0))   # at the tuned rate
 # train.json's measurements of the run itself: clock times, rates, and the process's measured
 # peak memory. Every other field (counts, losses, steps, hashes, run info) is the same.
 TRAIN_TIMING_FIELDS = ("peak_memory_bytes", "step_time_s", "train_examples_per_s", "train_time_s", "wall_time_s",
@@ -28,7 +27,7 @@ TRAIN_TIMING_FIELDS = ("peak_memory_bytes", "step_time_s", "train_examples_per_s
 def pretrain_tune_train(root: Path) -> None:
     stage(root, PRETRAIN)
     stage(root, TUNE)
-    stage(root, (*TRAIN, "--lr-selection", "results/lora/lr_selection.json"))
+    stage(root, TRAIN)
 
 
 @pytest.fixture(scope="module")
@@ -39,10 +38,8 @@ def two_runs(tmp_path_factory) -> tuple[Path, Path]:
     values["seeds"] = [0]
     values["train"].update(max_steps=6, eval_every=3)
     (first / "params.yaml").write_text(yaml.safe_dump(values, sort_keys=False))
-    stage(first, ("download", "--out", "data/raw"))
-    stage(first, PREPARE)
-    stage(first, ("entities", "--prepared", "data/prepared", "--raw", "data/raw", "--out", "data/entities"))
-    stage(first, COUNTERFACTUALS)
+    for args in (DOWNLOAD, PREPARE, ENTITIES, COUNTERFACTUALS):
+        stage(first, args)
     second = tmp_path_factory.mktemp("second")
     shutil.copy(first / "params.yaml", second / "params.yaml")
     for data in ("raw", "variants"):           # pretrain reads the corpus in data/raw

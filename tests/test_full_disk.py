@@ -24,15 +24,13 @@ import yaml
 import cfqa.stages.train as train_stage
 from pipeline_support import tool_env
 from required_tools import missing
-from stage_results import tiny_params
-from test_kill import COUNTERFACTUALS, TRAIN, debris, files, stage
+from stage_results import stage_command, tiny_params
+from test_kill import COUNTERFACTUALS, DOWNLOAD, ENTITIES, PARAMS, PREPARE, PRETRAIN, TRAIN, debris, files, stage
 
 pytestmark = pytest.mark.slow
 
-REPORT = ("report", "--results", "results", "--data-stats", "data/stats.json", "--out", "reports",
-          "--summary", "results/summary.json")
-EVALUATE = ("evaluate", "--method", "lora", "--seed", "0", "--variants", "data/variants", "--models", "models",
-            "--model", "models/lora/seed0", "--results", "results/lora/seed0")
+REPORT = tuple(stage_command("report", PARAMS, ("headline",)))
+EVALUATE = tuple(stage_command("evaluate", PARAMS, ("tokenized",), method="lora", seed=0))
 ROOMY = 256 * 2**20       # a size no stage of the tiny configuration comes near
 
 
@@ -111,11 +109,8 @@ def reference(can_mount, tmp_path_factory) -> Path:
     values["train"].update(max_steps=6, eval_every=3)     # checkpoints at steps 3 and 6
     values["tracking"]["uri"] = f"sqlite:///{tmp_path_factory.mktemp('tracking') / 'mlflow.db'}"
     (root / "params.yaml").write_text(yaml.safe_dump(values, sort_keys=False))
-    stage(root, ("download", "--out", "data/raw"))
-    stage(root, ("prepare", "--raw", "data/raw", "--out", "data/prepared"))
-    stage(root, ("entities", "--prepared", "data/prepared", "--raw", "data/raw", "--out", "data/entities"))
-    stage(root, COUNTERFACTUALS)
-    stage(root, ("pretrain", "--raw", "data/raw", "--out", "models/base", "--out-lm", "models/base_lm"))
+    for args in (DOWNLOAD, PREPARE, ENTITIES, COUNTERFACTUALS, PRETRAIN):
+        stage(root, args)
 
     def keep_a_copy(directory: Path) -> None:
         shutil.copytree(directory, root / "checkpoint")
@@ -139,8 +134,7 @@ def on_disk(reference: Path, disk: SmallDisk, *inputs: str) -> Path:
 
 
 def run_stage(root: Path, args: tuple[str, ...], log: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "cfqa.cli", "--log-file", str(log), args[0],
-                           "--params", "params.yaml", *args[1:]],
+    return subprocess.run([sys.executable, "-m", "cfqa.cli", "--log-file", str(log), *args],
                           cwd=root, env=tool_env(), capture_output=True, text=True, timeout=600)
 
 

@@ -22,7 +22,7 @@ from cfqa.io.atomic_io import is_temporary
 from cfqa.config import PROJECT_ROOT
 from pipeline_support import tool_env
 from project_copy import copy_project
-from stage_results import tiny_params, working_directory
+from stage_results import stage_command, tiny_params, working_directory
 
 pytestmark = pytest.mark.slow
 
@@ -44,23 +44,27 @@ from cfqa.cli import main
 sys.exit(main(sys.argv[4:]))
 """
 
-PREPARE = ("prepare", "--raw", "data/raw", "--out", "data/prepared")
-COUNTERFACTUALS = ("counterfactuals", "--prepared", "data/prepared", "--entities", "data/entities",
-                   "--out", "data/variants", "--stats", "data/stats.json")
-TRAIN = ("train", "--method", "lora", "--seed", "0", "--variants", "data/variants", "--models", "models",
-         "--out", "models/lora/seed0", "--results", "results/lora/seed0")
+# The stages' command lines, from the stage table, run in the run's directory. Train runs at the
+# configured rate on the variants: no tune or tokenize job runs before it here.
+PARAMS = Path("params.yaml")
+DOWNLOAD = tuple(stage_command("download", PARAMS, ("fetched",)))
+PREPARE = tuple(stage_command("prepare", PARAMS))
+ENTITIES = tuple(stage_command("entities", PARAMS))
+COUNTERFACTUALS = tuple(stage_command("counterfactuals", PARAMS))
+PRETRAIN = tuple(stage_command("pretrain", PARAMS, ("fetched",)))
+TRAIN = tuple(stage_command("train", PARAMS, ("tokenized", "lr-selection"), method="lora", seed=0))
 
 
 def stage(root: Path, args: tuple[str, ...], log: str | None = None) -> None:
     log_args = ["--log-file", log] if log else []
     with working_directory(root):
-        code = cli.main([*log_args, args[0], "--params", "params.yaml", *args[1:]])
+        code = cli.main([*log_args, *args])
     assert code == 0, f"cfqa {' '.join(args)} exited {code}"
 
 
 def killed(root: Path, args: tuple[str, ...], module: str, attribute: str, call: int = 1) -> None:
     result = subprocess.run([sys.executable, "-c", KILL_AT, module, attribute, str(call),
-                             args[0], "--params", "params.yaml", *args[1:]],
+                             *args],
                             cwd=root, env=tool_env(), capture_output=True, text=True, timeout=600)
     assert result.returncode == -signal.SIGKILL, result.stderr[-3000:]
 
@@ -83,12 +87,8 @@ def reference(tmp_path_factory) -> Path:
     values["seeds"] = [0]
     values["train"].update(max_steps=6, eval_every=3)     # a checkpoint at step 3, the end at 6
     (root / "params.yaml").write_text(yaml.safe_dump(values, sort_keys=False))
-    stage(root, ("download", "--out", "data/raw"))
-    stage(root, PREPARE)
-    stage(root, ("entities", "--prepared", "data/prepared", "--raw", "data/raw", "--out", "data/entities"))
-    stage(root, COUNTERFACTUALS)
-    stage(root, ("pretrain", "--raw", "data/raw", "--out", "models/base", "--out-lm", "models/base_lm"))
-    stage(root, TRAIN)
+    for args in (DOWNLOAD, PREPARE, ENTITIES, COUNTERFACTUALS, PRETRAIN, TRAIN):
+        stage(root, args)
     return root
 
 
@@ -139,7 +139,7 @@ def test_orphan_variants_are_removed_before_the_rerun_works(reference, tmp_path)
     killed(root, COUNTERFACTUALS, "cfqa.stages.counterfactuals", "write_record")
     (root / "data/prepared/test.jsonl").write_text("{not json\n")
     with working_directory(root):
-        code = cli.main([COUNTERFACTUALS[0], "--params", "params.yaml", *COUNTERFACTUALS[1:]])
+        code = cli.main(list(COUNTERFACTUALS))
     assert code == 2
     assert not (root / "data/variants").exists() and not (root / "data/stats.json").exists()
 

@@ -21,10 +21,9 @@ import yaml
 from cfqa.contract import read_metrics, read_train_record
 from cfqa.methods.registry import METHOD_NAMES
 from pipeline_support import PROJECT, run_tool
-from smoke_run import SMOKE_GROUP
 from stage_results import run_stage, run_stages, tiny_params, working_directory
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group(SMOKE_GROUP)]
+pytestmark = pytest.mark.slow
 RUN_FILES = ("train.json", "train_curve.csv", "predictions.jsonl", "per_question.jsonl", "metrics.json")
 
 

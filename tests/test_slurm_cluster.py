@@ -34,9 +34,8 @@ from cfqa.io.timing_files import is_timing_file
 from pipeline_support import PROJECT, tool_env
 from project_copy import copy_project
 from required_tools import missing as tool_missing
-from smoke_run import SMOKE_GROUP
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group(SMOKE_GROUP)]
+pytestmark = pytest.mark.slow
 SCRIPT = PROJECT / "tests" / "cluster" / "local_slurm.sh"
 OVERLAY = "tests/cluster/profile"
 PARAMS = "cluster-test.yaml"            # the tiny configuration, one method and one seed
