@@ -226,10 +226,15 @@ def test_a_cuda_run_stops_at_its_first_gpu_job_on_the_cluster(slurm_run, tmp_pat
 
 
 def test_a_cuda_run_stops_at_its_first_gpu_job_locally(local_run, tmp_path):
-    root = set_to_cuda(local_run, tmp_path / "project")
-    result = subprocess.run(["snakemake", "--profile", "workflow/profiles/default", "--cores", "1",
-                             "--configfile", PARAMS], cwd=root, env=environment(),
-                            capture_output=True, text=True, timeout=900)
+    """The local run ran on params.yaml alone: its copy's params.yaml is set to cuda, for this
+    test's method and seed."""
+    root = tmp_path / "project"
+    shutil.copytree(local_run, root, symlinks=True)
+    params = deep_merge(yaml.safe_load((root / "params.yaml").read_text()), {"train": {"device": "cuda"}, "seeds": [SEED]})
+    params["methods"] = {METHOD: params["methods"][METHOD]}
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    result = subprocess.run(["snakemake", "--profile", "workflow/profiles/default", "--cores", "1"], cwd=root,
+                            env=environment(), capture_output=True, text=True, timeout=900)
     assert result.returncode != 0
     one_failing_line(root / "logs" / "tune" / f"{METHOD}.stderr.log")
     assert "Error in rule tune" in result.stdout + result.stderr
