@@ -82,10 +82,12 @@ smoke: install
 
 # The suite dry-runs the SLURM and Kubernetes profiles with their real plugins (about a minute
 # of install once, then a stamp), so `make test` installs them; `make test-fast` does not.
-# Both run on every core (pytest-xdist). `make test` hands out whole files (--dist loadfile; the
-# files that share one end-to-end run go together, longest first: tests/conftest.py), so each
-# end-to-end run is built once, by the worker that runs its tests.
-TEST_WORKERS ?= auto
+# Both run on every core (pytest-xdist), with one worker more than cores: the end-to-end tests
+# spend part of their time waiting on a scheduler (SLURM polls), a server or a killed process.
+# `make test` hands out whole files (--dist loadfile; the files that share one end-to-end run go
+# together, longest first: tests/conftest.py), so each end-to-end run is built once, by the worker
+# that runs its tests.
+TEST_WORKERS ?= $(shell echo $$(( $$(nproc) + 1 )))
 test: install-executors
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 

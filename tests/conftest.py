@@ -19,9 +19,11 @@ os.environ.setdefault("CI", "true")  # progress bars off in tests
 # unit, run by one worker one after another: the smoke tests change that run's files for a while.
 # (pytest-xdist 3.8's --dist loadgroup would say this with marks, but it groups by renaming node
 # ids, which pytest 9 ignores.) Units start longest first (--no-loadscope-reorder keeps this
-# order), so no long one starts last; measured on 2 cores, `make test`.
-LONGEST_FIRST = ("test_dvc_pipeline.py", "tiny-snakemake-run", "test_kill.py", "test_profile_roots.py",
-                 "test_image.py")
+# order), so no long one starts last: the units over 40 s, measured with `make test` on 2 cores.
+LONGEST_FIRST = ("tiny-snakemake-run", "test_dvc_pipeline.py", "test_kill.py", "test_image.py",
+                 "test_profile_roots.py", "test_full_disk.py", "test_workflow_config_check.py",
+                 "test_causal_smoke.py", "test_report.py", "test_tracking.py", "test_data_parallel.py",
+                 "test_hub.py")
 
 
 def work_unit(path: str) -> str:
