@@ -88,11 +88,13 @@ smoke: install
 # together, longest first: tests/conftest.py), so each end-to-end run is built once, by the worker
 # that runs its tests.
 TEST_WORKERS ?= $(shell echo $$(( $$(nproc) + 1 )))
+# `make test-fast` waits on nothing: one worker per core.
+FAST_WORKERS ?= auto
 test: install-executors
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 test-fast: install
-	PATH=$(abspath $(BIN)):$$PATH $(BIN)/pytest -q -n $(TEST_WORKERS) -m "not slow"
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/pytest -q -n $(FAST_WORKERS) -m "not slow"
 
 # dvc.yaml is generated from the DAG table (workflow/cfqa/dag/table.py) and params.yaml's methods.
 dvc.yaml: install
