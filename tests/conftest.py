@@ -34,6 +34,7 @@ def work_unit(path: str) -> str:
     return SMOKE_GROUP if name in SMOKE_MODULES else name
 
 
+@pytest.hookimpl(optionalhook=True)          # pytest-xdist's hook: absent with `-p no:xdist`
 def pytest_xdist_make_scheduler(config: pytest.Config, log):
     if config.getvalue("dist") != "loadfile":
         return None
@@ -83,12 +84,12 @@ def t5_model():
 
 
 @pytest.fixture(scope="session")
-def stage_results(tmp_path_factory, worker_id):
+def stage_results(tmp_path_factory):
     """The pipeline's stages run once per test run on the tiny configuration: real result files,
     read (never changed) by every test and every xdist worker that asks for them."""
     from stage_results import run_stages, shared_run_stages
 
-    if worker_id == "master":                   # no xdist: this process is the whole run
+    if "PYTEST_XDIST_WORKER" not in os.environ:    # no xdist worker: this process is the whole run
         return run_stages(tmp_path_factory.mktemp("stage-results"))
     return shared_run_stages(tmp_path_factory.getbasetemp().parent / "stage-results")
 
