@@ -21,7 +21,7 @@ os.environ.setdefault("CI", "true")  # progress bars off in tests
 # ids, which pytest 9 ignores.) Units start longest first (--no-loadscope-reorder keeps this
 # order), so no long one starts last: the units over 40 s, measured with `make test` on 2 cores.
 LONGEST_FIRST = ("tiny-snakemake-run", "test_dvc_pipeline.py", "test_kill.py", "test_image.py",
-                 "test_profile_roots.py", "test_full_disk.py", "test_workflow_config_check.py",
+                 "test_full_disk.py", "test_workflow_config_check.py", "test_profile_roots.py",
                  "test_causal_smoke.py", "test_report.py", "test_tracking.py", "test_data_parallel.py",
                  "test_hub.py")
 

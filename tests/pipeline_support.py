@@ -8,6 +8,16 @@ from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
+# What every run of a checkout shares, whatever its run root: Snakemake's state and the MLflow
+# store (runs are told apart by their experiment, `tracking.experiment`).
+SHARED_STATE = (".snakemake/", "mlflow.db", "mlflow.db.lock", "mlartifacts/")
+
+
+def file_stamps(root: Path) -> dict[str, tuple[int, int]]:
+    """(mtime, size) of every file under `root`, by path relative to it: compared before and
+    after a run, the files the run wrote or changed."""
+    return {path.relative_to(root).as_posix(): (path.stat().st_mtime_ns, path.stat().st_size)
+            for path in root.rglob("*") if path.is_file()}
 
 
 def tool_env(**extra: str) -> dict[str, str]:
@@ -21,6 +31,19 @@ def run_tool(args: list[str], cwd: Path, timeout: float = 900) -> subprocess.Com
     if result.returncode != 0:
         raise AssertionError(f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}")
     return result
+
+
+# A test's own commits: a fresh CI machine has no git identity configured.
+GIT = ["git", "-c", "user.email=ci@cfqa", "-c", "user.name=ci"]
+
+
+def commit_all(root: Path, message: str) -> None:
+    """Everything under `root` committed, in a repository created there first if it has none
+    (DVC needs one, and the runs record the commit)."""
+    if not (root / ".git").exists():
+        run_tool(["git", "init", "-q"], root)
+    run_tool([*GIT, "add", "-A"], root)
+    run_tool([*GIT, "commit", "-qm", message], root)
 
 
 def profile_settings(profile: str | Path, env: dict[str, str] | None = None) -> dict:

@@ -15,10 +15,9 @@ from pathlib import Path
 
 import yaml
 
-from cfqa.config import deep_merge
-from pipeline_support import PROJECT, run_tool, tool_env
+from pipeline_support import commit_all, run_tool, tool_env
 from project_copy import copy_project
-from stage_results import TINY_METHODS
+from stage_results import TINY_METHODS, tiny_config
 
 SMOKE_GROUP = "tiny-snakemake-run"
 SMOKE_MODULES = ("test_pipeline_smoke.py", "test_slurm_cluster.py")
@@ -36,11 +35,7 @@ def smoke_params() -> dict:
     about 6 s of imports (torch, transformers, peft) before its work, so the run holds the two
     methods the checks need; every other method runs through the same stage commands in-process
     (tests/test_pipeline_smoke.py)."""
-    params = yaml.safe_load((PROJECT / "params.yaml").read_text())
-    tiny = yaml.safe_load((PROJECT / "tests/fixtures/params-tiny.yaml").read_text())
-    values = deep_merge(params, tiny)
-    values["methods"] = {name: values["methods"][name] for name in TINY_METHODS}
-    return values
+    return tiny_config(TINY_METHODS)
 
 
 def run_smoke(root: Path) -> SmokeRun:
@@ -50,10 +45,7 @@ def run_smoke(root: Path) -> SmokeRun:
     (root / "params.yaml").write_text(yaml.safe_dump(smoke_params(), sort_keys=False))
     # Two seeds: the report's deps in dvc.yaml list every (method, seed).
     run_tool([sys.executable, "-m", "cfqa.dag", "--write", "dvc.yaml"], root)
-    git = ["git", "-c", "user.email=ci@cfqa", "-c", "user.name=ci"]
-    run_tool(["git", "init", "-q"], root)
-    run_tool(git + ["add", "-A"], root)
-    run_tool(git + ["commit", "-qm", "smoke"], root)
+    commit_all(root, "smoke")
     env = tool_env(CUDA_VISIBLE_DEVICES=FAKE_DEVICES, CFQA_GPU_LOCK_DIR=str(root.parent / "gpu-locks"))
     env.pop("SLURM_CONF", None)
     result = subprocess.run(["snakemake", "--profile", "workflow/profiles/local-gpus", "--cores", "2", "--keep-going"],

@@ -71,11 +71,18 @@ def working_directory(path: Path):
         os.chdir(previous)
 
 
-def tiny_params(methods: tuple[str, ...] = TINY_METHODS) -> dict:
+def tiny_config(methods: tuple[str, ...] = TINY_METHODS) -> dict:
+    """params.yaml with the tiny overrides (tests/fixtures/params-tiny.yaml), holding only
+    `methods`: the configuration every end-to-end test starts from."""
     params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
     tiny = yaml.safe_load((PROJECT_ROOT / "tests/fixtures/params-tiny.yaml").read_text())
     merged = deep_merge(params, tiny)
     merged["methods"] = {name: merged["methods"][name] for name in methods}
+    return merged
+
+
+def tiny_params(methods: tuple[str, ...] = TINY_METHODS) -> dict:
+    merged = tiny_config(methods)
     merged["tracking"]["experiment"] = "cfqa-stage-results"
     # Enough steps, and no empty/random contexts (whose "unanswerable" a tiny model first
     # answers everywhere), for answers to appear: the memorization classes (original /

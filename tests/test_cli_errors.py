@@ -191,7 +191,7 @@ def test_every_bad_setting_is_rejected_by_validate_in_one_line(tmp_path, capsys,
     code = cli.main(["validate", "--params", str(PARAMS), "--params", str(bad), "--out", str(tmp_path / "stamp")])
     lines = stderr_lines(capsys)
     assert code == 2 and len(lines) == 1, lines
-    assert f"ERROR cfqa: cfqa validate: " in lines[0] and f"{bad}: " in lines[0]
+    assert "ERROR cfqa: cfqa validate: " in lines[0] and f"{bad}: " in lines[0]
     assert expected in lines[0], lines[0]
     assert len(lines[0]) < 2000 and not (tmp_path / "stamp").exists()
 

@@ -3,7 +3,6 @@ under deps and Snakemake holds its hash as a param, so a change reruns exactly t
 run the changed file."""
 from __future__ import annotations
 
-import pytest
 import yaml
 
 from cfqa.dag import STAGES, code_files, code_hash, code_paths

@@ -18,12 +18,11 @@ import yaml
 from cfqa.contract import CurveRow, Headline, MethodFiles, write_curve, write_record, write_run_headline
 from cfqa.dag import RUN_RESULTS
 from cfqa.analysis.headline import run_headline
-from pipeline_support import PROJECT, run_tool
+from pipeline_support import PROJECT, commit_all, run_tool
 from project_copy import copy_project
 
 METHODS = ("full", "lora")
 SEEDS = (0, 1)
-GIT = ["git", "-c", "user.email=ci@cfqa", "-c", "user.name=ci"]
 
 
 def headline(em: float, params: int) -> Headline:
@@ -53,11 +52,6 @@ def write_results(root: Path, em: dict[str, float], loss: dict[str, float]) -> N
     write_run_headline(root / "results" / "headline.json", run_headline(runs))
 
 
-def commit(root: Path, message: str) -> None:
-    run_tool(GIT + ["add", "-A"], root)
-    run_tool(GIT + ["commit", "-qm", message], root)
-
-
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
     """Two commits of a two-method project whose results differ: lora's EM 50 -> 75."""
@@ -67,11 +61,10 @@ def project(tmp_path_factory) -> Path:
     params["seeds"] = list(SEEDS)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run_tool([sys.executable, "-m", "cfqa.dag", "--write", "dvc.yaml"], root)
-    run_tool(["git", "init", "-q"], root)
     write_results(root, em={"full": 60.0, "lora": 50.0}, loss={"full": 2.0, "lora": 2.0})
-    commit(root, "first results")
+    commit_all(root, "first results")
     write_results(root, em={"full": 60.0, "lora": 75.0}, loss={"full": 2.0, "lora": 1.0})
-    commit(root, "lora improved")
+    commit_all(root, "lora improved")
     return root
 
 

@@ -1,5 +1,4 @@
-"""DVC as users meet it, on the tiny configuration (two methods, one seed) in a copy of the
-project: `dvc repro` runs the DAG; an identical re-evaluation leaves `dvc status` clean; the
+"""DVC as users meet it, on the tiny configuration (LoRA, one seed) in a copy of the project: `dvc repro` runs the DAG; an identical re-evaluation leaves `dvc status` clean; the
 results go to the default remote and come back into a fresh clone with nothing to rerun in
 either engine; `dvc exp run -S` gives an experiment `dvc exp show` compares with its
 baseline, value by value, in a table that fits 120 columns with the changed parameter in view;
@@ -17,21 +16,15 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from cfqa.config import deep_merge
 from cfqa.dag.dvc_yaml import dvc_document
-from pipeline_support import PROJECT, run_tool, tool_env
+from pipeline_support import commit_all, run_tool, tool_env
 from project_copy import copy_project
+from stage_results import tiny_config
 
 pytestmark = pytest.mark.slow
-METHODS = ("full", "lora")
-GIT = ["git", "-c", "user.email=ci@cfqa", "-c", "user.name=ci"]
-
-
-def commit(root: Path, message: str) -> None:
-    run_tool(GIT + ["add", "-A"], root)
-    run_tool(GIT + ["commit", "-qm", message], root)
-
-
+# One method: every DVC behaviour here is per stage. That a LoRA change reruns LoRA's stages and
+# no other method's is tests/test_pipeline_smoke.py's (`dvc status` on the shared run).
+METHODS = ("lora",)
 def dvc_status(root: Path) -> dict:
     return json.loads(run_tool(["dvc", "status", "--json"], root).stdout or "{}")
 
@@ -41,9 +34,7 @@ def project(tmp_path_factory) -> Path:
     """tmp/work: the project on the tiny configuration, reproduced by DVC and committed. Its
     default remote (../cfqa-dvc-remote, from .dvc/config) is tmp/cfqa-dvc-remote."""
     root = copy_project(tmp_path_factory.mktemp("dvc") / "work")
-    params = deep_merge(yaml.safe_load((PROJECT / "params.yaml").read_text()),
-                        yaml.safe_load((PROJECT / "tests/fixtures/params-tiny.yaml").read_text()))
-    params["methods"] = {name: params["methods"][name] for name in METHODS}
+    params = tiny_config(METHODS)
     params["seeds"] = [0]
     params["tracking"]["experiment"] = "cfqa-dvc"
     params["tune"].update(lr_factors=[1.0], trials=1)     # one grid point: the test is about DVC, not the grid
@@ -53,10 +44,9 @@ def project(tmp_path_factory) -> Path:
         block.setdefault("train", {})["lr"] = 0.01
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run_tool([sys.executable, "-m", "cfqa.dag", "--write", "dvc.yaml"], root)
-    run_tool(["git", "init", "-q"], root)
-    commit(root, "tiny configuration")
+    commit_all(root, "tiny configuration")
     run_tool(["dvc", "repro"], root, timeout=1500)
-    commit(root, "results")
+    commit_all(root, "results")
     return root
 
 
@@ -69,7 +59,7 @@ def test_identical_reevaluation_leaves_dvc_status_clean(project):
     subprocess.run(shlex.split(cmd), cwd=project, env=tool_env(), check=True, capture_output=True, timeout=600)
     assert (project / "results/lora/seed0/evaluation_run.json").read_bytes() != before
     assert dvc_status(project) == {}
-    run_tool(GIT + ["checkout", "--", "results"], project)
+    run_tool(["git", "checkout", "--", "results"], project)
 
 
 def test_push_then_pull_into_a_fresh_clone_has_nothing_to_rerun(project):
@@ -131,7 +121,6 @@ def test_exp_run_with_a_changed_rank_compares_with_its_baseline(project):
         assert list(metric(rev)) == list(METHODS)
         assert all(set(entry) == {"cf_em%", "f_em%"} for entry in metric(rev).values())
     assert json.loads((project / "results/headline.json").read_text())["lora"]["cf_em%±"] is None
-    assert metric(experiment)["full"] == metric(baseline)["full"]          # full fine-tuning is untouched
     assert experiment["data"]["params"]["params.yaml"]["data"]["methods"]["lora"]["options"]["r"] == 16
     # Each run's own numbers stay in git: LoRA's trainable parameters grow with its rank.
     committed = json.loads(run_tool(["git", "show", "HEAD:results/lora/seed0/headline.json"], project).stdout)
@@ -161,8 +150,8 @@ def test_a_queued_experiment_logs_into_the_checkout_s_store_beside_the_others(pr
 
 def test_exp_show_of_changed_columns_fits_a_terminal_and_names_the_parameter(project):
     """After the rank-16 and the queued rank-4 experiments, as a 120-column terminal shows it
-    (COLUMNS): the changed parameter and lora's metric columns, full's left out; DVC squeezes
-    changed dependency hashes into one "…" column."""
+    (COLUMNS): the changed parameter and lora's metric columns; DVC squeezes changed dependency
+    hashes into one "…" column."""
     shown = subprocess.run(["dvc", "exp", "show", "--only-changed", "--no-pager"], cwd=project, capture_output=True,
                            text=True, env=tool_env(COLUMNS="120"), timeout=300, check=True).stdout
     print(f"dvc exp show --only-changed at 120 columns:\n{shown}")     # shown with pytest -s or -rP

@@ -244,8 +244,6 @@ def test_a_wrong_sha256_is_one_line_from_the_cli(hub, tmp_path):
 
 
 def test_every_stage_but_fetch_runs_with_the_hub_offline_and_its_cache_in_the_run(tmp_path, monkeypatch):
-    import argparse
-
     from cfqa import cli
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
@@ -257,6 +255,27 @@ def test_every_stage_but_fetch_runs_with_the_hub_offline_and_its_cache_in_the_ru
     with cli.hub_environment(tmp_path / "cache", offline=False):
         assert "HF_HUB_OFFLINE" not in os.environ and os.environ["HF_HOME"] == str(tmp_path / "cache")
     assert dict(os.environ) == before                                  # restored
+
+
+@pytest.mark.parametrize("ci, forced, quiet", [("true", None, True), ("", "1", False)])
+def test_the_hub_s_progress_bars_follow_the_stage_s(tmp_path, monkeypatch, ci, forced, quiet):
+    """transformers' "Loading weights" bar and the hub's download bars are silent where the
+    stages' own bars are (CI=true, a job's log file), shown where they are."""
+    from cfqa import cli
+
+    monkeypatch.setenv("CI", ci)
+    monkeypatch.delenv("HF_HUB_DISABLE_PROGRESS_BARS", raising=False)
+    if forced:
+        monkeypatch.setenv("CFQA_PROGRESS", forced)
+    with cli.hub_environment(tmp_path / "cache", offline=True):
+        assert (os.environ.get("HF_HUB_DISABLE_PROGRESS_BARS") == "1") is quiet
+    assert "HF_HUB_DISABLE_PROGRESS_BARS" not in os.environ
+
+
+def test_a_run_s_cache_follows_its_root_unless_given(tmp_path, monkeypatch):
+    import argparse
+
+    from cfqa import cli
 
     profile = tmp_path / "profile.yaml"
     profile.write_text("run_root: runs/big\n")

@@ -4,6 +4,8 @@ where it is missing, the first stage of a real run stops with one line saying ho
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 
 import pytest
 import spacy
@@ -11,6 +13,7 @@ from packaging.requirements import Requirement
 
 from cfqa import cli
 from cfqa.config import PROJECT_ROOT
+from cfqa.counterfactual import ner
 from cfqa.counterfactual.ner import NERUnavailable, require_installed
 
 LOCK = PROJECT_ROOT / "requirements-ner-model.lock"
@@ -52,7 +55,7 @@ def test_make_install_ner_model_installs_it_with_hashes():
 
 
 def test_a_missing_model_stops_fetch_at_once_with_one_line_on_how_to_get_it(monkeypatch, tmp_path, capsys):
-    monkeypatch.setattr(spacy.util, "is_package", lambda name: False)
+    monkeypatch.setattr(ner, "_is_installed", lambda name: False)
     with pytest.raises(NERUnavailable, match=r"'en_core_web_sm' \(params.yaml entities.ner\) is not installed: "
                                              r"`make install-ner-model`"):
         require_installed("en_core_web_sm")
@@ -64,3 +67,13 @@ def test_a_missing_model_stops_fetch_at_once_with_one_line_on_how_to_get_it(monk
     err = [line for line in capsys.readouterr().err.splitlines() if " ERROR " in line]
     assert code == 2 and len(err) == 1 and "make install-ner-model" in err[0], err
     assert not (tmp_path / "cache").exists() and not (tmp_path / "fetched.json").exists()   # nothing downloaded
+
+
+def test_the_installed_check_agrees_with_spacy_and_needs_no_spacy_import():
+    """fetch checks the pipeline without importing spaCy (and the torch it brings): it answers
+    as spaCy's own check does."""
+    for name in ("en_core_web_sm", "en_core_web_nonexistent", "spacy", "orjson"):
+        assert ner._is_installed(name) == spacy.util.is_package(name), name
+    code = "import sys, cfqa.stages.fetch; print(sorted({'spacy', 'torch'} & set(sys.modules)))"
+    imported = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert imported.strip() == "[]"

@@ -143,6 +143,17 @@ def test_each_gpu_job_held_its_own_device(pipeline):
     assert "pinned" not in (root / "logs" / "prepare.stderr.log").read_text()
 
 
+def test_job_logs_hold_no_progress_bars(pipeline):
+    """A job's stderr goes to its log file: no bar of ours, the hub's or transformers'
+    ("Loading weights") is drawn into it, every stage's log is lines of text."""
+    root, result = pipeline
+    assert_completed(result)
+    logs = sorted((root / "logs").rglob("*.stderr.log"))
+    assert len(logs) >= 10
+    drawn = [log for log in logs if "\r" in log.read_text() or "it/s]" in log.read_text()]
+    assert not drawn, drawn
+
+
 def test_second_run_has_nothing_to_do(pipeline):
     root, result = pipeline
     assert_completed(result)

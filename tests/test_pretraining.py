@@ -4,6 +4,7 @@ byte-level BPE, next-token examples and the tiny GPT-Neo saved as a causal backb
 from __future__ import annotations
 
 import gzip
+import json
 import statistics
 
 import numpy as np
@@ -121,6 +122,18 @@ def test_entity_names_split_into_sub_words(tokenizer):
 def test_same_seed_trains_the_same_vocabulary(raw_world, tokenizer_dir, tmp_path):
     train_sentencepiece(raw_world / "corpus.txt", tmp_path, VOCAB, seed=0)
     assert (tmp_path / SPIECE).read_bytes() == (tokenizer_dir / SPIECE).read_bytes()
+
+
+@pytest.mark.parametrize("offline", [False, True])
+def test_the_saved_tokenizer_does_not_depend_on_the_hub_s_offline_mode(tokenizer_dir, tmp_path, monkeypatch, offline):
+    """huggingface_hub reads HF_HUB_OFFLINE once, at import: a process that imported it before
+    a stage set the variable must still write the same tokenizer files as a fresh one."""
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", offline)
+    load_t5_tokenizer(tokenizer_dir).save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "tokenizer_config.json").read_text())
+    assert saved["local_files_only"] is True
 
 
 @pytest.mark.parametrize("length", [2, 3, 10, 57, 200, 1000])

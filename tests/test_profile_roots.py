@@ -1,11 +1,11 @@
 """Each params profile writes under its own run root (`run_root`), never over the default run's
 files: the stage table moves every path there, a dry run of each profile lists only paths
-under its root, the default run's paths stay where they were, and a small real run of a
-profile writes nothing outside its root but Snakemake's state and the shared MLflow store."""
+under its root, and the default run's paths stay where they were. A real run of a params file
+with its own root, which writes nothing outside it but the state every run shares, is the
+README's cluster steps' run in tests/test_slurm_cluster.py."""
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -15,13 +15,10 @@ from cfqa.config import PROJECT_ROOT, deep_merge, load
 from cfqa.dag import METHOD, PARAMS_FILE, RUN_ROOT_KEY, STAGES, compared_summaries, rooted, run_root
 from cfqa.dag.dvc_yaml import dvc_document
 from cfqa.layout import RunLayout
-from pipeline_support import PROJECT, run_tool, tool_env
+from pipeline_support import PROJECT, run_tool
 from project_copy import copy_project
 
 PROFILES = sorted(path.parent.name for path in (PROJECT / "workflow" / "profiles").glob("*/params.yaml"))
-# What every run shares, wherever its root: Snakemake's state and the MLflow store (runs are
-# told apart by their experiment, `tracking.experiment`).
-SHARED = (".snakemake/", "mlflow.db", "mlflow.db.lock", "mlartifacts/")
 DEFAULT_FOLDERS = ("data", "models", "results", "reports", "logs")
 
 
@@ -174,42 +171,6 @@ def test_the_default_run_keeps_its_paths(project):
     assert {"data/raw", "models/base", "results/lora/seed0/metrics.json", "reports/index.html",
             "logs/train/lora/seed0.log", "logs/train/lora/seed0.stderr.log",
             "logs/benchmarks/train/lora/seed0.tsv"} <= paths
-
-
-# ---- a real run ------------------------------------------------------------------------
-
-def files_under(root: Path) -> dict[str, tuple[int, int]]:
-    return {path.relative_to(root).as_posix(): (path.stat().st_mtime_ns, path.stat().st_size)
-            for path in root.rglob("*") if path.is_file()}
-
-
-@pytest.mark.slow
-def test_a_profile_run_writes_nothing_outside_its_root(tmp_path):
-    """The tiny configuration as params.yaml, a profile with one method and one seed: the
-    whole DAG runs under runs/tiny/."""
-    root = copy_project(tmp_path)
-    tiny = yaml.safe_load((PROJECT / "tests/fixtures/params-tiny.yaml").read_text())
-    (root / PARAMS_FILE).write_text(yaml.safe_dump(deep_merge(default_params(), tiny), sort_keys=False))
-    profile = {RUN_ROOT_KEY: "runs/tiny", "seeds": [0], "tune": {"lr_factors": [1.0], "trials": 1},
-               "tracking": {"experiment": "cfqa-profile-root"},
-               "methods": {name: None for name in default_params()["methods"] if name != "full"}}
-    (root / "tiny.yaml").write_text(yaml.safe_dump(profile))
-    before = files_under(root)
-    result = subprocess.run(["snakemake", "--cores", "2", "--configfile", "tiny.yaml"], cwd=root, env=tool_env(),
-                            capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, f"{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
-    after = files_under(root)
-    written = {path for path, stamp in after.items() if before.get(path) != stamp}
-    outside = {p for p in written if not p.startswith("runs/tiny/") and not p.startswith(SHARED)}
-    assert not outside, sorted(outside)
-    assert not [folder for folder in DEFAULT_FOLDERS if (root / folder).exists()]
-    for path in ("runs/tiny/reports/index.html", "runs/tiny/results/full/seed0/metrics.json",
-                 "runs/tiny/models/full/seed0/trainable.safetensors", "runs/tiny/logs/train/full/seed0.stderr.log",
-                 "runs/tiny/logs/benchmarks/train/full/seed0.tsv", "mlflow.db"):
-        assert path in written, path
-    # A second run of the profile has nothing to do.
-    again = run_tool(["snakemake", "--cores", "1", "--configfile", "tiny.yaml", "--dry-run"], root)
-    assert "Nothing to be done" in again.stdout + again.stderr
 
 
 def test_the_precise_profile_has_the_seeds_a_five_point_difference_needs_at_the_measured_spread():

@@ -5,10 +5,12 @@ on the tiny configuration, without Apptainer (CFQA_CONTAINERS=none) and with the
 cluster's overlay (tests/cluster/profile: no job accounting here). Every job's request is read
 back from the scheduler: the GPU stages asked for a GPU on the GPU partition, the others ran on
 the CPU partition, the network stages never became jobs, and each got the stage table's memory
-and time limit. The outputs equal those of the test run's local Snakemake run of the same params
-with one more method and seed (tests/smoke_run.py: workflow/profiles/local-gpus with a fake
-device list), and a run set to `train.device: cuda` stops at its first GPU job with one line,
-exit 2, on the cluster and locally.
+and time limit. Like the README's profile, the test's params file sets its own run root: the run
+writes nothing outside it but the state every run shares (Snakemake's, the MLflow store), and a
+second run has nothing to do. The outputs equal those of the test run's local Snakemake run of
+the same params with one more method and seed (tests/smoke_run.py: workflow/profiles/local-gpus
+with a fake device list), and a run set to `train.device: cuda` stops at its first GPU job with
+one line, exit 2, on the cluster and locally.
 
 Needs root and slurmctld, slurmd and munge (`make slurm-local`); skipped without them, except
 in CI (CI=true), where a missing tool fails."""
@@ -21,6 +23,7 @@ import re
 import shutil
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -31,7 +34,7 @@ from cfqa.contract import read_train_record
 from cfqa.contract.run_info import package_sha256
 from cfqa.dag import STAGES, local_stages, stage
 from cfqa.io.timing_files import is_timing_file
-from pipeline_support import PROJECT, tool_env
+from pipeline_support import PROJECT, SHARED_STATE, commit_all, file_stamps, tool_env
 from project_copy import copy_project
 from required_tools import missing as tool_missing
 
@@ -39,6 +42,7 @@ pytestmark = pytest.mark.slow
 SCRIPT = PROJECT / "tests" / "cluster" / "local_slurm.sh"
 OVERLAY = "tests/cluster/profile"
 PARAMS = "cluster-test.yaml"            # the tiny configuration, one method and one seed
+RUN_ROOT = "runs/tiny"                  # the params file's run root, as every profile has its own
 METHOD, SEED = "full", 0
 PARTITIONS = {"cpu": "cpu", "gpu": "gpu"}   # the README's exports; the test cluster's names
 # Files whose bytes hold times, the machine or the checkout (speed, wall time, each copy's own
@@ -73,15 +77,13 @@ def tiny_params() -> dict:
     tiny = yaml.safe_load((PROJECT_ROOT / "tests/fixtures/params-tiny.yaml").read_text())
     methods = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())["methods"]
     return deep_merge(tiny, {"methods": {name: None for name in methods if name != METHOD}, "seeds": [SEED],
-                             "tracking": {"experiment": "cfqa-cluster"}})
+                             "tracking": {"experiment": "cfqa-cluster"}, "run_root": RUN_ROOT})
 
 
 def project(root: Path) -> Path:
     copy_project(root)
     (root / PARAMS).write_text(yaml.safe_dump(tiny_params(), sort_keys=False))
-    git = ["git", "-c", "user.email=ci@cfqa", "-c", "user.name=ci"]
-    for args in (["git", "init", "-q"], [*git, "add", "-A"], [*git, "commit", "-qm", "cluster test"]):
-        subprocess.run(args, cwd=root, check=True, capture_output=True)
+    commit_all(root, "cluster test")
     return root
 
 
@@ -116,13 +118,25 @@ def run_steps(root: Path, script: str) -> tuple[subprocess.CompletedProcess, flo
     return result, time.perf_counter() - started
 
 
+@dataclass(frozen=True)
+class ClusterRun:
+    project: Path           # the checkout the README's steps ran in
+    written: set[str]       # the files the run wrote or changed there, relative to it
+
+    @property
+    def root(self) -> Path:
+        """The run's own files: its run root in the checkout."""
+        return self.project / RUN_ROOT
+
+
 @pytest.fixture(scope="module")
-def slurm_run(cluster, tmp_path_factory):
+def slurm_run(cluster, tmp_path_factory) -> ClusterRun:
     root = project(tmp_path_factory.mktemp("slurm") / "project")
+    before = file_stamps(root)
     result, seconds = run_steps(root, as_tested(readme_cluster_steps(), PARAMS))
     print(f"the README's SLURM steps on the tiny configuration took {seconds:.0f} s")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
-    return root
+    return ClusterRun(project=root, written={path for path, stamp in file_stamps(root).items() if before.get(path) != stamp})
 
 
 @pytest.fixture(scope="module")
@@ -153,8 +167,8 @@ def minutes(limit: str) -> int:
 
 
 def test_every_job_requests_what_the_stage_table_declares(slurm_run):
-    params = read_params([slurm_run / "params.yaml", slurm_run / PARAMS])
-    jobs = scheduler_jobs(slurm_run)
+    params = read_params([slurm_run.project / "params.yaml", slurm_run.project / PARAMS])
+    jobs = scheduler_jobs(slurm_run.project)
     local = set(local_stages(params))
     assert local == {"validate", "fetch", "report"}
     assert sorted(job["rule"] for job in jobs) == sorted(s.name for s in STAGES if s.name not in local)
@@ -174,25 +188,47 @@ def file_hashes(root: Path) -> dict[str, str]:
             if path.is_file() and path.name not in TIMED and not is_timing_file(path) and not path.name.endswith(".lock")}
 
 
+def test_the_run_writes_nothing_outside_its_root(slurm_run):
+    outside = {path for path in slurm_run.written if not path.startswith((f"{RUN_ROOT}/", *SHARED_STATE))}
+    assert not outside, sorted(outside)
+    assert not [folder for folder in ("data", "models", "results", "reports", "logs") if (slurm_run.project / folder).exists()]
+    for path in ("reports/index.html", f"results/{METHOD}/seed{SEED}/metrics.json",
+                 f"models/{METHOD}/seed{SEED}/trainable.safetensors", f"logs/train/{METHOD}/seed{SEED}.stderr.log",
+                 f"logs/benchmarks/train/{METHOD}/seed{SEED}.tsv"):
+        assert f"{RUN_ROOT}/{path}" in slurm_run.written, path
+    assert "mlflow.db" in slurm_run.written
+
+
+def test_a_second_run_has_nothing_to_do(slurm_run):
+    """The README's steps again, step 2 as a dry run."""
+    steps = as_tested(readme_cluster_steps(), PARAMS).splitlines()
+    again = [f"{line} --dry-run" if line.startswith("snakemake --profile") else line
+             for line in steps if not line.startswith("snakemake fetch ")]
+    result, _ = run_steps(slurm_run.project, "\n".join(again))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "Nothing to be done" in result.stdout + result.stderr
+
+
 def test_cluster_outputs_equal_the_local_run(slurm_run, local_run):
-    cluster, local = file_hashes(slurm_run), file_hashes(local_run)
+    cluster, local = file_hashes(slurm_run.root), file_hashes(local_run)
     assert set(cluster) <= set(local), sorted(set(cluster) - set(local))
     assert cluster == {path: local[path] for path in cluster}
     assert {f"models/{METHOD}/seed{SEED}/trainable.safetensors", f"results/{METHOD}/seed{SEED}/predictions.jsonl",
             f"results/{METHOD}/seed{SEED}/metrics.json", "data/stats.json"} <= set(cluster)
-    selection = [json.loads((root / f"results/{METHOD}/lr_selection.json").read_text()) for root in (slurm_run, local_run)]
+    selection = [json.loads((root / f"results/{METHOD}/lr_selection.json").read_text())
+                 for root in (slurm_run.root, local_run)]
     assert [(s["chosen_lr"], s["trials"]) for s in selection][0] == [(s["chosen_lr"], s["trials"]) for s in selection][1]
-    trained = [read_train_record(root / f"results/{METHOD}/seed{SEED}/train.json") for root in (slurm_run, local_run)]
+    trained = [read_train_record(root / f"results/{METHOD}/seed{SEED}/train.json") for root in (slurm_run.root, local_run)]
     assert (trained[0].steps, trained[0].best_val_loss, trained[0].params) == \
         (trained[1].steps, trained[1].best_val_loss, trained[1].params)
 
 
 def test_results_record_the_code_that_ran(slurm_run, local_run):
     """Each job imported its own checkout's package (workflow/ first on the path), and says so."""
-    for root in (slurm_run, local_run):
+    for checkout, root in ((slurm_run.project, slurm_run.root), (local_run, local_run)):
         run = read_train_record(root / f"results/{METHOD}/seed{SEED}/train.json").run
-        assert run.code_path == str((root / "workflow" / "cfqa").resolve())
-        assert run.code_sha256 == package_sha256(root / "workflow" / "cfqa")
+        assert run.code_path == str((checkout / "workflow" / "cfqa").resolve())
+        assert run.code_sha256 == package_sha256(checkout / "workflow" / "cfqa")
         assert run.git_commit != "unknown" and run.git_dirty is False
 
 
@@ -213,12 +249,12 @@ def one_failing_line(log: Path) -> str:
 
 
 def test_a_cuda_run_stops_at_its_first_gpu_job_on_the_cluster(slurm_run, tmp_path):
-    root = set_to_cuda(slurm_run, tmp_path / "project")
+    root = set_to_cuda(slurm_run.project, tmp_path / "project")
     steps = as_tested(readme_cluster_steps(), PARAMS).splitlines()
     cluster_dag = [line for line in steps if not line.startswith("snakemake fetch ")]   # step 2
     result, _ = run_steps(root, "\n".join(cluster_dag))
     assert result.returncode != 0
-    one_failing_line(root / "logs" / "tune" / f"{METHOD}.stderr.log")
+    one_failing_line(root / RUN_ROOT / "logs" / "tune" / f"{METHOD}.stderr.log")
     jobs = scheduler_jobs(root)
     assert [(job["rule"], job["JobState"]) for job in jobs] == [("tune", "FAILED")]   # nothing after it
     slurm_log = next((root / ".snakemake" / "slurm_logs" / "rule_tune").rglob(f"{jobs[0]['JobId']}.log"))

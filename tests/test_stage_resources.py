@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from cfqa.config import deep_merge, load_schema, read_params
-from cfqa.dag import SCALES, STAGES, job_resources, local_stages, stage
+from cfqa.dag import SCALES, STAGES, job_resources, local_stages
 from cfqa.dag.needs_table import markdown
 from pipeline_support import PROJECT, profile_settings, run_tool
 

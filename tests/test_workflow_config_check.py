@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from bad_params import CASES
-from pipeline_support import run_tool, tool_env
+from pipeline_support import commit_all, tool_env
 from project_copy import copy_project
 
 
@@ -35,13 +35,6 @@ def assert_fails_before_jobs(result, *expected: str):
         assert text in output, output
 
 
-def test_valid_configuration_builds_the_dag(project):
-    result = dry_run_with(project, lambda params: None)
-    assert result.returncode == 0, result.stderr
-    assert "rule download" in result.stdout
-    assert "Building DAG of jobs" in result.stdout + result.stderr
-
-
 def test_invalid_shared_train_value_fails_before_any_job(project):
     result = dry_run_with(project, lambda params: params["train"].update(optimizer="sgd"))
     assert_fails_before_jobs(result, "optimizer", "sgd")
@@ -53,9 +46,11 @@ def test_missing_method_option_fails_before_any_job(project):
     assert_fails_before_jobs(result, "cfqa: invalid parameters: params.yaml: methods.lora.options.r")
 
 
-def test_every_method_runs_once_per_seed(project):
+def test_a_valid_configuration_builds_the_dag_with_every_method_once_per_seed(project):
     result = dry_run_with(project, lambda params: params.update(seeds=[0, 2]))
     assert result.returncode == 0, result.stderr
+    assert "rule download" in result.stdout
+    assert "Building DAG of jobs" in result.stdout + result.stderr
     jobs = {line.split()[0]: int(line.split()[1]) for line in result.stdout.splitlines()
             if len(line.split()) == 2 and line.split()[1].isdigit()}
     methods = len(yaml.safe_load((project / "params.yaml").read_text())["methods"])
@@ -94,10 +89,7 @@ DVC_CASES = [case for case in ENGINE_CASES if case.id not in ("100000-deep-list"
 def engines_project(tmp_path_factory):
     """A copy of the project in its own git repository (DVC needs one) and its params.yaml."""
     root = copy_project(tmp_path_factory.mktemp("engines"))
-    git = ["git", "-c", "user.email=ci@cfqa", "-c", "user.name=ci"]
-    run_tool(["git", "init", "-q"], root)
-    run_tool(git + ["add", "-A"], root)
-    run_tool(git + ["commit", "-qm", "engines"], root)
+    commit_all(root, "engines")
     return root, (root / "params.yaml").read_bytes()
 
 

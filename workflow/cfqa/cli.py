@@ -201,9 +201,13 @@ def hub_environment(cache: Path, offline: bool):
     """HF_HOME (and the hub cache under it) in the run's cache, the hub offline unless
     `offline` is False; the process's environment is restored afterwards. Set before
     huggingface_hub is imported, which reads these variables once; the stages also pass the
-    cache and local_files_only explicitly."""
+    cache and local_files_only explicitly. The hub's and transformers' own bars (downloads,
+    "Loading weights") follow ours: silent under CI=true and in a job's log file."""
+    from cfqa.io.progress import progress_enabled
+
     settings = {"HF_HOME": str(cache), "HF_HUB_CACHE": str(cache / "hub"), "HF_HUB_DISABLE_TELEMETRY": "1",
-                **(OFFLINE_ENV if offline else {})}
+                **(OFFLINE_ENV if offline else {}),
+                **({} if progress_enabled() else {"HF_HUB_DISABLE_PROGRESS_BARS": "1"})}
     saved = {key: os.environ.get(key) for key in settings}
     os.environ.update(settings)
     try:

@@ -14,14 +14,19 @@ surrounding punctuation aside, as SQuAD normalization ignores them).
 """
 from __future__ import annotations
 
+import importlib.metadata
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import TYPE_CHECKING, Iterable, Iterator
 
 import orjson
-import spacy
-from spacy.language import Language
-from spacy.tokens import Doc
+
 from cfqa.errors import BadInput
+
+# spaCy (and the torch it imports) only where a pipeline is built: `fetch` checks that the named
+# pipeline is installed without paying for them.
+if TYPE_CHECKING:
+    from spacy.language import Language
+    from spacy.tokens import Doc
 
 OFFLINE = "offline"
 PATTERNS_FILE = "entity_patterns.jsonl"
@@ -110,6 +115,8 @@ def read_patterns(path: Path) -> list[dict]:
 
 def build_offline_pipeline(patterns: Iterable[dict] = ()) -> Language:
     """Blank English + the source's patterns (case-insensitive phrases) + generic patterns."""
+    import spacy
+
     nlp = spacy.blank("en")
     patterns = list(patterns)
     if patterns:
@@ -129,14 +136,26 @@ def require_installed(name: str) -> None:
     """NERUnavailable at once, before any work, when `entities.ner` names a pipeline that is
     not installed; `offline` needs none. Checked by `fetch` (a real run's first stage) and by
     `entities` itself, so a missing model never surfaces mid-run."""
-    if name == OFFLINE or spacy.util.is_package(name):
+    if name == OFFLINE or _is_installed(name):
         return
     hint = INSTALL_HINTS.get(name, f"install spaCy's official {name!r} wheel, pinned by its sha256")
     raise NERUnavailable(f"spaCy pipeline {name!r} (params.yaml entities.ner) is not installed: {hint}; or set "
                          f"entities.ner: {OFFLINE}")
 
 
+def _is_installed(name: str) -> bool:
+    """What spacy.util.is_package answers (an installed distribution of that name), without
+    importing spaCy."""
+    try:
+        importlib.metadata.distribution(name)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
 def load_installed_pipeline(name: str) -> Language:
+    import spacy
+
     require_installed(name)
     try:
         return spacy.load(name)

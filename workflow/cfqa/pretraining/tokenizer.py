@@ -52,5 +52,8 @@ def train_sentencepiece(corpus: Path, out_dir: Path, vocab_size: int, seed: int)
 
 def load_t5_tokenizer(model_dir: Path) -> PreTrainedTokenizerBase:
     # T5Tokenizer(vocab_file=...) silently ignores the file in transformers 5: load from the
-    # directory holding spiece.model instead.
-    return T5Tokenizer.from_pretrained(str(model_dir), extra_ids=EXTRA_IDS)
+    # directory holding spiece.model instead. local_files_only explicitly: the saved
+    # tokenizer_config.json records it, and left out it follows the hub's offline mode as the
+    # process first read it, so the same stage would write different bytes in a process that
+    # imported huggingface_hub before the stage set HF_HUB_OFFLINE.
+    return T5Tokenizer.from_pretrained(str(model_dir), extra_ids=EXTRA_IDS, local_files_only=True)

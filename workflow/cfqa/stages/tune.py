@@ -121,7 +121,7 @@ def run(cfg: Config, variants: Path, models: Path, out: Path, method: str) -> No
              list(tune.lr_factors), list(plan.rung_steps), tcfg.max_steps, tune.keep_fraction, tune.seed)
 
     backbone = backbone_dir(models, mcfg.backbone)
-    tokenizer = AutoTokenizer.from_pretrained(backbone)
+    tokenizer = AutoTokenizer.from_pretrained(backbone, local_files_only=True)
     data_files = [variant_file(variants, split, v) for split in ("train", "validation") for v in tcfg.mixture]
     em_file = variant_file(variants, "validation", tune.variant)
     data_files += [] if em_file in data_files else [em_file]

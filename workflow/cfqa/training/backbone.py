@@ -21,10 +21,10 @@ def load_backbone(directory: Path):
     """(model, tokenizer) from a save_pretrained directory; seq2seq or decoder-only."""
     if not (directory / "config.json").is_file():
         raise FileNotFoundError(f"{directory}: no saved model (config.json missing); run `cfqa pretrain`")
-    config = AutoConfig.from_pretrained(directory)
+    config = AutoConfig.from_pretrained(directory, local_files_only=True)
     auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
-    model = auto.from_pretrained(directory, use_safetensors=True)
-    tokenizer = AutoTokenizer.from_pretrained(directory)
+    model = auto.from_pretrained(directory, use_safetensors=True, local_files_only=True)
+    tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
     if tokenizer.pad_token is None:
         # GPT-style hub tokenizers have no pad token: pad with eos. Batching and generation
         # build attention masks from lengths, so an eos used as padding is never attended to.

@@ -93,7 +93,7 @@ def write_tokenized(variants: Path, backbones: dict[str, Path], out: Path) -> di
     index: dict = {"backbones": {}, "variant_sha256": {f"{p.parent.name}/{p.name}": sha256_file(p) for p in files}}
     with atomic_dir(out) as tmp:
         for name, directory in backbones.items():
-            tokenizer = AutoTokenizer.from_pretrained(directory)
+            tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
             key = fingerprint(tokenizer)
             index["backbones"][name] = key
             if (tmp / key).is_dir():
