@@ -3,10 +3,12 @@ naming the file it was writing and ENOSPC, every output is either absent or exac
 uninterrupted run writes, no temporary file or lock is left, and a rerun with space writes
 byte-identical outputs.
 
-Each stage runs as a real `cfqa` process whose project directory is a tmpfs mounted for the
-test, its size set so the disk fills at a chosen point (sizes counted in the filesystem's
-pages from an uninterrupted run's files). The tracking store and the log file live outside the
-small disk, so the point where it fills depends on the stage's outputs alone."""
+Each stage runs through the `cfqa` entry point (`cli.main`, its stderr captured: exit status and
+lines as a `cfqa` process gives them; in this process, as tests/test_kill.py reruns, to spare
+each run the seconds of importing torch and transformers) in a project directory that is a
+tmpfs mounted for the test, its size set so the disk fills at a chosen point (sizes counted in
+the filesystem's pages from an uninterrupted run's files). The tracking store and the log file
+live outside the small disk, so the point where it fills depends on the stage's outputs alone."""
 from __future__ import annotations
 
 import math
@@ -14,7 +16,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from unittest import mock
 
@@ -22,9 +23,9 @@ import pytest
 import yaml
 
 import cfqa.stages.train as train_stage
-from pipeline_support import tool_env
+from cfqa import cli
 from required_tools import missing
-from stage_results import stage_command, tiny_params
+from stage_results import stage_command, tiny_params, working_directory
 from test_kill import COUNTERFACTUALS, DOWNLOAD, ENTITIES, PARAMS, PREPARE, PRETRAIN, TRAIN, debris, files, stage
 
 pytestmark = pytest.mark.slow
@@ -133,9 +134,12 @@ def on_disk(reference: Path, disk: SmallDisk, *inputs: str) -> Path:
     return disk.root
 
 
-def run_stage(root: Path, args: tuple[str, ...], log: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "cfqa.cli", "--log-file", str(log), *args],
-                          cwd=root, env=tool_env(), capture_output=True, text=True, timeout=600)
+def run_stage(root: Path, args: tuple[str, ...], log: Path, capfd: pytest.CaptureFixture) -> subprocess.CompletedProcess:
+    capfd.readouterr()
+    with working_directory(root):
+        code = cli.main(["--log-file", str(log), *args])
+    captured = capfd.readouterr()
+    return subprocess.CompletedProcess(args, code, captured.out, captured.err)
 
 
 def outputs_under(root: Path, outputs: tuple[str, ...]) -> dict[str, bytes]:
@@ -174,9 +178,10 @@ def fails_for_lack_of_space(result: subprocess.CompletedProcess, command: str, r
 
 
 def reruns_to_the_same_outputs(disk: SmallDisk, args: tuple[str, ...], outputs: tuple[str, ...],
-                               reference: Path, log: Path, compare: tuple[str, ...] | None = None) -> str:
+                               reference: Path, log: Path, capfd: pytest.CaptureFixture,
+                               compare: tuple[str, ...] | None = None) -> str:
     disk.grow()
-    result = run_stage(disk.root, args, log)
+    result = run_stage(disk.root, args, log, capfd)
     assert result.returncode == 0, result.stderr[-3000:]
     left, complete = outputs_under(disk.root, outputs), outputs_under(reference, outputs)
     assert set(left) == set(complete)
@@ -190,14 +195,14 @@ CF_OUTPUTS = ("data/variants", "data/stats.json")
 
 
 @pytest.mark.parametrize("where", ["locks", "variants", "stats"])
-def test_counterfactuals_on_a_full_disk(reference, disk, tmp_path, where):
+def test_counterfactuals_on_a_full_disk(reference, disk, tmp_path, capfd, where):
     root = on_disk(reference, disk, "data/prepared", "data/entities")
     variants = disk.pages(reference / "data/variants")
     locks = 2                                       # .variants.lock, .stats.json.lock: a page each
     # Nothing left; full half-way through the variants; full once the variants are committed.
     room = {"locks": 0, "variants": locks + variants // 2, "stats": locks + variants}[where]
     disk.fill_after(room)
-    result = run_stage(root, COUNTERFACTUALS, tmp_path / "failed.log")
+    result = run_stage(root, COUNTERFACTUALS, tmp_path / "failed.log", capfd)
     naming = {"locks": "data/.stats.json.lock", "variants": "data/variants", "stats": "data/stats.json"}[where]
     named = fails_for_lack_of_space(result, "counterfactuals", root, CF_OUTPUTS, reference, naming)
     if where == "variants":
@@ -206,7 +211,7 @@ def test_counterfactuals_on_a_full_disk(reference, disk, tmp_path, where):
     if where == "stats":
         # Variants without their statistics: the rerun treats them as unfinished and rewrites both.
         assert (root / "data/variants").is_dir() and not (root / "data/stats.json").exists()
-    reruns_to_the_same_outputs(disk, COUNTERFACTUALS, CF_OUTPUTS, reference, tmp_path / "rerun.log")
+    reruns_to_the_same_outputs(disk, COUNTERFACTUALS, CF_OUTPUTS, reference, tmp_path / "rerun.log", capfd)
 
 
 TRAIN_OUTPUTS = ("models/lora/seed0", "results/lora/seed0/train.json", "results/lora/seed0/train_curve.csv")
@@ -214,7 +219,7 @@ TRAIN_SAME = ("models/lora/seed0/trainable.safetensors", "results/lora/seed0/tra
 
 
 @pytest.mark.parametrize("where", ["first checkpoint", "second checkpoint"])
-def test_train_on_a_full_disk(reference, disk, tmp_path, where):
+def test_train_on_a_full_disk(reference, disk, tmp_path, capfd, where):
     root = on_disk(reference, disk, "data/variants", "models/base", "models/base_lm")
     checkpoint = reference / "checkpoint"
     weights = disk.pages(checkpoint / "trainable.safetensors")
@@ -224,13 +229,13 @@ def test_train_on_a_full_disk(reference, disk, tmp_path, where):
     room = {"first checkpoint": locks + weights + 1,
             "second checkpoint": locks + disk.pages(checkpoint) + weights // 2}[where]
     disk.fill_after(room)
-    result = run_stage(root, TRAIN, tmp_path / "failed.log")
+    result = run_stage(root, TRAIN, tmp_path / "failed.log", capfd)
     fails_for_lack_of_space(result, "train", root, TRAIN_OUTPUTS, reference, "models/.checkpoints/lora/seed0")
     assert not (root / "models/lora/seed0").exists() and not (root / "results/lora/seed0").exists()
     kept = root / "models/.checkpoints/lora/seed0/state.json"
     assert kept.is_file() == (where == "second checkpoint")      # the step-3 checkpoint survives
 
-    log = reruns_to_the_same_outputs(disk, TRAIN, TRAIN_OUTPUTS, reference, tmp_path / "rerun.log", TRAIN_SAME)
+    log = reruns_to_the_same_outputs(disk, TRAIN, TRAIN_OUTPUTS, reference, tmp_path / "rerun.log", capfd, TRAIN_SAME)
     assert ("resuming from models/.checkpoints/lora/seed0 at step 3" in log) == (where == "second checkpoint")
     assert not (root / "models/.checkpoints/lora/seed0").exists()
 
@@ -238,13 +243,13 @@ def test_train_on_a_full_disk(reference, disk, tmp_path, where):
 REPORT_OUTPUTS = ("reports", "results/summary.json")
 
 
-def test_report_on_a_full_disk(reference, disk, tmp_path):
+def test_report_on_a_full_disk(reference, disk, tmp_path, capfd):
     root = on_disk(reference, disk, "results/lora", "data/stats.json")
     written = disk.pages(reference / "reports", reference / "results/summary.json")
     locks = 2                                       # .reports.lock, results/.summary.json.lock
     disk.fill_after(locks + written // 2)
-    result = run_stage(root, REPORT, tmp_path / "failed.log")
+    result = run_stage(root, REPORT, tmp_path / "failed.log", capfd)
     named = fails_for_lack_of_space(result, "report", root, REPORT_OUTPUTS, reference, "reports")
     assert not (root / named).exists()
     assert 0 < len(outputs_under(root, REPORT_OUTPUTS)) < len(outputs_under(reference, REPORT_OUTPUTS))
-    reruns_to_the_same_outputs(disk, REPORT, REPORT_OUTPUTS, reference, tmp_path / "rerun.log")
+    reruns_to_the_same_outputs(disk, REPORT, REPORT_OUTPUTS, reference, tmp_path / "rerun.log", capfd)

@@ -280,6 +280,21 @@ def test_git_commit_and_dirty_flag_inside_and_outside_a_checkout(tmp_path):
     assert git_dirty(tmp_path) is True
 
 
+def test_the_dirty_flag_never_writes_the_repository_s_index(tmp_path):
+    """Jobs running together all ask; a `git status` that refreshed the index would race for
+    .git/index.lock and rewrite the user's index."""
+    git = ["git", "-c", "user.email=t@cfqa", "-c", "user.name=t"]
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    (tmp_path / "f.txt").write_text("a")
+    subprocess.run(git + ["add", "f.txt"], cwd=tmp_path, check=True)
+    subprocess.run(git + ["commit", "-qm", "a"], cwd=tmp_path, check=True)
+    os.utime(tmp_path / "f.txt", ns=(1, 1))          # same content, stale stat data: a refresh would write
+    index = tmp_path / ".git" / "index"
+    before = (index.stat().st_mtime_ns, index.read_bytes())
+    assert git_dirty(tmp_path) is False
+    assert (index.stat().st_mtime_ns, index.read_bytes()) == before
+
+
 CHILD = textwrap.dedent("""
     import sys, time
     from pathlib import Path

@@ -44,8 +44,10 @@ def git_commit(cwd: Path | None = None) -> str:
 
 
 def git_dirty(cwd: Path | None = None) -> bool | None:
-    """True when tracked files differ from HEAD; None outside a checkout."""
-    done = _git(["status", "--porcelain", "--untracked-files=no"], cwd)
+    """True when tracked files differ from HEAD; None outside a checkout. Read-only: without
+    --no-optional-locks, `git status` refreshes .git/index, so jobs running together would race
+    for its lock and write into the user's repository."""
+    done = _git(["--no-optional-locks", "status", "--porcelain", "--untracked-files=no"], cwd)
     if done is None or done.returncode != 0:
         return None
     return bool(done.stdout.strip())
