@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from cfqa.config import load
 from cfqa.dag import stage
@@ -41,7 +42,14 @@ def expected_jobs(project: Path) -> int:
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    return copy_project(tmp_path / "project")
+    """A copy of the project on two methods and two seeds: every rule and the per-method and
+    per-seed jobs, each asked of the bucket once, without the default's 9 × 3."""
+    root = copy_project(tmp_path / "project")
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["methods"] = {name: params["methods"][name] for name in ("full", "lora")}
+    params["seeds"] = [0, 1]
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return root
 
 
 @pytest.fixture
