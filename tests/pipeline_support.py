@@ -11,6 +11,8 @@ VENV_BIN = Path(sys.executable).parent
 # What every run of a checkout shares, whatever its run root: Snakemake's state and the MLflow
 # store (runs are told apart by their experiment, `tracking.experiment`).
 SHARED_STATE = (".snakemake/", "mlflow.db", "mlflow.db.lock", "mlartifacts/")
+# The folders a run at the default root writes (a profile's run writes them under its root).
+DEFAULT_FOLDERS = ("data", "models", "results", "reports", "logs")
 
 
 def file_stamps(root: Path) -> dict[str, tuple[int, int]]:

@@ -15,11 +15,10 @@ from cfqa.config import PROJECT_ROOT, deep_merge, load
 from cfqa.dag import METHOD, PARAMS_FILE, RUN_ROOT_KEY, STAGES, compared_summaries, rooted, run_root
 from cfqa.dag.dvc_yaml import dvc_document
 from cfqa.layout import RunLayout
-from pipeline_support import PROJECT, run_tool
+from pipeline_support import DEFAULT_FOLDERS, PROJECT, run_tool
 from project_copy import copy_project
 
 PROFILES = sorted(path.parent.name for path in (PROJECT / "workflow" / "profiles").glob("*/params.yaml"))
-DEFAULT_FOLDERS = ("data", "models", "results", "reports", "logs")
 
 
 def default_params() -> dict:

@@ -34,7 +34,7 @@ from cfqa.contract import read_train_record
 from cfqa.contract.run_info import package_sha256
 from cfqa.dag import STAGES, local_stages, stage
 from cfqa.io.timing_files import is_timing_file
-from pipeline_support import PROJECT, SHARED_STATE, commit_all, file_stamps, tool_env
+from pipeline_support import DEFAULT_FOLDERS, PROJECT, SHARED_STATE, commit_all, file_stamps, tool_env
 from project_copy import copy_project
 from required_tools import missing as tool_missing
 
@@ -191,7 +191,7 @@ def file_hashes(root: Path) -> dict[str, str]:
 def test_the_run_writes_nothing_outside_its_root(slurm_run):
     outside = {path for path in slurm_run.written if not path.startswith((f"{RUN_ROOT}/", *SHARED_STATE))}
     assert not outside, sorted(outside)
-    assert not [folder for folder in ("data", "models", "results", "reports", "logs") if (slurm_run.project / folder).exists()]
+    assert not [folder for folder in DEFAULT_FOLDERS if (slurm_run.project / folder).exists()]
     for path in ("reports/index.html", f"results/{METHOD}/seed{SEED}/metrics.json",
                  f"models/{METHOD}/seed{SEED}/trainable.safetensors", f"logs/train/{METHOD}/seed{SEED}.stderr.log",
                  f"logs/benchmarks/train/{METHOD}/seed{SEED}.tsv"):
