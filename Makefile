@@ -4,38 +4,32 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install install-executors install-ner-model lock reproduce smoke test test-fast lint clean image dvc.yaml schema ui browser dvc-commit
+.PHONY: install install-ner-model lock reproduce smoke test test-fast lint clean image dvc.yaml schema ui browser dvc-commit
 
 install: $(STAMP)
 
-# Every pin of requirements.lock carries the sha256 of each file PyPI has for it, and pip
-# installs it with --require-hashes: a file whose hash is not listed is refused, and so is any
-# requirement the lock leaves unpinned. torch is the CPU build (2.13.0+cpu, its CPU wheel's
+# Every pin of the locks carries the sha256 of each file PyPI has for it, and pip installs
+# them with --require-hashes: a file whose hash is not listed is refused, and so is any
+# requirement a lock leaves unpinned. torch is the CPU build (2.13.0+cpu, its CPU wheel's
 # hash), which pip finds through this machine's pip configuration (find-links) or, elsewhere,
 # `make install TORCH_FIND_LINKS=https://download.pytorch.org/whl/cpu/torch/`. The lock pins
 # torch itself, so nothing can pull a CUDA build in: no separate torch step is needed.
 # Three pins have no wheel (antlr4-python3-runtime, connection-pool, rouge-score): pip builds
 # them without build isolation, with the hashed setuptools of requirements-build.lock, since
 # an isolated build would fetch its own setuptools unchecked.
+# The checkout's venv gets requirements-executors.lock: requirements.lock (what the images
+# hold) plus the SLURM and Kubernetes executor plugins, since this is where snakemake submits
+# from; one pip pass (a second pass over the same 250 pins took ~30 s of every `make test`).
+# The Makefile is a prerequisite: a venv made by an older recipe is brought up to this one.
 TORCH_FIND_LINKS ?=
 find_links = $(if $(TORCH_FIND_LINKS),--find-links $(TORCH_FIND_LINKS))
-$(STAMP): requirements.lock requirements-build.lock pyproject.toml
+$(STAMP): requirements-executors.lock requirements.lock requirements-build.lock pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --require-hashes -r requirements-build.lock
-	$(BIN)/pip install --quiet --require-hashes --no-build-isolation $(find_links) -r requirements.lock
+	$(BIN)/pip install --quiet --require-hashes --no-build-isolation $(find_links) -r requirements-executors.lock
 	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	$(BIN)/dvc config --local core.analytics false 2>/dev/null || true
 	touch $(STAMP)
-
-# `make install-executors`: the SLURM and Kubernetes executor plugins (pyproject.toml's `slurm`
-# and `kubernetes` extras) for workflow/profiles/slurm and workflow/profiles/kubernetes, from
-# their own hashed lock, compiled with requirements.lock as constraint: they only add packages.
-EXECUTORS_STAMP := $(VENV)/.executors-installed
-install-executors: $(EXECUTORS_STAMP)
-$(EXECUTORS_STAMP): $(STAMP) requirements-executors.lock
-	$(BIN)/pip install --quiet --require-hashes --no-build-isolation $(find_links) -r requirements-executors.lock
-	$(BIN)/pip check
-	touch $(EXECUTORS_STAMP)
 
 # `make install-ner-model`: spaCy's official en_core_web_sm for `entities.ner: en_core_web_sm`
 # (real runs), from spaCy's release page on github, pinned by URL and sha256 in
@@ -80,9 +74,8 @@ reproduce: install
 smoke: install
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/snakemake --cores all --configfile tests/fixtures/params-tiny.yaml tests/fixtures/params-smoke.yaml
 
-# The suite dry-runs the SLURM and Kubernetes profiles with their real plugins (about a minute
-# of install once, then a stamp), so `make test` installs them; `make test-fast` does not.
-# Both run on every core (pytest-xdist), with one worker more than cores: the end-to-end tests
+# The suite runs the SLURM profile on a local cluster and dry-runs the Kubernetes one with the
+# plugins `make install` brings. Both targets run on every core (pytest-xdist), with one worker more than cores: the end-to-end tests
 # spend part of their time waiting on a scheduler (SLURM polls), a server or a killed process.
 # `make test` hands out whole files (--dist loadfile; the files that share one end-to-end run go
 # together, longest first: tests/conftest.py), so each end-to-end run is built once, by the worker
@@ -90,7 +83,7 @@ smoke: install
 TEST_WORKERS ?= $(shell echo $$(( $$(nproc) + 1 )))
 # `make test-fast` waits on nothing: one worker per core.
 FAST_WORKERS ?= auto
-test: install-executors
+test: install
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 test-fast: install

@@ -1,5 +1,5 @@
 """The SLURM and Kubernetes profiles dry-run the whole DAG with their real executor plugins
-(`make install-executors`), partitions unset, in a copy of the project: the plugins accept
+(`make install` brings them), partitions unset, in a copy of the project: the plugins accept
 every option the profiles set, and the resources reach the jobs."""
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ BUCKET = "cfqa-dry-run"
 
 def needs(*modules: str):
     missing = [m for m in modules if importlib.util.find_spec(m) is None]
-    return pytest.mark.skipif(bool(missing), reason=f"{', '.join(missing)} not installed: `make install-executors`")
+    return pytest.mark.skipif(bool(missing), reason=f"{', '.join(missing)} not installed: `make install`")
 
 
 def job_counts(dry_run_output: str) -> dict[str, int]:

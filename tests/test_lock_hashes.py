@@ -1,7 +1,8 @@
 """The locks are hash-pinned, and every install of them checks the hashes: requirements.lock
 (the project and its tests), requirements-build.lock (setuptools, which builds the pins that
-have no wheel) and requirements-executors.lock (the cluster executor plugins on top). Static
-checks of the files; the real install runs in every `make install`."""
+have no wheel) and requirements-executors.lock (the cluster executor plugins on top: what
+`make install` puts in the checkout's venv). Static checks of the files; the real install runs
+in every `make install`."""
 from __future__ import annotations
 
 import hashlib
@@ -139,18 +140,25 @@ def makefile_recipe(target: str) -> list[str]:
 
 
 def test_make_install_checks_every_hash():
-    for target, locks in [("$(STAMP)", ["requirements-build.lock", "requirements.lock"]),
-                          ("$(EXECUTORS_STAMP)", ["requirements-executors.lock"])]:
-        pip_lines = [line for line in makefile_recipe(target) if "pip install" in line]
-        installed = [line for line in pip_lines if " -r " in line]
-        assert [re.search(r" -r (\S+)", line)[1] for line in installed] == locks, pip_lines
-        assert all("--require-hashes" in line for line in installed), installed
-        # Nothing else from an index: only the project itself, from this checkout, without deps.
-        others = [line for line in pip_lines if line not in installed]
-        assert all(line.split("pip install", 1)[1].split()[-2:] == ["-e", "."] and "--no-deps" in line
-                   for line in others), others
-        # Wheel-less pins are built by the hashed setuptools, not one an isolated build fetches.
-        assert all("--no-build-isolation" in line for line in installed if "requirements-build" not in line)
+    """The checkout's venv: setuptools first, then the executors lock (a superset of
+    requirements.lock, checked above), each with --require-hashes, then cfqa itself."""
+    pip_lines = [line for line in makefile_recipe("$(STAMP)") if "pip install" in line]
+    installed = [line for line in pip_lines if " -r " in line]
+    assert [re.search(r" -r (\S+)", line)[1] for line in installed] == \
+        ["requirements-build.lock", "requirements-executors.lock"], pip_lines
+    assert all("--require-hashes" in line for line in installed), installed
+    # Nothing else from an index: only the project itself, from this checkout, without deps.
+    others = [line for line in pip_lines if line not in installed]
+    assert all(line.split("pip install", 1)[1].split()[-2:] == ["-e", "."] and "--no-deps" in line
+               for line in others), others
+    # Wheel-less pins are built by the hashed setuptools, not one an isolated build fetches.
+    assert all("--no-build-isolation" in line for line in installed if "requirements-build" not in line)
+
+
+def test_the_venv_is_rebuilt_when_a_lock_or_the_recipe_changes():
+    text = (PROJECT / "Makefile").read_text(encoding="utf-8")
+    prerequisites = re.search(r"(?m)^\$\(STAMP\):(.*)$", text)[1].split()
+    assert set(LOCKS) | {"pyproject.toml", "Makefile"} <= set(prerequisites), prerequisites
 
 
 @pytest.mark.parametrize("dockerfile", ["Dockerfile.cpu", "Dockerfile"])
