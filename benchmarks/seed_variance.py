@@ -31,7 +31,14 @@ are cached as JSON under --workdir/seed_variance/ (a rerun skips finished runs):
     nice -n 10 .venv/bin/python benchmarks/seed_variance.py --workdir /tmp/cfqa-run \\
         --methods full lora adapter --recipes today --seeds 0 1 2 3 4 [--analyze-only]
 
-Writes benchmarks/results/seed_variance.json (or --out).
+Writes benchmarks/results/seed_variance.json (or --out), with the backbone's shape. Another
+backbone size: `cfqa pretrain` with its `pretrain` block into another workdir's models/, the same
+data/variants beside it. benchmarks/results/seed_variance_d128_half_lr.json (the default's
+backbone) and seed_variance_d64_half_lr.json (half its width) were run side by side, one process
+per core, at half the configured rate:
+
+    .venv/bin/python benchmarks/seed_variance.py --workdir W64 --params P64 --methods full lora \\
+        --recipes half_lr --seeds 0 1 2 3 --out benchmarks/results/seed_variance_d64_half_lr.json
 """
 from __future__ import annotations
 
@@ -354,6 +361,16 @@ def analyze(runs: dict) -> dict:
                                   "comparisons": COMPARISONS, "per_comparison_alpha": ALPHA / COMPARISONS}}
 
 
+BACKBONE_KEYS = ("d_model", "d_ff", "num_heads", "num_layers", "num_decoder_layers", "vocab_size")
+
+
+def backbone(workdir: Path) -> dict:
+    """The shape of the backbone the runs fine-tuned (models/base/config.json): results from
+    backbones of other sizes are told apart by it."""
+    config = json.loads((workdir / "models" / "base" / "config.json").read_text())
+    return {key: config[key] for key in BACKBONE_KEYS}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workdir", type=Path, required=True, help="a run's folder with data/variants and models/")
@@ -382,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
                           f"{time.perf_counter() - started:.0f} s wall", flush=True)
     runs = load_runs(args.workdir)
     result = {"primary_endpoint": "test counterfactual contextual EM (%)", "reference": list(REFERENCE),
-              "ema_decay": EMA_DECAY, "eval_every": EVAL_EVERY,
+              "backbone": backbone(args.workdir), "ema_decay": EMA_DECAY, "eval_every": EVAL_EVERY,
               "recipes": {name: dataclasses.asdict(recipe) for name, recipe in RECIPES.items() if name in runs},
               "rules": list(RULES), **analyze(runs),
               "machine": {"cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
