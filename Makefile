@@ -75,8 +75,9 @@ smoke: install
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/snakemake --cores all --configfile tests/fixtures/params-tiny.yaml tests/fixtures/params-smoke.yaml
 
 # The suite runs the SLURM profile on a local cluster and dry-runs the Kubernetes one with the
-# plugins `make install` brings. Both targets run on every core (pytest-xdist), with one worker more than cores: the end-to-end tests
-# spend part of their time waiting on a scheduler (SLURM polls), a server or a killed process.
+# plugins `make install` brings. Both targets run on every core (pytest-xdist), with one worker
+# more than cores: the end-to-end tests spend part of their time waiting on a scheduler (SLURM
+# polls), a server or a killed process.
 # `make test` hands out whole files (--dist loadfile; the files that share one end-to-end run go
 # together, longest first: tests/conftest.py), so each end-to-end run is built once, by the worker
 # that runs its tests.
