@@ -31,6 +31,7 @@ from cfqa.tracking.pipeline import PipelineRun, pipeline_run
 from cfqa.tracking.results_dir import log_results_dir
 from cfqa.tracking.store import artifact_location, artifacts_root, local_artifact_dir, resolved_uri, sqlite_database_path
 from cfqa.tracking.training_run import TrainingRun, find_training_run, start_training_run
+from pipeline_support import commit_all
 
 TRACKING = TrackingConfig(uri="sqlite:///mlflow.db", experiment="cfqa-test")
 
@@ -270,11 +271,8 @@ def test_store_locations(tmp_path, monkeypatch):
 
 def test_git_commit_and_dirty_flag_inside_and_outside_a_checkout(tmp_path):
     assert git_commit(tmp_path) == "unknown" and git_dirty(tmp_path) is None
-    git = ["git", "-c", "user.email=t@cfqa", "-c", "user.name=t"]
-    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
     (tmp_path / "f.txt").write_text("a")
-    subprocess.run(git + ["add", "f.txt"], cwd=tmp_path, check=True)
-    subprocess.run(git + ["commit", "-qm", "a"], cwd=tmp_path, check=True)
+    commit_all(tmp_path, "a")
     assert re.fullmatch(r"[0-9a-f]{40}", git_commit(tmp_path)) and git_dirty(tmp_path) is False
     (tmp_path / "f.txt").write_text("b")
     assert git_dirty(tmp_path) is True
@@ -283,11 +281,8 @@ def test_git_commit_and_dirty_flag_inside_and_outside_a_checkout(tmp_path):
 def test_the_dirty_flag_never_writes_the_repository_s_index(tmp_path):
     """Jobs running together all ask; a `git status` that refreshed the index would race for
     .git/index.lock and rewrite the user's index."""
-    git = ["git", "-c", "user.email=t@cfqa", "-c", "user.name=t"]
-    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
     (tmp_path / "f.txt").write_text("a")
-    subprocess.run(git + ["add", "f.txt"], cwd=tmp_path, check=True)
-    subprocess.run(git + ["commit", "-qm", "a"], cwd=tmp_path, check=True)
+    commit_all(tmp_path, "a")
     os.utime(tmp_path / "f.txt", ns=(1, 1))          # same content, stale stat data: a refresh would write
     index = tmp_path / ".git" / "index"
     before = (index.stat().st_mtime_ns, index.read_bytes())
